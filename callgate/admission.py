@@ -1,0 +1,129 @@
+"""The counted part of a decision: which counters and caps a call must fit under, as plain data.
+
+The engine turns a call into an :class:`Admission` (a list of :class:`Check`); a store reads the current
+value of every check and, if the call fits under all of them, reserves it, in one atomic step. The
+arithmetic of that judgement lives here, once, in :func:`judge`; the in-process store calls it and the Redis
+store's Lua script (``lua/admit.lua``) mirrors it line by line. The shared store test suite keeps the two
+in step.
+
+Money here is integer micro-units of the site's currency (1 USD = 1,000,000); rates are micro-units per
+minute. Time is integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+from callgate.reasons import Reason
+
+MICRO = 1_000_000
+
+
+def to_micro(amount: Decimal) -> int:
+    """Exact money to micro-units (policy amounts have at most six decimals; rounds up otherwise)."""
+    scaled = amount * MICRO
+    whole = int(scaled)
+    return whole if whole == scaled else whole + 1
+
+
+def from_micro(micro: int) -> Decimal:
+    return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
+
+
+def cost_micro(rate_per_minute: int, seconds: int) -> int:
+    """What ``seconds`` cost at ``rate_per_minute`` (micro-units), rounded up to a micro-unit."""
+    return -(-rate_per_minute * seconds // 60)
+
+
+def billable(seconds: int, increment: int) -> int:
+    """Seconds rounded up to the billing increment."""
+    return -(-seconds // increment) * increment
+
+
+class CheckKind(enum.StrEnum):
+    WINDOW = "window"  # events in a sliding window: value = events in (now - window, now]
+    DISTINCT = "distinct"  # other numbers called in a sliding window: value excludes this number
+    CONCURRENT = "concurrent"  # calls admitted and not yet ended or expired
+    SPEND = "spend"  # money committed (settled + reserved) in a calendar period, micro-units
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One counter a call must fit under.
+
+    ``limit`` is a count, or micro-units for SPEND. ``window`` is the sliding window in seconds (WINDOW,
+    DISTINCT) or how long the period's key must live (SPEND). ``member`` is the number for DISTINCT.
+    """
+
+    rule: str
+    reason: Reason
+    kind: CheckKind
+    key: str
+    limit: int
+    window: int = 0
+    member: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything a store needs to admit (or only look at) one call, with no policy in sight."""
+
+    site: str
+    call_id: str
+    at_ms: int
+    checks: tuple[Check, ...]
+    rate: int  # micro-units per minute
+    increment: int
+    max_seconds: int
+    hold: int  # seconds a reservation outlives its allowed seconds before it is charged in full
+    lock_key: str
+    international: bool
+    reserve: bool  # False when a rule before the counters already refused: read, never write
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a store saw and did. ``values`` follow ``Admission.checks``."""
+
+    values: tuple[int, ...]
+    lock: str = ""  # "", "international" or "all": the extension's lock
+    panic: bool = False
+    admitted: bool = False
+    allowed_seconds: int = 0
+    reserved: int = 0  # micro-units
+    replayed: bool = False  # the call id was already admitted; this is that admission again
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    failed: int | None  # index of the first check the call does not fit under
+    allowed_seconds: int
+    cost: int  # micro-units to reserve on every SPEND check
+
+
+def spend_seconds(remaining: int, rate: int, increment: int, ceiling: int) -> int:
+    """Most seconds (a multiple of ``increment``, at most ``ceiling``) that ``remaining`` can pay for."""
+    if rate <= 0:
+        return ceiling
+    fit = max(remaining, 0) * 60 // rate
+    return min(fit, ceiling) // increment * increment
+
+
+def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
+    """Does the call fit under every check, and for how long? Pure; mirrored by ``lua/admit.lua``."""
+    ceiling = admission.max_seconds // admission.increment * admission.increment
+    allowed = ceiling
+    failed: int | None = None
+    for index, (check, value) in enumerate(zip(admission.checks, values, strict=True)):
+        if check.kind is CheckKind.SPEND:
+            fit = spend_seconds(check.limit - value, admission.rate, admission.increment, ceiling)
+            if fit < admission.increment and failed is None:
+                failed = index
+            allowed = min(allowed, fit)
+        elif value >= check.limit and failed is None:
+            failed = index
+    if failed is not None or allowed < admission.increment:
+        return Judgement(failed, 0, 0)
+    return Judgement(None, allowed, cost_micro(admission.rate, allowed))

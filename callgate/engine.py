@@ -1,0 +1,564 @@
+"""The decision: a pure function of (policy, call attempt, counter values, time).
+
+It never awaits, never reads the clock and never imports a backend. A decision is made in two halves so
+that a store can do the counted half atomically:
+
+* :func:`prepare` runs the rules that need no counter (emergency, extension, number, destinations, rate,
+  hours) and builds the :class:`~callgate.admission.Admission` for the counted rules;
+* a store admits (or, for ``explain``, only reads) it and returns an :class:`~callgate.admission.Outcome`;
+* :func:`conclude` turns both into the :class:`Decision`.
+
+:func:`decide` chains the three for callers that already hold the counter values. The order of the rules is
+``RULES``; ``explain``, the audit log and the docs list that same tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from callgate.admission import (
+    Admission,
+    Check,
+    CheckKind,
+    Outcome,
+    from_micro,
+    judge,
+    to_micro,
+)
+from callgate.numbers import NumberInfo, read_number
+from callgate.policy import (
+    DEFAULT_MAX_CALL_DURATION,
+    ExtensionRule,
+    FailMode,
+    HolidayMode,
+    Limits,
+    Policy,
+)
+from callgate.reasons import Reason, Verdict, number_type_reason
+
+RESERVATION_HOLD = (
+    600  # seconds a reservation outlives its call's allowed seconds (ringing, settling)
+)
+
+PASS, DENY, SKIP = "pass", "deny", "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    """One outbound call as the gate sees it."""
+
+    call_id: str  # the linkedid: the same for every trunk attempt of one call
+    extension: str
+    dialled: str
+    account_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    rule: str
+    outcome: str  # pass | deny | skip
+    detail: str
+    reason: Reason | None = None  # set when outcome is deny
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    reason: Reason
+    rule: str  # the rule that gave the reason
+    call_id: str
+    extension: str
+    profile: str | None
+    number: NumberInfo
+    at: datetime
+    allowed_seconds: int
+    rate: Decimal | None  # per minute
+    reserved: Decimal
+    rules: tuple[RuleResult, ...]
+    policy_digest: str
+    replayed: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOW
+
+    def variables(self) -> dict[str, str]:
+        """The channel variables the dialplan reads (product.md)."""
+        return {
+            "CALLGATE_VERDICT": self.verdict.value,
+            "CALLGATE_REASON": self.reason.value,
+            "CALLGATE_NUMBER": self.number.e164 or "",
+            "CALLGATE_MAX_SECONDS": str(self.allowed_seconds),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the static rules look at."""
+
+    policy: Policy
+    attempt: CallAttempt
+    number: NumberInfo
+    rule: ExtensionRule | None
+    local: datetime
+    rate_prefix: str | None
+    rate: Decimal | None
+    excepted: str | None  # the allow_prefixes entry that matched, if any
+
+
+StaticRule = Callable[[Context], RuleResult]
+
+
+def _deny(rule: str, reason: Reason, detail: str) -> RuleResult:
+    return RuleResult(rule, DENY, detail, reason)
+
+
+def _extension(c: Context) -> RuleResult:
+    if c.rule is None:
+        return _deny(
+            "extension",
+            Reason.UNKNOWN_EXTENSION,
+            f"no extensions entry matches {c.attempt.extension!r}",
+        )
+    return RuleResult("extension", PASS, f"{c.rule.match!r} -> profile {c.rule.profile.name}")
+
+
+def _number(c: Context) -> RuleResult:
+    if not c.number.readable:
+        return _deny("number", Reason.UNPARSEABLE_NUMBER, c.number.error or "cannot be read")
+    where = c.number.country or "non-geographic"
+    scope = "international" if c.number.international else "domestic"
+    return RuleResult("number", PASS, f"{c.number.e164} {where}, {scope}")
+
+
+def _countries(c: Context) -> RuleResult:
+    rule = "destinations.countries"
+    if c.rule is None or not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    if c.excepted:
+        return RuleResult(rule, PASS, f"allow_prefixes +{c.excepted}")
+    d, country = c.rule.profile.destinations, c.number.country
+    if d.allow_countries is not None and country not in d.allow_countries:
+        return _deny(
+            rule,
+            Reason.COUNTRY_NOT_ALLOWED,
+            f"{country or 'non-geographic'} is not in allow_countries",
+        )
+    if country in d.deny_countries:
+        return _deny(rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries")
+    return RuleResult(rule, PASS, country or "non-geographic")
+
+
+def _number_types(c: Context) -> RuleResult:
+    rule = "destinations.number_types"
+    if c.rule is None or not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    kinds = ", ".join(sorted(c.number.types)) or "unknown"
+    if c.excepted:
+        return RuleResult(rule, PASS, f"{kinds}; allow_prefixes +{c.excepted}")
+    d = c.rule.profile.destinations
+    for kind in sorted(c.number.types):
+        if kind in d.deny_number_types:
+            return _deny(rule, number_type_reason(kind), f"{kind} is in deny_number_types")
+    if d.allow_number_types is not None and not c.number.types & d.allow_number_types:
+        first = min(c.number.types) if c.number.types else None
+        reason = number_type_reason(first) if first else Reason.NUMBER_TYPE_UNKNOWN
+        return _deny(rule, reason, f"{kinds} not in allow_number_types")
+    return RuleResult(rule, PASS, kinds)
+
+
+def _prefixes(c: Context) -> RuleResult:
+    rule = "destinations.prefixes"
+    if c.rule is None or not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    if c.excepted:
+        return RuleResult(rule, PASS, f"+{c.excepted} is in allow_prefixes")
+    digits = (c.number.e164 or "").lstrip("+")
+    for prefix in c.rule.profile.destinations.deny_prefixes:
+        if digits.startswith(prefix):
+            return _deny(rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes")
+    return RuleResult(rule, PASS, "no deny_prefixes entry matches")
+
+
+def _rate(c: Context) -> RuleResult:
+    rule = "rates"
+    if c.rule is None or not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    if c.rate is None:
+        return _deny(rule, Reason.NO_RATE, "no rates prefix matches and rates.default is not set")
+    source = f"+{c.rate_prefix}" if c.rate_prefix else "default"
+    limit = c.rule.profile.destinations.max_rate
+    if limit is not None and c.rate > limit:
+        return _deny(
+            rule, Reason.RATE_ABOVE_MAX, f"{c.rate}/min ({source}) is above max_rate {limit}"
+        )
+    return RuleResult(rule, PASS, f"{c.rate}/min ({source})")
+
+
+def _hours(c: Context) -> RuleResult:
+    rule = "hours"
+    if c.rule is None or not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    hours, intl, when = c.rule.profile.hours, c.number.international, c.local.strftime("%a %H:%M")
+    if c.local.date() in c.policy.holidays:
+        if hours.on_holidays is HolidayMode.CLOSED:
+            return _deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: closed")
+        if hours.on_holidays is HolidayMode.DOMESTIC_ONLY and intl:
+            return _deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: domestic only")
+    if hours.any is not None and not hours.any.contains(c.local):
+        return _deny(rule, Reason.OUTSIDE_HOURS, f"{when} is outside any: {hours.any.text}")
+    if intl and hours.international is not None and not hours.international.contains(c.local):
+        return _deny(
+            rule,
+            Reason.OUTSIDE_HOURS,
+            f"{when} is outside international: {hours.international.text}",
+        )
+    return RuleResult(rule, PASS, f"{when} {c.policy.site.timezone.key}")
+
+
+# The rules that need no counter, in the order policy.md gives. "lock" and the counted rules follow
+# them in the decision's rule list (see LIMIT_RULES).
+STATIC_RULES: tuple[tuple[str, StaticRule], ...] = (
+    ("extension", _extension),
+    ("number", _number),
+    ("destinations.countries", _countries),
+    ("destinations.number_types", _number_types),
+    ("destinations.prefixes", _prefixes),
+    ("rates", _rate),
+    ("hours", _hours),
+)
+
+# Counted rules per scope: (policy key, reason, kind, key suffix, international calls only).
+_COUNTS: tuple[tuple[str, Reason, str, bool], ...] = (
+    ("calls_per_minute", Reason.VELOCITY_MINUTE, "cpm", False),
+    ("calls_per_hour", Reason.VELOCITY_HOUR, "cph", False),
+    ("international_calls_per_hour", Reason.VELOCITY_INTERNATIONAL_HOUR, "iph", True),
+)
+_WINDOWS = {"cpm": 60, "cph": 3600, "iph": 3600}
+_SPEND_REASONS = {
+    "hour": Reason.SPEND_CAP_HOUR,
+    "day": Reason.SPEND_CAP_DAY,
+    "month": Reason.SPEND_CAP_MONTH,
+}
+
+RULES: tuple[str, ...] = (
+    "emergency",
+    "extension",
+    "lock",
+    *(name for name, _ in STATIC_RULES[1:]),
+    *(f"{{limits,profile_limits,site_limits}}.{name}" for name, *_ in _COUNTS),
+    "{limits,profile_limits,site_limits}.concurrent_calls",
+    "limits.same_number",
+    "limits.distinct_numbers",
+    "{limits,profile_limits,site_limits}.spend.{hour,day,month}",
+    "limits.max_call_duration",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The first half of a decision: the static rules' results and the counted rules' plan."""
+
+    policy: Policy
+    attempt: CallAttempt
+    at: datetime
+    number: NumberInfo
+    rule: ExtensionRule | None
+    results: tuple[RuleResult, ...]
+    admission: Admission | None  # None for emergency calls: they are never counted
+    rate: Decimal | None
+    max_seconds: int
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def denial(self) -> RuleResult | None:
+        return next((r for r in self.results if r.outcome == DENY), None)
+
+
+def _periods(local: datetime) -> dict[str, tuple[str, int]]:
+    """Bucket name and how long its key must live (seconds), for each spend period, at local time."""
+    hour_end = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    day_end = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    month_end = (local.replace(day=28) + timedelta(days=4)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    return {
+        "hour": (local.strftime("%Y-%m-%dT%H"), int((hour_end - local).total_seconds()) + 86400),
+        "day": (local.strftime("%Y-%m-%d"), int((day_end - local).total_seconds()) + 2 * 86400),
+        "month": (local.strftime("%Y-%m"), int((month_end - local).total_seconds()) + 7 * 86400),
+    }
+
+
+def _scope_checks(
+    prefix: str, scope: str, limits: Limits, c: Context, periods: dict[str, tuple[str, int]]
+) -> tuple[list[Check], list[Check]]:
+    """Counted checks of one scope (ext, profile group or site): (velocity and concurrency, spend)."""
+    counts: list[Check] = []
+    for name, reason, suffix, intl_only in _COUNTS:
+        limit = getattr(limits, name)
+        if limit is not None and (c.number.international or not intl_only):
+            counts.append(
+                Check(
+                    f"{prefix}.{name}",
+                    reason,
+                    CheckKind.WINDOW,
+                    f"w:{scope}:{suffix}",
+                    limit,
+                    _WINDOWS[suffix],
+                )
+            )
+    if limits.concurrent_calls is not None:
+        counts.append(
+            Check(
+                f"{prefix}.concurrent_calls",
+                Reason.CONCURRENT_CALLS,
+                CheckKind.CONCURRENT,
+                f"c:{scope}",
+                limits.concurrent_calls,
+            )
+        )
+    e164 = c.number.e164 or ""
+    if limits.same_number is not None:
+        b = limits.same_number
+        counts.append(
+            Check(
+                f"{prefix}.same_number",
+                Reason.SAME_NUMBER,
+                CheckKind.WINDOW,
+                f"w:{scope}:n:{e164}",
+                b.count,
+                b.within,
+            )
+        )
+    if limits.distinct_numbers is not None:
+        b = limits.distinct_numbers
+        counts.append(
+            Check(
+                f"{prefix}.distinct_numbers",
+                Reason.DISTINCT_NUMBERS,
+                CheckKind.DISTINCT,
+                f"d:{scope}",
+                b.count,
+                b.within,
+                e164,
+            )
+        )
+    spend = [
+        Check(
+            f"{prefix}.spend.{period}",
+            _SPEND_REASONS[period],
+            CheckKind.SPEND,
+            f"s:{scope}:{bucket}",
+            to_micro(cap),
+            ttl,
+        )
+        for period, cap in limits.spend.items()
+        for bucket, ttl in [periods[period]]
+    ]
+    return counts, spend
+
+
+def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
+    """Run the rules that need no counter and plan the counted ones."""
+    site = policy.site
+    number = read_number(
+        attempt.dialled,
+        region=site.region,
+        outside_line=site.outside_line,
+        emergency=policy.emergency,
+    )
+    local = at.astimezone(site.timezone)
+    rule = policy.rule_for(attempt.extension)
+    if number.emergency:
+        result = RuleResult(
+            "emergency",
+            PASS,
+            f"{attempt.dialled} is an emergency number: always allowed, never counted",
+        )
+        return Prepared(policy, attempt, at, number, rule, (result,), None, None, 0)
+    rate_prefix, rate = policy.rates.per_minute(number.e164) if number.e164 else (None, None)
+    excepted = None
+    if rule is not None and number.e164:
+        digits = number.e164[1:]
+        excepted = next(
+            (p for p in rule.profile.destinations.allow_prefixes if digits.startswith(p)), None
+        )
+    c = Context(policy, attempt, number, rule, local, rate_prefix, rate, excepted)
+    results = (
+        RuleResult("emergency", PASS, "not an emergency number"),
+        *(check(c) for _, check in STATIC_RULES),
+    )
+    limits = rule.limits if rule is not None else policy.site_limits
+    max_seconds = limits.max_call_duration or DEFAULT_MAX_CALL_DURATION
+    periods = _periods(local)
+    counted: list[Check] = []
+    spent: list[Check] = []
+    if rule is not None:
+        scopes = (
+            ("limits", f"ext:{attempt.extension}", rule.limits),
+            ("profile_limits", f"prof:{rule.profile.name}", rule.profile.group_limits),
+            ("site_limits", "site", policy.site_limits),
+        )
+        for prefix, scope, scope_limits in scopes:
+            counts, spend = _scope_checks(prefix, scope, scope_limits, c, periods)
+            counted += counts
+            spent += spend
+    checks = (*counted, *spent)
+    admission = Admission(
+        site=site.name,
+        call_id=attempt.call_id,
+        at_ms=int(at.timestamp() * 1000),
+        checks=checks,
+        rate=to_micro(rate) if rate is not None else 0,
+        increment=policy.rates.increment,
+        max_seconds=max_seconds,
+        hold=RESERVATION_HOLD,
+        lock_key=f"lock:{attempt.extension}",
+        international=number.international,
+        reserve=not any(r.outcome == DENY for r in results),
+    )
+    return Prepared(
+        policy, attempt, at, number, rule, results, admission, rate, max_seconds, checks
+    )
+
+
+def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
+    intl = p.number.international
+    if outcome.lock == "all" or (outcome.lock == "international" and intl):
+        return _deny(
+            "lock",
+            Reason.EXTENSION_LOCKED,
+            f"extension {p.attempt.extension} is locked ({outcome.lock})",
+        )
+    if outcome.panic and intl:
+        return _deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
+    return RuleResult(
+        "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
+    )
+
+
+def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
+    assert p.admission is not None
+    judgement = judge(p.admission, outcome.values)
+    out: list[RuleResult] = []
+    for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
+        if check.kind is CheckKind.SPEND:
+            detail = f"{from_micro(value)} of {from_micro(check.limit)} committed"
+        else:
+            detail = f"{value} of {check.limit}"
+        if judgement.failed == index:
+            out.append(_deny(check.rule, check.reason, detail))
+        else:
+            out.append(RuleResult(check.rule, PASS, detail))
+    seconds = outcome.allowed_seconds if outcome.admitted else judgement.allowed_seconds
+    out.append(
+        RuleResult("limits.max_call_duration", PASS, f"{p.max_seconds}s; allowed {seconds}s")
+    )
+    return out
+
+
+def conclude(p: Prepared, outcome: Outcome | None) -> Decision:
+    """The decision from the static results and what the store saw (None only for emergency calls)."""
+    if p.admission is None or outcome is None:
+        return _decision(p, Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, 0, 0)
+    results = (
+        p.results[0],
+        p.results[1],
+        _lock_result(p, outcome),
+        *p.results[2:],
+        *_limit_results(p, outcome),
+    )
+    denial = next((r for r in results if r.outcome == DENY), None)
+    if denial is not None:
+        assert denial.reason is not None
+        return _decision(p, Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
+    if (
+        not outcome.admitted
+    ):  # the counters fit when read, yet the store did not admit: nothing reserved
+        return _decision(p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
+    return _decision(
+        p,
+        Verdict.ALLOW,
+        Reason.ALLOWED,
+        "",
+        results,
+        outcome.allowed_seconds,
+        outcome.reserved,
+        outcome.replayed,
+    )
+
+
+def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
+    """The decision ``explain`` shows: what would happen if the call were placed with these counters."""
+    if p.admission is None or outcome is None:
+        return conclude(p, outcome)
+    verdict = judge(p.admission, outcome.values)
+    would = Outcome(
+        outcome.values,
+        outcome.lock,
+        outcome.panic,
+        verdict.failed is None and verdict.allowed_seconds > 0,
+        verdict.allowed_seconds,
+        verdict.cost,
+    )
+    return conclude(p, would)
+
+
+def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
+    """The policy's ``on_store_error`` for a call whose counters could not be reached."""
+    if p.admission is None:
+        return conclude(p, None)
+    static_denial = p.denial
+    if static_denial is not None and static_denial.reason is not None:
+        return _decision(p, Verdict.DENY, static_denial.reason, static_denial.rule, p.results, 0, 0)
+    deny = mode is FailMode.DENY or (mode is FailMode.DENY_INTERNATIONAL and p.number.international)
+    note = RuleResult(
+        "store",
+        DENY if deny else PASS,
+        f"counter store unavailable; on_store_error: {mode}",
+        Reason.STORE_UNAVAILABLE if deny else None,
+    )
+    results = (*p.results, note)
+    if deny:
+        return _decision(p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
+    seconds = p.max_seconds // p.policy.rates.increment * p.policy.rates.increment
+    return _decision(p, Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds, 0)
+
+
+def _decision(
+    p: Prepared,
+    verdict: Verdict,
+    reason: Reason,
+    rule: str,
+    results: tuple[RuleResult, ...],
+    seconds: int,
+    reserved: int,
+    replayed: bool = False,
+) -> Decision:
+    return Decision(
+        verdict=verdict,
+        reason=reason,
+        rule=rule,
+        call_id=p.attempt.call_id,
+        extension=p.attempt.extension,
+        profile=p.rule.profile.name if p.rule else None,
+        number=p.number,
+        at=p.at,
+        allowed_seconds=seconds,
+        rate=p.rate,
+        reserved=from_micro(reserved),
+        rules=results,
+        policy_digest=p.policy.digest,
+        replayed=replayed,
+    )
+
+
+def decide(
+    policy: Policy, attempt: CallAttempt, values: Callable[[Admission], Outcome], at: datetime
+) -> Decision:
+    """The whole decision for callers that hold the counters: ``values`` reads (or admits) the plan."""
+    p = prepare(policy, attempt, at)
+    return conclude(p, values(p.admission) if p.admission is not None else None)

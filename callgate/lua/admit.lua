@@ -1,0 +1,113 @@
+-- callgate: read every check of one call and, if the call fits under all of them, reserve it.
+-- Mirrors callgate.admission.judge and callgate.memstore.MemoryStore.admit_now; one round trip per call.
+--
+-- KEYS[1] reservation hash   KEYS[2] the extension's lock   KEYS[3] the site's panic flag
+-- KEYS[4..] one key per check, in the admission's order
+-- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
+--       peek (0/1), then per check: kind, limit, window (seconds), member
+-- Returns {lock, panic, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
+
+local call_id, now = ARGV[1], tonumber(ARGV[2])
+local rate, inc, max_seconds = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local hold, reserve, intl, peek = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
+local n = #KEYS - 3
+
+local function idiv(a, b) -- exact floor(a / b) for non-negative integers held in doubles
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+
+local lock = redis.call('GET', KEYS[2]) or ''
+local panic = redis.call('EXISTS', KEYS[3])
+
+local values = {}
+for i = 1, n do
+  local key, base = KEYS[i + 3], 9 + (i - 1) * 4
+  local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
+  local v
+  if kind == 'spend' then
+    v = tonumber(redis.call('GET', key) or '0')
+  elseif kind == 'window' then
+    if not peek then redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window * 1000) end
+    v = redis.call('ZCOUNT', key, '(' .. (now - window * 1000), '+inf')
+  elseif kind == 'distinct' then
+    if not peek then redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window * 1000) end
+    v = redis.call('ZCOUNT', key, '(' .. (now - window * 1000), '+inf')
+    local seen = redis.call('ZSCORE', key, ARGV[base + 4])
+    if seen and tonumber(seen) > now - window * 1000 then v = v - 1 end
+  else -- concurrent: members scored by the expiry of their reservation
+    if not peek then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
+    v = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+  end
+  values[i] = v
+end
+
+local function reply(admitted, allowed, cost, replayed)
+  local out = {lock, panic, admitted, allowed, cost, replayed}
+  for i = 1, n do out[#out + 1] = values[i] end
+  return out
+end
+
+if reserve and not peek then
+  local held = redis.call('HMGET', KEYS[1], 'allowed', 'cost', 'until')
+  if held[3] and tonumber(held[3]) > now then
+    return reply(1, tonumber(held[1]), tonumber(held[2]), 1)
+  end
+end
+
+-- judge
+local ceiling = idiv(max_seconds, inc) * inc
+local allowed, failed = ceiling, false
+for i = 1, n do
+  local base = 9 + (i - 1) * 4
+  local kind, limit = ARGV[base + 1], tonumber(ARGV[base + 2])
+  if kind == 'spend' then
+    local fit = ceiling
+    if rate > 0 then
+      local remaining = limit - values[i]
+      if remaining < 0 then remaining = 0 end
+      fit = idiv(math.min(idiv(remaining * 60, rate), ceiling), inc) * inc
+    end
+    if fit < inc then failed = true end
+    if fit < allowed then allowed = fit end
+  elseif values[i] >= limit then
+    failed = true
+  end
+end
+
+local locked = lock == 'all' or (intl and (lock == 'international' or panic == 1))
+if peek or not reserve or locked or failed or allowed < inc then
+  return reply(0, 0, 0, 0)
+end
+
+-- reserve
+local cost = idiv(rate * allowed + 59, 60)
+local untl = now + (allowed + hold) * 1000
+local spend_keys, slot_keys = {}, {}
+for i = 1, n do
+  local key, base = KEYS[i + 3], 9 + (i - 1) * 4
+  local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
+  if kind == 'spend' then
+    redis.call('INCRBY', key, cost)
+    redis.call('EXPIRE', key, window)
+    spend_keys[#spend_keys + 1] = key
+  elseif kind == 'window' then
+    redis.call('ZADD', key, now, call_id)
+    redis.call('PEXPIRE', key, window * 1000)
+  elseif kind == 'distinct' then
+    redis.call('ZADD', key, now, ARGV[base + 4])
+    redis.call('PEXPIRE', key, window * 1000)
+  else
+    redis.call('ZADD', key, untl, call_id)
+    if redis.call('PTTL', key) < (allowed + hold) * 1000 then
+      redis.call('PEXPIRE', key, (allowed + hold) * 1000)
+    end
+    slot_keys[#slot_keys + 1] = key
+  end
+end
+redis.call('HSET', KEYS[1], 'allowed', allowed, 'cost', cost, 'rate', rate, 'increment', inc,
+  'until', untl, 'spend', table.concat(spend_keys, '\n'), 'slots', table.concat(slot_keys, '\n'))
+redis.call('PEXPIRE', KEYS[1], (allowed + hold) * 1000)
+return reply(1, allowed, cost, 0)

@@ -1,0 +1,209 @@
+"""The in-process counter store: the same semantics as the Redis store, with time passed in.
+
+Used by ``explain`` and ``replay`` (no Redis needed) and by fast unit tests. Every key has an expiry, as in
+Redis, and expired keys are swept as time moves on, so a year of replay runs in bounded memory. The sync
+``*_now`` methods are what replay calls; the async methods satisfy :class:`callgate.store.Store`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass
+
+from callgate.admission import (
+    Admission,
+    CheckKind,
+    Outcome,
+    billable,
+    cost_micro,
+    judge,
+)
+from callgate.store import SETTLED_MEMORY, Settlement, SettleStatus
+
+_SWEEP_EVERY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    allowed: int
+    cost: int
+    rate: int
+    increment: int
+    spend_keys: tuple[str, ...]
+    slot_keys: tuple[str, ...]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._windows: dict[str, list[tuple[int, str]]] = {}  # sorted (ms, member)
+        self._members: dict[str, dict[str, int]] = {}  # DISTINCT and CONCURRENT: member -> ms
+        self._money: dict[str, int] = {}
+        self._reservations: dict[str, _Reservation] = {}
+        self._settled: dict[str, Settlement] = {}
+        self._strings: dict[str, str] = {}  # locks and panic
+        self._expiry: dict[str, int] = {}  # key -> ms
+        self._ops = 0
+
+    # -- the Store protocol ------------------------------------------------------------------------
+    async def admit(self, admission: Admission) -> Outcome:
+        return self.admit_now(admission)
+
+    async def peek(self, admission: Admission) -> Outcome:
+        return self.read_now(admission)
+
+    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
+        return self.settle_now(site, call_id, billsec, at_ms)
+
+    async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
+        key = f"cg:{{{site}}}:lock:{extension}"
+        if scope:
+            self._strings[key] = scope
+        else:
+            self._strings.pop(key, None)
+
+    async def set_panic(self, site: str, on: bool) -> None:
+        key = f"cg:{{{site}}}:panic"
+        if on:
+            self._strings[key] = "1"
+        else:
+            self._strings.pop(key, None)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- the work ----------------------------------------------------------------------------------
+    def read_now(self, a: Admission) -> Outcome:
+        now, prefix = a.at_ms, f"cg:{{{a.site}}}:"
+        self._tick(now)
+        values = []
+        for check in a.checks:
+            key = prefix + check.key
+            if check.kind is CheckKind.SPEND:
+                values.append(self._money.get(key, 0))
+            elif check.kind is CheckKind.WINDOW:
+                values.append(self._window_count(key, now - check.window * 1000))
+            else:
+                members = self._live_members(
+                    key, now - check.window * 1000 if check.kind is CheckKind.DISTINCT else now
+                )
+                values.append(len(members) - (check.member in members))
+        lock = self._strings.get(prefix + a.lock_key, "")
+        return Outcome(tuple(values), lock, (prefix + "panic") in self._strings)
+
+    def admit_now(self, a: Admission) -> Outcome:
+        prefix = f"cg:{{{a.site}}}:"
+        held = self._reservations.get(prefix + a.call_id) if a.reserve else None
+        if held is not None and self._alive(prefix + "r:" + a.call_id, a.at_ms):
+            seen = self.read_now(a)
+            return Outcome(
+                seen.values, seen.lock, seen.panic, True, held.allowed, held.cost, replayed=True
+            )
+        seen = self.read_now(a)
+        locked = seen.lock == "all" or (
+            a.international and (seen.lock == "international" or seen.panic)
+        )
+        verdict = judge(a, seen.values)
+        if not a.reserve or locked or verdict.failed is not None or verdict.allowed_seconds <= 0:
+            return seen
+        now, until = a.at_ms, a.at_ms + (verdict.allowed_seconds + a.hold) * 1000
+        spend_keys, slot_keys = [], []
+        for check in a.checks:
+            key = prefix + check.key
+            if check.kind is CheckKind.SPEND:
+                self._money[key] = self._money.get(key, 0) + verdict.cost
+                self._expire(key, now + check.window * 1000)
+                spend_keys.append(key)
+            elif check.kind is CheckKind.WINDOW:
+                insort(self._windows.setdefault(key, []), (now, a.call_id))
+                self._expire(key, now + check.window * 1000)
+            elif check.kind is CheckKind.DISTINCT:
+                self._members.setdefault(key, {})[check.member] = now
+                self._expire(key, now + check.window * 1000)
+            else:
+                self._members.setdefault(key, {})[a.call_id] = until
+                self._expire(key, max(until, self._expiry.get(key, 0)))
+                slot_keys.append(key)
+        reservation = _Reservation(
+            verdict.allowed_seconds,
+            verdict.cost,
+            a.rate,
+            a.increment,
+            tuple(spend_keys),
+            tuple(slot_keys),
+        )
+        self._reservations[prefix + a.call_id] = reservation
+        self._expire(prefix + "r:" + a.call_id, until)
+        return Outcome(
+            seen.values, seen.lock, seen.panic, True, verdict.allowed_seconds, verdict.cost
+        )
+
+    def settle_now(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
+        prefix = f"cg:{{{site}}}:"
+        self._tick(at_ms)
+        done = self._settled.get(prefix + call_id)
+        if done is not None and self._alive(prefix + "done:" + call_id, at_ms):
+            return Settlement(
+                SettleStatus.ALREADY_SETTLED, done.charged, done.released, done.billsec
+            )
+        held = self._reservations.get(prefix + call_id)
+        if held is None or not self._alive(prefix + "r:" + call_id, at_ms):
+            return Settlement(SettleStatus.UNKNOWN)
+        seconds = billable(min(max(billsec, 0), held.allowed), held.increment)
+        charged = min(cost_micro(held.rate, seconds), held.cost)
+        released = held.cost - charged
+        for key in held.spend_keys:
+            if key in self._money:
+                self._money[key] -= released
+        for key in held.slot_keys:
+            self._members.get(key, {}).pop(call_id, None)
+        del self._reservations[prefix + call_id]
+        self._expiry.pop(prefix + "r:" + call_id, None)
+        result = Settlement(SettleStatus.SETTLED, charged, released, seconds)
+        self._settled[prefix + call_id] = result
+        self._expire(prefix + "done:" + call_id, at_ms + SETTLED_MEMORY * 1000)
+        return result
+
+    def reservations(self, site: str) -> int:
+        """How many reservations of ``site`` are held (for tests and status)."""
+        return sum(1 for key in self._reservations if key.startswith(f"cg:{{{site}}}:"))
+
+    def money(self, site: str, key: str) -> int:
+        return self._money.get(f"cg:{{{site}}}:{key}", 0)
+
+    # -- time and expiry ---------------------------------------------------------------------------
+    def _window_count(self, key: str, cutoff: int) -> int:
+        events = self._windows.get(key)
+        if not events:
+            return 0
+        drop = bisect_right(events, (cutoff, "\U0010ffff"))
+        if drop:
+            del events[:drop]
+        return len(events)
+
+    def _live_members(self, key: str, cutoff: int) -> dict[str, int]:
+        members = self._members.get(key)
+        if not members:
+            return {}
+        stale = [m for m, ms in members.items() if ms <= cutoff]
+        for m in stale:
+            del members[m]
+        return members
+
+    def _expire(self, key: str, at_ms: int) -> None:
+        self._expiry[key] = at_ms
+
+    def _alive(self, key: str, now: int) -> bool:
+        return self._expiry.get(key, 0) > now
+
+    def _tick(self, now: int) -> None:
+        self._ops += 1
+        if self._ops % _SWEEP_EVERY:
+            return
+        for key in [k for k, ms in self._expiry.items() if ms <= now]:
+            del self._expiry[key]
+            for table in (self._windows, self._members, self._money, self._strings):
+                table.pop(key, None)  # type: ignore[attr-defined]
+            if ":r:" in key:
+                self._reservations.pop(key.replace(":r:", ":", 1), None)
+            elif ":done:" in key:
+                self._settled.pop(key.replace(":done:", ":", 1), None)

@@ -1,0 +1,119 @@
+"""The Redis counter store: one Lua script admits a call in one round trip (``lua/admit.lua``).
+
+Every key of a site starts with ``cg:{site}:``, so the hash tag puts a site's keys in one Redis Cluster
+slot and the scripts run there unchanged. Every key has a TTL. redis errors become
+:class:`~callgate.errors.StoreUnavailable` here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from callgate.admission import Admission, Outcome
+from callgate.errors import StoreUnavailable
+from callgate.store import SETTLED_MEMORY, Settlement, SettleStatus
+
+T = TypeVar("T")
+
+
+def _lua(name: str) -> str:
+    return resources.files("callgate").joinpath(f"lua/{name}").read_text(encoding="utf-8")
+
+
+def site_prefix(site: str) -> str:
+    return f"cg:{{{site}}}:"
+
+
+class RedisStore:
+    """A :class:`callgate.store.Store` on one Redis (or Cluster, or a Sentinel-managed primary)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._admit = client.register_script(_lua("admit.lua"))
+        self._settle = client.register_script(_lua("settle.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 0.5, max_connections: int = 50) -> RedisStore:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+        )
+        return cls(aioredis.Redis.from_pool(pool))  # the client owns and closes the pool
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _run(self, a: Admission, peek: bool) -> Outcome:
+        prefix = site_prefix(a.site)
+        keys = [prefix + "r:" + a.call_id, prefix + a.lock_key, prefix + "panic"]
+        args: list[Any] = [
+            a.call_id, a.at_ms, a.rate, a.increment, a.max_seconds, a.hold,
+            int(a.reserve), int(a.international), int(peek),
+        ]  # fmt: skip
+        for check in a.checks:
+            keys.append(prefix + check.key)
+            args += [check.kind.value, check.limit, check.window, check.member]
+        reply = await self._call(lambda: self._admit(keys=keys, args=args))
+        lock, panic, admitted, allowed, cost, replayed, *values = reply
+        return Outcome(
+            values=tuple(int(v) for v in values),
+            lock=str(lock or ""),
+            panic=bool(int(panic)),
+            admitted=bool(int(admitted)),
+            allowed_seconds=int(allowed),
+            reserved=int(cost),
+            replayed=bool(int(replayed)),
+        )
+
+    async def admit(self, admission: Admission) -> Outcome:
+        return await self._run(admission, peek=False)
+
+    async def peek(self, admission: Admission) -> Outcome:
+        return await self._run(admission, peek=True)
+
+    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
+        prefix = site_prefix(site)
+        keys = [prefix + "r:" + call_id, prefix + "done:" + call_id]
+        reply = await self._call(lambda: self._settle(keys=keys, args=[billsec, SETTLED_MEMORY, at_ms]))
+        status, charged, released, seconds = reply
+        return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
+
+    async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
+        key = f"{site_prefix(site)}lock:{extension}"
+        await self._call(lambda: self._redis.set(key, scope) if scope else self._redis.delete(key))
+
+    async def set_panic(self, site: str, on: bool) -> None:
+        key = f"{site_prefix(site)}panic"
+        await self._call(lambda: self._redis.set(key, "1") if on else self._redis.delete(key))
+
+    async def ping(self) -> bool:
+        return bool(await self._call(lambda: self._redis.ping()))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore.from_url(url)
+    try:
+        yield store
+    finally:
+        await store.aclose()

@@ -1,0 +1,57 @@
+"""The counter store seam: one small Protocol, two implementations.
+
+* :class:`callgate.memstore.MemoryStore`: in-process, for ``explain``, ``replay`` and unit tests;
+* :class:`callgate.redisstore.RedisStore`: Redis, shared by every gate of a site, one round trip per call.
+
+Both keep the same semantics, checked by one shared test suite (``tests/test_store.py``):
+
+* ``admit`` reads every check of an :class:`~callgate.admission.Admission` and, when the call fits under
+  all of them (and the extension is not locked), reserves it on every one, atomically. Admitting a call id
+  that already holds a reservation returns that reservation (``replayed``) and counts nothing again.
+* ``peek`` reads the same values and never writes (``explain``).
+* ``settle`` charges a call from its real billable seconds (cut to its allowed seconds and rounded up to
+  the billing increment) and releases the rest of its reservation; it is idempotent by call id.
+* A reservation that is never settled expires ``hold`` seconds after its allowed seconds end. Its money
+  stays charged in full; its concurrency slot is freed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from callgate.admission import Admission, Outcome
+
+
+class SettleStatus(enum.StrEnum):
+    SETTLED = "settled"
+    ALREADY_SETTLED = "already_settled"
+    UNKNOWN = "unknown"  # never admitted here, or its reservation already expired (charged in full)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    status: SettleStatus
+    charged: int = 0  # micro-units
+    released: int = 0  # micro-units given back to every cap the call was reserved on
+    billsec: int = 0  # the billable seconds charged (after cutting and rounding)
+
+
+SETTLED_MEMORY = (
+    2 * 86400
+)  # seconds a settled call id is remembered, so a repeated settle is a no-op
+
+
+class Store(Protocol):
+    async def admit(self, admission: Admission) -> Outcome: ...
+
+    async def peek(self, admission: Admission) -> Outcome: ...
+
+    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement: ...
+
+    async def set_lock(self, site: str, extension: str, scope: str | None) -> None: ...
+
+    async def set_panic(self, site: str, on: bool) -> None: ...
+
+    async def aclose(self) -> None: ...

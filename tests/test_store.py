@@ -1,0 +1,162 @@
+"""One suite, two stores: the in-process store and the Lua scripts on a real redis-server agree."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from callgate.admission import Admission, Check, CheckKind
+from callgate.memstore import MemoryStore
+from callgate.reasons import Reason
+from callgate.redisstore import RedisStore
+from callgate.store import SettleStatus, Store
+
+T0 = 1_795_000_000_000  # ms; a Tuesday in November 2026
+SITE = "test-site"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Store]:
+    """Each test runs against both stores."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    s = RedisStore.from_url(redis_url, timeout=5)
+    await s.client.flushdb()
+    yield s
+    await s.aclose()
+
+
+def window(limit: int, seconds: int = 60, key: str = "w:ext:1001:cpm") -> Check:
+    return Check("limits.calls_per_minute", Reason.VELOCITY_MINUTE, CheckKind.WINDOW, key, limit, seconds)
+
+
+def slots(limit: int, key: str = "c:ext:1001") -> Check:
+    return Check("limits.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT, key, limit)
+
+
+def distinct(limit: int, number: str, seconds: int = 3600) -> Check:
+    return Check("limits.distinct_numbers", Reason.DISTINCT_NUMBERS, CheckKind.DISTINCT, "d:ext:1001", limit, seconds, number)
+
+
+def spend(cap: int, key: str = "s:ext:1001:2026-11-17") -> Check:
+    return Check("limits.spend.day", Reason.SPEND_CAP_DAY, CheckKind.SPEND, key, cap, 86400)
+
+
+def call(call_id: str, *checks: Check, at: int = T0, rate: int = 100_000, inc: int = 60, **kw: object) -> Admission:
+    base = Admission(
+        site=SITE, call_id=call_id, at_ms=at, checks=checks, rate=rate, increment=inc, max_seconds=3600,
+        hold=600, lock_key="lock:1001", international=False, reserve=True,
+    )  # fmt: skip
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+async def test_window_limit_slides(store: Store) -> None:
+    """Calls in a sliding window are counted exactly; the window frees up as it slides."""
+    assert (await store.admit(call("a", window(2)))).admitted
+    assert (await store.admit(call("b", window(2), at=T0 + 10_000))).admitted
+    third = await store.admit(call("c", window(2), at=T0 + 59_999))
+    assert (third.admitted, third.values) == (False, (2,))
+    later = await store.admit(call("d", window(2), at=T0 + 60_000))
+    assert (later.admitted, later.values) == (True, (1,))
+
+
+async def test_concurrency_frees_on_settle(store: Store) -> None:
+    """A concurrency slot is held until the call settles."""
+    assert (await store.admit(call("a", slots(1)))).admitted
+    assert not (await store.admit(call("b", slots(1), at=T0 + 1000))).admitted
+    assert (await store.settle(SITE, "a", 30, T0 + 2000)).status is SettleStatus.SETTLED
+    assert (await store.admit(call("b", slots(1), at=T0 + 3000))).admitted
+
+
+async def test_distinct_numbers(store: Store) -> None:
+    """Distinct numbers count each number once; calling a known number again is fine."""
+    for i, number in enumerate(["+1212", "+1213"]):
+        assert (await store.admit(call(f"c{i}", distinct(2, number), at=T0 + i))).admitted
+    assert not (await store.admit(call("c3", distinct(2, "+1214"), at=T0 + 5))).admitted
+    assert (await store.admit(call("c4", distinct(2, "+1212"), at=T0 + 6))).admitted
+
+
+async def test_spend_reserves_and_settles(store: Store) -> None:
+    """A call reserves what its allowed seconds cost; settling gives back what it did not use."""
+    first = await store.admit(call("a", spend(1_000_000)))
+    assert (first.admitted, first.allowed_seconds, first.reserved) == (True, 600, 1_000_000)
+    assert not (await store.admit(call("b", spend(1_000_000), at=T0 + 1000))).admitted
+    settled = await store.settle(SITE, "a", 61, T0 + 2000)
+    assert (settled.status, settled.billsec, settled.charged, settled.released) == (SettleStatus.SETTLED, 120, 200_000, 800_000)
+    again = await store.admit(call("b", spend(1_000_000), at=T0 + 3000))
+    assert (again.admitted, again.allowed_seconds, again.values) == (True, 480, (200_000,))
+
+
+async def test_settle_is_idempotent_and_cuts_at_allowed(store: Store) -> None:
+    """A second settle changes nothing; billable seconds never exceed the allowed seconds."""
+    await store.admit(call("a", spend(500_000)))
+    first = await store.settle(SITE, "a", 10_000, T0 + 1000)
+    assert (first.billsec, first.charged, first.released) == (300, 500_000, 0)
+    second = await store.settle(SITE, "a", 5, T0 + 2000)
+    assert (second.status, second.charged) == (SettleStatus.ALREADY_SETTLED, 500_000)
+    assert (await store.settle(SITE, "nope", 5, T0)).status is SettleStatus.UNKNOWN
+
+
+async def test_same_call_id_is_not_counted_twice(store: Store) -> None:
+    """A second trunk attempt of the same call gets the same admission and counts nothing."""
+    a = call("linked", window(5), spend(1_000_000))
+    first = await store.admit(a)
+    second = await store.admit(replace(a, at_ms=T0 + 5000))
+    assert second.replayed and (second.allowed_seconds, second.reserved) == (first.allowed_seconds, first.reserved)
+    seen = await store.peek(call("other", window(5), spend(1_000_000), at=T0 + 6000))
+    assert seen.values == (1, 1_000_000)
+
+
+async def test_unsettled_reservation_expires_charged_in_full(store: Store) -> None:
+    """A reservation never settled frees its slot after allowed+hold, and its money stays charged."""
+    first = await store.admit(call("a", slots(1), spend(10_000_000)))
+    end = T0 + (first.allowed_seconds + 600) * 1000
+    assert not (await store.admit(call("b", slots(1), spend(10_000_000), at=end - 1))).admitted
+    late = await store.admit(call("c", slots(1), spend(10_000_000), at=end + 1))
+    assert late.admitted and late.values == (0, first.reserved)
+    assert (await store.settle(SITE, "a", 10, end + 2)).status is SettleStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("lock", "panic", "international", "admitted"),
+    [
+        ("", False, True, True),
+        ("international", False, False, True),
+        ("international", False, True, False),
+        ("all", False, False, False),
+        ("", True, True, False),
+        ("", True, False, True),
+    ],
+)
+async def test_locks_and_panic(store: Store, lock: str, panic: bool, international: bool, admitted: bool) -> None:
+    """A lock or the panic switch keeps a call from being reserved, by its scope."""
+    await store.set_lock(SITE, "1001", lock or None)
+    await store.set_panic(SITE, panic)
+    outcome = await store.admit(call("a", window(5), international=international))
+    assert (outcome.admitted, outcome.lock, outcome.panic) == (admitted, lock, panic)
+
+
+async def test_peek_and_refused_never_write(store: Store) -> None:
+    """peek and an admission a static rule already refused read the counters and never change them."""
+    checks = (window(5), slots(5), distinct(5, "+1"), spend(1_000_000))
+    await store.peek(call("a", *checks))
+    await store.admit(call("b", *checks, reserve=False))
+    seen = await store.peek(call("c", *checks))
+    assert seen.values == (0, 0, 0, 0) and not seen.admitted
+
+
+async def test_free_destination_is_limited_by_duration_only(store: Store) -> None:
+    """A zero rate costs nothing: the call gets its whole max duration even with a tiny cap."""
+    outcome = await store.admit(call("a", spend(1), rate=0))
+    assert (outcome.admitted, outcome.allowed_seconds, outcome.reserved) == (True, 3600, 0)
+
+
+async def test_one_second_billing_rounds_cost_up(store: Store) -> None:
+    """With 1-second billing the reservation is the exact cost rounded up to a micro-unit."""
+    outcome = await store.admit(call("a", spend(1_000), rate=10_000, inc=1))
+    assert (outcome.allowed_seconds, outcome.reserved) == (6, 1_000)
+    settled = await store.settle(SITE, "a", 5, T0 + 1)
+    assert (settled.charged, settled.released) == (834, 166)
