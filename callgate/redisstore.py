@@ -91,7 +91,9 @@ class RedisStore:
     async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
         prefix = site_prefix(site)
         keys = [prefix + "r:" + call_id, prefix + "done:" + call_id]
-        reply = await self._call(lambda: self._settle(keys=keys, args=[billsec, SETTLED_MEMORY, at_ms]))
+        reply = await self._call(
+            lambda: self._settle(keys=keys, args=[billsec, SETTLED_MEMORY, at_ms])
+        )
         status, charged, released, seconds = reply
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
 

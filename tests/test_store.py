@@ -160,3 +160,26 @@ async def test_one_second_billing_rounds_cost_up(store: Store) -> None:
     assert (outcome.allowed_seconds, outcome.reserved) == (6, 1_000)
     settled = await store.settle(SITE, "a", 5, T0 + 1)
     assert (settled.charged, settled.released) == (834, 166)
+
+
+async def test_redis_admission_is_one_round_trip(redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each admission is one request from the client and one EVALSHA on the server."""
+    from redis.asyncio.connection import AbstractConnection
+
+    checks = (window(50), slots(50), distinct(50, "+1"), spend(100_000_000))
+    await redis_store.admit(call("warm", *checks))  # loads the script once (NOSCRIPT -> SCRIPT LOAD)
+    await redis_store.client.config_resetstat()
+    sent = 0
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await original(self, command, check_health)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    for i in range(20):
+        await redis_store.admit(call(f"c{i}", *checks, at=T0 + i))
+    monkeypatch.undo()
+    stats = await redis_store.client.info("commandstats")
+    assert (sent, int(stats["cmdstat_evalsha"]["calls"])) == (20, 20)

@@ -1,0 +1,164 @@
+"""``callgate``: the command line. Parses arguments, builds what a command needs, prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from callgate.errors import CallgateError, PolicyError
+from callgate.policy import Policy
+
+
+def _load(path: str | None) -> Policy:
+    from callgate.policyfile import load_policy, load_policy_file
+
+    if path:
+        return load_policy_file(path)
+    text = (
+        resources.files("callgate").joinpath("data/default-policy.yaml").read_text(encoding="utf-8")
+    )
+    return load_policy(text, "<embedded default policy>")
+
+
+def _when(text: str | None, policy: Policy) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise SystemExit(
+            f"callgate: --at {text!r} is not an ISO time such as 2026-11-20T23:30"
+        ) from exc
+    return at if at.tzinfo else at.replace(tzinfo=policy.site.timezone)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from callgate.policyfile import describe
+
+    policy = _load(args.file)
+    print(f"{args.file}: ok (sha256:{policy.digest[:12]})")
+    for line in describe(policy):
+        print(f"  {line}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from callgate.engine import CallAttempt, peeked, prepare
+    from callgate.report import explain_json, explain_text
+
+    policy = _load(args.policy)
+    at = _when(args.at, policy)
+    prepared = prepare(policy, CallAttempt(args.call_id, args.extension, args.number), at)
+
+    async def look() -> object:
+        if prepared.admission is None:
+            return None
+        if args.redis:
+            from callgate.redisstore import connect
+
+            async with connect(args.redis) as store:
+                return await store.peek(prepared.admission)
+        from callgate.memstore import MemoryStore
+
+        return MemoryStore().read_now(prepared.admission)
+
+    outcome = asyncio.run(look())
+    decision = peeked(prepared, outcome)  # type: ignore[arg-type]
+    print(explain_json(decision) if args.json else explain_text(decision, policy))
+    return 0 if decision.allowed else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from callgate.cdr import CdrError, in_start_order, read_cdr
+    from callgate.replay import Filter, replay
+    from callgate.report import replay_table
+
+    policy = _load(args.policy)
+    only = Filter(contexts=frozenset(args.context or ()), internal_digits=args.internal_digits)
+    bad = 0
+
+    def skip(error: CdrError) -> None:
+        nonlocal bad
+        bad += 1
+        if bad <= 10:
+            print(f"callgate: skipped {error}", file=sys.stderr)
+
+    with open(args.cdr, encoding="utf-8", errors="replace", newline="") as f:
+        rows = in_start_order(read_cdr(f, tz=policy.site.timezone, source=args.cdr, on_error=skip))
+        results = replay(policy, rows, only=only)
+        if args.format == "jsonl":
+            write = sys.stdout.write
+            for r in results:
+                write(json.dumps(r.as_json(), separators=(",", ":")) + "\n")
+        else:
+            replay_table(results, sys.stdout, every=args.all, currency=policy.site.currency)
+    if bad:
+        print(f"callgate: {bad} unreadable rows skipped", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="callgate", description="A toll-fraud gate for Asterisk and FreePBX."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="action", required=True)
+    check = pol.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    check.set_defaults(run=cmd_policy_check)
+
+    ex = sub.add_parser("explain", help="the decision for one call and every rule that took part")
+    ex.add_argument("number", help="the dialled string, as the extension dialled it")
+    ex.add_argument("--from", dest="extension", required=True, help="the calling extension")
+    ex.add_argument("--at", help="ISO time; without a zone, the site's time zone (default: now)")
+    ex.add_argument("--policy", help="policy file (default: the embedded example policy)")
+    ex.add_argument("--redis", help="read live counters from this Redis URL (never changes them)")
+    ex.add_argument("--call-id", default="explain", help=argparse.SUPPRESS)
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(run=cmd_explain)
+
+    rp = sub.add_parser("replay", help="replay an Asterisk Master.csv through a policy")
+    rp.add_argument("cdr", help="cdr_csv Master.csv")
+    rp.add_argument("--policy", help="policy file (default: the embedded example policy)")
+    rp.add_argument("--format", choices=("table", "jsonl"), default="table")
+    rp.add_argument(
+        "--all", action="store_true", help="table: list every call, not only denied or cut ones"
+    )
+    rp.add_argument("--context", action="append", help="only rows with this dcontext (repeatable)")
+    rp.add_argument(
+        "--internal-digits", type=int, default=5, help="dialled strings this short are internal"
+    )
+    rp.set_defaults(run=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PolicyError as exc:
+        print(
+            f"callgate: the policy cannot be used ({len(exc.problems)} problems):", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except CallgateError as exc:
+        print(f"callgate: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        print(f"callgate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

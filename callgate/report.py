@@ -1,0 +1,92 @@
+"""Text for people: ``explain`` and ``replay`` output. No decisions are made here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TextIO
+
+from callgate.engine import Decision
+from callgate.policy import Policy
+from callgate.replay import Replayed, Totals
+
+_MARK = {"pass": "ok  ", "deny": "DENY", "skip": "-   "}
+
+
+def explain_text(decision: Decision, policy: Policy) -> str:
+    d, n = decision, decision.number
+    where = n.country or ("non-geographic" if n.e164 else "-")
+    lines = [
+        f"{d.verdict.value} {d.reason.value}" + (f"  (rule {d.rule})" if d.rule else ""),
+        f"  call      {d.extension} -> {n.dialled!r} = {n.e164 or 'unreadable'} ({where}"
+        + (", international)" if n.international else ")"),
+        f"  at        {d.at.astimezone(policy.site.timezone).isoformat()} ({policy.site.timezone.key})",
+        f"  profile   {d.profile or '-'}",
+        f"  rate      {d.rate if d.rate is not None else '-'} {policy.site.currency}/min",
+        f"  allowed   {d.allowed_seconds}s, reserving {d.reserved} {policy.site.currency}",
+        f"  policy    {policy.source} sha256:{policy.digest[:12]}",
+        "  rules (in order; the first DENY decides):",
+    ]
+    width = max((len(r.rule) for r in d.rules), default=0)
+    lines += [f"    {_MARK[r.outcome]} {r.rule:<{width}}  {r.detail}" for r in d.rules]
+    return "\n".join(lines)
+
+
+def explain_json(decision: Decision) -> str:
+    d = decision
+    return json.dumps(
+        {
+            "verdict": d.verdict.value,
+            "reason": d.reason.value,
+            "rule": d.rule,
+            "call_id": d.call_id,
+            "extension": d.extension,
+            "profile": d.profile,
+            "dialled": d.number.dialled,
+            "number": d.number.e164,
+            "country": d.number.country,
+            "international": d.number.international,
+            "at": d.at.isoformat(),
+            "allowed_seconds": d.allowed_seconds,
+            "rate": None if d.rate is None else str(d.rate),
+            "reserved": str(d.reserved),
+            "variables": d.variables(),
+            "policy": d.policy_digest,
+            "rules": [{"rule": r.rule, "outcome": r.outcome, "detail": r.detail} for r in d.rules],
+        },
+        indent=2,
+    )
+
+
+def replay_table(rows: Iterable[Replayed], out: TextIO, *, every: bool, currency: str) -> Totals:
+    """Write one line per denied or cut call (every call with ``every``); return the totals."""
+    totals = Totals()
+    header = f"{'uniqueid':<18} {'src':<6} {'dst':<16} {'country':<7} {'verdict':<5} {'reason':<28} {'billsec':>7} {'allowed':>7} {'cost':>9} {'kept':>9}"
+    out.write(header + "\n")
+    for r in rows:
+        totals.add(r)
+        if r.verdict == "skip" or not (
+            every or r.verdict == "deny" or r.allowed_seconds < r.billsec
+        ):
+            continue
+        out.write(
+            f"{r.uniqueid:<18} {r.src:<6} {r.dst:<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
+            f"{r.billsec:>7} {r.allowed_seconds:>7} {r.cost:>9.2f} {r.allowed_cost:>9.2f}\n"
+        )
+    out.write(totals_text(totals, currency) + "\n")
+    return totals
+
+
+def totals_text(t: Totals, currency: str) -> str:
+    cost, kept = t.cost / 1_000_000, t.allowed_cost / 1_000_000
+    lines = [
+        "",
+        f"rows {t.rows}, outbound calls {t.calls}: allowed {t.allowed} ({t.cut} cut short), denied {t.denied}",
+    ]
+    lines += [f"  denied {reason:<32} {count:>7}" for reason, count in t.by_reason.most_common()]
+    lines += [
+        f"cost in the CDR      {cost:>12,.2f} {currency}",
+        f"cost under policy    {kept:>12,.2f} {currency}",
+        f"the policy saves     {float(t.saved):>12,.2f} {currency}",
+    ]
+    return "\n".join(lines)
