@@ -191,7 +191,7 @@ class ExtensionRule:
         if pattern.endswith("*"):
             return extension.startswith(pattern[:-1])
         low, sep, high = pattern.partition("-")
-        if not sep:
+        if not (sep and low.isdigit() and high.isdigit()):  # a name such as "alice-desk"
             return extension == pattern
         return (
             extension.isdigit()

@@ -1,0 +1,799 @@
+"""Reading the admin's policy YAML into a :class:`~callgate.policy.Policy`, naming every problem.
+
+The text is composed, not constructed, with libyaml: every value keeps its line and the text exactly as
+written. So money is read from its digits (``0.05`` is ``Decimal("0.05")``, never a float), and ``NO``
+(Norway), ``011`` or ``+1900`` stay what the admin typed. Reading never stops at the first problem: the
+whole file is checked against the schema tables below, and one :class:`~callgate.errors.PolicyError`
+carries every :class:`~callgate.errors.Problem`.
+
+Required: ``version`` (1), ``site`` (``name``, ``region``, ``timezone``, ``currency``), ``emergency`` (may
+be ``[]``: forgetting 911 must not be silent), ``rates``, ``profiles`` and ``extensions``. Every other key
+is optional; ``docs/policy.md`` gives each default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, available_timezones
+
+import phonenumbers
+import yaml
+
+from callgate.errors import PolicyError, Problem
+from callgate.numbers import NumberType
+from callgate.policy import (
+    DEFAULT_MAX_CALL_DURATION,
+    Alerts,
+    Burst,
+    Destinations,
+    ExtensionRule,
+    FailMode,
+    HolidayMode,
+    Hours,
+    Limits,
+    Lockdown,
+    LockScope,
+    Policy,
+    Profile,
+    Rates,
+    ShortCallAction,
+    ShortCalls,
+    Site,
+    Spend,
+    Window,
+)
+from callgate.windows import format_duration, parse_duration, parse_window
+
+T = TypeVar("T")
+E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType)
+Node = yaml.Node
+Parse = Callable[["_Reader", Node, str], T | None]
+
+MAX_DEPTH = 32  # libyaml's composer recurses in C: a file nested thousands deep would crash it
+_NULL, _MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
+_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+_MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?", re.ASCII)  # micro-units stay exact in Lua
+_WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,15}", re.ASCII)
+_PLUS_DIGITS = re.compile(r"\+[0-9]{1,15}", re.ASCII)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+_MATCH = re.compile(r"\*|[A-Za-z0-9_.@#+-]{1,80}\*?", re.ASCII)
+_RANGE = re.compile(r"([0-9]+)-([0-9]+)", re.ASCII)
+
+_PER_EXTENSION = "set it in a profile's limits or an extension's limits"
+_MISPLACED = {  # keys that exist, but not where they were written
+    "max_call_duration": f"not allowed here: it limits each call; {_PER_EXTENSION}",
+    "short_calls": f"not allowed here: it watches each extension; {_PER_EXTENSION}",
+    "profile_limits": "not allowed here: it belongs in a profile, beside its limits",
+}
+
+
+@dataclass(slots=True)
+class _Reader:
+    """One reading of one file: the problems found so far, and what later sections need."""
+
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+    increment: int = 1  # rates.increment, read before any limits
+    profiles: dict[str, Profile] = field(default_factory=dict)  # read before extensions
+
+    def problem(self, where: Node | int, path: str, message: str) -> None:
+        line = where if isinstance(where, int) else where.start_mark.line + 1
+        self.problems.append(Problem(self.source, line, path, message))
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """One key of a schema: how its value is read, what it must be when required, the model's name."""
+
+    parse: Parse[Any]
+    need: str = ""  # set: the key is required, and this says what is expected
+    attr: str = ""  # the dataclass field, when it is not the key
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+
+def load_policy(text: str, source: str) -> Policy:
+    """The policy in ``text``; raises :class:`PolicyError` with every problem (``source`` names the file)."""
+    r = _Reader(source)
+    root = _compose(r, text)
+    values = _section(r, root, "", _TOP, line=0) if root is not None else None
+    if values is None or r.problems:
+        raise PolicyError(r.problems)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Policy(**values, source=source, digest=digest)
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """The policy in the UTF-8 file at ``path``; ``OSError`` when it cannot be read."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError([Problem(str(path), line, "", "not UTF-8 text")]) from None
+    return load_policy(text, str(path))
+
+
+# --- YAML to nodes ------------------------------------------------------------------------------
+
+
+def _compose(r: _Reader, text: str) -> Node | None:
+    """The document's root node, or None (the problem recorded) when the text is not usable YAML."""
+    try:
+        text.encode("utf-8")
+        deep = _too_deep(text)
+        root = None if deep else yaml.compose(text, Loader=yaml.CSafeLoader)
+    except UnicodeEncodeError as exc:
+        r.problem(text[: exc.start].count("\n") + 1, "", "not valid Unicode text")
+        return None
+    except yaml.MarkedYAMLError as exc:
+        mark, since = exc.problem_mark or exc.context_mark, exc.context_mark
+        context = f" ({exc.context} at line {since.line + 1})" if exc.context and since else ""
+        line = mark.line + 1 if mark is not None else 0
+        r.problem(line, "", f"not valid YAML: {exc.problem}{context}")
+        return None
+    except yaml.YAMLError as exc:  # a reader error: a character YAML does not allow
+        line = text.encode("utf-8")[: getattr(exc, "position", 0)].count(b"\n") + 1
+        r.problem(line, "", f"not valid YAML: {str(exc).splitlines()[0]}")
+        return None
+    if deep:
+        r.problem(deep, "", f"nested more than {MAX_DEPTH} levels deep")
+        return None
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+        r.problem(0, "", "the file is empty; expected a policy that starts with version: 1")
+        return None
+    return root
+
+
+def _too_deep(text: str) -> int:
+    """The line where nesting passes MAX_DEPTH, or 0. Reading events does not recurse."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark.line + 1 if event.start_mark else 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return 0
+
+
+# --- mappings and lists -------------------------------------------------------------------------
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _shown(node: Node) -> str:
+    """How a wrong value is quoted back in a message."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == _NULL:
+        return "nothing"
+    value = str(node.value)
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for a close choice, else the choices when there are few."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of: {', '.join(options)}" if 0 < len(options) <= 12 else ""
+
+
+def _pairs(r: _Reader, node: Node, path: str, what: str) -> list[tuple[str, Node, Node]]:
+    """(name, key node, value node) of each entry; duplicate keys and merge keys are problems."""
+    if not isinstance(node, yaml.MappingNode):
+        r.problem(node, path, f"expected {what}, got {_shown(node)}")
+        return []
+    seen: dict[str, int] = {}
+    out: list[tuple[str, Node, Node]] = []
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            r.problem(key, path, f"expected a key name, got {_shown(key)}")
+        elif key.tag == _MERGE:
+            r.problem(key, path, "merge keys (<<) are not supported; reuse a mapping with *alias")
+        elif key.value in seen:
+            where = f"first at line {seen[key.value]}"
+            r.problem(key, _join(path, key.value), f"duplicate key ({where}); write each key once")
+        else:
+            seen[key.value] = key.start_mark.line + 1
+            out.append((str(key.value), key, value))
+    return out
+
+
+def _section(
+    r: _Reader, node: Node, path: str, schema: Mapping[str, _Key], *, line: int | None = None
+) -> dict[str, Any] | None:
+    """Read a mapping by its schema: the model's keyword arguments, or None when it cannot be built.
+
+    Keys are read in schema order (rates before profiles before extensions), whatever the file's order.
+    """
+    found: dict[str, Node] = {}
+    for name, key, value in _pairs(r, node, path, f"a mapping with keys {', '.join(schema)}"):
+        if name in schema:
+            found[name] = value
+        else:
+            message = _MISPLACED.get(name) or f"unknown key {name!r}{_hint(name, schema)}"
+            r.problem(key, _join(path, name), message)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    values: dict[str, Any] = {}
+    complete = True
+    for name, spec in schema.items():
+        if name not in found:
+            if spec.need:
+                where = node.start_mark.line + 1 if line is None else line
+                r.problem(where, _join(path, name), f"missing; expected {spec.need}")
+                complete = False
+            continue
+        parsed = spec.parse(r, found[name], _join(path, name))
+        if parsed is not None:
+            values[spec.attr or name] = parsed
+        complete = complete and (parsed is not None or not spec.need)
+    return values if complete else None
+
+
+def _model(model: Callable[..., T], schema: Mapping[str, _Key]) -> Parse[T]:
+    """A parser that reads a mapping by ``schema`` and builds ``model`` from it."""
+
+    def parse(r: _Reader, node: Node, path: str) -> T | None:
+        values = _section(r, node, path, schema)
+        return None if values is None else model(**values)
+
+    return parse
+
+
+def _items(r: _Reader, node: Node, path: str, example: str) -> list[Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    r.problem(node, path, f"expected a list such as {example}, got {_shown(node)}")
+    return []
+
+
+def _many(item: Parse[T], example: str) -> Parse[list[T]]:
+    """A parser of a list whose items ``item`` reads; the readable items are kept."""
+
+    def parse(r: _Reader, node: Node, path: str) -> list[T]:
+        items = _items(r, node, path, example)
+        values = (item(r, one, _join(path, n)) for n, one in enumerate(items))
+        return [v for v in values if v is not None]
+
+    return parse
+
+
+def _set(item: Parse[T], example: str) -> Parse[frozenset[T]]:
+    many = _many(item, example)
+    return lambda r, node, path: frozenset(many(r, node, path) or ())
+
+
+def _tuple(item: Parse[T], example: str) -> Parse[tuple[T, ...]]:
+    many = _many(item, example)
+    return lambda r, node, path: tuple(many(r, node, path) or ())
+
+
+# --- scalars ------------------------------------------------------------------------------------
+
+
+def _text(r: _Reader, node: Node, path: str, what: str = "text") -> str | None:
+    """The scalar as written, quoted or not; nothing, lists and mappings are problems."""
+    if isinstance(node, yaml.ScalarNode) and node.tag != _NULL:
+        return str(node.value)
+    r.problem(node, path, f"expected {what}, got {_shown(node)}")
+    return None
+
+
+def _pattern(pattern: re.Pattern[str], what: str, strip: int = 0) -> Parse[str]:
+    """Text that ``pattern`` matches whole, less its first ``strip`` characters."""
+
+    def parse(r: _Reader, node: Node, path: str) -> str | None:
+        text = _text(r, node, path, what)
+        if text is None or pattern.fullmatch(text):
+            return None if text is None else text[strip:]
+        r.problem(node, path, f"expected {what}, got {_shown(node)}")
+        return None
+
+    return parse
+
+
+_site_name = _pattern(
+    _NAME, "a name of letters, digits, '.', '_' or '-' (it is part of Redis keys)"
+)
+_currency = _pattern(_CURRENCY, "an ISO 4217 currency code such as USD")
+_dialled = _pattern(_DIGITS, 'digits as dialled, such as "9"')
+_emergency = _pattern(_DIGITS, 'an emergency number as digits, such as "911"')
+_rate_prefix = _pattern(_DIGITS, 'an E.164 prefix as digits without "+", such as "44"')
+_e164_prefix = _pattern(_PLUS_DIGITS, 'an E.164 prefix: "+" then digits, such as "+1900"', 1)
+
+
+def _money(r: _Reader, node: Node, path: str) -> Decimal | None:
+    text = _text(r, node, path, "an amount such as 0.05")
+    if text is None or _MONEY.fullmatch(text):
+        return None if text is None else Decimal(text)
+    why = "must not be negative" if text.startswith("-") else "expected an amount"
+    r.problem(node, path, f"{why}: digits with at most 6 decimals such as 0.05; got {_shown(node)}")
+    return None
+
+
+def _whole(least: int, most: int = 10**9 - 1) -> Parse[int]:
+    def parse(r: _Reader, node: Node, path: str) -> int | None:
+        text = _text(r, node, path, f"a whole number from {least}")
+        if text is not None and _WHOLE.fullmatch(text) and least <= int(text) <= most:
+            return int(text)
+        if text is not None:
+            r.problem(
+                node, path, f"expected a whole number from {least} to {most}, got {_shown(node)}"
+            )
+        return None
+
+    return parse
+
+
+def _version(r: _Reader, node: Node, path: str) -> int | None:
+    text = _text(r, node, path, "1")
+    if text == "1":
+        return 1
+    if text is not None:
+        r.problem(node, path, f"unsupported version {_shown(node)}; this callgate reads version 1")
+    return None
+
+
+def _duration(most: int) -> Parse[int]:
+    def parse(r: _Reader, node: Node, path: str) -> int | None:
+        text = _text(r, node, path, "a duration such as 10m")
+        try:
+            seconds = parse_duration(text) if text is not None else None
+        except ValueError as exc:
+            r.problem(node, path, str(exc))
+            return None
+        if seconds is not None and not 1 <= seconds <= most:
+            r.problem(
+                node, path, f"expected a duration from 1s to {format_duration(most)}, got {text!r}"
+            )
+            return None
+        return seconds
+
+    return parse
+
+
+_within = _duration(31 * 86400)  # sliding windows: counters live that long in Redis
+_seconds = _duration(86400)
+
+
+def _call_length(r: _Reader, node: Node, path: str) -> int | None:
+    seconds = _seconds(r, node, path)
+    if seconds is not None and seconds < r.increment:
+        r.problem(
+            node, path, f"shorter than the billing increment ({r.increment}s): no call would fit"
+        )
+        return None
+    return seconds
+
+
+def _window(r: _Reader, node: Node, path: str) -> Window | None:
+    text = _text(r, node, path, "a time window such as 'mon-fri 08:00-18:00'")
+    try:
+        return parse_window(text) if text is not None else None
+    except ValueError as exc:
+        r.problem(node, path, str(exc))
+        return None
+
+
+def _flag(r: _Reader, node: Node, path: str) -> bool | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+        return str(node.value).lower() in {"true", "yes", "on"}
+    r.problem(node, path, f"expected true or false, got {_shown(node)}")
+    return None
+
+
+def _choice(kind: type[E]) -> Parse[E]:
+    names = [member.value for member in kind]
+
+    def parse(r: _Reader, node: Node, path: str) -> E | None:
+        text = _text(r, node, path, f"one of {', '.join(names)}")
+        if text is None or text in names:
+            return None if text is None else kind(text)
+        r.problem(node, path, f"unknown value {_shown(node)}{_hint(text, names)}")
+        return None
+
+    return parse
+
+
+def _region(word: str) -> Parse[str]:
+    def parse(r: _Reader, node: Node, path: str) -> str | None:
+        code = _text(r, node, path, f"a {word} code such as US")
+        if code is None or code in _REGIONS:
+            return code
+        upper = f"; write {code.upper()!r}" if code.upper() in _REGIONS else ""
+        expected = "an ISO 3166 alpha-2 code that libphonenumber knows, such as US or GB"
+        r.problem(node, path, f"unknown {word} {code!r}: expected {expected}{upper}")
+        return None
+
+    return parse
+
+
+def _zone(r: _Reader, node: Node, path: str) -> ZoneInfo | None:
+    key = _text(r, node, path, "an IANA time zone such as America/New_York")
+    if key is None:
+        return None
+    try:
+        return ZoneInfo(key)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        hint = _hint(key, available_timezones())
+        r.problem(
+            node, path, f"unknown time zone {key!r}: expected one such as America/New_York{hint}"
+        )
+        return None
+
+
+def _holiday(r: _Reader, node: Node, path: str) -> date | None:
+    text = _text(r, node, path, 'an ISO date such as "2026-12-25"')
+    if text is None:
+        return None
+    try:
+        if _ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    r.problem(node, path, f'expected an ISO date YYYY-MM-DD such as "2026-12-25", got {text!r}')
+    return None
+
+
+def _webhook(r: _Reader, node: Node, path: str) -> str | None:
+    url = _text(r, node, path, "an http(s) URL")
+    try:
+        if url is None or (urlsplit(url).scheme in {"http", "https"} and urlsplit(url).hostname):
+            return url
+    except ValueError:
+        pass
+    r.problem(node, path, f"expected an http:// or https:// URL, got {_shown(node)}")
+    return None
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _rates(r: _Reader, node: Node, path: str) -> Rates | None:
+    before = len(r.problems)
+    values = _section(r, node, path, _RATES)
+    if values is None:
+        return None
+    if len(r.problems) == before and "default" not in values and not values.get("prefixes"):
+        r.problem(
+            node, path, "expected a default and/or prefixes; without either every call is denied"
+        )
+    r.increment = values.get("increment", 1)
+    prefixes: dict[str, Decimal] = values.get("prefixes", {})
+    return Rates(**{"default": None, **values}, longest=max(map(len, prefixes), default=0))
+
+
+def _prefix_rates(r: _Reader, node: Node, path: str) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for name, key, value in _pairs(
+        r, node, path, 'a mapping of prefixes to rates, such as {"44": 0.02}'
+    ):
+        prefix, rate = _rate_prefix(r, key, _join(path, name)), _money(r, value, _join(path, name))
+        if prefix is not None and rate is not None:
+            out[prefix] = rate
+    return out
+
+
+def _destinations(r: _Reader, node: Node, path: str) -> Destinations | None:
+    """The destination rules; an allow list and a deny list of the same thing cannot be mixed."""
+    pairs = node.value if isinstance(node, yaml.MappingNode) else []
+    keys = {key.value: key for key, _ in pairs if isinstance(key, yaml.ScalarNode)}
+    for kind in ("countries", "number_types"):
+        allow, deny = f"allow_{kind}", f"deny_{kind}"
+        if allow in keys and deny in keys:
+            message = f"{allow} and {deny} cannot both be set; keep one"
+            r.problem(keys[deny], _join(path, deny), message)
+    return _model(Destinations, _DESTINATIONS)(r, node, path)
+
+
+def _profiles(r: _Reader, node: Node, path: str) -> dict[str, Profile]:
+    for name, key, value in _pairs(r, node, path, "a mapping of profile names to profiles"):
+        if not _NAME.fullmatch(name):
+            r.problem(
+                key,
+                _join(path, name),
+                "expected a profile name of letters, digits, '.', '_' or '-'",
+            )
+        values = _section(r, value, _join(path, name), _PROFILE)
+        r.profiles[name] = Profile(name, **(values or {}))
+    if isinstance(node, yaml.MappingNode) and not node.value:
+        r.problem(node, path, "expected at least one profile")
+    return r.profiles
+
+
+def _profile_ref(r: _Reader, node: Node, path: str) -> Profile | None:
+    name = _text(r, node, path, "a profile name")
+    if name is None or name in r.profiles:
+        return None if name is None else r.profiles[name]
+    r.problem(node, path, f"unknown profile {name!r}{_hint(name, r.profiles)}")
+    return None
+
+
+def _extensions(r: _Reader, node: Node, path: str) -> tuple[ExtensionRule, ...]:
+    items = _items(r, node, path, '[{match: "1001-1020", profile: office}]')
+    if isinstance(node, yaml.SequenceNode) and not items:
+        r.problem(node, path, "expected at least one entry; without one every call is refused")
+    rules: list[ExtensionRule] = []
+    earlier: dict[str, int] = {}  # match -> line, to find entries that can never match
+    for n, item in enumerate(items):
+        values = _section(r, item, _join(path, n), _RULE)
+        if values is None:
+            continue
+        rule = ExtensionRule(
+            values["match"],
+            values["profile"],
+            merge_limits(values["profile"].limits, values.get("limits", Limits())),
+            item.start_mark.line + 1,
+        )
+        _reachable(r, rule, earlier, _join(_join(path, n), "match"))
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _match(r: _Reader, node: Node, path: str) -> str | None:
+    what = (
+        'an extension such as "2000", a range such as "1001-1020", a prefix such as "10*", or "*"'
+    )
+    text = _pattern(_MATCH, what)(r, node, path)
+    bounds = _RANGE.fullmatch(text or "")
+    if not bounds:
+        return text
+    low, high = bounds[1], bounds[2]
+    if int(low) <= int(high) and len(low) <= len(high):
+        return text
+    swapped = f"{high}-{low}"
+    fix = swapped if int(high) <= int(low) and len(high) <= len(low) else "1001-1020"
+    r.problem(
+        node, path, f'the range {text!r} is backwards: it matches no extension; write "{fix}"'
+    )
+    return None
+
+
+def _reachable(r: _Reader, rule: ExtensionRule, earlier: dict[str, int], path: str) -> None:
+    """An entry after ``"*"`` or after the same pattern can never match: a rule silently off."""
+    for pattern in (rule.match, "*"):
+        if pattern in earlier:
+            line = earlier[pattern]
+            r.problem(
+                rule.line, path, f"never used: the entry at line {line} ({pattern!r}) matches first"
+            )
+            break
+    earlier.setdefault(rule.match, rule.line)
+
+
+def merge_limits(base: Limits, over: Limits) -> Limits:
+    """``over``'s limits that are set, over ``base``, field by field; spend merges per period."""
+    periods = ("hour", "day", "month")
+    spend = {p: _first(getattr(over.spend, p), getattr(base.spend, p)) for p in periods}
+    changes = {
+        name: getattr(over, name)
+        for name in Limits.__dataclass_fields__
+        if name != "spend" and getattr(over, name) is not None
+    }
+    return replace(base, **changes, spend=Spend(**spend))
+
+
+def _first(over: T | None, base: T | None) -> T | None:
+    return base if over is None else over
+
+
+# --- the schema ---------------------------------------------------------------------------------
+
+_count, _at_least_one = _whole(0), _whole(1)
+_country = _region("country")
+_RATES = {
+    "default": _Key(_money),
+    "increment": _Key(_whole(1, 3600)),
+    "prefixes": _Key(_prefix_rates),
+}
+_SITE = {
+    "name": _Key(_site_name, "a site name such as acme-nyc"),
+    "region": _Key(_region("region"), "a libphonenumber region such as US"),
+    "timezone": _Key(_zone, "an IANA time zone such as America/New_York"),
+    "currency": _Key(_currency, "an ISO 4217 currency code such as USD"),
+    "outside_line": _Key(_tuple(_dialled, '["9"]')),
+    "on_store_error": _Key(_choice(FailMode)),
+}
+_DESTINATIONS = {
+    "allow_countries": _Key(_set(_country, "[US, CA]")),
+    "deny_countries": _Key(_set(_country, "[CU]")),
+    "allow_number_types": _Key(_set(_choice(NumberType), "[fixed_line, mobile]")),
+    "deny_number_types": _Key(_set(_choice(NumberType), "[premium_rate]")),
+    "deny_prefixes": _Key(_tuple(_e164_prefix, '["+1900"]')),
+    "allow_prefixes": _Key(_tuple(_e164_prefix, '["+18005551"]')),
+    "max_rate": _Key(_money),
+}
+_HOURS = {
+    "international": _Key(_window),
+    "any": _Key(_window),
+    "on_holidays": _Key(_choice(HolidayMode)),
+}
+_WITHIN = _Key(_within, "a sliding window such as 10m")
+_GROUP_LIMITS = {
+    "calls_per_minute": _Key(_count),
+    "calls_per_hour": _Key(_count),
+    "international_calls_per_hour": _Key(_count),
+    "concurrent_calls": _Key(_count),
+    "same_number": _Key(
+        _model(Burst, {"calls": _Key(_at_least_one, "a count", "count"), "within": _WITHIN})
+    ),
+    "distinct_numbers": _Key(
+        _model(Burst, {"numbers": _Key(_at_least_one, "a count", "count"), "within": _WITHIN})
+    ),
+    "spend": _Key(_model(Spend, {period: _Key(_money) for period in ("hour", "day", "month")})),
+}
+_SHORT_CALLS = {
+    "calls": _Key(_at_least_one, "how many short calls"),
+    "shorter_than": _Key(_seconds, "a duration such as 15s"),
+    "within": _WITHIN,
+    "then": _Key(_choice(ShortCallAction)),
+}
+_LIMITS = {
+    **_GROUP_LIMITS,
+    "short_calls": _Key(_model(ShortCalls, _SHORT_CALLS)),
+    "max_call_duration": _Key(_call_length),
+}
+_PROFILE = {
+    "destinations": _Key(_destinations),
+    "hours": _Key(_model(Hours, _HOURS)),
+    "limits": _Key(_model(Limits, _LIMITS)),
+    "profile_limits": _Key(_model(Limits, _GROUP_LIMITS), attr="group_limits"),
+}
+_RULE = {
+    "match": _Key(_match, 'an extension, a range such as "1001-1020", or "*"'),
+    "profile": _Key(_profile_ref, "a profile name"),
+    "limits": _Key(_model(Limits, _LIMITS)),
+}
+_LOCKDOWN = {
+    "after_denied": _Key(
+        _model(Burst, {"calls": _Key(_at_least_one, "a count", "count"), "within": _WITHIN}),
+        "{calls: N, within: DURATION}",
+    ),
+    "locks": _Key(_choice(LockScope)),
+}
+_TOP = {  # read in this order: rates (the increment) before limits, profiles before extensions
+    "version": _Key(_version, "the policy format version: version: 1"),
+    "site": _Key(_model(Site, _SITE), "a mapping with name, region, timezone and currency"),
+    "emergency": _Key(
+        _tuple(_emergency, '["911"]'), 'the emergency numbers, such as ["911"], or []'
+    ),
+    "rates": _Key(_rates, "a rate table with a default and/or prefixes"),
+    "holidays": _Key(_set(_holiday, '["2026-12-25"]')),
+    "site_limits": _Key(_model(Limits, _GROUP_LIMITS)),
+    "profiles": _Key(_profiles, "a mapping of profile names to profiles"),
+    "extensions": _Key(_extensions, "a list of {match, profile} entries"),
+    "lockdown": _Key(_model(Lockdown, _LOCKDOWN)),
+    "alerts": _Key(_model(Alerts, {"webhook": _Key(_webhook), "syslog": _Key(_flag)})),
+}
+
+
+# --- describe -----------------------------------------------------------------------------------
+
+
+def describe(policy: Policy) -> list[str]:
+    """A human summary, one line per item, for ``callgate policy check``."""
+    site, rates = policy.site, policy.rates
+    default = "no default (unrated numbers are denied)"
+    if rates.default is not None:
+        default = f"default {rates.default}/min"
+    lines = [
+        f"site {site.name}: region {site.region}, time zone {site.timezone.key}, "
+        f"currency {site.currency}, outside line {', '.join(site.outside_line) or 'none'}, "
+        f"store unreachable: {site.on_store_error}",
+        f"emergency (always allowed, never counted): {', '.join(policy.emergency) or 'none'}",
+        f"rates: {len(rates.prefixes)} prefixes, {default}, billed per {rates.increment}s",
+        f"holidays: {', '.join(sorted(d.isoformat() for d in policy.holidays)) or 'none'}",
+    ]
+    for profile in policy.profiles.values():
+        lines += _describe_profile(profile)
+    lines.append("extensions (first match wins):")
+    for rule in policy.extensions:
+        own = _caps(_changed(rule.profile.limits, rule.limits))
+        own = "" if own == "none" else f" with its own limits: {own}"
+        lines.append(f"  {rule.match} -> {rule.profile.name}{own}")
+    if not any(rule.match == "*" for rule in policy.extensions):
+        lines.append("  any other extension is refused (unknown_extension)")
+    lines.append(f"site limits (all extensions together): {_caps(policy.site_limits)}")
+    if policy.lockdown is not None:
+        after = policy.lockdown.after_denied
+        lines.append(
+            f"lockdown: {after.count} denied calls within {format_duration(after.within)} "
+            f"lock the extension ({policy.lockdown.locks})"
+        )
+    alerts = [f"webhook {policy.alerts.webhook}"] if policy.alerts.webhook else []
+    lines.append(f"alerts: {', '.join(alerts + ['syslog'] * policy.alerts.syslog) or 'none'}")
+    return lines
+
+
+def _describe_profile(profile: Profile) -> list[str]:
+    d, h = profile.destinations, profile.hours
+    where = [
+        _listed("countries", d.allow_countries),
+        _listed("not countries", d.deny_countries or None),
+        _listed("only types", d.allow_number_types),
+        _listed("not types", d.deny_number_types or None),
+        _listed("not", {"+" + p for p in d.deny_prefixes} or None),
+        _listed("always", {"+" + p for p in d.allow_prefixes} or None),
+        f"rate at most {d.max_rate}/min" if d.max_rate is not None else "",
+    ]
+    when = [
+        f"international {h.international.text}" if h.international else "",
+        f"any {h.any.text}" if h.any else "",
+        f"holidays {h.on_holidays}",
+    ]
+    return [
+        f"profile {profile.name}:",
+        f"  destinations: {'; '.join(w for w in where if w) or 'any'}",
+        f"  hours: {'; '.join(w for w in when if w)}",
+        f"  limits per extension: {_caps(profile.limits, True)}",
+        f"  limits over its extensions together: {_caps(profile.group_limits)}",
+    ]
+
+
+def _changed(base: Limits, limits: Limits) -> Limits:
+    """The limits of ``limits`` that differ from ``base`` (the rest unset)."""
+    periods = ("hour", "day", "month")
+    spend = {p: getattr(limits.spend, p) for p in periods}
+    spend = {p: v for p, v in spend.items() if v != getattr(base.spend, p)}
+    changes = {
+        name: getattr(limits, name)
+        for name in Limits.__dataclass_fields__
+        if name != "spend" and getattr(limits, name) != getattr(base, name)
+    }
+    return Limits(**changes, spend=Spend(**spend))
+
+
+def _listed(label: str, values: Iterable[str] | None) -> str:
+    return "" if values is None else f"{label} {', '.join(sorted(values)) or 'none'}"
+
+
+def _caps(limits: Limits, per_call: bool = False) -> str:
+    """``4/min, 3 concurrent, spend 40.00/day`` for one scope's limits."""
+    fd, b, s = format_duration, limits.same_number, limits.short_calls
+    d = limits.distinct_numbers
+    counts = (
+        ("{}/min", limits.calls_per_minute),
+        ("{}/h", limits.calls_per_hour),
+        ("{} international/h", limits.international_calls_per_hour),
+        ("{} concurrent", limits.concurrent_calls),
+    )
+    parts = [text.format(n) for text, n in counts if n is not None]
+    parts += [f"same number {b.count}/{fd(b.within)}"] if b else []
+    parts += [f"{d.count} numbers/{fd(d.within)}"] if d else []
+    parts += (
+        [f"short calls {s.calls} under {fd(s.shorter_than)} in {fd(s.within)}: {s.then}"]
+        if s
+        else []
+    )
+    spend = " ".join(f"{amount}/{period}" for period, amount in limits.spend.items())
+    parts += [f"spend {spend}"] if spend else []
+    longest = limits.max_call_duration
+    if longest is not None:
+        parts.append(f"calls up to {fd(longest)}")
+    elif per_call:
+        parts.append(f"calls up to {fd(DEFAULT_MAX_CALL_DURATION)} (default)")
+    return ", ".join(parts) or "none"
