@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test deps venv lint typecheck unit bench clean
 
 demo: $(STAMP)
-	$(BIN)/callgate replay --since 2026-11-01 examples/Master.csv
+	$(BIN)/callgate replay examples/Master.csv
 
 test: deps $(STAMP) lint typecheck unit
 

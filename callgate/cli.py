@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 
 from callgate.errors import CallgateError, PolicyError
 from callgate.policy import Policy
@@ -49,8 +48,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from callgate.engine import CallAttempt, peeked, prepare
+    from callgate.engine import peeked, prepare
     from callgate.report import explain_json, explain_text
+    from callgate.rules import CallAttempt
 
     policy = _load(args.policy)
     at = _when(args.at, policy)
@@ -103,6 +103,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from callgate.serve import serve, setup_logging
+    from callgate.settings import load_settings
+
+    settings = load_settings(args.config, os.environ)
+    setup_logging(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="callgate", description="A toll-fraud gate for Asterisk and FreePBX."
@@ -136,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
         "--internal-digits", type=int, default=5, help="dialled strings this short are internal"
     )
     rp.set_defaults(run=cmd_replay)
+
+    sv = sub.add_parser("serve", help="run the Stasis app and the AMI spend feed")
+    sv.add_argument(
+        "--config", help="TOML settings file; CALLGATE_<SECTION>_<KEY> variables override it"
+    )
+    sv.set_defaults(run=cmd_serve)
     return p
 
 
@@ -145,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except PolicyError as exc:
         print(
-            f"callgate: the policy cannot be used ({len(exc.problems)} problems):", file=sys.stderr
+            f"callgate: the policy cannot be used ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)}):",
+            file=sys.stderr,
         )
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)

@@ -33,35 +33,14 @@ from callgate.policy import (
     DEFAULT_MAX_CALL_DURATION,
     ExtensionRule,
     FailMode,
-    HolidayMode,
     Limits,
     Policy,
 )
-from callgate.reasons import Reason, Verdict, number_type_reason
+from callgate.reasons import Reason, Verdict
+from callgate.rules import DENY, PASS, STATIC_RULES, CallAttempt, Context, RuleResult, deny
 
-RESERVATION_HOLD = (
-    600  # seconds a reservation outlives its call's allowed seconds (ringing, settling)
-)
-
-PASS, DENY, SKIP = "pass", "deny", "skip"
-
-
-@dataclass(frozen=True, slots=True)
-class CallAttempt:
-    """One outbound call as the gate sees it."""
-
-    call_id: str  # the linkedid: the same for every trunk attempt of one call
-    extension: str
-    dialled: str
-    account_code: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RuleResult:
-    rule: str
-    outcome: str  # pass | deny | skip
-    detail: str
-    reason: Reason | None = None  # set when outcome is deny
+# Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
+RESERVATION_HOLD = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,142 +74,6 @@ class Decision:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What the static rules look at."""
-
-    policy: Policy
-    attempt: CallAttempt
-    number: NumberInfo
-    rule: ExtensionRule | None
-    local: datetime
-    rate_prefix: str | None
-    rate: Decimal | None
-    excepted: str | None  # the allow_prefixes entry that matched, if any
-
-
-StaticRule = Callable[[Context], RuleResult]
-
-
-def _deny(rule: str, reason: Reason, detail: str) -> RuleResult:
-    return RuleResult(rule, DENY, detail, reason)
-
-
-def _extension(c: Context) -> RuleResult:
-    if c.rule is None:
-        return _deny(
-            "extension",
-            Reason.UNKNOWN_EXTENSION,
-            f"no extensions entry matches {c.attempt.extension!r}",
-        )
-    return RuleResult("extension", PASS, f"{c.rule.match!r} -> profile {c.rule.profile.name}")
-
-
-def _number(c: Context) -> RuleResult:
-    if not c.number.readable:
-        return _deny("number", Reason.UNPARSEABLE_NUMBER, c.number.error or "cannot be read")
-    where = c.number.country or "non-geographic"
-    scope = "international" if c.number.international else "domestic"
-    return RuleResult("number", PASS, f"{c.number.e164} {where}, {scope}")
-
-
-def _countries(c: Context) -> RuleResult:
-    rule = "destinations.countries"
-    if c.rule is None or not c.number.readable:
-        return RuleResult(rule, SKIP, "")
-    if c.excepted:
-        return RuleResult(rule, PASS, f"allow_prefixes +{c.excepted}")
-    d, country = c.rule.profile.destinations, c.number.country
-    if d.allow_countries is not None and country not in d.allow_countries:
-        return _deny(
-            rule,
-            Reason.COUNTRY_NOT_ALLOWED,
-            f"{country or 'non-geographic'} is not in allow_countries",
-        )
-    if country in d.deny_countries:
-        return _deny(rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries")
-    return RuleResult(rule, PASS, country or "non-geographic")
-
-
-def _number_types(c: Context) -> RuleResult:
-    rule = "destinations.number_types"
-    if c.rule is None or not c.number.readable:
-        return RuleResult(rule, SKIP, "")
-    kinds = ", ".join(sorted(c.number.types)) or "unknown"
-    if c.excepted:
-        return RuleResult(rule, PASS, f"{kinds}; allow_prefixes +{c.excepted}")
-    d = c.rule.profile.destinations
-    for kind in sorted(c.number.types):
-        if kind in d.deny_number_types:
-            return _deny(rule, number_type_reason(kind), f"{kind} is in deny_number_types")
-    if d.allow_number_types is not None and not c.number.types & d.allow_number_types:
-        first = min(c.number.types) if c.number.types else None
-        reason = number_type_reason(first) if first else Reason.NUMBER_TYPE_UNKNOWN
-        return _deny(rule, reason, f"{kinds} not in allow_number_types")
-    return RuleResult(rule, PASS, kinds)
-
-
-def _prefixes(c: Context) -> RuleResult:
-    rule = "destinations.prefixes"
-    if c.rule is None or not c.number.readable:
-        return RuleResult(rule, SKIP, "")
-    if c.excepted:
-        return RuleResult(rule, PASS, f"+{c.excepted} is in allow_prefixes")
-    digits = (c.number.e164 or "").lstrip("+")
-    for prefix in c.rule.profile.destinations.deny_prefixes:
-        if digits.startswith(prefix):
-            return _deny(rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes")
-    return RuleResult(rule, PASS, "no deny_prefixes entry matches")
-
-
-def _rate(c: Context) -> RuleResult:
-    rule = "rates"
-    if c.rule is None or not c.number.readable:
-        return RuleResult(rule, SKIP, "")
-    if c.rate is None:
-        return _deny(rule, Reason.NO_RATE, "no rates prefix matches and rates.default is not set")
-    source = f"+{c.rate_prefix}" if c.rate_prefix else "default"
-    limit = c.rule.profile.destinations.max_rate
-    if limit is not None and c.rate > limit:
-        return _deny(
-            rule, Reason.RATE_ABOVE_MAX, f"{c.rate}/min ({source}) is above max_rate {limit}"
-        )
-    return RuleResult(rule, PASS, f"{c.rate}/min ({source})")
-
-
-def _hours(c: Context) -> RuleResult:
-    rule = "hours"
-    if c.rule is None or not c.number.readable:
-        return RuleResult(rule, SKIP, "")
-    hours, intl, when = c.rule.profile.hours, c.number.international, c.local.strftime("%a %H:%M")
-    if c.local.date() in c.policy.holidays:
-        if hours.on_holidays is HolidayMode.CLOSED:
-            return _deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: closed")
-        if hours.on_holidays is HolidayMode.DOMESTIC_ONLY and intl:
-            return _deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: domestic only")
-    if hours.any is not None and not hours.any.contains(c.local):
-        return _deny(rule, Reason.OUTSIDE_HOURS, f"{when} is outside any: {hours.any.text}")
-    if intl and hours.international is not None and not hours.international.contains(c.local):
-        return _deny(
-            rule,
-            Reason.OUTSIDE_HOURS,
-            f"{when} is outside international: {hours.international.text}",
-        )
-    return RuleResult(rule, PASS, f"{when} {c.policy.site.timezone.key}")
-
-
-# The rules that need no counter, in the order policy.md gives. "lock" and the counted rules follow
-# them in the decision's rule list (see LIMIT_RULES).
-STATIC_RULES: tuple[tuple[str, StaticRule], ...] = (
-    ("extension", _extension),
-    ("number", _number),
-    ("destinations.countries", _countries),
-    ("destinations.number_types", _number_types),
-    ("destinations.prefixes", _prefixes),
-    ("rates", _rate),
-    ("hours", _hours),
-)
-
 # Counted rules per scope: (policy key, reason, kind, key suffix, international calls only).
 _COUNTS: tuple[tuple[str, Reason, str, bool], ...] = (
     ("calls_per_minute", Reason.VELOCITY_MINUTE, "cpm", False),
@@ -251,8 +94,8 @@ RULES: tuple[str, ...] = (
     *(name for name, _ in STATIC_RULES[1:]),
     *(f"{{limits,profile_limits,site_limits}}.{name}" for name, *_ in _COUNTS),
     "{limits,profile_limits,site_limits}.concurrent_calls",
-    "limits.same_number",
-    "limits.distinct_numbers",
+    "{limits,profile_limits,site_limits}.same_number",
+    "{limits,profile_limits,site_limits}.distinct_numbers",
     "{limits,profile_limits,site_limits}.spend.{hour,day,month}",
     "limits.max_call_duration",
 )
@@ -428,13 +271,13 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
     intl = p.number.international
     if outcome.lock == "all" or (outcome.lock == "international" and intl):
-        return _deny(
+        return deny(
             "lock",
             Reason.EXTENSION_LOCKED,
             f"extension {p.attempt.extension} is locked ({outcome.lock})",
         )
     if outcome.panic and intl:
-        return _deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
+        return deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
     return RuleResult(
         "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
     )
@@ -450,7 +293,7 @@ def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
         else:
             detail = f"{value} of {check.limit}"
         if judgement.failed == index:
-            out.append(_deny(check.rule, check.reason, detail))
+            out.append(deny(check.rule, check.reason, detail))
         else:
             out.append(RuleResult(check.rule, PASS, detail))
     seconds = outcome.allowed_seconds if outcome.admitted else judgement.allowed_seconds
@@ -463,7 +306,9 @@ def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
 def conclude(p: Prepared, outcome: Outcome | None) -> Decision:
     """The decision from the static results and what the store saw (None only for emergency calls)."""
     if p.admission is None or outcome is None:
-        return _decision(p, Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, 0, 0)
+        return _decision(
+            p, Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, seconds=0, reserved=0
+        )
     results = (
         p.results[0],
         p.results[1],
@@ -474,20 +319,24 @@ def conclude(p: Prepared, outcome: Outcome | None) -> Decision:
     denial = next((r for r in results if r.outcome == DENY), None)
     if denial is not None:
         assert denial.reason is not None
-        return _decision(p, Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
+        return _decision(
+            p, Verdict.DENY, denial.reason, denial.rule, results, seconds=0, reserved=0
+        )
     if (
         not outcome.admitted
     ):  # the counters fit when read, yet the store did not admit: nothing reserved
-        return _decision(p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
+        return _decision(
+            p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, seconds=0, reserved=0
+        )
     return _decision(
         p,
         Verdict.ALLOW,
         Reason.ALLOWED,
         "",
         results,
-        outcome.allowed_seconds,
-        outcome.reserved,
-        outcome.replayed,
+        seconds=outcome.allowed_seconds,
+        reserved=outcome.reserved,
+        replayed=outcome.replayed,
     )
 
 
@@ -513,7 +362,15 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
         return conclude(p, None)
     static_denial = p.denial
     if static_denial is not None and static_denial.reason is not None:
-        return _decision(p, Verdict.DENY, static_denial.reason, static_denial.rule, p.results, 0, 0)
+        return _decision(
+            p,
+            Verdict.DENY,
+            static_denial.reason,
+            static_denial.rule,
+            p.results,
+            seconds=0,
+            reserved=0,
+        )
     deny = mode is FailMode.DENY or (mode is FailMode.DENY_INTERNATIONAL and p.number.international)
     note = RuleResult(
         "store",
@@ -523,9 +380,13 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
     )
     results = (*p.results, note)
     if deny:
-        return _decision(p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
+        return _decision(
+            p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, seconds=0, reserved=0
+        )
     seconds = p.max_seconds // p.policy.rates.increment * p.policy.rates.increment
-    return _decision(p, Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds, 0)
+    return _decision(
+        p, Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds=seconds, reserved=0
+    )
 
 
 def _decision(
@@ -534,6 +395,7 @@ def _decision(
     reason: Reason,
     rule: str,
     results: tuple[RuleResult, ...],
+    *,
     seconds: int,
     reserved: int,
     replayed: bool = False,

@@ -202,7 +202,7 @@ class MemoryStore:
         for key in [k for k, ms in self._expiry.items() if ms <= now]:
             del self._expiry[key]
             for table in (self._windows, self._members, self._money, self._strings):
-                table.pop(key, None)  # type: ignore[attr-defined]
+                table.pop(key, None)
             if ":r:" in key:
                 self._reservations.pop(key.replace(":r:", ":", 1), None)
             elif ":done:" in key:

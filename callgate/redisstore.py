@@ -106,7 +106,7 @@ class RedisStore:
         await self._call(lambda: self._redis.set(key, "1") if on else self._redis.delete(key))
 
     async def ping(self) -> bool:
-        return bool(await self._call(lambda: self._redis.ping()))
+        return bool(await self._call(self._redis.ping))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

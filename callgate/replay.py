@@ -16,10 +16,11 @@ from decimal import Decimal
 
 from callgate.admission import billable, cost_micro, from_micro, to_micro
 from callgate.cdr import CdrRow
-from callgate.engine import CallAttempt, conclude, prepare
+from callgate.engine import conclude, prepare
 from callgate.memstore import MemoryStore
 from callgate.policy import Policy
 from callgate.reasons import Verdict
+from callgate.rules import CallAttempt
 
 # Destination contexts of calls coming in from a trunk (FreePBX and common plain-Asterisk names).
 INBOUND_CONTEXTS = frozenset(

@@ -22,7 +22,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float) -> 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early with status {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
@@ -33,7 +36,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
     """A throw-away redis-server on a free loopback port; yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server is not installed: run `make deps` (apt-get install redis-server)")
+        raise RuntimeError(
+            "redis-server is not installed: run `make deps` (apt-get install redis-server)"
+        )
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]

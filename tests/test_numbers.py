@@ -304,7 +304,9 @@ def test_example_numbers_read_back(number_region: str, kind: int, site: str, sty
     ],
     ids=["it-premium-behind-0", "de-mobile-behind-0", "ny-917-read-whole"],
 )
-def test_outside_line_is_stripped_first(dialled: str, region: str, e164: str, kind: NumberType) -> None:
+def test_outside_line_is_stripped_first(
+    dialled: str, region: str, e164: str, kind: NumberType
+) -> None:
     """The trunk dials what follows the outside line, so that reading wins whenever it is valid."""
     info = read_number(dialled, region=region, outside_line=("0", "9"))
     assert (info.e164, kind in info.types) == (e164, True)

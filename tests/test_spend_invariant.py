@@ -19,12 +19,16 @@ T0 = 1_795_000_000_000
 CAPS = {"s:ext:a:d": 3_000_000, "s:ext:b:d": 5_000_000, "s:site:d": 6_000_000}
 
 
-def admission(call_id: str, ext: str, at: int, rate: int, increment: int, max_seconds: int) -> Admission:
+def admission(
+    call_id: str, ext: str, at: int, *, rate: int, increment: int, max_seconds: int
+) -> Admission:
     checks = tuple(
         Check("spend", Reason.SPEND_CAP_DAY, CheckKind.SPEND, key, CAPS[key], 86400)
         for key in (f"s:ext:{ext}:d", "s:site:d")
     )
-    return Admission(SITE, call_id, at, checks, rate, increment, max_seconds, 600, "lock:x", False, True)
+    return Admission(
+        SITE, call_id, at, checks, rate, increment, max_seconds, 600, "lock:x", False, True
+    )
 
 
 class SpendMachine(RuleBasedStateMachine):
@@ -50,9 +54,14 @@ class SpendMachine(RuleBasedStateMachine):
     def admit(self, ext: str, rate: int, increment: int, max_seconds: int) -> str:
         self.seq += 1
         call_id = f"c{self.seq}"
-        outcome = self.store.admit_now(admission(call_id, ext, self.now, rate, increment, max_seconds))
+        outcome = self.store.admit_now(
+            admission(
+                call_id, ext, self.now, rate=rate, increment=increment, max_seconds=max_seconds
+            )
+        )
         if outcome.admitted:
-            assert outcome.allowed_seconds % increment == 0 and outcome.allowed_seconds <= max_seconds
+            assert outcome.allowed_seconds % increment == 0
+            assert outcome.allowed_seconds <= max_seconds
             self.open[call_id] = (outcome.reserved, (f"s:ext:{ext}:d", "s:site:d"))
         return call_id
 
@@ -64,7 +73,9 @@ class SpendMachine(RuleBasedStateMachine):
             assert result.status is not SettleStatus.SETTLED
             return
         reserved, keys = held
-        charged = result.charged if result.status is SettleStatus.SETTLED else reserved  # expired: in full
+        charged = (
+            result.charged if result.status is SettleStatus.SETTLED else reserved
+        )  # expired: in full
         assert 0 <= charged <= reserved
         for key in keys:
             self.charged[key] += charged

@@ -30,22 +30,36 @@ async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator
 
 
 def window(limit: int, seconds: int = 60, key: str = "w:ext:1001:cpm") -> Check:
-    return Check("limits.calls_per_minute", Reason.VELOCITY_MINUTE, CheckKind.WINDOW, key, limit, seconds)
+    return Check(
+        "limits.calls_per_minute", Reason.VELOCITY_MINUTE, CheckKind.WINDOW, key, limit, seconds
+    )
 
 
 def slots(limit: int, key: str = "c:ext:1001") -> Check:
-    return Check("limits.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT, key, limit)
+    return Check(
+        "limits.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT, key, limit
+    )
 
 
 def distinct(limit: int, number: str, seconds: int = 3600) -> Check:
-    return Check("limits.distinct_numbers", Reason.DISTINCT_NUMBERS, CheckKind.DISTINCT, "d:ext:1001", limit, seconds, number)
+    return Check(
+        "limits.distinct_numbers",
+        Reason.DISTINCT_NUMBERS,
+        CheckKind.DISTINCT,
+        "d:ext:1001",
+        limit,
+        seconds,
+        number,
+    )
 
 
 def spend(cap: int, key: str = "s:ext:1001:2026-11-17") -> Check:
     return Check("limits.spend.day", Reason.SPEND_CAP_DAY, CheckKind.SPEND, key, cap, 86400)
 
 
-def call(call_id: str, *checks: Check, at: int = T0, rate: int = 100_000, inc: int = 60, **kw: object) -> Admission:
+def call(
+    call_id: str, *checks: Check, at: int = T0, rate: int = 100_000, inc: int = 60, **kw: object
+) -> Admission:
     base = Admission(
         site=SITE, call_id=call_id, at_ms=at, checks=checks, rate=rate, increment=inc, max_seconds=3600,
         hold=600, lock_key="lock:1001", international=False, reserve=True,
@@ -85,7 +99,12 @@ async def test_spend_reserves_and_settles(store: Store) -> None:
     assert (first.admitted, first.allowed_seconds, first.reserved) == (True, 600, 1_000_000)
     assert not (await store.admit(call("b", spend(1_000_000), at=T0 + 1000))).admitted
     settled = await store.settle(SITE, "a", 61, T0 + 2000)
-    assert (settled.status, settled.billsec, settled.charged, settled.released) == (SettleStatus.SETTLED, 120, 200_000, 800_000)
+    assert (settled.status, settled.billsec, settled.charged, settled.released) == (
+        SettleStatus.SETTLED,
+        120,
+        200_000,
+        800_000,
+    )
     again = await store.admit(call("b", spend(1_000_000), at=T0 + 3000))
     assert (again.admitted, again.allowed_seconds, again.values) == (True, 480, (200_000,))
 
@@ -105,7 +124,8 @@ async def test_same_call_id_is_not_counted_twice(store: Store) -> None:
     a = call("linked", window(5), spend(1_000_000))
     first = await store.admit(a)
     second = await store.admit(replace(a, at_ms=T0 + 5000))
-    assert second.replayed and (second.allowed_seconds, second.reserved) == (first.allowed_seconds, first.reserved)
+    assert second.replayed
+    assert (second.allowed_seconds, second.reserved) == (first.allowed_seconds, first.reserved)
     seen = await store.peek(call("other", window(5), spend(1_000_000), at=T0 + 6000))
     assert seen.values == (1, 1_000_000)
 
@@ -116,7 +136,8 @@ async def test_unsettled_reservation_expires_charged_in_full(store: Store) -> No
     end = T0 + (first.allowed_seconds + 600) * 1000
     assert not (await store.admit(call("b", slots(1), spend(10_000_000), at=end - 1))).admitted
     late = await store.admit(call("c", slots(1), spend(10_000_000), at=end + 1))
-    assert late.admitted and late.values == (0, first.reserved)
+    assert late.admitted
+    assert late.values == (0, first.reserved)
     assert (await store.settle(SITE, "a", 10, end + 2)).status is SettleStatus.UNKNOWN
 
 
@@ -131,7 +152,9 @@ async def test_unsettled_reservation_expires_charged_in_full(store: Store) -> No
         ("", True, False, True),
     ],
 )
-async def test_locks_and_panic(store: Store, lock: str, panic: bool, international: bool, admitted: bool) -> None:
+async def test_locks_and_panic(
+    store: Store, lock: str, panic: bool, international: bool, admitted: bool
+) -> None:
     """A lock or the panic switch keeps a call from being reserved, by its scope."""
     await store.set_lock(SITE, "1001", lock or None)
     await store.set_panic(SITE, panic)
@@ -145,7 +168,8 @@ async def test_peek_and_refused_never_write(store: Store) -> None:
     await store.peek(call("a", *checks))
     await store.admit(call("b", *checks, reserve=False))
     seen = await store.peek(call("c", *checks))
-    assert seen.values == (0, 0, 0, 0) and not seen.admitted
+    assert seen.values == (0, 0, 0, 0)
+    assert not seen.admitted
 
 
 async def test_free_destination_is_limited_by_duration_only(store: Store) -> None:
@@ -162,17 +186,23 @@ async def test_one_second_billing_rounds_cost_up(store: Store) -> None:
     assert (settled.charged, settled.released) == (834, 166)
 
 
-async def test_redis_admission_is_one_round_trip(redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_redis_admission_is_one_round_trip(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each admission is one request from the client and one EVALSHA on the server."""
     from redis.asyncio.connection import AbstractConnection
 
     checks = (window(50), slots(50), distinct(50, "+1"), spend(100_000_000))
-    await redis_store.admit(call("warm", *checks))  # loads the script once (NOSCRIPT -> SCRIPT LOAD)
+    await redis_store.admit(
+        call("warm", *checks)
+    )  # loads the script once (NOSCRIPT -> SCRIPT LOAD)
     await redis_store.client.config_resetstat()
     sent = 0
     original = AbstractConnection.send_packed_command
 
-    async def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+    async def counting(
+        self: AbstractConnection, command: object, check_health: bool = True
+    ) -> None:
         nonlocal sent
         sent += 1
         await original(self, command, check_health)  # type: ignore[arg-type]

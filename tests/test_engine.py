@@ -1,0 +1,250 @@
+"""The decision core, rule by rule, as a table of calls against the policy.md example and small policies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from callgate.engine import (
+    RULES,
+    Decision,
+    conclude,
+    decide,
+    on_store_failure,
+    peeked,
+    prepare,
+)
+from callgate.memstore import MemoryStore
+from callgate.policy import FailMode, Policy
+from callgate.policyfile import load_policy
+from callgate.reasons import Reason, Verdict
+from callgate.rules import CallAttempt
+
+NY = ZoneInfo("America/New_York")
+TUE = datetime(2026, 11, 17, 10, 0, tzinfo=NY)  # a Tuesday, inside office hours
+SAT = datetime(2026, 11, 21, 10, 0, tzinfo=NY)
+XMAS = datetime(2026, 12, 25, 10, 0, tzinfo=NY)  # a Friday, and a holiday
+EXAMPLE = load_policy(
+    resources.files("callgate").joinpath("data/default-policy.yaml").read_text(encoding="utf-8"),
+    "example",
+)
+
+SMALL = """
+version: 1
+site: {name: small, region: US, timezone: America/New_York, currency: USD, on_store_error: deny_international}
+emergency: ["911"]
+rates: {default: "0.10", increment: 60, prefixes: {"44": "0.60", "1212": "0.00"}}
+profiles:
+  p:
+    destinations: {deny_countries: [US], allow_prefixes: ["+1212"], max_rate: "0.50"}
+    limits:
+      calls_per_minute: 2
+      same_number: {calls: 2, within: 10m}
+      distinct_numbers: {numbers: 3, within: 1h}
+      max_call_duration: 30m
+      spend: {day: "1.00"}
+extensions:
+  - {match: "100-199", profile: p}
+"""
+
+
+def run(
+    policy: Policy,
+    ext: str,
+    dialled: str,
+    at: datetime = TUE,
+    *,
+    store: MemoryStore | None = None,
+    call_id: str = "",
+) -> Decision:
+    store = store or MemoryStore()
+    prepared = prepare(
+        policy, CallAttempt(call_id or f"{ext}-{dialled}-{at.timestamp()}", ext, dialled), at
+    )
+    return conclude(prepared, store.admit_now(prepared.admission) if prepared.admission else None)
+
+
+@pytest.mark.parametrize(
+    ("ext", "dialled", "at", "verdict", "reason"),
+    [
+        ("1001", "2125550123", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "912125550123", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "9175550123", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "911", SAT, Verdict.ALLOW, Reason.EMERGENCY),
+        ("1001", "9911", SAT, Verdict.ALLOW, Reason.EMERGENCY),
+        ("9999", "933", SAT, Verdict.ALLOW, Reason.EMERGENCY),
+        ("1001", "011442079460000", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "011442079460000", SAT, Verdict.DENY, Reason.OUTSIDE_HOURS),
+        ("1001", "011442079460000", XMAS, Verdict.DENY, Reason.HOLIDAY),
+        ("1001", "2125550123", XMAS, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "18765550123", TUE, Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED),
+        ("1001", "0118816123456789", TUE, Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED),
+        ("1001", "19005550199", TUE, Verdict.DENY, Reason.NUMBER_TYPE_PREMIUM_RATE),
+        ("1001", "011447012345678", TUE, Verdict.DENY, Reason.NUMBER_TYPE_PERSONAL_NUMBER),
+        ("1001", "18005551234", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("1001", "15146661234", TUE, Verdict.ALLOW, Reason.ALLOWED),
+        ("3000", "011442079460000", TUE, Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED),
+        ("3000", "15146661234", TUE, Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED),
+        ("1001", "abc", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "1001'; DROP TABLE", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "9" * 400, TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+    ],
+)
+def test_example_policy(
+    ext: str, dialled: str, at: datetime, verdict: Verdict, reason: Reason
+) -> None:
+    """Each row of the table is one call against the policy.md example; the first denying rule wins."""
+    d = run(EXAMPLE, ext, dialled, at)
+    assert (d.verdict, d.reason) == (verdict, reason), [r for r in d.rules if r.outcome == "deny"]
+
+
+@pytest.mark.parametrize(
+    ("ext", "dialled", "verdict", "reason"),
+    [
+        (
+            "150",
+            "12125550123",
+            Verdict.ALLOW,
+            Reason.ALLOWED,
+        ),  # allow_prefixes beats deny_countries
+        ("150", "13105550123", Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED),
+        ("150", "011442079460000", Verdict.DENY, Reason.RATE_ABOVE_MAX),
+        ("200", "011492079460000", Verdict.DENY, Reason.UNKNOWN_EXTENSION),
+    ],
+)
+def test_small_policy(ext: str, dialled: str, verdict: Verdict, reason: Reason) -> None:
+    """Exceptions, max_rate and unknown extensions."""
+    d = run(load_policy(SMALL, "small"), ext, dialled)
+    assert (d.verdict, d.reason) == (verdict, reason)
+
+
+def test_velocity_same_number_and_distinct() -> None:
+    """calls_per_minute, same_number and distinct_numbers deny the call that goes over, in that order."""
+    roomy = SMALL.replace('spend: {day: "1.00"}', 'spend: {day: "100.00"}')
+    policy, store = load_policy(roomy, "small"), MemoryStore()
+    t = TUE.timestamp()
+    at = [datetime.fromtimestamp(t + 61 * i, NY) for i in range(6)]
+    assert run(policy, "150", "011493012345678", at[0], store=store).allowed
+    assert run(policy, "150", "011493012345679", at[0], store=store).allowed
+    assert (
+        run(policy, "150", "011493012345670", at[0], store=store).reason is Reason.VELOCITY_MINUTE
+    )
+    assert run(policy, "150", "011493012345678", at[1], store=store).allowed
+    assert run(policy, "150", "011493012345678", at[2], store=store).reason is Reason.SAME_NUMBER
+    assert run(policy, "150", "011493012345671", at[3], store=store).allowed
+    assert (
+        run(policy, "150", "011493012345672", at[4], store=store).reason is Reason.DISTINCT_NUMBERS
+    )
+
+
+def test_spend_sets_allowed_seconds_and_denies_when_one_increment_does_not_fit() -> None:
+    """The remaining day budget bounds the allowed seconds, rounded down to the increment."""
+    policy, store = load_policy(SMALL, "small"), MemoryStore()
+    first = run(
+        policy, "150", "011493012345678", TUE, store=store
+    )  # 0.10/min, 1.00/day, 30 min max
+    assert (first.allowed_seconds, first.reserved) == (600, Decimal("1.000000"))
+    assert first.variables() == {
+        "CALLGATE_VERDICT": "ALLOW",
+        "CALLGATE_REASON": "allowed",
+        "CALLGATE_NUMBER": "+493012345678",
+        "CALLGATE_MAX_SECONDS": "600",
+    }
+    second = run(policy, "150", "011493012345679", TUE.replace(minute=5), store=store)
+    assert (second.verdict, second.reason, second.rule) == (
+        Verdict.DENY,
+        Reason.SPEND_CAP_DAY,
+        "limits.spend.day",
+    )
+    store.settle_now("small", first.call_id, 130, int(TUE.timestamp() * 1000) + 200_000)
+    third = run(policy, "150", "011493012345679", TUE.replace(minute=6), store=store)
+    assert third.allowed_seconds == 420  # 1.00 - 0.30 (130 s billed as 3 min) = 0.70 -> 7 min
+    free = run(policy, "150", "12125550123", TUE.replace(minute=7), store=store)
+    assert free.allowed_seconds == 1800  # a zero rate is bounded by max_call_duration only
+
+
+def test_max_duration_and_default() -> None:
+    """Office calls get max_call_duration (2h); the cap is the shorter of duration and budget."""
+    d = run(EXAMPLE, "1001", "2125550123")
+    assert d.allowed_seconds == 7200
+    assert d.rate == Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    ("lock", "panic", "dialled", "reason"),
+    [
+        ("international", False, "011442079460000", Reason.EXTENSION_LOCKED),
+        ("international", False, "2125550123", Reason.ALLOWED),
+        ("all", False, "2125550123", Reason.EXTENSION_LOCKED),
+        (
+            "all",
+            False,
+            "18765550123",
+            Reason.EXTENSION_LOCKED,
+        ),  # the lock comes before destinations
+        ("", True, "011442079460000", Reason.SITE_PANIC),
+        ("", True, "2125550123", Reason.ALLOWED),
+        ("all", False, "911", Reason.EMERGENCY),
+    ],
+)
+async def test_locks(lock: str, panic: bool, dialled: str, reason: Reason) -> None:
+    """A locked extension or a panicking site refuses by scope; emergency numbers still pass."""
+    store = MemoryStore()
+    await store.set_lock("acme-nyc", "1001", lock or None)
+    await store.set_panic("acme-nyc", panic)
+    assert run(EXAMPLE, "1001", dialled, TUE, store=store).reason is reason
+
+
+@pytest.mark.parametrize(
+    ("mode", "dialled", "verdict"),
+    [
+        (FailMode.DENY, "2125550123", Verdict.DENY),
+        (FailMode.ALLOW, "011442079460000", Verdict.ALLOW),
+        (FailMode.DENY_INTERNATIONAL, "011442079460000", Verdict.DENY),
+        (FailMode.DENY_INTERNATIONAL, "2125550123", Verdict.ALLOW),
+        (FailMode.ALLOW, "18765550123", Verdict.DENY),  # a static rule still denies
+        (FailMode.DENY, "911", Verdict.ALLOW),
+    ],
+)
+def test_store_failure_modes(mode: FailMode, dialled: str, verdict: Verdict) -> None:
+    """With the store down, on_store_error decides what the static rules did not already refuse."""
+    d = on_store_failure(prepare(EXAMPLE, CallAttempt("x", "1001", dialled), TUE), mode)
+    assert d.verdict is verdict
+    if d.reason is not Reason.EMERGENCY and d.rule == "store":
+        assert d.reason is Reason.STORE_UNAVAILABLE
+
+
+def test_same_call_id_gets_same_decision_once() -> None:
+    """A second trunk attempt (same linkedid) is admitted again without being counted twice."""
+    store = MemoryStore()
+    first = run(EXAMPLE, "1001", "2125550123", TUE, store=store, call_id="L1")
+    again = run(EXAMPLE, "1001", "2125550123", TUE.replace(minute=1), store=store, call_id="L1")
+    assert again.replayed
+    assert again.allowed_seconds == first.allowed_seconds
+    assert store.reservations("acme-nyc") == 1
+
+
+def test_explain_lists_every_rule_without_counting() -> None:
+    """peek-based decisions list every rule in order and change no counter."""
+    store = MemoryStore()
+    prepared = prepare(EXAMPLE, CallAttempt("x", "1001", "011442079460000"), TUE)
+    assert prepared.admission is not None
+    d = peeked(prepared, store.read_now(prepared.admission))
+    names = [r.rule for r in d.rules]
+    assert names[:3] == ["emergency", "extension", "lock"]
+    assert "site_limits.spend.day" in names
+    assert d.allowed
+    assert store.reservations("acme-nyc") == 0
+    assert RULES[0] == "emergency"
+
+
+def test_decide_is_one_pure_call() -> None:
+    """decide() chains prepare, the counter read and conclude for callers that hold the counters."""
+    store = MemoryStore()
+    d = decide(EXAMPLE, CallAttempt("y", "2000", "2125550123"), store.admit_now, TUE)
+    assert d.allowed
+    assert d.profile == "office"
