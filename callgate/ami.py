@@ -1,0 +1,136 @@
+"""A small AMI event reader: sans-I/O parsing plus one asyncio connection with a ping watchdog.
+
+Why not panoramisk: it works on Python 3.11, but it never notices a frozen peer (its ping does not wait
+for the answer), decodes each TCP chunk separately (a UTF-8 name split across two segments loses a
+character) and has no action timeout; its last release is from 2021. callgate needs only a login, a
+stream of events, a watchdog and reconnects, which is this module (docs/ari-client.md has the figures).
+
+:func:`parse_message` turns one ``\\r\\n\\r\\n``-terminated block into a :class:`Message`;
+:class:`AmiConnection` logs in, yields events and pings; :func:`AmiConnection.events` raises
+:class:`~callgate.errors.AmiUnavailable` when the link dies, and the caller reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Self
+
+from callgate.errors import AmiUnavailable
+
+TERMINATOR = b"\r\n\r\n"
+READ_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One AMI message. Header names keep their case; repeated headers (ChanVariable) keep every value."""
+
+    headers: dict[str, str]
+    repeated: dict[str, list[str]]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+    @property
+    def event(self) -> str:
+        return self.headers.get("Event", "")
+
+
+def parse_message(block: bytes) -> Message:
+    """Parse one message (without or with its terminator). Never raises on odd input."""
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
+    for raw in block.decode("utf-8", "replace").split("\r\n"):
+        name, sep, value = raw.partition(":")
+        if not sep:
+            continue
+        name, value = name.strip(), value.strip()
+        if name in headers:
+            repeated.setdefault(name, [headers[name]]).append(value)
+        else:
+            headers[name] = value
+    return Message(headers, repeated)
+
+
+def action(name: str, action_id: str, **fields: str) -> bytes:
+    lines = [f"Action: {name}", f"ActionID: {action_id}", *(f"{k}: {v}" for k, v in fields.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class AmiConnection:
+    """One logged-in AMI session. Use :meth:`open`, then iterate :meth:`events`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, user: str, secret: str, *, timeout: float = 5.0
+    ) -> Self:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=READ_LIMIT)
+                await reader.readline()  # "Asterisk Call Manager/x.y.z"
+                writer.write(action("Login", "login", Username=user, Secret=secret, Events="on"))
+                reply = parse_message(await reader.readuntil(TERMINATOR))
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise AmiUnavailable(f"AMI {host}:{port}: {exc!r}") from exc
+        if reply.get("Response") != "Success":
+            writer.close()
+            raise AmiUnavailable(f"AMI login as {user!r} refused: {reply.get('Message')}")
+        return cls(reader, writer)
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+    async def send(self, name: str, *, timeout: float = 5.0, **fields: str) -> Message:
+        """Send an action and wait for its response (which :meth:`events` delivers)."""
+        action_id = f"cg-{next(self._ids)}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[action_id] = future
+        try:
+            self._writer.write(action(name, action_id, **fields))
+            async with asyncio.timeout(timeout):
+                return await future
+        except (OSError, TimeoutError) as exc:
+            raise AmiUnavailable(f"AMI action {name}: no response ({exc!r})") from exc
+        finally:
+            self._pending.pop(action_id, None)
+
+    async def events(self, *, ping_every: float = 5.0) -> AsyncGenerator[Message, None]:
+        """Events until the link dies; a ping unanswered within ``ping_every`` counts as dead."""
+        watchdog = asyncio.create_task(self._watchdog(ping_every))
+        try:
+            while True:
+                read = asyncio.ensure_future(self._reader.readuntil(TERMINATOR))
+                done, _ = await asyncio.wait({read, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:
+                    read.cancel()
+                    watchdog.result()  # raises AmiUnavailable
+                try:
+                    message = parse_message(read.result())
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                    raise AmiUnavailable(f"AMI link lost: {exc!r}") from exc
+                answered = self._pending.get(message.get("ActionID"))
+                if answered is not None and not answered.done() and "Response" in message.headers:
+                    answered.set_result(message)
+                elif message.event:
+                    yield message
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AmiUnavailable):
+                await watchdog
+
+    async def _watchdog(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.send("Ping", timeout=every)

@@ -1,0 +1,169 @@
+"""A thin, typed ARI client over aiohttp: the REST calls callgate needs and the events websocket.
+
+Why not a library: ari-py (PyPI ``ari``) imports swaggerpy, which is Python 2 only; the other ARI packages
+on PyPI were found broken or unmaintained (docs/ari-client.md). ARI is a small REST API, so this module
+speaks it directly, following the rules measured in the project notes:
+
+* ``Authorization: Basic`` on REST and on the websocket upgrade;
+* keep-alive below Asterisk's ``session_keep_alive`` (15 s) and a bounded connection pool (Asterisk allows
+  100 HTTP sessions in all); a request that meets a connection Asterisk just closed is retried once;
+* a websocket heartbeat, so a frozen Asterisk is noticed and the caller can reconnect;
+* 404 and 409 on a channel mean "that channel is gone or has left Stasis", which is not an error for the
+  gate: the methods return ``False``.
+
+Every aiohttp error leaves this module as :class:`~callgate.errors.AriUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Self
+
+import aiohttp
+
+from callgate.errors import AriUnavailable
+
+KEEPALIVE_SECONDS = 10.0  # under Asterisk's session_keep_alive of 15 s
+POOL_LIMIT = 32  # Asterisk's sessionlimit is 100 for everyone
+GONE = frozenset({404, 409})  # no such channel / channel not in Stasis
+
+Event = dict[str, Any]
+
+
+class AriClient:
+    """REST + events for one Stasis application."""
+
+    def __init__(
+        self, url: str, user: str, password: str, app: str, *, timeout: float = 5.0
+    ) -> None:
+        self.base = url.rstrip("/")
+        self.app = app
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(
+        self, method: str, path: str, params: Mapping[str, str | int] | None = None
+    ) -> tuple[int, Any]:
+        url = f"{self.base}{path}"
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(method, url, params=params) as response:
+                    body = await response.read()
+                    data = (
+                        json.loads(body)
+                        if body and response.content_type == "application/json"
+                        else None
+                    )
+                    return response.status, data
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 2:
+                    raise AriUnavailable(f"ARI {method} {path}: {exc}") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise AriUnavailable(f"ARI {method} {path}: {exc!r}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _channel_call(
+        self, method: str, path: str, params: Mapping[str, str | int] | None = None
+    ) -> bool:
+        status, data = await self._request(method, path, params)
+        if status in GONE:
+            return False
+        if status >= 300:
+            raise AriUnavailable(f"ARI {method} {path}: HTTP {status} {data}")
+        return True
+
+    # -- channels ---------------------------------------------------------------------------------
+
+    async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
+        params = {"variable": variable, "value": value}
+        return await self._channel_call("POST", f"/channels/{channel_id}/variable", params)
+
+    async def continue_in_dialplan(
+        self, channel_id: str, *, context: str = "", extension: str = "", label: str = ""
+    ) -> bool:
+        """Leave Stasis: at the next priority when nothing is given, else at context/extension/label."""
+        params = {
+            k: v for k, v in (("context", context), ("extension", extension), ("label", label)) if v
+        }
+        return await self._channel_call("POST", f"/channels/{channel_id}/continue", params)
+
+    async def hangup(self, channel_id: str, *, cause: int) -> bool:
+        """Hang up with a Q.850 cause (21: call rejected, which PJSIP sends as 403)."""
+        params = {"reason_code": cause}
+        return await self._channel_call("DELETE", f"/channels/{channel_id}", params)
+
+    async def get_variable(self, channel_id: str, variable: str) -> str | None:
+        status, data = await self._request(
+            "GET", f"/channels/{channel_id}/variable", {"variable": variable}
+        )
+        if status != 200 or not isinstance(data, dict):
+            return None
+        return str(data.get("value", ""))
+
+    async def channels(self) -> list[Event]:
+        status, data = await self._request("GET", "/channels")
+        if status != 200 or not isinstance(data, list):
+            raise AriUnavailable(f"ARI GET /channels: HTTP {status}")
+        return data
+
+    async def subscribe_channel(self, channel_id: str) -> bool:
+        params = {"eventSource": f"channel:{channel_id}"}
+        return await self._channel_call("POST", f"/applications/{self.app}/subscription", params)
+
+    async def ping(self) -> bool:
+        status, _ = await self._request("GET", "/asterisk/info")
+        return status == 200
+
+    # -- events -----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def event_stream(self, *, heartbeat: float = 5.0) -> AsyncIterator[AsyncIterator[Event]]:
+        """Connect the events websocket (the app is registered once this returns), then read events.
+
+        The iterator ends by raising :class:`AriUnavailable` when the websocket closes or stops answering
+        its heartbeat pings.
+        """
+        try:
+            ws = await self.session.ws_connect(
+                f"{self.base}/events", params={"app": self.app}, heartbeat=heartbeat
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AriUnavailable(f"ARI events websocket: {exc!r}") from exc
+        try:
+            yield _read_events(ws)
+        finally:
+            await ws.close()
+
+
+async def _read_events(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Event]:
+    try:
+        async for message in ws:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                event = json.loads(message.data)
+                if isinstance(event, dict):
+                    yield event
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AriUnavailable(f"ARI events websocket: {exc!r}") from exc
+    raise AriUnavailable(f"ARI events websocket closed ({ws.close_code})")

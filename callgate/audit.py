@@ -1,0 +1,110 @@
+"""The audit trail: every decision as one structured log line and one entry in a Redis stream.
+
+The stream write never delays a decision: entries go into a bounded queue that one task drains in
+pipelined batches. When Redis is down, entries wait in the queue (up to ``QUEUE_LIMIT``; beyond that the
+oldest are dropped and counted), and the log line is always written.
+
+Stream: ``cg:{site}:audit``, trimmed to about ``STREAM_MAXLEN`` entries and expiring ``STREAM_TTL`` after
+the last decision (every key has a TTL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from callgate.engine import Decision
+from callgate.redisstore import site_prefix
+
+log = logging.getLogger("callgate.audit")
+
+QUEUE_LIMIT = 100_000
+STREAM_MAXLEN = 1_000_000
+STREAM_TTL = 90 * 86400
+BATCH = 500
+
+
+def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, str]:
+    """The fields of one decision, as strings (the stream's and the log line's shape)."""
+    return {
+        "at": decision.at.isoformat(),
+        "call_id": decision.call_id,
+        "channel": channel_id,
+        "extension": decision.extension,
+        "profile": decision.profile or "",
+        "dialled": decision.number.dialled,
+        "number": decision.number.e164 or "",
+        "country": decision.number.country or "",
+        "verdict": decision.verdict.value,
+        "reason": decision.reason.value,
+        "rule": decision.rule,
+        "allowed_seconds": str(decision.allowed_seconds),
+        "reserved": str(decision.reserved),
+        "replayed": "1" if decision.replayed else "0",
+        "policy": decision.policy_digest[:12],
+        "ms": f"{elapsed_ms:.2f}",
+    }
+
+
+class Audit:
+    """An :class:`callgate.gate.AuditSink` that logs and streams to Redis."""
+
+    def __init__(self, client: aioredis.Redis | None, site: str) -> None:
+        self.client = client
+        self.key = f"{site_prefix(site)}audit"
+        self.queue: deque[dict[str, str]] = deque(maxlen=QUEUE_LIMIT)
+        self.wake = asyncio.Event()
+        self.dropped = 0
+
+    def record(self, decision: Decision, channel_id: str, elapsed_ms: float) -> None:
+        fields = entry(decision, channel_id, elapsed_ms)
+        log.info("decision %s", json.dumps(fields), extra={"decision": fields})
+        if self.client is None:
+            return
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append(fields)
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write queued entries until ``stop`` is set and the queue is empty (or Redis is gone)."""
+        while not (stop.is_set() and not self.queue):
+            if not self.queue:
+                self.wake.clear()
+                await _first(self.wake.wait(), stop.wait())
+                continue
+            batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+            try:
+                await self._write(batch)
+            except (RedisError, OSError) as exc:
+                self.queue.extendleft(reversed(batch))
+                log.warning(
+                    "audit stream unavailable (%r); %d entries queued", exc, len(self.queue)
+                )
+                if stop.is_set():
+                    return
+                await _first(asyncio.sleep(1.0), stop.wait())
+
+    async def _write(self, batch: list[dict[str, str]]) -> None:
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        for fields in batch:
+            data: Any = fields
+            pipe.xadd(self.key, data, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.expire(self.key, STREAM_TTL)
+        await pipe.execute()
+
+
+async def _first(*waits: Any) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

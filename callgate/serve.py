@@ -1,0 +1,184 @@
+"""``callgate serve``: one asyncio process with the Stasis app, the AMI spend feed and the audit writer.
+
+Everything is built here, once, and passed down. Each link to the outside has its own loop that
+reconnects with capped exponential backoff, so a restarted Asterisk or Redis is picked up without a
+restart of callgate:
+
+* ARI: connect the events websocket (that registers the Stasis app), then decide every channel already
+  waiting in the app (``Router.reconcile``), then route events until the websocket dies;
+* AMI: log in, feed ``Cdr`` events to the spend feed, ping every few seconds;
+* audit: drain decisions into the Redis stream.
+
+SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
+are written. SIGHUP re-reads the policy file (a broken file keeps the running policy and logs why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from callgate.ami import AmiConnection
+from callgate.ari import AriClient
+from callgate.audit import Audit
+from callgate.errors import AmiUnavailable, AriUnavailable, PolicyError
+from callgate.gate import Gate
+from callgate.policy import Policy
+from callgate.policyfile import load_policy_file
+from callgate.redisstore import RedisStore
+from callgate.settings import Settings
+from callgate.spend import SpendFeed
+from callgate.stasis import Router
+
+log = logging.getLogger("callgate.serve")
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        decision = getattr(record, "decision", None)
+        if isinstance(decision, dict):
+            line = {"level": line["level"], "logger": record.name, "event": "decision", **decision}
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+class PolicyHolder:
+    """The running policy; :meth:`reload` swaps it only for a policy that loads cleanly."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.current: Policy = load_policy_file(path)
+
+    def __call__(self) -> Policy:
+        return self.current
+
+    def reload(self) -> None:
+        try:
+            policy = load_policy_file(self.path)
+        except PolicyError as exc:
+            log.error("policy reload refused; keeping sha256:%s\n%s", self.current.digest[:12], exc)
+            return
+        self.current = policy
+        log.info("policy reloaded: sha256:%s", policy.digest[:12])
+
+
+async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run ``once`` again and again with capped backoff while it fails, until ``stop``."""
+    delay = BACKOFF_FIRST
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await once()
+        except (AriUnavailable, AmiUnavailable) as exc:
+            log.warning("%s link down: %s; retrying in %.1fs", name, exc, delay)
+        except Exception:  # a bug in one loop must not stop the gate
+            log.exception("%s loop failed; retrying in %.1fs", name, delay)
+        if time.monotonic() - started > BACKOFF_MAX * 3:
+            delay = BACKOFF_FIRST  # it was up for a while: this is a fresh failure
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def _until_stopped(aiter_once: Awaitable[None], stop: asyncio.Event) -> None:
+    reader = asyncio.ensure_future(aiter_once)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    if reader.done() and not reader.cancelled():
+        reader.result()
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    policy = PolicyHolder(settings.policy_file)
+    store = RedisStore.from_url(settings.redis_url)
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
+    audit = Audit(store.client, policy().site.name)
+    gate = Gate(policy, store, ari, audit, settings=settings.gate)
+    router = Router(gate, ari)
+    feed = SpendFeed(gate.settle)
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, policy.reload)
+
+    async def ari_once() -> None:
+        async with ari.event_stream() as events:
+            log.info("ARI connected: Stasis app %r at %s", ari.app, ari.base)
+            await router.reconcile()
+
+            async def read() -> None:
+                async for event in events:
+                    router.dispatch(event)
+
+            await _until_stopped(read(), stop)
+
+    async def ami_once() -> None:
+        conn = await AmiConnection.open(
+            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret
+        )
+        log.info("AMI connected: %s:%d", settings.ami_host, settings.ami_port)
+
+        async def read() -> None:
+            async for message in conn.events():
+                feed.on_event(message)
+
+        try:
+            await _until_stopped(read(), stop)
+        finally:
+            await conn.close()
+
+    audit_stop = asyncio.Event()
+    loops = [
+        asyncio.create_task(_forever("ARI", ari_once, stop)),
+        asyncio.create_task(audit.run(audit_stop)),
+    ]
+    if settings.ami_enabled:
+        loops.append(asyncio.create_task(_forever("AMI", ami_once, stop)))
+    log.info(
+        "callgate serving site %r with policy sha256:%s", policy().site.name, policy().digest[:12]
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: finishing calls in progress")
+        await router.drain()
+        await feed.flush()
+        audit_stop.set()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await ari.aclose()
+        await store.aclose()
+        log.info("stopped")

@@ -1,0 +1,89 @@
+"""The spend feed: AMI ``Cdr`` events settle the reservations of the calls they describe.
+
+One call can end in several ``Cdr`` events (one per party A/B pair: a FreePBX route that fails over to
+a second trunk gives one unanswered and one answered record, all with the same LinkedID). So the feed
+gathers the records of a call for ``QUIET`` seconds after the last one, then settles once with the sum of
+the billable seconds of the answered records. The call id is ``LinkedID`` (added to the Cdr event by the
+shipped ``cdr_manager.conf`` ``[mappings]``), else ``UniqueID``: the same ids the dialplan hands to the
+gate. Settling is idempotent in the store, so a repeated or late record costs nothing twice. A call whose
+records never arrive (AMI was down) is charged in full when its reservation expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from callgate.ami import Message
+from callgate.errors import StoreUnavailable
+from callgate.store import Settlement
+
+log = logging.getLogger("callgate.spend")
+
+QUIET = 1.0  # seconds to wait for more records of the same call
+
+
+def call_id(message: Message) -> str:
+    return message.get("LinkedID") or message.get("Linkedid") or message.get("UniqueID")
+
+
+def billable(message: Message) -> int:
+    """The billable seconds of one Cdr record; 0 unless it was answered."""
+    if message.get("Disposition") != "ANSWERED":
+        return 0
+    try:
+        return max(0, int(message.get("BillableSeconds", "0")))
+    except ValueError:
+        return 0
+
+
+class SpendFeed:
+    def __init__(
+        self, settle: Callable[[str, int], Awaitable[Settlement]], *, quiet: float = QUIET
+    ) -> None:
+        self._settle = settle
+        self.quiet = quiet
+        self.pending: dict[str, int] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def on_event(self, message: Message) -> None:
+        if message.event != "Cdr":
+            return
+        cid = call_id(message)
+        if not cid:
+            return
+        self.pending[cid] = self.pending.get(cid, 0) + billable(message)
+        timer = self.timers.pop(cid, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timers[cid] = loop.call_later(self.quiet, self._due, cid)
+
+    def _due(self, cid: str) -> None:
+        self.timers.pop(cid, None)
+        billsec = self.pending.pop(cid, 0)
+        task = asyncio.create_task(self._run(cid, billsec))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, cid: str, billsec: int) -> None:
+        for attempt in range(5):
+            try:
+                result = await self._settle(cid, billsec)
+            except StoreUnavailable as exc:
+                log.warning("settling %s failed (%s); retry %d", cid, exc, attempt + 1)
+                await asyncio.sleep(2**attempt)
+                continue
+            log.debug("settled %s: %s", cid, result)
+            return
+        log.error("could not settle %s; its reservation will be charged in full at expiry", cid)
+
+    async def flush(self) -> None:
+        """Settle everything gathered so far (at shutdown)."""
+        for cid, timer in list(self.timers.items()):
+            timer.cancel()
+            self._due(cid)
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,200 @@
+"""The AMI reader against a scripted AMI server on 127.0.0.1 (the real Asterisk is in test_e2e), and
+the spend feed that turns Cdr events into settlements."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from callgate.ami import AmiConnection, Message, parse_message
+from callgate.errors import AmiUnavailable
+from callgate.spend import SpendFeed, billable, call_id
+from callgate.store import Settlement, SettleStatus
+
+CDR = (
+    "Event: Cdr\r\nAccountCode: \r\nSource: 1001\r\nDestination: 2125550123\r\n"
+    'CallerID: "Jos\u00e9 M\u00fcller" <1001>\r\nDisposition: ANSWERED\r\nBillableSeconds: 42\r\n'
+    "UniqueID: 1732.1\r\nLinkedID: 1732.0\r\n\r\n"
+).encode()
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _login(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, accept: bool = True
+) -> None:
+    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+    login = parse_message(await reader.readuntil(b"\r\n\r\n"))
+    response = "Success" if accept and login.get("Secret") == "s3cret" else "Error"
+    writer.write(f"Response: {response}\r\nActionID: login\r\nMessage: x\r\n\r\n".encode())
+    await writer.drain()
+
+
+@pytest.fixture
+async def ami_server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """Start scripted AMI servers on 127.0.0.1; every connection is closed at the end of the test."""
+    servers: list[asyncio.Server] = []
+    tasks: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(handler: Handler) -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await handler(reader, writer)
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for writer in writers:
+        writer.close()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_events_arrive_whole_even_when_split_mid_character(
+    ami_server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """A Cdr event sent one byte at a time keeps its UTF-8 names and every header."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _login(reader, writer)
+        for i in range(len(CDR)):
+            writer.write(CDR[i : i + 1])
+            await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    port = await ami_server(handler)
+    conn = await AmiConnection.open("127.0.0.1", port, "cg", "s3cret")
+    events = conn.events(ping_every=5)
+    message = await anext(events)
+    assert message.event == "Cdr"
+    assert message.get("CallerID") == '"Jos\u00e9 M\u00fcller" <1001>'
+    assert (call_id(message), billable(message)) == ("1732.0", 42)
+    await events.aclose()
+    await conn.close()
+
+
+async def test_login_refused(ami_server: Callable[[Handler], Awaitable[int]]) -> None:
+    """A wrong secret is a clear AmiUnavailable, not a hang."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _login(reader, writer, accept=False)
+
+    port = await ami_server(handler)
+    with pytest.raises(AmiUnavailable, match="refused"):
+        await AmiConnection.open("127.0.0.1", port, "cg", "wrong")
+
+
+async def test_nobody_listening() -> None:
+    """A closed port is AmiUnavailable."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(AmiUnavailable):
+        await AmiConnection.open("127.0.0.1", port, "cg", "s3cret", timeout=1)
+
+
+async def test_frozen_peer_is_detected_by_the_ping_watchdog(
+    ami_server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """The TCP link stays open but nothing answers: the reader gives up after one ping interval."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _login(reader, writer)
+        await asyncio.sleep(5)  # frozen: reads nothing, answers nothing
+
+    port = await ami_server(handler)
+    conn = await AmiConnection.open("127.0.0.1", port, "cg", "s3cret")
+
+    async def drain() -> None:
+        async with asyncio.timeout(3):
+            async for _ in conn.events(ping_every=0.2):
+                pass
+
+    with pytest.raises(AmiUnavailable):
+        await drain()
+    await conn.close()
+
+
+async def test_ping_answers_keep_the_link(ami_server: Callable[[Handler], Awaitable[int]]) -> None:
+    """Pings that are answered keep the reader going; a closed link then ends it."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _login(reader, writer)
+        for _ in range(3):
+            ping = parse_message(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(
+                f"Response: Success\r\nActionID: {ping.get('ActionID')}\r\nPing: Pong\r\n\r\n".encode()
+            )
+            writer.write(CDR)
+        writer.close()
+
+    port = await ami_server(handler)
+    conn = await AmiConnection.open("127.0.0.1", port, "cg", "s3cret")
+    seen: list[str] = []
+
+    async def drain() -> None:
+        async for message in conn.events(ping_every=0.1):
+            seen.append(message.event)
+
+    with pytest.raises(AmiUnavailable):
+        await drain()
+    assert seen == ["Cdr"] * 3
+    await conn.close()
+
+
+@given(st.binary(max_size=300))
+def test_parse_never_raises(block: bytes) -> None:
+    """Any bytes parse into some message."""
+    assert isinstance(parse_message(block), Message)
+
+
+def test_repeated_headers_are_kept() -> None:
+    message = parse_message(b"Event: Hangup\r\nChanVariable: A=1\r\nChanVariable: B=2\r\n\r\n")
+    assert message.repeated["ChanVariable"] == ["A=1", "B=2"]
+
+
+def cdr(linked: str, disposition: str, billsec: str) -> Message:
+    return parse_message(
+        f"Event: Cdr\r\nUniqueID: u\r\nLinkedID: {linked}\r\nDisposition: {disposition}\r\n"
+        f"BillableSeconds: {billsec}\r\n\r\n".encode()
+    )
+
+
+async def test_spend_feed_settles_once_per_call_with_the_answered_seconds() -> None:
+    """A failover call (one unanswered and one answered Cdr) settles once, with the answered seconds."""
+    settled: list[tuple[str, int]] = []
+
+    async def settle(cid: str, billsec: int) -> Settlement:
+        settled.append((cid, billsec))
+        return Settlement(SettleStatus.SETTLED)
+
+    feed = SpendFeed(settle, quiet=0.05)
+    feed.on_event(cdr("L1", "NO ANSWER", "0"))
+    feed.on_event(cdr("L1", "ANSWERED", "75"))
+    feed.on_event(cdr("L2", "BUSY", "0"))
+    feed.on_event(cdr("L3", "ANSWERED", "junk"))
+    feed.on_event(parse_message(b"Event: Hangup\r\nUniqueid: x\r\n\r\n"))
+    await asyncio.sleep(0.2)
+    await feed.flush()
+    assert sorted(settled) == [("L1", 75), ("L2", 0), ("L3", 0)]

@@ -1,0 +1,134 @@
+"""The gate shell with in-memory seams: what it tells Asterisk for each kind of decision, and how it
+fails when the store fails. (The same paths run against a real Asterisk in tests/test_e2e.py.)"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib import resources
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from callgate.gate import TIMEOUT_SLACK, Gate, GateSettings
+from callgate.memstore import MemoryStore
+from callgate.policyfile import load_policy
+from callgate.reasons import Reason, Verdict
+from callgate.rules import CallAttempt
+from callgate.store import Store
+from tests.fakes import BrokenStore, FakeAudit, FakeChannels
+
+NY = ZoneInfo("America/New_York")
+TUE = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
+SAT_NIGHT = datetime(2026, 11, 21, 2, 0, tzinfo=NY)
+POLICY = load_policy(
+    resources.files("callgate").joinpath("data/default-policy.yaml").read_text(encoding="utf-8"),
+    "example",
+)
+
+
+def gate(
+    store: Store | None = None, *, at: datetime = TUE, settings: GateSettings | None = None
+) -> tuple[Gate, FakeChannels, FakeAudit]:
+    channels, audit = FakeChannels(), FakeAudit()
+    g = Gate(
+        lambda: POLICY,
+        store or MemoryStore(),
+        channels,
+        audit,
+        settings=settings or GateSettings(),
+        clock=lambda: at,
+    )
+    return g, channels, audit
+
+
+async def test_allowed_call_gets_variables_then_continues() -> None:
+    """An allowed call: the four variables and the TIMEOUT backstop are set, then it continues."""
+    g, channels, audit = gate()
+    decision = await g.handle("ch1", CallAttempt("L1", "1001", "2125550123"))
+    assert decision.verdict is Verdict.ALLOW
+    variables = channels.variables("ch1")
+    assert variables["CALLGATE_VERDICT"] == "ALLOW"
+    assert variables["CALLGATE_REASON"] == "allowed"
+    assert variables["CALLGATE_NUMBER"] == "+12125550123"
+    assert int(variables["CALLGATE_MAX_SECONDS"]) == decision.allowed_seconds > 0
+    assert int(variables["TIMEOUT(absolute)"]) == decision.allowed_seconds + TIMEOUT_SLACK
+    assert channels.actions("ch1") == [("continue", "ch1", "", "", "")]
+    assert audit.decisions == [(decision, "ch1")]
+
+
+async def test_denied_call_is_hung_up_with_the_cause() -> None:
+    """A denied call: variables set, then hung up with cause 21; no TIMEOUT is set."""
+    g, channels, _ = gate()
+    decision = await g.handle("ch2", CallAttempt("L2", "1001", "011532345678"))
+    assert decision.reason is Reason.COUNTRY_NOT_ALLOWED
+    assert channels.variables("ch2")["CALLGATE_VERDICT"] == "DENY"
+    assert "TIMEOUT(absolute)" not in channels.variables("ch2")
+    assert channels.actions("ch2") == [("hangup", "ch2", "21")]
+
+
+async def test_deny_label_continues_to_the_dialplan() -> None:
+    """With a deny label, a refusal continues there (to play an announcement) instead of hanging up."""
+    settings = GateSettings(deny_context="callgate-deny", deny_label="refuse")
+    g, channels, _ = gate(settings=settings)
+    await g.handle("ch3", CallAttempt("L3", "1001", "19005551234"))
+    assert channels.actions("ch3") == [("continue", "ch3", "callgate-deny", "", "refuse")]
+
+
+@pytest.mark.parametrize(
+    ("dialled", "at", "verdict"),
+    [
+        ("2125550123", TUE, Verdict.ALLOW),  # domestic: deny_international lets it through
+        ("011442079460000", TUE, Verdict.DENY),  # international: refused
+        ("911", SAT_NIGHT, Verdict.ALLOW),  # emergency never needs the store
+    ],
+)
+async def test_dead_store_applies_on_store_error(
+    dialled: str, at: datetime, verdict: Verdict
+) -> None:
+    """Redis down: the policy's on_store_error (deny_international) decides, nothing raises."""
+    g, channels, _ = gate(BrokenStore(), at=at)
+    decision = await g.handle("ch", CallAttempt("L", "1001", dialled))
+    assert decision.verdict is verdict
+    if dialled != "911":
+        assert decision.reason is Reason.STORE_UNAVAILABLE
+    assert channels.actions("ch")
+
+
+async def test_slow_store_is_cut_at_the_deadline() -> None:
+    """A store slower than the per-call deadline counts as down: the call waits no longer."""
+    g, _, _ = gate(BrokenStore(delay=5), settings=GateSettings(deadline=0.05))
+    decision = await g.decide(CallAttempt("L", "1001", "011442079460000"))
+    assert decision.reason is Reason.STORE_UNAVAILABLE
+
+
+async def test_channel_gone_before_the_decision_is_applied() -> None:
+    """A caller who hangs up while callgate decides: nothing else is sent to the dead channel."""
+    g, channels, audit = gate()
+    channels.gone.add("ch9")
+    await g.handle("ch9", CallAttempt("L9", "1001", "2125550123"))
+    assert channels.actions("ch9") == []
+    assert len(audit.decisions) == 1
+
+
+@pytest.mark.parametrize(
+    "dialled",
+    ["", "'; DROP TABLE calls; --", "\x00\x01\x02", "9" * 500, "+", "sip:@", "${SHELL}", "0" * 64],
+)
+async def test_hostile_dialled_strings_are_denied(dialled: str) -> None:
+    """Whatever arrives as the number, the gate refuses it and does not raise."""
+    g, channels, _ = gate()
+    decision = await g.handle("chx", CallAttempt("Lx", "1001", dialled))
+    assert decision.verdict is Verdict.DENY
+    assert channels.actions("chx") == [("hangup", "chx", "21")]
+
+
+async def test_settle_releases_the_reservation() -> None:
+    """The spend feed's settle goes to the store with the policy's site."""
+    store = MemoryStore()
+    g, _, _ = gate(store)
+    decision = await g.decide(CallAttempt("L5", "1001", "2125550123"))
+    assert decision.reserved > 0
+    assert store.reservations(POLICY.site.name) == 1
+    settled = await g.settle("L5", 30)
+    assert settled.billsec == 60  # the policy bills per minute
+    assert store.reservations(POLICY.site.name) == 0
