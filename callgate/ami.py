@@ -109,12 +109,12 @@ class AmiConnection:
     async def events(self, *, ping_every: float = 5.0) -> AsyncGenerator[Message, None]:
         """Events until the link dies; a ping unanswered within ``ping_every`` counts as dead."""
         watchdog = asyncio.create_task(self._watchdog(ping_every))
+        read: asyncio.Future[bytes] | None = None
         try:
             while True:
                 read = asyncio.ensure_future(self._reader.readuntil(TERMINATOR))
                 done, _ = await asyncio.wait({read, watchdog}, return_when=asyncio.FIRST_COMPLETED)
                 if read not in done:
-                    read.cancel()
                     watchdog.result()  # raises AmiUnavailable
                 try:
                     message = parse_message(read.result())
@@ -126,9 +126,12 @@ class AmiConnection:
                 elif message.event:
                     yield message
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError, AmiUnavailable):
-                await watchdog
+            for task in (read, watchdog):
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (read, watchdog) if t is not None), return_exceptions=True
+            )
 
     async def _watchdog(self, every: float) -> None:
         while True:

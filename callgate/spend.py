@@ -1,11 +1,12 @@
 """The spend feed: AMI ``Cdr`` events settle the reservations of the calls they describe.
 
-One call can end in several ``Cdr`` events (one per party A/B pair: a FreePBX route that fails over to
-a second trunk gives one unanswered and one answered record, all with the same LinkedID). So the feed
-gathers the records of a call for ``QUIET`` seconds after the last one, then settles once with the sum of
-the billable seconds of the answered records. The call id is ``LinkedID`` (added to the Cdr event by the
-shipped ``cdr_manager.conf`` ``[mappings]``), else ``UniqueID``: the same ids the dialplan hands to the
-gate. Settling is idempotent in the store, so a repeated or late record costs nothing twice. A call whose
+One call ends in several ``Cdr`` events: one per party A/B pair, and Local channels add pairs of their
+own, all with the same LinkedID. Only the records of the gated channel count: before it dials, the shipped
+dialplan sets ``CDR(callgate)`` to the call id it gave the gate, and the shipped ``cdr_manager.conf`` maps
+that variable into the event as ``CallgateCall``. Records without it are ignored. A route that fails over
+to a second trunk gives the gated channel one unanswered and one answered record, so the feed gathers a
+call's records for ``QUIET`` seconds after the last one, then settles once with the sum of the billable
+seconds of its answered records. Settling is idempotent in the store, so a repeated or late record costs nothing twice. A call whose
 records never arrive (AMI was down) is charged in full when its reservation expires.
 """
 
@@ -24,8 +25,12 @@ log = logging.getLogger("callgate.spend")
 QUIET = 1.0  # seconds to wait for more records of the same call
 
 
+CALL_HEADER = "CallgateCall"  # cdr_manager.conf [mappings] callgate => CallgateCall
+
+
 def call_id(message: Message) -> str:
-    return message.get("LinkedID") or message.get("Linkedid") or message.get("UniqueID")
+    """The call id the gate decided on, from a record of a gated channel; "" for any other record."""
+    return message.get(CALL_HEADER)
 
 
 def billable(message: Message) -> int:

@@ -32,14 +32,14 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float) -> 
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throw-away redis-server on a free loopback port; yields its URL."""
+def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
+    """A throw-away redis-server on a loopback port (free unless given); yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "redis-server is not installed: run `make deps` (apt-get install redis-server)"
         )
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(workdir), "--protected-mode", "yes", "--loglevel", "warning"]

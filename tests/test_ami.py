@@ -18,7 +18,7 @@ from callgate.store import Settlement, SettleStatus
 CDR = (
     "Event: Cdr\r\nAccountCode: \r\nSource: 1001\r\nDestination: 2125550123\r\n"
     'CallerID: "Jos\u00e9 M\u00fcller" <1001>\r\nDisposition: ANSWERED\r\nBillableSeconds: 42\r\n'
-    "UniqueID: 1732.1\r\nLinkedID: 1732.0\r\n\r\n"
+    "UniqueID: 1732.1\r\nLinkedID: 1732.0\r\nCallgateCall: 1732.0\r\n\r\n"
 ).encode()
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -176,7 +176,7 @@ def test_repeated_headers_are_kept() -> None:
 
 def cdr(linked: str, disposition: str, billsec: str) -> Message:
     return parse_message(
-        f"Event: Cdr\r\nUniqueID: u\r\nLinkedID: {linked}\r\nDisposition: {disposition}\r\n"
+        f"Event: Cdr\r\nUniqueID: u\r\nCallgateCall: {linked}\r\nDisposition: {disposition}\r\n"
         f"BillableSeconds: {billsec}\r\n\r\n".encode()
     )
 
@@ -195,6 +195,11 @@ async def test_spend_feed_settles_once_per_call_with_the_answered_seconds() -> N
     feed.on_event(cdr("L2", "BUSY", "0"))
     feed.on_event(cdr("L3", "ANSWERED", "junk"))
     feed.on_event(parse_message(b"Event: Hangup\r\nUniqueid: x\r\n\r\n"))
+    feed.on_event(
+        parse_message(
+            b"Event: Cdr\r\nLinkedID: L1\r\nDisposition: ANSWERED\r\nBillableSeconds: 9\r\n\r\n"
+        )
+    )
     await asyncio.sleep(0.2)
     await feed.flush()
     assert sorted(settled) == [("L1", 75), ("L2", 0), ("L3", 0)]
