@@ -134,7 +134,10 @@ async def test_call_is_cut_at_its_allowed_seconds(rig: Rig, watch: Watch) -> Non
 async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredis.Redis) -> None:
     """After the call, its reservation is gone and the day's spend is what it really cost."""
     _ensure_callgate(rig)
-    day_keys = lambda: redis.keys("cg:{e2e}:s:ext:1002:*")  # noqa: E731
+
+    async def day_keys() -> list[str]:
+        return list(await redis.keys("cg:{e2e}:s:ext:1002:*"))
+
     before = {k: int(await redis.get(k) or 0) for k in await day_keys()}
     await watch.originate("1002", "2125550104", hold=2)
     assert await watch.wait(reached("+12125550104"))
