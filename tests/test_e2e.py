@@ -136,7 +136,7 @@ async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredi
     _ensure_callgate(rig)
 
     async def day_keys() -> list[str]:
-        return list(await redis.keys("cg:{e2e}:s:ext:1002:*"))
+        return [str(k) for k in await redis.keys("cg:{e2e}:s:ext:1002:*")]
 
     before = {k: int(await redis.get(k) or 0) for k in await day_keys()}
     await watch.originate("1002", "2125550104", hold=2)
