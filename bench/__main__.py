@@ -1,0 +1,145 @@
+"""``make bench``: decisions per second of the pure engine, Redis admissions (throughput, p50/p99), replay.
+
+Every figure is measured in this one run, on this machine; ratios compare figures of the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from callgate.admission import Outcome
+from callgate.engine import peeked, prepare
+from callgate.policy import Policy
+from callgate.policyfile import load_policy
+from callgate.redisstore import RedisStore
+from callgate.rules import CallAttempt
+from tests.servers import redis_server
+
+NY = ZoneInfo("America/New_York")
+AT = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
+DIALLED = [f"1212555{i:04d}" for i in range(0, 5000, 7)] + [
+    f"01144207946{i:04d}" for i in range(0, 3000, 11)
+]
+
+
+def policy() -> Policy:
+    text = (
+        resources.files("callgate").joinpath("data/default-policy.yaml").read_text(encoding="utf-8")
+    )
+    return load_policy(text, "default")
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:>12,.0f}/s"
+
+
+def bench_engine(p: Policy) -> float:
+    """prepare + judge + conclude with given counter values: no store, no IO."""
+    attempts = [
+        CallAttempt(f"c{i}", f"10{i % 20 + 1:02d}", DIALLED[i % len(DIALLED)])
+        for i in range(len(DIALLED))
+    ]
+    for a in attempts:  # warm the number cache: a PBX dials the same numbers again and again
+        prepare(p, a, AT)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        for a in attempts:
+            prep = prepare(p, a, AT)
+            assert prep.admission is not None
+            peeked(prep, Outcome(values=(0,) * len(prep.admission.checks)))
+        n += len(attempts)
+    elapsed = time.perf_counter() - start
+    print(
+        f"engine   pure decisions (prepare+judge+conclude)       {rate(n, elapsed)}  ({elapsed / n * 1e6:.1f} us each)"
+    )
+    return n / elapsed
+
+
+async def bench_redis(p: Policy, url: str) -> tuple[float, float]:
+    store = RedisStore.from_url(url, timeout=5)
+    await store.client.flushdb()
+    t0 = AT.timestamp()
+
+    def admission(i: int) -> object:
+        at = datetime.fromtimestamp(t0 + i * 0.001, NY)
+        prep = prepare(
+            p, CallAttempt(f"b{i}", f"10{i % 20 + 1:02d}", DIALLED[i % len(DIALLED)]), at
+        )
+        return prep.admission
+
+    plans = [admission(i) for i in range(6000)]
+    await store.admit(plans[0])  # type: ignore[arg-type]
+    latencies = []
+    for plan in plans[1:3001]:
+        s = time.perf_counter()
+        await store.admit(plan)  # type: ignore[arg-type]
+        latencies.append(time.perf_counter() - s)
+    q = statistics.quantiles(latencies, n=100)
+    seq = len(latencies) / sum(latencies)
+    print(
+        f"redis    admissions, one at a time                     {rate(len(latencies), sum(latencies))}  p50 {q[49] * 1e3:.3f} ms  p99 {q[98] * 1e3:.3f} ms"
+    )
+    queue = list(plans[3001:])
+
+    async def worker() -> None:
+        while queue:
+            await store.admit(queue.pop())  # type: ignore[arg-type]
+
+    s = time.perf_counter()
+    total = len(queue)
+    await asyncio.gather(*(worker() for _ in range(32)))
+    par = total / (time.perf_counter() - s)
+    print(f"redis    admissions, 32 concurrent                     {par:>12,.0f}/s")
+    await store.aclose()
+    return seq, par
+
+
+def bench_replay(rows: int) -> float:
+    from bench.gen_cdr import write_rows
+    from callgate.cdr import in_start_order, read_cdr
+    from callgate.replay import Totals, replay
+
+    p = policy()
+    path = Path(tempfile.gettempdir()) / f"callgate-bench-{rows}.csv"
+    if not path.exists():
+        write_rows(path, rows)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    totals = Totals()
+    s = time.perf_counter()
+    with path.open(encoding="utf-8", newline="") as f:
+        for r in replay(p, in_start_order(read_cdr(f, tz=p.site.timezone))):
+            totals.add(r)
+    elapsed = time.perf_counter() - s
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        f"replay   {totals.rows:,} Master.csv rows ({totals.calls:,} outbound) {rate(totals.rows, elapsed)}  "
+        f"{elapsed:.1f} s, peak RSS {peak / 1024:.0f} MiB (+{(peak - before) / 1024:.0f} MiB)"
+    )
+    return totals.rows / elapsed
+
+
+def main() -> int:
+    rows = int(os.environ.get("CALLGATE_BENCH_ROWS", "1000000"))
+    p = policy()
+    print(f"callgate bench, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    engine = bench_engine(p)
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
+        seq, par = asyncio.run(bench_redis(p, url))
+    bench_replay(rows)
+    print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
+    print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

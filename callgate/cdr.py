@@ -1,0 +1,252 @@
+"""Reading Asterisk's cdr_csv ``Master.csv``, one row at a time.
+
+cdr_csv writes one line per call when the call ends. Every field is double-quoted (a quote inside a
+field is doubled) except the two integers and an empty date, in this order::
+
+    accountcode, src, dst, dcontext, clid, channel, dstchannel, lastapp, lastdata,
+    start, answer, end, duration, billsec, disposition, amaflags
+    [, uniqueid] [, userfield] [, peeraccount, linkedid, sequence]
+
+``uniqueid`` is written with ``loguniqueid=yes`` and ``userfield`` with ``loguserfield=yes``
+(cdr.conf's sample sets both); ``newcdrcolumns=yes`` appends the last three. So a row has 16 to 21
+fields: 17 or 20 fields are read as having a ``uniqueid`` but no ``userfield``; the three newer
+columns are checked (the last is an integer) and not kept. There is no header line, but a first
+line whose first field is ``accountcode`` (as spreadsheet exports add) is skipped.
+
+Times are wall-clock ``YYYY-MM-DD HH:MM:SS`` without a zone: local time of the Asterisk host, or
+UTC with ``usegmtime=yes``; pass the matching ``tz``. ``answer`` is empty when nobody answered.
+A local time in the repeated hour when summer time ends (America/New_York: 01:00-01:59 on the
+first Sunday of November) is ambiguous; it is read as its first occurrence (``fold=0``, still
+summer time), so a call made in the second such hour appears an hour early. cdr_csv gives no way
+to tell them apart; ``usegmtime=yes`` avoids the question.
+
+:func:`read_cdr` streams rows in file order (end order); :func:`in_start_order` turns that into
+start order with a buffer bounded by the longest possible call. Open the file with
+``newline=""`` so that a line break inside a quoted field stays part of the field (and line
+numbers stay right).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, tzinfo
+from itertools import chain
+from operator import attrgetter
+from typing import NamedTuple
+
+from callgate.errors import CallgateError
+
+__all__ = ["CdrError", "CdrRow", "in_start_order", "read_cdr"]
+
+_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.ASCII)
+_HOUR_CACHE_SIZE = 4096  # distinct "YYYY-MM-DD HH" prefixes kept; rows come roughly in time order
+_OFFSETS = {  # ":MM:SS" -> its offset within the hour; only well-formed keys
+    f":{m:02d}:{s:02d}": timedelta(minutes=m, seconds=s) for m in range(60) for s in range(60)
+}
+
+
+class CdrRow(NamedTuple):
+    """One call as cdr_csv recorded it; times are aware, in the zone given to :func:`read_cdr`.
+
+    A ``NamedTuple`` rather than the frozen dataclass used for other values: it is as immutable
+    and typed, and it is built ten times faster (0.2 µs against 2.4 µs for a frozen, slotted
+    dataclass of 19 fields; for a million rows, 2.4 s, as long as the csv module's own parsing).
+    """
+
+    line: int  # 1-based line of the file where the row begins
+    accountcode: str
+    src: str
+    dst: str
+    dcontext: str
+    clid: str  # e.g. '"Alice" <1001>'
+    channel: str
+    dstchannel: str
+    lastapp: str
+    lastdata: str
+    start: datetime
+    answer: datetime | None  # None when the call was not answered
+    end: datetime
+    duration: int  # seconds from start to end
+    billsec: int  # seconds from answer to end
+    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION
+    amaflags: str
+    uniqueid: str | None  # None unless loguniqueid=yes
+    userfield: str | None  # None unless loguserfield=yes
+
+
+class CdrError(CallgateError, ValueError):
+    """A row of a CDR file that cannot be read; the message names the file and the line."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        self.source = source
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{source}:{line}: {reason}")
+
+
+def read_cdr(
+    lines: Iterable[str],
+    *,
+    tz: tzinfo,
+    source: str = "Master.csv",
+    on_error: Callable[[CdrError], None] | None = None,
+) -> Iterator[CdrRow]:
+    """Yield the rows of a cdr_csv file in file order.
+
+    A malformed row (a number of fields other than 16 to 21, a time that is not
+    ``YYYY-MM-DD HH:MM:SS``, a duration or billsec that is not a whole number >= 0, a field
+    longer than the csv module allows) raises :class:`CdrError`, or, when ``on_error`` is given,
+    is passed to it and skipped; reading goes on with the next row. Blank lines are skipped.
+    """
+    at = _time_reader(tz)
+    new_row = tuple.__new__
+
+    def fail(row_line: int, reason: str) -> None:
+        error = CdrError(source, row_line, reason)
+        if on_error is None:
+            raise error
+        on_error(error)
+
+    lines = iter(lines)
+    opening = next(lines, "")
+    reader = csv.reader(chain((opening.removeprefix("\ufeff"),), lines))  # a byte-order mark
+    line = 0  # the last line of the previous row
+    first = True
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
+            fields = None
+            reason = str(exc)
+        row_line, line = line + 1, reader.line_num
+        if fields is None:
+            fail(row_line, reason)
+            continue
+        n = len(fields)
+        if not n:
+            continue
+        if first:
+            first = False
+            if fields[0] == "accountcode":
+                continue
+        try:
+            if not 16 <= n <= 21 or (n > 18 and not fields[-1].isdigit()):
+                raise _Bad(f"expected 16 to 21 fields, found {n}")
+            try:
+                duration, billsec = int(fields[12]), int(fields[13])
+                if duration < 0 or billsec < 0:
+                    raise ValueError
+            except ValueError:
+                raise _Bad(_seconds_problem(fields[12], fields[13])) from None
+            start = at(fields[9], "start")
+            answer = at(fields[10], "answer") if fields[10] else None
+            end = at(fields[11], "end")
+        except _Bad as bad:
+            fail(row_line, str(bad))
+            continue
+        kept = n - 3 if n > 18 else n  # newcdrcolumns: three more at the end, not kept
+        yield new_row(  # CdrRow(...) without NamedTuple's slower __new__
+            CdrRow,
+            (
+                row_line,
+                *fields[:9],
+                start,
+                answer,
+                end,
+                duration,
+                billsec,
+                fields[14],
+                fields[15],
+                fields[16] if kept > 16 else None,
+                fields[17] if kept > 17 else None,
+            ),
+        )
+
+
+def _time_reader(tz: tzinfo) -> Callable[[str, str], datetime]:
+    """``at(text, name)``: the aware time in ``tz`` of a cdr_csv time, or :class:`_Bad`.
+
+    Three times per row are, after the csv module's own work, the largest cost of a row, so a
+    time is built from its hour, looked up in a small cache, plus its ":MM:SS" (one of 3600
+    offsets). Both tables only ever hold well-formed keys, so two hits are also a validation.
+    """
+    hours: dict[str, datetime] = {}
+    offsets = _OFFSETS
+
+    def at(text: str, name: str) -> datetime:
+        base, offset = hours.get(text[:13]), offsets.get(text[13:])
+        if base is not None and offset is not None:
+            return base + offset
+        try:  # the first time of an hour, or a malformed time
+            if not _TIME.fullmatch(text):
+                raise ValueError(text)
+            base = datetime.fromisoformat(text[:13] + ":00:00").replace(tzinfo=tz)
+            offset = offsets[text[13:]]
+        except (ValueError, KeyError):
+            raise _Bad(f"{name} time {text!r} is not YYYY-MM-DD HH:MM:SS") from None
+        if len(hours) >= _HOUR_CACHE_SIZE:
+            hours.clear()
+        hours[text[:13]] = base
+        return base + offset
+
+    return at
+
+
+def _seconds_problem(duration: str, billsec: str) -> str:
+    for name, text in (("duration", duration), ("billsec", billsec)):
+        try:
+            if int(text) < 0:
+                return f"{name} {text} is negative"
+        except ValueError:
+            return f"{name} {text!r} is not a whole number of seconds"
+    return f"duration {duration!r} or billsec {billsec!r} is wrong"  # pragma: no cover
+
+
+class _Bad(Exception):
+    """Internal: what is wrong with the current row, before the file and line are attached."""
+
+
+def in_start_order(
+    rows: Iterable[CdrRow], *, horizon: timedelta = timedelta(hours=24)
+) -> Iterator[CdrRow]:
+    """Yield ``rows`` (in end order, as cdr_csv writes them) in start order.
+
+    ``horizon`` is the longest a call can last. No row still to come can start before the latest
+    end seen so far minus ``horizon``, so the rows that start before that are put in order and
+    yielded; this is done each time the latest end has moved on by a quarter of the horizon. So
+    about 1.25 horizons of calls are held (for a site with 10,000 calls a day and the default
+    horizon, some 15 MB). Rows that start at the same second keep file order. A row that breaks
+    the promise (a call longer than ``horizon``) is yielded with the next batch, late.
+
+    Sorting a batch (the rows held are nearly in order already, which Python's sort is quick
+    on) costs a fraction of what a heap costs, pushing and popping each row.
+    """
+    step = horizon / 4
+    held: list[CdrRow] = []
+    keep = held.append
+    by_start = attrgetter("start")
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    keep(first)
+    latest_end = first.end
+    next_batch = latest_end + step
+    for row in rows:
+        keep(row)
+        end = row.end
+        if end > latest_end:
+            latest_end = end
+            if end >= next_batch:
+                held.sort(key=by_start)
+                ready = bisect_left(held, end - horizon, key=by_start)
+                yield from held[:ready]
+                del held[:ready]
+                next_batch = end + step
+    held.sort(key=by_start)
+    yield from held
