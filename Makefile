@@ -4,19 +4,29 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test deps venv lint typecheck unit bench clean
+.PHONY: demo test deps asterisk venv lint typecheck unit bench clean
 
 demo: $(STAMP)
 	$(BIN)/callgate replay examples/Master.csv
 
-test: deps $(STAMP) lint typecheck unit
+test: deps $(STAMP) lint typecheck asterisk unit
 
-# System packages the suite needs (redis-server for the real-Redis tests); installed only when missing.
+# System packages the suite needs, installed with apt only when missing: redis-server (real-Redis tests),
+# docker-compose (validates docker/docker-compose.yml; no engine needed). Asterisk's own build and run
+# dependencies (sipp among them) are installed by docker/build-asterisk.sh.
+APT_NEEDS := redis-server:redis-server docker-compose:docker-compose
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server with apt"; \
+	@missing=""; for need in $(APT_NEEDS); do \
+	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+
+# A real Asterisk built from Debian's source package, cached by version outside the work tree
+# (/var/cache/callgate/asterisk/<version>); minutes the first time, instant after.
+asterisk:
+	bash docker/build-asterisk.sh
 
 venv: $(STAMP)
 
@@ -37,7 +47,7 @@ unit: $(STAMP)
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='callgate/admission.py,callgate/engine.py,callgate/policy.py,callgate/policyfile.py,callgate/numbers.py,callgate/memstore.py,callgate/windows.py' --fail-under=90
 
-bench: deps $(STAMP)
+bench: deps $(STAMP) asterisk
 	$(BIN)/python -m bench
 
 clean:
