@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from callgate.reasons import Reason
 
@@ -30,6 +31,12 @@ def to_micro(amount: Decimal) -> int:
 
 def from_micro(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
+
+
+def money_text(micro: int) -> str:
+    """Micro-units as the text ``str(from_micro(micro))`` gives, without building a Decimal."""
+    sign, whole = ("-", -micro) if micro < 0 else ("", micro)
+    return f"{sign}{whole // MICRO}.{whole % MICRO:06d}"
 
 
 def cost_micro(rate_per_minute: int, seconds: int) -> int:
@@ -49,9 +56,8 @@ class CheckKind(enum.StrEnum):
     SPEND = "spend"  # money committed (settled + reserved) in a calendar period, micro-units
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One counter a call must fit under.
+class Check(NamedTuple):
+    """One counter a call must fit under (a NamedTuple: built a dozen times per call, see RuleResult).
 
     ``limit`` is a count, or micro-units for SPEND. ``window`` is the sliding window in seconds (WINDOW,
     DISTINCT) or how long the period's key must live (SPEND). ``member`` is the number for DISTINCT.

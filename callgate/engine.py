@@ -14,9 +14,11 @@ that a store can do the counted half atomically:
 
 from __future__ import annotations
 
+import calendar
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from callgate.admission import (
@@ -26,6 +28,7 @@ from callgate.admission import (
     Outcome,
     from_micro,
     judge,
+    money_text,
     to_micro,
 )
 from callgate.numbers import NumberInfo, read_number
@@ -121,28 +124,46 @@ class Prepared:
         return next((r for r in self.results if r.outcome == DENY), None)
 
 
-def _periods(local: datetime) -> dict[str, tuple[str, int]]:
-    """Bucket name and how long its key must live (seconds), for each spend period, at local time."""
-    hour_end = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    day_end = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    month_end = (local.replace(day=28) + timedelta(days=4)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0
+@functools.lru_cache(maxsize=256)
+def _bucket_names(year: int, month: int, day: int, hour: int) -> tuple[str, str, str, int]:
+    """The hour, day and month bucket names of a local hour, and the number of days in its month."""
+    days = calendar.monthrange(year, month)[1]
+    return (
+        f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}",
+        f"{year:04d}-{month:02d}-{day:02d}",
+        f"{year:04d}-{month:02d}",
+        days,
     )
+
+
+def _periods(local: datetime) -> dict[str, tuple[str, int]]:
+    """Bucket name and how long its key must live (seconds), for each spend period, at local time.
+
+    Lifetimes count wall-clock seconds to the end of the period (a started second counts as gone), plus a
+    margin: an hour's key lives a day longer, a day's two days, a month's a week.
+    """
+    hour_name, day_name, month_name, days = _bucket_names(
+        local.year, local.month, local.day, local.hour
+    )
+    into_hour = local.minute * 60 + local.second + (1 if local.microsecond else 0)
+    into_day = local.hour * 3600 + into_hour
     return {
-        "hour": (local.strftime("%Y-%m-%dT%H"), int((hour_end - local).total_seconds()) + 86400),
-        "day": (local.strftime("%Y-%m-%d"), int((day_end - local).total_seconds()) + 2 * 86400),
-        "month": (local.strftime("%Y-%m"), int((month_end - local).total_seconds()) + 7 * 86400),
+        "hour": (hour_name, 3600 - into_hour + 86400),
+        "day": (day_name, 86400 - into_day + 2 * 86400),
+        "month": (month_name, (days - local.day + 1) * 86400 - into_day + 7 * 86400),
     }
 
 
-def _scope_checks(
-    prefix: str, scope: str, limits: Limits, c: Context, periods: dict[str, tuple[str, int]]
-) -> tuple[list[Check], list[Check]]:
-    """Counted checks of one scope (ext, profile group or site): (velocity and concurrency, spend)."""
+# A scope's checks that do not depend on the number or the time, and its spend caps in micro-units.
+_Template = tuple[tuple[Check, ...], tuple[tuple[str, str, Reason, int], ...]]
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(prefix: str, scope: str, limits: Limits, international: bool) -> _Template:
     counts: list[Check] = []
     for name, reason, suffix, intl_only in _COUNTS:
         limit = getattr(limits, name)
-        if limit is not None and (c.number.international or not intl_only):
+        if limit is not None and (international or not intl_only):
             counts.append(
                 Check(
                     f"{prefix}.{name}",
@@ -163,6 +184,19 @@ def _scope_checks(
                 limits.concurrent_calls,
             )
         )
+    spend = tuple(
+        (period, f"{prefix}.spend.{period}", _SPEND_REASONS[period], to_micro(cap))
+        for period, cap in limits.spend.items()
+    )
+    return tuple(counts), spend
+
+
+def _scope_checks(
+    prefix: str, scope: str, limits: Limits, c: Context, periods: dict[str, tuple[str, int]]
+) -> tuple[list[Check], list[Check]]:
+    """Counted checks of one scope (ext, profile group or site): (velocity and concurrency, spend)."""
+    static, caps = _template(prefix, scope, limits, c.number.international)
+    counts = list(static)
     e164 = c.number.e164 or ""
     if limits.same_number is not None:
         b = limits.same_number
@@ -190,15 +224,8 @@ def _scope_checks(
             )
         )
     spend = [
-        Check(
-            f"{prefix}.spend.{period}",
-            _SPEND_REASONS[period],
-            CheckKind.SPEND,
-            f"s:{scope}:{bucket}",
-            to_micro(cap),
-            ttl,
-        )
-        for period, cap in limits.spend.items()
+        Check(rule, reason, CheckKind.SPEND, f"s:{scope}:{bucket}", cap, ttl)
+        for period, rule, reason, cap in caps
         for bucket, ttl in [periods[period]]
     ]
     return counts, spend
@@ -283,19 +310,25 @@ def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
     )
 
 
+def _limit_detail(check: Check, value: int) -> str:
+    if check.kind is CheckKind.SPEND:
+        return f"{money_text(value)} of {money_text(check.limit)} committed"
+    return f"{value} of {check.limit}"
+
+
+def _limit_denial(check: Check, value: int) -> RuleResult:
+    return deny(check.rule, check.reason, _limit_detail(check, value))
+
+
 def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
     assert p.admission is not None
     judgement = judge(p.admission, outcome.values)
     out: list[RuleResult] = []
     for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
-        if check.kind is CheckKind.SPEND:
-            detail = f"{from_micro(value)} of {from_micro(check.limit)} committed"
-        else:
-            detail = f"{value} of {check.limit}"
         if judgement.failed == index:
-            out.append(deny(check.rule, check.reason, detail))
+            out.append(_limit_denial(check, value))
         else:
-            out.append(RuleResult(check.rule, PASS, detail))
+            out.append(RuleResult(check.rule, PASS, _limit_detail(check, value)))
     seconds = outcome.allowed_seconds if outcome.admitted else judgement.allowed_seconds
     out.append(
         RuleResult("limits.max_call_duration", PASS, f"{p.max_seconds}s; allowed {seconds}s")
@@ -303,18 +336,28 @@ def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
     return out
 
 
-def conclude(p: Prepared, outcome: Outcome | None) -> Decision:
-    """The decision from the static results and what the store saw (None only for emergency calls)."""
+def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Decision:
+    """The decision from the static results and what the store saw (None only for emergency calls).
+
+    With ``detail=False`` (replay: a million calls) the counted rules are judged but not described:
+    ``rules`` then holds the static rules, the lock and the rule that denied, if one did. The verdict,
+    reason and seconds are the same either way.
+    """
     if p.admission is None or outcome is None:
         return _decision(
             p, Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, seconds=0, reserved=0
         )
+    if detail:
+        limits = _limit_results(p, outcome)
+    else:
+        failed = judge(p.admission, outcome.values).failed
+        limits = [] if failed is None else [_limit_denial(p.checks[failed], outcome.values[failed])]
     results = (
         p.results[0],
         p.results[1],
         _lock_result(p, outcome),
         *p.results[2:],
-        *_limit_results(p, outcome),
+        *limits,
     )
     denial = next((r for r in results if r.outcome == DENY), None)
     if denial is not None:
@@ -322,9 +365,8 @@ def conclude(p: Prepared, outcome: Outcome | None) -> Decision:
         return _decision(
             p, Verdict.DENY, denial.reason, denial.rule, results, seconds=0, reserved=0
         )
-    if (
-        not outcome.admitted
-    ):  # the counters fit when read, yet the store did not admit: nothing reserved
+    if not outcome.admitted:
+        # the counters fit when read, yet the store did not admit: nothing reserved
         return _decision(
             p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, seconds=0, reserved=0
         )

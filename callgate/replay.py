@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from callgate.admission import billable, cost_micro, from_micro, to_micro
+from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
 from callgate.cdr import CdrRow
 from callgate.engine import conclude, prepare
 from callgate.memstore import MemoryStore
@@ -41,9 +41,17 @@ class Replayed:
     reason: str
     billsec: int
     allowed_seconds: int
-    cost: Decimal
-    allowed_cost: Decimal
+    cost_micro: int  # what the call cost in the CDR, micro-units
+    allowed_micro: int  # what it would have cost under the policy, micro-units
     start: str = ""
+
+    @property
+    def cost(self) -> Decimal:
+        return from_micro(self.cost_micro)
+
+    @property
+    def allowed_cost(self) -> Decimal:
+        return from_micro(self.allowed_micro)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -56,8 +64,8 @@ class Replayed:
             "reason": self.reason,
             "billsec": self.billsec,
             "allowed_seconds": self.allowed_seconds,
-            "cost": str(self.cost),
-            "allowed_cost": str(self.allowed_cost),
+            "cost": money_text(self.cost_micro),
+            "allowed_cost": money_text(self.allowed_micro),
         }
 
 
@@ -81,8 +89,8 @@ class Totals:
         if r.verdict == "skip":
             return
         self.calls += 1
-        self.cost += to_micro(r.cost)
-        self.allowed_cost += to_micro(r.allowed_cost)
+        self.cost += r.cost_micro
+        self.allowed_cost += r.allowed_micro
         if r.verdict == "allow":
             self.allowed += 1
             self.cut += r.allowed_seconds < r.billsec
@@ -147,15 +155,15 @@ def replay(
                 "not_outbound",
                 row.billsec,
                 0,
-                Decimal(0),
-                Decimal(0),
+                0,
+                0,
             )
             continue
         prepared = prepare(
             policy, CallAttempt(call_id, row.src, row.dst, row.accountcode), row.start
         )
         outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
-        decision = conclude(prepared, outcome)
+        decision = conclude(prepared, outcome, detail=False)
         rate = to_micro(decision.rate) if decision.rate is not None else 0
         cost = cost_micro(rate, billable(row.billsec, increment))
         if decision.verdict is Verdict.ALLOW:
@@ -174,7 +182,7 @@ def replay(
         number = decision.number
         yield Replayed(
             call_id, row.src, row.dst, number.e164, number.country, verdict, decision.reason.value,
-            row.billsec, allowed_seconds, from_micro(cost), from_micro(allowed_cost),
+            row.billsec, allowed_seconds, cost, allowed_cost,
         )  # fmt: skip
     while ending:
         end_ms, call_id, seconds = heapq.heappop(ending)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from callgate.numbers import NumberInfo
 from callgate.policy import ExtensionRule, HolidayMode, Policy
@@ -27,8 +28,10 @@ class CallAttempt:
     account_code: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RuleResult:
+class RuleResult(NamedTuple):
+    """What one rule said about one call. A NamedTuple, not a dataclass: a decision makes about twenty
+    of these, and a tuple is built several times faster (``make bench``)."""
+
     rule: str
     outcome: str  # pass | deny | skip
     detail: str
@@ -48,6 +51,16 @@ class Context:
     rate: Decimal | None
     excepted: str | None  # the allow_prefixes entry that matched, if any
 
+
+_DAYS = (
+    "Mon",
+    "Tue",
+    "Wed",
+    "Thu",
+    "Fri",
+    "Sat",
+    "Sun",
+)  # not strftime's %a: that follows the locale
 
 StaticRule = Callable[[Context], RuleResult]
 
@@ -142,7 +155,11 @@ def _hours(c: Context) -> RuleResult:
     rule = "hours"
     if c.rule is None or not c.number.readable:
         return RuleResult(rule, SKIP, "")
-    hours, intl, when = c.rule.profile.hours, c.number.international, c.local.strftime("%a %H:%M")
+    hours, intl, when = (
+        c.rule.profile.hours,
+        c.number.international,
+        f"{_DAYS[c.local.weekday()]} {c.local.hour:02d}:{c.local.minute:02d}",
+    )
     if c.local.date() in c.policy.holidays:
         if hours.on_holidays is HolidayMode.CLOSED:
             return deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: closed")
