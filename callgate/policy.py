@@ -46,6 +46,13 @@ class ShortCallAction(enum.StrEnum):
     ALERT = "alert"
 
 
+class RuleMode(enum.StrEnum):
+    """``mode:`` of one rule: ``report`` logs what the rule would deny and lets the call through."""
+
+    ENFORCE = "enforce"
+    REPORT = "report"
+
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -102,6 +109,12 @@ class Rates:
 
 @dataclass(frozen=True, slots=True)
 class Destinations:
+    """Where a profile's extensions may call. ``report`` names the keys in ``mode: report``.
+
+    ``deny_prefixes`` and ``allow_prefixes`` hold every prefix, those written inline and those read
+    from list files; ``prefix_lists`` says which list each file-read prefix came from.
+    """
+
     allow_countries: frozenset[str] | None = None
     deny_countries: frozenset[str] = frozenset()
     allow_number_types: frozenset[NumberType] | None = None
@@ -109,13 +122,18 @@ class Destinations:
     deny_prefixes: tuple[str, ...] = ()  # digits without "+"
     allow_prefixes: tuple[str, ...] = ()
     max_rate: Decimal | None = None
+    report: frozenset[str] = frozenset()  # e.g. {"deny_prefixes", "max_rate"}
+    prefix_lists: Mapping[str, str] = field(default_factory=dict)  # digits -> list name
 
 
 @dataclass(frozen=True, slots=True)
 class Hours:
+    """When a profile's extensions may call. ``report`` names the keys in ``mode: report``."""
+
     international: Window | None = None
     any: Window | None = None
     on_holidays: HolidayMode = HolidayMode.OPEN
+    report: frozenset[str] = frozenset()  # e.g. {"international"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +169,11 @@ class Spend:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Velocity, concurrency, duration and spend limits of one scope; ``None`` means no limit."""
+    """Velocity, concurrency, duration and spend limits of one scope; ``None`` means no limit.
+
+    ``report`` names the limits in ``mode: report``: the keys (``"same_number"``), and for spend each
+    period that is set (``"spend.day"``), so that an extension's override merges period by period.
+    """
 
     calls_per_minute: int | None = None
     calls_per_hour: int | None = None
@@ -162,6 +184,7 @@ class Limits:
     short_calls: ShortCalls | None = None
     max_call_duration: int | None = None
     spend: Spend = Spend()
+    report: frozenset[str] = frozenset()  # e.g. {"calls_per_minute", "spend.day"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +227,26 @@ class ExtensionRule:
 class Lockdown:
     after_denied: Burst
     locks: LockScope = LockScope.INTERNATIONAL
+    report: frozenset[str] = frozenset()  # {"after_denied"}: log the lock it would set, set none
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixList:
+    """A destination range list that ``deny_prefixes`` or ``allow_prefixes`` names (``{file: ...}``).
+
+    ``name`` is the name as the policy writes it (``callgate:irsf-starter``, ``lists/provider.txt``);
+    ``prefixes`` are digits without ``+``; ``digest`` is the sha256 of the list's text.
+    """
+
+    name: str
+    source: str  # where the list comes from: its "# source:" header
+    prefixes: tuple[str, ...]
+    expires: date | None = None  # the last day the list's author vouches for it
+    digest: str = ""
+
+    def expired(self, today: date) -> bool:
+        """Past its ``# expires:`` date. An expired list is still enforced; it is reported."""
+        return self.expires is not None and today > self.expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +272,11 @@ class Policy:
     alerts: Alerts = Alerts()
     version: int = 1
     source: str = "<policy>"
-    digest: str = ""  # sha256 of the source text, stamped on every decision
+    digest: str = ""  # sha256 of the source text and its lists, stamped on every decision
+    revision: int = (
+        0  # the version it was pushed as in Redis (callgate.policystore); 0: a local file
+    )
+    lists: tuple[PrefixList, ...] = ()  # the range lists the policy reads, by name
 
     def rule_for(self, extension: str) -> ExtensionRule | None:
         """The first ``extensions`` entry that matches, or None (the call is then refused)."""
@@ -237,3 +284,62 @@ class Policy:
             if rule.matches(extension):
                 return rule
         return None
+
+    def expired_lists(self, today: date) -> tuple[PrefixList, ...]:
+        """The range lists past their ``# expires:`` date: still enforced, to be reported."""
+        return tuple(found for found in self.lists if found.expired(today))
+
+
+# Engine result names that are not a policy key themselves, and the keys whose mode they take.
+_RESULT_KEYS: Mapping[str, tuple[str, ...]] = {
+    "destinations.countries": ("allow_countries", "deny_countries"),
+    "destinations.number_types": ("allow_number_types", "deny_number_types"),
+    "destinations.prefixes": ("deny_prefixes",),
+}
+
+
+def report_only(policy: Policy, rule: ExtensionRule | None, name: str) -> bool:
+    """Whether rule ``name`` is in ``mode: report`` for the calls of ``rule`` (None: no entry matched).
+
+    A report-only rule is still checked; when it would deny, the call goes on to the next rule and the
+    decision records what it would have denied. ``name`` is an engine result name (``engine.RULES``)
+    or the key path of a rule, as the policy file writes it below an extension's scope:
+
+    ================================  ===================================================================
+    name                              the mode of
+    ================================  ===================================================================
+    ``destinations.countries``        ``allow_countries`` or ``deny_countries`` (only one can be set)
+    ``destinations.number_types``     ``allow_number_types`` or ``deny_number_types``
+    ``destinations.prefixes``         ``deny_prefixes`` (``allow_prefixes`` has no mode)
+    ``destinations.KEY``              that key of the profile's destinations, e.g. ``max_rate``
+    ``hours.KEY``                     ``any``, ``international`` or ``on_holidays`` of the profile's hours
+    ``limits.KEY``                    the extension's limits: the profile's with the entry's merged over
+    ``limits.spend.PERIOD``           one spend cap: ``hour``, ``day`` or ``month``
+    ``profile_limits.KEY``            the profile's ``profile_limits`` (``...spend.PERIOD`` likewise)
+    ``site_limits.KEY``               ``site_limits`` (``...spend.PERIOD`` likewise)
+    ``lockdown.after_denied``         the lockdown rule: report-only logs the lock it would set
+    ================================  ===================================================================
+
+    Every other name is enforced (False): ``emergency``, ``extension``, ``lock``, ``number``, ``store``,
+    unknown names (a typo never switches a rule off), and the names that cover more than one key, which
+    the engine must ask about by the key that denied: ``rates`` (``no_rate`` is always enforced; ask
+    ``destinations.max_rate`` for ``rate_above_max``), ``hours`` (ask ``hours.on_holidays``,
+    ``hours.any`` or ``hours.international``) and ``limits.spend`` without a period.
+    """
+    section, _, key = name.partition(".")
+    if section == "lockdown":
+        return policy.lockdown is not None and key in policy.lockdown.report
+    if section == "site_limits":
+        return key in policy.site_limits.report
+    if rule is None:
+        return False
+    if section == "limits":
+        return key in rule.limits.report
+    if section == "profile_limits":
+        return key in rule.profile.group_limits.report
+    if section == "destinations":
+        report = rule.profile.destinations.report
+        return any(k in report for k in _RESULT_KEYS.get(name, (key,)))
+    if section == "hours":
+        return key in rule.profile.hours.report
+    return False

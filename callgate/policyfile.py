@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -43,18 +43,21 @@ from callgate.policy import (
     Lockdown,
     LockScope,
     Policy,
+    PrefixList,
     Profile,
     Rates,
+    RuleMode,
     ShortCallAction,
     ShortCalls,
     Site,
     Spend,
     Window,
 )
+from callgate.prefixlists import ListFiles, ListSource, read_prefix_list
 from callgate.windows import format_duration, parse_duration, parse_window
 
 T = TypeVar("T")
-E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType)
+E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, RuleMode)
 Node = yaml.Node
 Parse = Callable[["_Reader", Node, str], T | None]
 
@@ -76,6 +79,8 @@ _MISPLACED = {  # keys that exist, but not where they were written
     "max_call_duration": f"not allowed here: it limits each call; {_PER_EXTENSION}",
     "short_calls": f"not allowed here: it watches each extension; {_PER_EXTENSION}",
     "profile_limits": "not allowed here: it belongs in a profile, beside its limits",
+    "mode": "not allowed here: a mode belongs to one rule, such as "
+    "calls_per_minute: {value: 4, mode: report} or same_number: {calls: 3, within: 10m, mode: report}",
 }
 
 
@@ -87,6 +92,8 @@ class _Reader:
     problems: list[Problem] = field(default_factory=list)
     increment: int = 1  # rates.increment, read before any limits
     profiles: dict[str, Profile] = field(default_factory=dict)  # read before extensions
+    read_list: ListSource = field(default_factory=ListFiles)
+    lists: dict[str, PrefixList | None] = field(default_factory=dict)  # None: read, but broken
 
     def problem(self, where: Node | int, path: str, message: str) -> None:
         line = where if isinstance(where, int) else where.start_mark.line + 1
@@ -105,26 +112,39 @@ class _Key:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def load_policy(text: str, source: str) -> Policy:
-    """The policy in ``text``; raises :class:`PolicyError` with every problem (``source`` names the file)."""
-    r = _Reader(source)
+def load_policy(text: str, source: str, *, read_list: ListSource | None = None) -> Policy:
+    """The policy in ``text``; raises :class:`PolicyError` with every problem (``source`` names the file).
+
+    ``read_list`` gives the text of each range list the policy names (``{file: NAME}``): a mapping of
+    name to text (a policy stored with its lists reads nothing from disk), or a function. By default
+    ``callgate:NAME`` is a list shipped with callgate and any other name a file, relative to the current
+    directory. The digest covers the lists' texts too: a changed list is a changed policy.
+    """
+    r = _Reader(source, read_list=ListFiles() if read_list is None else read_list)
     root = _compose(r, text)
     values = _section(r, root, "", _TOP, line=0) if root is not None else None
     if values is None or r.problems:
         raise PolicyError(r.problems)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Policy(**values, source=source, digest=digest)
+    lists = tuple(sorted((found for found in r.lists.values() if found), key=lambda f: f.name))
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for found in lists:
+        digest.update(f"\0{found.name}\0{found.digest}".encode())
+    return Policy(**values, source=source, digest=digest.hexdigest(), lists=lists)
 
 
-def load_policy_file(path: str | Path) -> Policy:
-    """The policy in the UTF-8 file at ``path``; ``OSError`` when it cannot be read."""
+def load_policy_file(path: str | Path, *, read_list: ListSource | None = None) -> Policy:
+    """The policy in the UTF-8 file at ``path``; ``OSError`` when it cannot be read.
+
+    Range lists named by a relative path are read from the policy file's directory.
+    """
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(str(path), line, "", "not UTF-8 text")]) from None
-    return load_policy(text, str(path))
+    lists = ListFiles(Path(path).parent) if read_list is None else read_list
+    return load_policy(text, str(path), read_list=lists)
 
 
 # --- YAML to nodes ------------------------------------------------------------------------------
@@ -228,6 +248,7 @@ def _section(
     """Read a mapping by its schema: the model's keyword arguments, or None when it cannot be built.
 
     Keys are read in schema order (rates before profiles before extensions), whatever the file's order.
+    The keys whose rule is in ``mode: report`` are named in the ``report`` argument.
     """
     found: dict[str, Node] = {}
     for name, key, value in _pairs(r, node, path, f"a mapping with keys {', '.join(schema)}"):
@@ -239,6 +260,7 @@ def _section(
     if not isinstance(node, yaml.MappingNode):
         return None
     values: dict[str, Any] = {}
+    report: set[str] = set()
     complete = True
     for name, spec in schema.items():
         if name not in found:
@@ -248,9 +270,14 @@ def _section(
                 complete = False
             continue
         parsed = spec.parse(r, found[name], _join(path, name))
+        if isinstance(parsed, _Moded):
+            report |= _report_names(name, parsed.value) if parsed.report else set()
+            parsed = parsed.value
         if parsed is not None:
             values[spec.attr or name] = parsed
         complete = complete and (parsed is not None or not spec.need)
+    if report:
+        values["report"] = frozenset(report)
     return values if complete else None
 
 
@@ -262,6 +289,54 @@ def _model(model: Callable[..., T], schema: Mapping[str, _Key]) -> Parse[T]:
         return None if values is None else model(**values)
 
     return parse
+
+
+# --- report mode --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Moded(Generic[T]):
+    """A rule's value and whether it is in ``mode: report``; :func:`_section` unwraps it."""
+
+    value: T
+    report: bool
+
+
+def _report_names(key: str, value: object) -> set[str]:
+    """The names a rule in report mode adds to its section's ``report``: spend names each period."""
+    if isinstance(value, Spend):
+        return {f"{key}.{period}" for period, _ in value.items()}
+    return {key}
+
+
+def _moded(parse: Parse[T], example: str) -> Parse[_Moded[T]]:
+    """A rule written as its value, or in long form ``{value: ..., mode: report}``."""
+    schema = {"value": _Key(parse, f"the rule's value: {example}"), "mode": _Key(_choice(RuleMode))}
+
+    def read(r: _Reader, node: Node, path: str) -> _Moded[T] | None:
+        if not isinstance(node, yaml.MappingNode):
+            value = parse(r, node, path)
+            return None if value is None else _Moded(value, False)
+        values = _section(r, node, path, schema)
+        if values is None:
+            return None
+        return _Moded(values["value"], values.get("mode") is RuleMode.REPORT)
+
+    return read
+
+
+def _moded_model(model: Callable[..., T], schema: Mapping[str, _Key]) -> Parse[_Moded[T]]:
+    """A rule whose value is a mapping: ``mode: report`` is one more key of it."""
+    with_mode = {**schema, "mode": _Key(_choice(RuleMode))}
+
+    def read(r: _Reader, node: Node, path: str) -> _Moded[T] | None:
+        values = _section(r, node, path, with_mode)
+        if values is None:
+            return None
+        report = values.pop("mode", RuleMode.ENFORCE) is RuleMode.REPORT
+        return _Moded(model(**values), report)
+
+    return read
 
 
 def _items(r: _Reader, node: Node, path: str, example: str) -> list[Node]:
@@ -323,7 +398,9 @@ _currency = _pattern(_CURRENCY, "an ISO 4217 currency code such as USD")
 _dialled = _pattern(_DIGITS, 'digits as dialled, such as "9"')
 _emergency = _pattern(_DIGITS, 'an emergency number as digits, such as "911"')
 _rate_prefix = _pattern(_DIGITS, 'an E.164 prefix as digits without "+", such as "44"')
-_e164_prefix = _pattern(_PLUS_DIGITS, 'an E.164 prefix: "+" then digits, such as "+1900"', 1)
+_e164_prefix = _pattern(
+    _PLUS_DIGITS, 'an E.164 prefix: "+" then digits, such as "+1900", or {file: NAME}', 1
+)
 
 
 def _money(r: _Reader, node: Node, path: str) -> Decimal | None:
@@ -507,7 +584,74 @@ def _destinations(r: _Reader, node: Node, path: str) -> Destinations | None:
         if allow in keys and deny in keys:
             message = f"{allow} and {deny} cannot both be set; keep one"
             r.problem(keys[deny], _join(path, deny), message)
-    return _model(Destinations, _DESTINATIONS)(r, node, path)
+    values = _section(r, node, path, _DESTINATIONS)
+    if values is None:
+        return None
+    lists: dict[str, str] = {}
+    for key in ("deny_prefixes", "allow_prefixes"):
+        if key in values:
+            lists.update(values[key].lists)
+            values[key] = values[key].prefixes
+    return Destinations(**values, prefix_lists=lists)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefixes:
+    """``deny_prefixes`` or ``allow_prefixes``: every prefix, and the list each file-read one is from."""
+
+    prefixes: tuple[str, ...]
+    lists: dict[str, str]
+
+
+def _prefix_entries(example: str, mapping: str = "") -> Parse[_Prefixes]:
+    """A list of "+digits" and ``{file: NAME}`` entries; ``mapping`` says why a mapping is wrong."""
+    list_file = {"file": _Key(_text, "the name of a list file, such as {file: lists/irsf.txt}")}
+
+    def parse(r: _Reader, node: Node, path: str) -> _Prefixes | None:
+        if mapping and isinstance(node, yaml.MappingNode):
+            r.problem(node, path, f"{mapping}; expected a list such as {example}")
+            return None
+        found: dict[str, str | None] = {}  # digits -> list name (None: written inline), in order
+        for n, item in enumerate(_items(r, node, path, example)):
+            where = _join(path, n)
+            if not isinstance(item, yaml.MappingNode):
+                prefix = _e164_prefix(r, item, where)
+                if prefix is not None:
+                    found.setdefault(prefix)
+                continue
+            values = _section(r, item, where, list_file)
+            listed = _prefix_list(r, item, where, values["file"]) if values else None
+            if listed is not None:
+                for prefix in listed.prefixes:
+                    found.setdefault(prefix, listed.name)
+        lists = {prefix: name for prefix, name in found.items() if name is not None}
+        return _Prefixes(tuple(found), lists)
+
+    return parse
+
+
+def _prefix_list(r: _Reader, node: Node, path: str, name: str) -> PrefixList | None:
+    """The range list ``name``, read once per policy; its problems name the list file and its line."""
+    if name in r.lists:
+        return r.lists[name]
+    where = _join(path, "file")
+    label = r.read_list.where(name) if isinstance(r.read_list, ListFiles) else name
+    r.lists[name] = None
+    try:
+        text = r.read_list[name] if isinstance(r.read_list, Mapping) else r.read_list(name)
+    except KeyError:
+        r.problem(node, where, f"cannot read the list {name!r}: it is not among the lists given")
+        return None
+    except (OSError, ValueError) as exc:
+        known = isinstance(exc, OSError) and exc.strerror
+        why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and known else exc
+        r.problem(node, where, f"cannot read the list {name!r}: {why}")
+        return None
+    found, problems = read_prefix_list(text, name)
+    for line, message in problems:
+        r.problems.append(Problem(label, line, where, message))
+    r.lists[name] = found
+    return found
 
 
 def _profiles(r: _Reader, node: Node, path: str) -> dict[str, Profile]:
@@ -586,15 +730,21 @@ def _reachable(r: _Reader, rule: ExtensionRule, earlier: dict[str, int], path: s
 
 
 def merge_limits(base: Limits, over: Limits) -> Limits:
-    """``over``'s limits that are set, over ``base``, field by field; spend merges per period."""
+    """``over``'s limits that are set, over ``base``, field by field; spend merges per period.
+
+    Modes merge the same way: a limit that ``over`` sets takes ``over``'s mode (enforce unless it says
+    ``mode: report``); every other limit keeps ``base``'s.
+    """
     periods = ("hour", "day", "month")
     spend = {p: _first(getattr(over.spend, p), getattr(base.spend, p)) for p in periods}
     changes = {
         name: getattr(over, name)
         for name in Limits.__dataclass_fields__
-        if name != "spend" and getattr(over, name) is not None
+        if name not in {"spend", "report"} and getattr(over, name) is not None
     }
-    return replace(base, **changes, spend=Spend(**spend))
+    overridden = {*changes, *(f"spend.{period}" for period, _ in over.spend.items())}
+    report = (base.report - overridden) | over.report
+    return replace(base, **changes, spend=Spend(**spend), report=frozenset(report))
 
 
 def _first(over: T | None, base: T | None) -> T | None:
@@ -618,33 +768,41 @@ _SITE = {
     "outside_line": _Key(_tuple(_dialled, '["9"]')),
     "on_store_error": _Key(_choice(FailMode)),
 }
+_NO_MODE = "allow_prefixes has no mode: it only lets calls through"
 _DESTINATIONS = {
-    "allow_countries": _Key(_set(_country, "[US, CA]")),
-    "deny_countries": _Key(_set(_country, "[CU]")),
-    "allow_number_types": _Key(_set(_choice(NumberType), "[fixed_line, mobile]")),
-    "deny_number_types": _Key(_set(_choice(NumberType), "[premium_rate]")),
-    "deny_prefixes": _Key(_tuple(_e164_prefix, '["+1900"]')),
-    "allow_prefixes": _Key(_tuple(_e164_prefix, '["+18005551"]')),
-    "max_rate": _Key(_money),
+    "allow_countries": _Key(_moded(_set(_country, "[US, CA]"), "[US, CA]")),
+    "deny_countries": _Key(_moded(_set(_country, "[CU]"), "[CU]")),
+    "allow_number_types": _Key(
+        _moded(_set(_choice(NumberType), "[fixed_line, mobile]"), "[fixed_line, mobile]")
+    ),
+    "deny_number_types": _Key(
+        _moded(_set(_choice(NumberType), "[premium_rate]"), "[premium_rate]")
+    ),
+    "deny_prefixes": _Key(
+        _moded(_prefix_entries('["+1900", {file: callgate:irsf-starter}]'), '["+1900"]')
+    ),
+    "allow_prefixes": _Key(_prefix_entries('["+18005551"]', _NO_MODE)),
+    "max_rate": _Key(_moded(_money, '"0.50"')),
 }
 _HOURS = {
-    "international": _Key(_window),
-    "any": _Key(_window),
-    "on_holidays": _Key(_choice(HolidayMode)),
+    "international": _Key(_moded(_window, '"mon-fri 08:00-18:00"')),
+    "any": _Key(_moded(_window, '"mon-sun 00:00-24:00"')),
+    "on_holidays": _Key(_moded(_choice(HolidayMode), "domestic_only")),
 }
 _WITHIN = _Key(_within, "a sliding window such as 10m")
+_COUNT = _Key(_moded(_count, "4"))
+_CALLS_WITHIN = {"calls": _Key(_at_least_one, "a count", "count"), "within": _WITHIN}
+_NUMBERS_WITHIN = {"numbers": _Key(_at_least_one, "a count", "count"), "within": _WITHIN}
 _GROUP_LIMITS = {
-    "calls_per_minute": _Key(_count),
-    "calls_per_hour": _Key(_count),
-    "international_calls_per_hour": _Key(_count),
-    "concurrent_calls": _Key(_count),
-    "same_number": _Key(
-        _model(Burst, {"calls": _Key(_at_least_one, "a count", "count"), "within": _WITHIN})
+    "calls_per_minute": _COUNT,
+    "calls_per_hour": _COUNT,
+    "international_calls_per_hour": _COUNT,
+    "concurrent_calls": _COUNT,
+    "same_number": _Key(_moded_model(Burst, _CALLS_WITHIN)),
+    "distinct_numbers": _Key(_moded_model(Burst, _NUMBERS_WITHIN)),
+    "spend": _Key(
+        _moded_model(Spend, {period: _Key(_money) for period in ("hour", "day", "month")})
     ),
-    "distinct_numbers": _Key(
-        _model(Burst, {"numbers": _Key(_at_least_one, "a count", "count"), "within": _WITHIN})
-    ),
-    "spend": _Key(_model(Spend, {period: _Key(_money) for period in ("hour", "day", "month")})),
 }
 _SHORT_CALLS = {
     "calls": _Key(_at_least_one, "how many short calls"),
@@ -654,8 +812,8 @@ _SHORT_CALLS = {
 }
 _LIMITS = {
     **_GROUP_LIMITS,
-    "short_calls": _Key(_model(ShortCalls, _SHORT_CALLS)),
-    "max_call_duration": _Key(_call_length),
+    "short_calls": _Key(_moded_model(ShortCalls, _SHORT_CALLS)),
+    "max_call_duration": _Key(_moded(_call_length, "2h")),
 }
 _PROFILE = {
     "destinations": _Key(_destinations),
@@ -669,10 +827,7 @@ _RULE = {
     "limits": _Key(_model(Limits, _LIMITS)),
 }
 _LOCKDOWN = {
-    "after_denied": _Key(
-        _model(Burst, {"calls": _Key(_at_least_one, "a count", "count"), "within": _WITHIN}),
-        "{calls: N, within: DURATION}",
-    ),
+    "after_denied": _Key(_moded_model(Burst, _CALLS_WITHIN), "{calls: N, within: DURATION}"),
     "locks": _Key(_choice(LockScope)),
 }
 _TOP = {  # read in this order: rates (the increment) before limits, profiles before extensions
@@ -694,8 +849,11 @@ _TOP = {  # read in this order: rates (the increment) before limits, profiles be
 # --- describe -----------------------------------------------------------------------------------
 
 
-def describe(policy: Policy) -> list[str]:
-    """A human summary, one line per item, for ``callgate policy check``."""
+def describe(policy: Policy, today: date | None = None) -> list[str]:
+    """A human summary, one line per item, for ``callgate policy check``.
+
+    With ``today`` (the site's local date), range lists past their expiry date get a warning line.
+    """
     site, rates = policy.site, policy.rates
     default = "no default (unrated numbers are denied)"
     if rates.default is not None:
@@ -714,10 +872,15 @@ def describe(policy: Policy) -> list[str]:
     for rule in policy.extensions:
         own = _caps(_changed(rule.profile.limits, rule.limits))
         own = "" if own == "none" else f" with its own limits: {own}"
+        enforced = ", ".join(sorted(rule.profile.limits.report - rule.limits.report))
+        own += f"; enforces what the profile only reports: {enforced}" if enforced else ""
         lines.append(f"  {rule.match} -> {rule.profile.name}{own}")
     if not any(rule.match == "*" for rule in policy.extensions):
         lines.append("  any other extension is refused (unknown_extension)")
     lines.append(f"site limits (all extensions together): {_caps(policy.site_limits)}")
+    lines += _describe_lists(policy, today)
+    report = ", ".join(_report_paths(policy)) or "none"
+    lines.append(f"report only (checked and logged, never denied): {report}")
     if policy.lockdown is not None:
         after = policy.lockdown.after_denied
         lines.append(
@@ -736,8 +899,8 @@ def _describe_profile(profile: Profile) -> list[str]:
         _listed("not countries", d.deny_countries or None),
         _listed("only types", d.allow_number_types),
         _listed("not types", d.deny_number_types or None),
-        _listed("not", {"+" + p for p in d.deny_prefixes} or None),
-        _listed("always", {"+" + p for p in d.allow_prefixes} or None),
+        _listed_prefixes("not", d.deny_prefixes, d.prefix_lists),
+        _listed_prefixes("always", d.allow_prefixes, d.prefix_lists),
         f"rate at most {d.max_rate}/min" if d.max_rate is not None else "",
     ]
     when = [
@@ -762,13 +925,61 @@ def _changed(base: Limits, limits: Limits) -> Limits:
     changes = {
         name: getattr(limits, name)
         for name in Limits.__dataclass_fields__
-        if name != "spend" and getattr(limits, name) != getattr(base, name)
+        if name not in {"spend", "report"} and getattr(limits, name) != getattr(base, name)
     }
     return Limits(**changes, spend=Spend(**spend))
 
 
 def _listed(label: str, values: Iterable[str] | None) -> str:
     return "" if values is None else f"{label} {', '.join(sorted(values)) or 'none'}"
+
+
+def _listed_prefixes(label: str, prefixes: tuple[str, ...], lists: Mapping[str, str]) -> str:
+    """``not +1900, +1976, list callgate:irsf-starter (14)``: a list file is named, not spelled out."""
+    inline = sorted("+" + p for p in prefixes if p not in lists)
+    counts: dict[str, int] = {}
+    for prefix in prefixes:
+        if prefix in lists:
+            counts[lists[prefix]] = counts.get(lists[prefix], 0) + 1
+    named = [f"list {name} ({count})" for name, count in counts.items()]
+    return f"{label} {', '.join(inline + named)}" if prefixes else ""
+
+
+def _describe_lists(policy: Policy, today: date | None) -> list[str]:
+    """One line per range list; a warning for each list past its expiry date (still enforced)."""
+    lines = []
+    for found in policy.lists:
+        source = found.source if len(found.source) <= 80 else found.source[:77] + "..."
+        expires = f"expires {found.expires}" if found.expires else "no expiry date"
+        lines.append(
+            f"range list {found.name}: {len(found.prefixes)} prefixes, {expires}; source: {source}"
+        )
+    for found in policy.expired_lists(today) if today is not None else ():
+        lines.append(
+            f"warning: range list {found.name} expired on {found.expires}; it is still enforced: "
+            "update it from its source, or remove it from the policy"
+        )
+    return lines
+
+
+def _report_paths(policy: Policy) -> list[str]:
+    """The key path of every rule in ``mode: report``, in file order of the sections."""
+    paths: list[str] = []
+    for name, profile in policy.profiles.items():
+        sections = (
+            ("destinations", profile.destinations.report),
+            ("hours", profile.hours.report),
+            ("limits", profile.limits.report),
+            ("profile_limits", profile.group_limits.report),
+        )
+        for part, keys in sections:
+            paths += [f"profiles.{name}.{part}.{key}" for key in sorted(keys)]
+    for n, rule in enumerate(policy.extensions):
+        own = sorted(rule.limits.report - rule.profile.limits.report)
+        paths += [f"extensions[{n}].limits.{key}" for key in own]
+    paths += [f"site_limits.{key}" for key in sorted(policy.site_limits.report)]
+    lockdown = policy.lockdown.report if policy.lockdown is not None else frozenset()
+    return paths + [f"lockdown.{key}" for key in sorted(lockdown)]
 
 
 def _caps(limits: Limits, per_call: bool = False) -> str:

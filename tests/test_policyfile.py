@@ -269,6 +269,29 @@ CASES: list[tuple[str, str, int, str, str]] = [
         '"+" then digits',
     ),
     (
+        "unknown shipped list",
+        edited(
+            "    limits:", "    destinations: {deny_prefixes: [{file: callgate:x}]}\n    limits:"
+        ),
+        7,
+        "profiles.p.destinations.deny_prefixes[0].file",
+        "callgate ships no list 'callgate:x'; it ships: callgate:irsf-starter",
+    ),
+    (
+        "report mode typo",
+        edited('{spend: {day: "10.00"}}', "{calls_per_hour: {value: 4, mode: reprot}}"),
+        7,
+        "profiles.p.limits.calls_per_hour.mode",
+        "did you mean 'report'?",
+    ),
+    (
+        "mode on a section",
+        edited('{spend: {day: "10.00"}}', '{mode: report, spend: {day: "10.00"}}'),
+        7,
+        "profiles.p.limits.mode",
+        "a mode belongs to one rule",
+    ),
+    (
         "rate prefix",
         edited("increment: 60", 'increment: 60, prefixes: {"+44": 0.02}'),
         4,
@@ -540,6 +563,22 @@ def test_describe() -> None:
     small = "\n".join(describe(load_policy(BASE, "base")))
     assert "any other extension is refused (unknown_extension)" in small
     assert "calls up to 2h (default)" in small
+    assert "report only (checked and logged, never denied): none" in small
+    assert "range list" not in small
+    assert "destinations: countries CA, DE, FR, GB, MX, US; not types" in text
+    assert "not +1900, +1976; always +18005551" in text
+
+
+def test_without_modes_or_lists_nothing_is_report_only() -> None:
+    """A policy that writes no mode and no list has empty report sets and no lists."""
+    policy = load_policy(DEFAULT, "default")
+    office = policy.profiles["office"]
+    assert office.destinations.report == office.hours.report == office.limits.report == frozenset()
+    assert policy.site_limits.report == frozenset()
+    assert policy.lockdown is not None
+    assert policy.lockdown.report == frozenset()
+    assert policy.lists == ()
+    assert office.destinations.prefix_lists == {}
 
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(":-[]{}#&*!|>'\"%@`,?\n\t "))

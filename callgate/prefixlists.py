@@ -1,0 +1,171 @@
+"""Destination range lists: the files of E.164 prefixes that ``{file: ...}`` in a policy names.
+
+A list is UTF-8 text, one prefix a line::
+
+    # source: Example Telecom IRSF advisory, 2026-11 (https://example.com/irsf)
+    # expires: 2027-11-30
+    +88213          # a comment may follow a prefix
+    +979
+
+    # blank lines and comment lines are ignored
+    +2392
+
+* A prefix is ``+`` then 1 to 15 digits, nothing else on the line but spaces and a ``# comment``.
+* The header is the comment lines before the first prefix. In it, ``# source: TEXT`` is required (where
+  the list comes from; several ``source`` lines are joined) and ``# expires: YYYY-MM-DD`` is optional
+  (the last day the list is vouched for). Other comments, in the header or anywhere, are free text.
+* An expired list is still enforced: a stale list of fraud ranges is better than none. ``policy check``
+  names it, and :meth:`~callgate.policy.Policy.expired_lists` lets the running gate alert.
+
+:func:`read_prefix_list` is pure (text in, list and problems out). Where the text comes from is the
+caller's choice: :class:`ListFiles` reads files (the default of ``load_policy``), a mapping of name to
+text (a policy stored in Redis with its lists) reads nothing from disk. A name ``callgate:NAME`` is a
+list shipped in the package (``callgate/data/lists/NAME.txt``), such as ``callgate:irsf-starter``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from datetime import date
+from importlib import resources
+from pathlib import Path
+
+from callgate.policy import PrefixList
+
+BUILTIN = "callgate:"
+MAX_BYTES = 16 * 1024 * 1024  # a provider's list of 100,000 ranges is under 2 MB
+MAX_PROBLEMS = 20  # per list: a wrong file (a CSV, a PDF) is named, not listed line by line
+
+# How the policy reader gets a list's text by the name the policy writes: a function that raises
+# OSError, KeyError or ValueError when it cannot, or a mapping of name to text.
+ListSource = Callable[[str], str] | Mapping[str, str]
+
+_PREFIX = re.compile(r"\+[0-9]{1,15}", re.ASCII)
+_HEADER = re.compile(r"#\s*([A-Za-z][A-Za-z_-]*)\s*:(.*)", re.ASCII)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_BUILTIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.ASCII)
+_HEADER_KEYS = ("source", "expires")
+
+
+def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tuple[int, str]]]:
+    """The list in ``text`` and its problems as (line, message); the list is None when any is found."""
+    problems: list[tuple[int, str]] = []
+    sources: list[str] = []
+    expires: date | None = None
+    expires_line = 0
+    prefixes: dict[str, None] = {}  # in file order, each once
+    bad_lines = 0
+    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            header = _HEADER.fullmatch(line) if not prefixes else None
+            if header is None:
+                continue
+            key, value = header[1].lower(), header[2].strip()
+            if key == "source" and value:
+                sources.append(value)
+            elif key == "source":
+                problems.append((number, "the source is empty: say where the list comes from"))
+            elif key == "expires" and expires_line:
+                problems.append((number, f"a second expires line (first at line {expires_line})"))
+            elif key == "expires":
+                expires, expires_line = _expiry(value, number, problems), number
+            elif close := difflib.get_close_matches(key, _HEADER_KEYS, n=1, cutoff=0.75):
+                problems.append((number, f"unknown header {key!r}; did you mean {close[0]!r}?"))
+            continue
+        prefix = line.partition("#")[0].strip()
+        if _PREFIX.fullmatch(prefix):
+            prefixes.setdefault(prefix[1:])
+            continue
+        bad_lines += 1
+        if bad_lines <= MAX_PROBLEMS:
+            shown = prefix if len(prefix) <= 40 else prefix[:37] + "..."
+            problems.append(
+                (
+                    number,
+                    f'expected an E.164 prefix: "+" then digits, such as +88213; got {shown!r}',
+                )
+            )
+    if bad_lines > MAX_PROBLEMS:
+        problems.append((0, f"{bad_lines - MAX_PROBLEMS} more lines that are not prefixes"))
+    if not sources:
+        problems.append(
+            (0, "no '# source: ...' line before the first prefix: say where the list comes from")
+        )
+    if not prefixes and not bad_lines:
+        problems.append((0, "no prefixes: expected one E.164 prefix a line, such as +88213"))
+    if problems:
+        return None, problems
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    found = PrefixList(name, "; ".join(sources), tuple(prefixes), expires, digest)
+    return found, []
+
+
+def _expiry(text: str, line: int, problems: list[tuple[int, str]]) -> date | None:
+    try:
+        if _ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    problems.append((line, f"expires: expected a date YYYY-MM-DD such as 2027-11-30, got {text!r}"))
+    return None
+
+
+def builtin_names() -> list[str]:
+    """The lists shipped with callgate, as a policy names them (``callgate:irsf-starter``)."""
+    folder = resources.files("callgate").joinpath("data/lists")
+    return sorted(
+        BUILTIN + item.name.removesuffix(".txt")
+        for item in folder.iterdir()
+        if item.name.endswith(".txt")
+    )
+
+
+def read_builtin(name: str) -> str:
+    """The text of a shipped list; ``FileNotFoundError`` naming the shipped lists when it is not one."""
+    short = name.removeprefix(BUILTIN)
+    item = resources.files("callgate").joinpath(f"data/lists/{short}.txt")
+    if not _BUILTIN_NAME.fullmatch(short) or not item.is_file():
+        shipped = ", ".join(builtin_names()) or "none"
+        raise FileNotFoundError(f"callgate ships no list {name!r}; it ships: {shipped}")
+    return item.read_text(encoding="utf-8")
+
+
+class ListFiles:
+    """Reads lists from files: ``callgate:NAME`` from the package, other paths against ``base``.
+
+    ``base`` is the policy file's directory (``None``: the current directory). Only regular files up to
+    ``MAX_BYTES`` are read, so a name such as ``/dev/zero`` is refused, not read forever.
+    """
+
+    def __init__(self, base: Path | None = None) -> None:
+        self.base = base
+
+    def where(self, name: str) -> str:
+        """Where the list named ``name`` is read from, for messages."""
+        if name.startswith(BUILTIN):
+            return name
+        path = Path(name)
+        return str(path if self.base is None or path.is_absolute() else self.base / path)
+
+    def __call__(self, name: str) -> str:
+        if name.startswith(BUILTIN):
+            return read_builtin(name)
+        path = Path(self.where(name))
+        if not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+        if not path.is_file():
+            raise ValueError(f"not a regular file: {path}")
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"larger than {MAX_BYTES // (1024 * 1024)} MB: {path}")
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ValueError(f"not UTF-8 text (line {line}): {path}") from None

@@ -1,0 +1,303 @@
+"""Range lists: the file format, the shipped starter list, and lists read by a policy from files or text."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from callgate.errors import PolicyError, Problem
+from callgate.policy import PrefixList
+from callgate.policyfile import describe, load_policy, load_policy_file
+from callgate.prefixlists import (
+    MAX_PROBLEMS,
+    ListFiles,
+    ListSource,
+    builtin_names,
+    read_builtin,
+    read_prefix_list,
+)
+
+GOOD = """\
+# source: Example Carrier IRSF advisory, 2026-11
+# expires: 2027-11-30
++88213          # a comment after a prefix
++2392
+
+# a comment line
++979
++2392
+"""
+
+# Line numbers below are counted in this text; line 8 is the {file: ...} entry.
+POLICY = """\
+version: 1
+site: {name: t, region: US, timezone: America/New_York, currency: USD}
+emergency: ["911"]
+rates: {default: 0.05}
+profiles:
+  p:
+    destinations:
+      deny_prefixes: ["+1900", {file: lists/carrier.txt}]
+extensions:
+  - {match: "*", profile: p}
+"""
+DENY = "profiles.p.destinations.deny_prefixes"
+
+
+def problems_of(text: str, read_list: ListSource) -> tuple[Problem, ...]:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(text, "redis:v3", read_list=read_list)
+    return caught.value.problems
+
+
+def test_a_list_is_read() -> None:
+    """Prefixes keep file order, each once, without "+"; the header gives source and expiry."""
+    found, problems = read_prefix_list(GOOD, "lists/carrier.txt")
+    assert problems == []
+    assert found == PrefixList(
+        "lists/carrier.txt",
+        "Example Carrier IRSF advisory, 2026-11",
+        ("88213", "2392", "979"),
+        date(2027, 11, 30),
+        hashlib.sha256(GOOD.encode()).hexdigest(),
+    )
+
+
+def test_header_details() -> None:
+    """A BOM and CRLF are fine; several source lines are joined; no expiry is allowed; keys ignore case."""
+    text = (
+        "\ufeff# Source: A\r\n# source: B\r\n# note: free text\r\n+1\r\n# source: not a header\r\n"
+    )
+    found, problems = read_prefix_list(text, "x")
+    assert problems == []
+    assert found is not None
+    assert (found.source, found.expires, found.prefixes) == ("A; B", None, ("1",))
+
+
+# One row per kind of mistake: (the list text, [(line, part of the message)]).
+LIST_CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
+    ("no source", "# expires: 2027-01-01\n+1\n", [(0, "no '# source: ...' line")]),
+    ("source after prefixes", "+1\n# source: late\n", [(0, "no '# source: ...' line")]),
+    ("empty source", "# source:\n# source: x\n+1\n", [(1, "the source is empty")]),
+    ("no prefixes", "# source: x\n# only comments\n", [(0, "no prefixes")]),
+    ("empty file", "", [(0, "no '# source"), (0, "no prefixes")]),
+    (
+        "bad line",
+        "# source: x\n+1\n44 20 7946\n+1-900\n",
+        [(3, "got '44 20 7946'"), (4, "got '+1-900'")],
+    ),
+    ("too long", "# source: x\n+1234567890123456\n", [(2, '"+" then digits')]),
+    ("bad expiry", "# source: x\n# expires: next year\n+1\n", [(2, "expected a date YYYY-MM-DD")]),
+    ("impossible expiry", "# source: x\n# expires: 2027-02-30\n+1\n", [(2, "expected a date")]),
+    (
+        "second expiry",
+        "# source: x\n# expires: 2027-01-01\n# expires: 2028-01-01\n+1\n",
+        [(3, "a second expires line (first at line 2)")],
+    ),
+    ("typo in header", "# source: x\n# expiry: 2027-01-01\n+1\n", [(2, "did you mean 'expires'?")]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in LIST_CASES], ids=[c[0] for c in LIST_CASES]
+)
+def test_list_problem(text: str, expected: list[tuple[int, str]]) -> None:
+    """A broken list is refused; each problem names its line (0: the list as a whole)."""
+    found, problems = read_prefix_list(text, "x")
+    assert found is None
+    assert [line for line, _ in problems] == [line for line, _ in expected], problems
+    for (_, message), (_, part) in zip(problems, expected, strict=True):
+        assert part in message, message
+
+
+def test_a_wrong_file_is_named_not_listed() -> None:
+    """A file that is not a list at all (a CSV) gives a bounded number of problems."""
+    text = "# source: x\n" + "".join(f"{n},+44,0.02\n" for n in range(500))
+    found, problems = read_prefix_list(text, "x")
+    assert found is None
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1] == (0, f"{500 - MAX_PROBLEMS} more lines that are not prefixes")
+
+
+def test_the_starter_list_ships_and_is_sourced() -> None:
+    """callgate:irsf-starter is package data: it loads, cites its sources and expires within 2 years."""
+    assert "callgate:irsf-starter" in builtin_names()
+    text = read_builtin("callgate:irsf-starter")
+    found, problems = read_prefix_list(text, "callgate:irsf-starter")
+    assert problems == []
+    assert found is not None
+    assert {"979", "881", "882", "883", "870"} <= set(found.prefixes)
+    assert found.expires is not None
+    assert date(2026, 11, 1) < found.expires < date(2028, 12, 1)
+    assert text.count("https://") >= 4  # each block cites a public source
+    assert 5 <= len(found.prefixes) <= 50  # a starter, not a complete list
+
+
+def test_unknown_builtin() -> None:
+    """A name callgate does not ship, or one that tries to leave the folder, names the shipped lists."""
+    for name in ("callgate:nope", "callgate:../default-policy", "callgate:"):
+        with pytest.raises(FileNotFoundError, match="it ships: callgate:irsf-starter"):
+            read_builtin(name)
+
+
+def test_list_files(tmp_path: Path) -> None:
+    """Relative names resolve against the base; only regular UTF-8 files are read."""
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "a.txt").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"# source: x\n+1\n\xff\n")
+    files = ListFiles(tmp_path)
+    assert files("lists/a.txt") == GOOD
+    assert files(str(tmp_path / "lists" / "a.txt")) == GOOD
+    assert files.where("lists/a.txt") == str(tmp_path / "lists" / "a.txt")
+    assert files.where("callgate:irsf-starter") == "callgate:irsf-starter"
+    assert files("callgate:irsf-starter").startswith("# callgate starter list")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        files("lists/b.txt")
+    with pytest.raises(ValueError, match="not a regular file"):
+        files("lists")
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(line 3\)"):
+        files("bad.txt")
+    assert ListFiles().where("lists/a.txt") == "lists/a.txt"
+
+
+def test_policy_reads_lists_beside_its_file(tmp_path: Path) -> None:
+    """load_policy_file reads a relative list from the policy's directory, and the shipped list by name."""
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "carrier.txt").write_text(GOOD, encoding="utf-8")
+    text = POLICY.replace('"+1900", ', '"+1900", {file: callgate:irsf-starter}, ')
+    (tmp_path / "policy.yaml").write_text(text, encoding="utf-8")
+    policy = load_policy_file(tmp_path / "policy.yaml")
+    d = policy.profiles["p"].destinations
+    assert d.deny_prefixes[0] == "1900"
+    assert {"88213", "2392", "979", "881"} <= set(d.deny_prefixes)
+    assert len(d.deny_prefixes) == len(set(d.deny_prefixes))  # 979 is in both lists: once
+    assert "1900" not in d.prefix_lists
+    assert d.prefix_lists["88213"] == "lists/carrier.txt"
+    assert d.prefix_lists["979"] == "callgate:irsf-starter"  # the first list that names it
+    assert [found.name for found in policy.lists] == ["callgate:irsf-starter", "lists/carrier.txt"]
+
+
+def test_lists_given_as_text() -> None:
+    """A policy stored with its lists reads them from a mapping, never from disk."""
+    policy = load_policy(POLICY, "redis:v3", read_list={"lists/carrier.txt": GOOD})
+    assert policy.profiles["p"].destinations.deny_prefixes == ("1900", "88213", "2392", "979")
+    found = problems_of(POLICY, read_list={})
+    assert found == (
+        Problem(
+            "redis:v3",
+            8,
+            f"{DENY}[1].file",
+            "cannot read the list 'lists/carrier.txt': it is not among the lists given",
+        ),
+    )
+
+
+def test_lists_from_a_function() -> None:
+    """Any function of name to text may give the lists; what it raises becomes a problem."""
+
+    def read(name: str) -> str:
+        if name == "lists/carrier.txt":
+            return GOOD
+        raise OSError(13, "Permission denied", name)
+
+    assert load_policy(POLICY, "p", read_list=read).lists[0].name == "lists/carrier.txt"
+    text = POLICY.replace("lists/carrier.txt", "lists/secret.txt")
+    (problem,) = problems_of(text, read_list=read)
+    assert (
+        problem.message
+        == "cannot read the list 'lists/secret.txt': Permission denied: lists/secret.txt"
+    )
+
+
+def test_list_problems_name_the_list_file_and_line(tmp_path: Path) -> None:
+    """A bad line names the list file and its line, and the key that reads it, beside policy problems."""
+    (tmp_path / "lists").mkdir()
+    listed = tmp_path / "lists" / "carrier.txt"
+    listed.write_text("+1\n0044\n", encoding="utf-8")
+    text = POLICY.replace("region: US", "region: USA")
+    (tmp_path / "policy.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(tmp_path / "policy.yaml")
+    found = [(p.source, p.line, p.path) for p in caught.value.problems]
+    policy_file = str(tmp_path / "policy.yaml")
+    assert sorted(found) == sorted(
+        [
+            (policy_file, 2, "site.region"),
+            (str(listed), 0, f"{DENY}[1].file"),  # no source
+            (str(listed), 2, f"{DENY}[1].file"),  # 0044
+        ]
+    )
+    assert str(caught.value).count(f"{listed}:2: {DENY}[1].file: expected an E.164 prefix") == 1
+
+
+def test_a_missing_list_is_a_problem(tmp_path: Path) -> None:
+    """A list file that is not there names the path it looked for, at the policy's line."""
+    (tmp_path / "policy.yaml").write_text(POLICY, encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(tmp_path / "policy.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.path) == (8, f"{DENY}[1].file")
+    assert f"no such file: {tmp_path / 'lists' / 'carrier.txt'}" in problem.message
+
+
+def test_a_broken_list_used_twice_is_reported_once() -> None:
+    """Two profiles naming one list read it once; its problems are listed once."""
+    text = POLICY.replace(
+        "extensions:",
+        "  q:\n    destinations: {allow_prefixes: [{file: lists/carrier.txt}]}\nextensions:",
+    )
+    assert len(problems_of(text, read_list={"lists/carrier.txt": "+1\n"})) == 1
+    policy = load_policy(text, "p", read_list={"lists/carrier.txt": GOOD})
+    assert policy.profiles["q"].destinations.allow_prefixes == ("88213", "2392", "979")
+    assert len(policy.lists) == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "message"),
+    [
+        ("{file: }", f"{DENY}[1].file", "expected text, got nothing"),
+        ("{files: a.txt}", f"{DENY}[1].files", "did you mean 'file'?"),
+        ("{}", f"{DENY}[1].file", "missing; expected the name of a list file"),
+        ("[+1]", f"{DENY}[1]", '"+" then digits, such as "+1900", or {file: NAME}'),
+    ],
+)
+def test_bad_file_entries(entry: str, path: str, message: str) -> None:
+    """A {file: ...} entry is checked like every other mapping of the policy."""
+    text = POLICY.replace("{file: lists/carrier.txt}", entry)
+    found = problems_of(text, read_list={})
+    assert path in {p.path for p in found}, found
+    assert any(message in p.message for p in found), found
+
+
+def test_digest_covers_the_lists() -> None:
+    """Changing a list changes the policy's digest; without lists the digest is the text's sha256."""
+    one = load_policy(POLICY, "p", read_list={"lists/carrier.txt": GOOD})
+    two = load_policy(POLICY, "p", read_list={"lists/carrier.txt": GOOD + "+881\n"})
+    assert one.digest != two.digest
+    plain = POLICY.replace(", {file: lists/carrier.txt}", "")
+    assert load_policy(plain, "p").digest == hashlib.sha256(plain.encode()).hexdigest()
+    assert one.digest != hashlib.sha256(POLICY.encode()).hexdigest()
+
+
+def test_expired_lists_are_enforced_and_reported() -> None:
+    """An expired list still denies; expired_lists and describe(today=...) name it and its date."""
+    policy = load_policy(POLICY, "p", read_list={"lists/carrier.txt": GOOD})
+    assert "88213" in policy.profiles["p"].destinations.deny_prefixes
+    assert policy.expired_lists(date(2027, 11, 30)) == ()
+    (expired,) = policy.expired_lists(date(2027, 12, 1))
+    assert expired.name == "lists/carrier.txt"
+    text = "\n".join(describe(policy))
+    assert "not +1900, list lists/carrier.txt (3)" in text
+    assert "range list lists/carrier.txt: 3 prefixes, expires 2027-11-30; source: Example" in text
+    assert "warning" not in text
+    late = "\n".join(describe(policy, today=date(2028, 1, 1)))
+    assert (
+        "warning: range list lists/carrier.txt expired on 2027-11-30; it is still enforced" in late
+    )
+    undated = GOOD.replace("# expires: 2027-11-30\n", "")
+    policy = load_policy(POLICY, "p", read_list={"lists/carrier.txt": undated})
+    assert policy.expired_lists(date(2100, 1, 1)) == ()
+    assert "no expiry date" in "\n".join(describe(policy, today=date(2100, 1, 1)))
