@@ -643,8 +643,9 @@ def _prefix_list(r: _Reader, node: Node, path: str, name: str) -> PrefixList | N
         r.problem(node, where, f"cannot read the list {name!r}: it is not among the lists given")
         return None
     except (OSError, ValueError) as exc:
-        known = isinstance(exc, OSError) and exc.strerror
-        why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and known else exc
+        why = str(exc)
+        if isinstance(exc, OSError) and exc.strerror:  # an OS error's own text has no path
+            why = f"{exc.strerror}: {exc.filename}"
         r.problem(node, where, f"cannot read the list {name!r}: {why}")
         return None
     found, problems = read_prefix_list(text, name)

@@ -58,12 +58,13 @@ def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tupl
     expires_line = 0
     prefixes: dict[str, None] = {}  # in file order, each once
     bad_lines = 0
+    in_header = True  # until the first line that is not a comment
     for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
         if line.startswith("#"):
-            header = _HEADER.fullmatch(line) if not prefixes else None
+            header = _HEADER.fullmatch(line) if in_header else None
             if header is None:
                 continue
             key, value = header[1].lower(), header[2].strip()
@@ -78,6 +79,7 @@ def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tupl
             elif close := difflib.get_close_matches(key, _HEADER_KEYS, n=1, cutoff=0.75):
                 problems.append((number, f"unknown header {key!r}; did you mean {close[0]!r}?"))
             continue
+        in_header = False
         prefix = line.partition("#")[0].strip()
         if _PREFIX.fullmatch(prefix):
             prefixes.setdefault(prefix[1:])
@@ -162,7 +164,7 @@ class ListFiles:
         if not path.is_file():
             raise ValueError(f"not a regular file: {path}")
         if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"larger than {MAX_BYTES // (1024 * 1024)} MB: {path}")
+            raise ValueError(f"larger than {MAX_BYTES:,} bytes: {path}")
         data = path.read_bytes()
         try:
             return data.decode("utf-8")

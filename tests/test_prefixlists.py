@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callgate import prefixlists
 from callgate.errors import PolicyError, Problem
 from callgate.policy import PrefixList
 from callgate.policyfile import describe, load_policy, load_policy_file
@@ -81,6 +82,11 @@ def test_header_details() -> None:
 LIST_CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
     ("no source", "# expires: 2027-01-01\n+1\n", [(0, "no '# source: ...' line")]),
     ("source after prefixes", "+1\n# source: late\n", [(0, "no '# source: ...' line")]),
+    (
+        "source after a bad line",
+        "oops\n# source: late\n+1\n",
+        [(1, "got 'oops'"), (0, "no '# source: ...' line")],
+    ),
     ("empty source", "# source:\n# source: x\n+1\n", [(1, "the source is empty")]),
     ("no prefixes", "# source: x\n# only comments\n", [(0, "no prefixes")]),
     ("empty file", "", [(0, "no '# source"), (0, "no prefixes")]),
@@ -161,6 +167,14 @@ def test_list_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"not UTF-8 text \(line 3\)"):
         files("bad.txt")
     assert ListFiles().where("lists/a.txt") == "lists/a.txt"
+
+
+def test_list_files_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file larger than MAX_BYTES is refused before it is read."""
+    (tmp_path / "big.txt").write_text(GOOD, encoding="utf-8")
+    monkeypatch.setattr(prefixlists, "MAX_BYTES", 10)
+    with pytest.raises(ValueError, match="larger than 10 bytes"):
+        ListFiles(tmp_path)("big.txt")
 
 
 def test_policy_reads_lists_beside_its_file(tmp_path: Path) -> None:
