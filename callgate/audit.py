@@ -48,6 +48,7 @@ def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, s
         "reserved": str(decision.reserved),
         "replayed": "1" if decision.replayed else "0",
         "policy": decision.policy_digest[:12],
+        "policy_version": str(decision.policy_revision),
         "ms": f"{elapsed_ms:.2f}",
     }
 

@@ -121,7 +121,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="action", required=True)
+    pol = sub.add_parser(
+        "policy", help="policy files and the versions pushed to Redis"
+    ).add_subparsers(dest="action", required=True)
     check = pol.add_parser("check", help="validate a policy file")
     check.add_argument("file")
     check.set_defaults(run=cmd_policy_check)
@@ -148,6 +150,10 @@ def parser() -> argparse.ArgumentParser:
         "--internal-digits", type=int, default=5, help="dialled strings this short are internal"
     )
     rp.set_defaults(run=cmd_replay)
+
+    from callgate.admin import add_parsers
+
+    add_parsers(sub, pol)
 
     sv = sub.add_parser("serve", help="run the Stasis app and the AMI spend feed")
     sv.add_argument(

@@ -62,6 +62,7 @@ class Decision:
     rules: tuple[RuleResult, ...]
     policy_digest: str
     replayed: bool = False
+    policy_revision: int = 0  # the Redis version of the policy that decided; 0: a local file
 
     @property
     def allowed(self) -> bool:
@@ -457,6 +458,7 @@ def _decision(
         rules=results,
         policy_digest=p.policy.digest,
         replayed=replayed,
+        policy_revision=p.policy.revision,
     )
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from callgate.engine import Decision, conclude, on_store_failure, prepare
+from callgate.engine import RESERVATION_HOLD, Decision, conclude, on_store_failure, prepare
 from callgate.errors import StoreUnavailable
-from callgate.policy import Policy
-from callgate.reasons import Verdict
+from callgate.policy import Policy, ShortCallAction
+from callgate.reasons import Reason, Verdict
 from callgate.rules import CallAttempt
-from callgate.store import Settlement, Store
+from callgate.store import BurstRule, Settlement, SettleStatus, Store
 
 log = logging.getLogger("callgate.gate")
 
@@ -58,6 +58,25 @@ class GateSettings:
     timeout_absolute: bool = True  # also set TIMEOUT(absolute) as a backstop for Dial's L()
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """An admitted call that has not been settled yet: what panic hangs up and short_calls looks at."""
+
+    channel_id: str
+    extension: str
+    number: str
+    international: bool
+    until: float  # monotonic time after which it is surely over (allowed seconds + hold)
+
+
+# Denials that say nothing about the caller, so they never count toward a lockdown.
+_NOT_THE_CALLERS = frozenset(
+    {Reason.UNKNOWN_EXTENSION, Reason.STORE_UNAVAILABLE, Reason.EXTENSION_LOCKED, Reason.SITE_PANIC}
+)
+
+Listener = Callable[[str, dict[str, object]], None]  # (event kind, details): locks, panic hang-ups
+
+
 class Gate:
     """One site's gate. ``policy`` is called on every decision, so a reload takes effect at once."""
 
@@ -77,6 +96,18 @@ class Gate:
         self.audit = audit
         self.settings = settings
         self.clock = clock
+        self.live: dict[
+            str, LiveCall
+        ] = {}  # call id -> admitted call of this instance, until settled
+        self.listeners: list[Listener] = []
+        self.decided: list[Callable[[Decision, float], None]] = []  # (decision, seconds) observers
+
+    def _tell(self, kind: str, details: dict[str, object]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, details)
+            except Exception:  # an observer must never break the gate
+                log.exception("listener failed on %s", kind)
 
     async def decide(self, attempt: CallAttempt) -> Decision:
         policy = self.policy()
@@ -96,8 +127,74 @@ class Gate:
         started = time.perf_counter()
         decision = await self.decide(attempt)
         await self.act(channel_id, decision)
-        self.audit.record(decision, channel_id, (time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        self.audit.record(decision, channel_id, elapsed * 1000)
+        for observe in self.decided:
+            observe(decision, elapsed)
+        if decision.allowed and decision.reason is Reason.ALLOWED:
+            self.live[decision.call_id] = LiveCall(
+                channel_id,
+                decision.extension,
+                decision.number.e164 or "",
+                decision.number.international,
+                time.monotonic() + decision.allowed_seconds + RESERVATION_HOLD,
+            )
+        elif not decision.allowed and decision.reason not in _NOT_THE_CALLERS:
+            await self._count_denial(decision)
         return decision
+
+    async def _count_denial(self, decision: Decision) -> None:
+        """lockdown.after_denied: lock the extension after N denied attempts in the window."""
+        policy = self.policy()
+        lockdown = policy.lockdown
+        if lockdown is None:
+            return
+        rule = BurstRule(
+            "denied",
+            lockdown.after_denied.within,
+            lockdown.after_denied.count,
+            lockdown.locks.value,
+            report="after_denied" in lockdown.report,
+        )
+        await self._burst(decision.extension, decision.call_id, rule, decision.reason.value)
+
+    async def _burst(self, extension: str, call_id: str, rule: BurstRule, why: str) -> None:
+        site = self.policy().site.name
+        at_ms = int(self.clock().timestamp() * 1000)
+        try:
+            seen = await self.store.count_burst(site, extension, call_id, at_ms, rule)
+        except StoreUnavailable as exc:
+            log.warning("could not count %s for %s: %s", rule.name, extension, exc)
+            return
+        details: dict[str, object] = {
+            "extension": extension,
+            "rule": rule.name,
+            "count": seen.count,
+            "within": rule.within,
+            "scope": rule.scope,
+            "last_reason": why,
+        }
+        if seen.locked:
+            log.warning(
+                "extension %s locked (%s): %d %s calls within %ds",
+                extension, rule.scope, seen.count, rule.name, rule.within,
+            )  # fmt: skip
+            self._tell("lock", details)
+        elif rule.report and seen.count >= rule.threshold:
+            log.warning("report: extension %s would be locked (%s)", extension, rule.scope)
+            self._tell("lock_report", details)
+
+    async def hang_up_international(self) -> int:
+        """Panic: hang up every international call this instance admitted that may still be up."""
+        now = time.monotonic()
+        doomed = [(cid, c) for cid, c in self.live.items() if c.international and c.until > now]
+        results = await asyncio.gather(
+            *(self.channels.hangup(c.channel_id, cause=self.settings.deny_cause) for _, c in doomed)
+        )
+        hung = sum(1 for ok in results if ok)
+        if doomed:
+            log.warning("panic: hung up %d international calls in progress", hung)
+        return hung
 
     async def act(self, channel_id: str, decision: Decision) -> None:
         variables = decision.variables()
@@ -122,4 +219,27 @@ class Gate:
     async def settle(self, call_id: str, billsec: int) -> Settlement:
         policy = self.policy()
         at_ms = int(self.clock().timestamp() * 1000)
-        return await self.store.settle(policy.site.name, call_id, billsec, at_ms)
+        settled = await self.store.settle(policy.site.name, call_id, billsec, at_ms)
+        call = self.live.pop(call_id, None)
+        self._forget_ended()
+        if call is not None and settled.status is SettleStatus.SETTLED:
+            await self._count_short(policy, call_id, call, billsec)
+        return settled
+
+    async def _count_short(
+        self, policy: Policy, call_id: str, call: LiveCall, billsec: int
+    ) -> None:
+        """limits.short_calls: a burst of answered calls shorter than the limit locks (or alerts)."""
+        rule = policy.rule_for(call.extension)
+        short = rule.limits.short_calls if rule is not None else None
+        if rule is None or short is None or not 0 < billsec < short.shorter_than:
+            return
+        scope = policy.lockdown.locks.value if policy.lockdown else "international"
+        report = short.then is ShortCallAction.ALERT or "short_calls" in rule.limits.report
+        burst = BurstRule("short", short.within, short.calls, scope, report=report)
+        await self._burst(call.extension, call_id, burst, f"short call ({billsec}s)")
+
+    def _forget_ended(self) -> None:
+        now = time.monotonic()
+        for call_id in [cid for cid, c in self.live.items() if c.until <= now]:
+            del self.live[call_id]

@@ -18,7 +18,7 @@ from callgate.admission import (
     cost_micro,
     judge,
 )
-from callgate.store import SETTLED_MEMORY, Settlement, SettleStatus
+from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleStatus
 
 _SWEEP_EVERY = 4096
 
@@ -68,8 +68,38 @@ class MemoryStore:
         else:
             self._strings.pop(key, None)
 
+    async def count_burst(
+        self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
+    ) -> Burst:
+        return self.count_burst_now(site, extension, call_id, at_ms, rule)
+
+    async def locks(self, site: str) -> dict[str, str]:
+        prefix = f"cg:{{{site}}}:lock:"
+        return {k[len(prefix) :]: v for k, v in self._strings.items() if k.startswith(prefix)}
+
+    async def panic(self, site: str) -> bool:
+        return f"cg:{{{site}}}:panic" in self._strings
+
     async def aclose(self) -> None:
         return None
+
+    def count_burst_now(
+        self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
+    ) -> Burst:
+        """Mirrors ``lua/burst.lua``."""
+        prefix = f"cg:{{{site}}}:"
+        key, lock_key = f"{prefix}x:ext:{extension}:{rule.name}", f"{prefix}lock:{extension}"
+        self._tick(at_ms)
+        self._window_count(key, at_ms - rule.within * 1000)
+        events = self._windows.setdefault(key, [])
+        events[:] = [e for e in events if e[1] != call_id]
+        insort(events, (at_ms, call_id))
+        self._expire(key, at_ms + rule.within * 1000)
+        held = self._strings.get(lock_key, "")
+        if len(events) >= rule.threshold and not rule.report and held not in ("all", rule.scope):
+            self._strings[lock_key] = rule.scope
+            return Burst(len(events), True, rule.scope)
+        return Burst(len(events), False, held)
 
     # -- the work ----------------------------------------------------------------------------------
     def read_now(self, a: Admission) -> Outcome:

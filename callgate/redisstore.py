@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from callgate.admission import Admission, Outcome
 from callgate.errors import StoreUnavailable
-from callgate.store import SETTLED_MEMORY, Settlement, SettleStatus
+from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleStatus
 
 T = TypeVar("T")
 
@@ -37,6 +37,7 @@ class RedisStore:
         self._redis = client
         self._admit = client.register_script(_lua("admit.lua"))
         self._settle = client.register_script(_lua("settle.lua"))
+        self._burst = client.register_script(_lua("burst.lua"))
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.5, max_connections: int = 50) -> RedisStore:
@@ -104,6 +105,35 @@ class RedisStore:
     async def set_panic(self, site: str, on: bool) -> None:
         key = f"{site_prefix(site)}panic"
         await self._call(lambda: self._redis.set(key, "1") if on else self._redis.delete(key))
+
+    async def count_burst(
+        self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
+    ) -> Burst:
+        prefix = site_prefix(site)
+        keys = [f"{prefix}x:ext:{extension}:{rule.name}", f"{prefix}lock:{extension}"]
+        args: list[Any] = [
+            call_id,
+            at_ms,
+            rule.within,
+            rule.threshold,
+            rule.scope,
+            int(rule.report),
+        ]
+        count, locked, lock = await self._call(lambda: self._burst(keys=keys, args=args))
+        return Burst(int(count), bool(int(locked)), str(lock))
+
+    async def locks(self, site: str) -> dict[str, str]:
+        prefix = f"{site_prefix(site)}lock:"
+
+        async def scan() -> dict[str, str]:
+            found = [key async for key in self._redis.scan_iter(match=prefix + "*", count=500)]
+            values = await self._redis.mget(found) if found else []
+            return {k[len(prefix) :]: str(v) for k, v in zip(found, values, strict=True) if v}
+
+        return await self._call(scan)
+
+    async def panic(self, site: str) -> bool:
+        return bool(await self._call(lambda: self._redis.exists(f"{site_prefix(site)}panic")))
 
     async def ping(self) -> bool:
         return bool(await self._call(self._redis.ping))

@@ -10,7 +10,9 @@ restart of callgate:
 * audit: drain decisions into the Redis stream.
 
 SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
-are written. SIGHUP re-reads the policy file (a broken file keeps the running policy and logs why).
+are written. The policy follows its source (:mod:`callgate.livepolicy`): a watched file (SIGHUP re-reads it
+at once) or the version active in Redis; a broken policy keeps the running one and logs why. The site's
+panic flag is read every half second; when it goes up, this instance hangs up its international calls.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from collections.abc import Awaitable, Callable
 from callgate.ami import AmiConnection
 from callgate.ari import AriClient
 from callgate.audit import Audit
-from callgate.errors import AmiUnavailable, AriUnavailable, PolicyError
+from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.gate import Gate
-from callgate.policy import Policy
-from callgate.policyfile import load_policy_file
+from callgate.livepolicy import FilePolicy, RedisPolicy
+from callgate.policystore import PolicyStore
 from callgate.redisstore import RedisStore
 from callgate.settings import Settings
 from callgate.spend import SpendFeed
@@ -38,6 +40,7 @@ from callgate.stasis import Router
 log = logging.getLogger("callgate.serve")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
+PANIC_POLL = 0.5  # seconds between reads of the site's panic flag
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,26 +67,6 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-
-
-class PolicyHolder:
-    """The running policy; :meth:`reload` swaps it only for a policy that loads cleanly."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.current: Policy = load_policy_file(path)
-
-    def __call__(self) -> Policy:
-        return self.current
-
-    def reload(self) -> None:
-        try:
-            policy = load_policy_file(self.path)
-        except PolicyError as exc:
-            log.error("policy reload refused; keeping sha256:%s\n%s", self.current.digest[:12], exc)
-            return
-        self.current = policy
-        log.info("policy reloaded: sha256:%s", policy.digest[:12])
 
 
 async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -119,10 +102,36 @@ async def _until_stopped(aiter_once: Awaitable[None], stop: asyncio.Event) -> No
         reader.result()
 
 
+async def _open_policy(settings: Settings, store: RedisStore) -> FilePolicy | RedisPolicy:
+    if settings.policy_source == "redis":
+        return await RedisPolicy.start(
+            PolicyStore(store.client, settings.policy_site), settings.policy_file
+        )
+    return FilePolicy(settings.policy_file)
+
+
+async def _watch_panic(gate: Gate, store: RedisStore, stop: asyncio.Event) -> None:
+    """Follow the site's panic flag; when it goes up, hang up this instance's international calls."""
+    was_on = False
+    while not stop.is_set():
+        try:
+            on = await store.panic(gate.policy().site.name)
+        except StoreUnavailable:
+            on = was_on  # unknown: the admission script still refuses international calls if set
+        if on and not was_on:
+            log.warning("panic: the site refuses international calls")
+            await gate.hang_up_international()
+        elif was_on and not on:
+            log.warning("calm: panic is over")
+        was_on = on
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PANIC_POLL)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    policy = PolicyHolder(settings.policy_file)
     store = RedisStore.from_url(settings.redis_url)
+    policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
     audit = Audit(store.client, policy().site.name)
     gate = Gate(policy, store, ari, audit, settings=settings.gate)
@@ -133,7 +142,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, policy.reload)
+        if isinstance(policy, FilePolicy):
+            loop.add_signal_handler(signal.SIGHUP, policy.reload)
 
     async def ari_once() -> None:
         async with ari.event_stream() as events:
@@ -165,6 +175,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     loops = [
         asyncio.create_task(_forever("ARI", ari_once, stop)),
         asyncio.create_task(audit.run(audit_stop)),
+        asyncio.create_task(policy.watch(stop)),
+        asyncio.create_task(_watch_panic(gate, store, stop)),
     ]
     if settings.ami_enabled:
         loops.append(asyncio.create_task(_forever("AMI", ami_once, stop)))

@@ -21,7 +21,11 @@ environment, and the environment wins. All problems are collected and reported t
     url = "redis://127.0.0.1:6379/0"
 
     [policy]
-    file = "/etc/callgate/policy.yaml"  # required
+    source = "file"                     # file: this file, watched and re-read on change or SIGHUP
+                                        # redis: the version pushed with `callgate policy push`
+    file = "/etc/callgate/policy.yaml"  # required for source = "file"; for "redis", used only while
+                                        # Redis holds no policy yet (optional)
+    site = ""                           # required for source = "redis": the site.name to follow
 
     [gate]
     deadline = 1.0                      # seconds a decision may wait for Redis
@@ -62,7 +66,7 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "enabled": (bool, True),
     },
     "redis": {"url": (str, "redis://127.0.0.1:6379/0")},
-    "policy": {"file": (str, None)},
+    "policy": {"source": (str, "file"), "file": (str, ""), "site": (str, "")},
     "gate": {
         "deadline": (float, 1.0),
         "deny_cause": (int, 21),
@@ -87,7 +91,9 @@ class Settings:
     ami_secret: str
     ami_enabled: bool
     redis_url: str
+    policy_source: str
     policy_file: str
+    policy_site: str
     gate: GateSettings = field(default_factory=GateSettings)
     log_format: str = "text"
     log_level: str = "info"
@@ -172,6 +178,17 @@ def _check(values: Mapping[str, object], problems: list[str]) -> None:
         )
     if values.get("ami_enabled") and not values.get("ami_user"):
         problems.append("CALLGATE_AMI_USER / [ami] user: required while [ami] enabled = true")
+    source = values.get("policy_source")
+    if source not in {"file", "redis", None}:
+        problems.append(
+            f"CALLGATE_POLICY_SOURCE / [policy] source: expected file or redis, got {source!r}"
+        )
+    if source == "file" and not values.get("policy_file"):
+        problems.append("CALLGATE_POLICY_FILE / [policy] file: required, not set")
+    if source == "redis" and not values.get("policy_site"):
+        problems.append(
+            "CALLGATE_POLICY_SITE / [policy] site: required while [policy] source = redis"
+        )
     url = values.get("ari_url")
     if isinstance(url, str) and not url.startswith(("http://", "https://")):
         problems.append(

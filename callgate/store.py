@@ -43,6 +43,26 @@ SETTLED_MEMORY = (
 )  # seconds a settled call id is remembered, so a repeated settle is a no-op
 
 
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """What counting one event of a burst rule saw: events in the window, and the lock it set."""
+
+    count: int
+    locked: bool  # this event set (or widened) the extension's lock
+    lock: str  # the lock now held: "", "international" or "all"
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRule:
+    """One burst rule (lockdown.after_denied, limits.short_calls) applied to one extension's event."""
+
+    name: str  # "denied" or "short": the window's key
+    within: int  # seconds
+    threshold: int
+    scope: str  # the lock it sets: "international" or "all"
+    report: bool = False  # count, never lock
+
+
 class Store(Protocol):
     async def admit(self, admission: Admission) -> Outcome: ...
 
@@ -53,5 +73,13 @@ class Store(Protocol):
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None: ...
 
     async def set_panic(self, site: str, on: bool) -> None: ...
+
+    async def count_burst(
+        self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
+    ) -> Burst: ...
+
+    async def locks(self, site: str) -> dict[str, str]: ...
+
+    async def panic(self, site: str) -> bool: ...
 
     async def aclose(self) -> None: ...

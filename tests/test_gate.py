@@ -3,7 +3,7 @@ fails when the store fails. (The same paths run against a real Asterisk in tests
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from zoneinfo import ZoneInfo
 
@@ -132,3 +132,48 @@ async def test_settle_releases_the_reservation() -> None:
     settled = await g.settle("L5", 30)
     assert settled.billsec == 60  # the policy bills per minute
     assert store.reservations(POLICY.site.name) == 0
+
+
+async def test_lockdown_after_denied_attempts_then_unlock() -> None:
+    """Five denied attempts lock the extension (international): its next call abroad is refused with
+    extension_locked, a domestic call still goes, and unlocking restores it."""
+    store = MemoryStore()
+    g, _, _ = gate(store)
+    events: list[tuple[str, dict[str, object]]] = []
+    g.listeners.append(lambda kind, details: events.append((kind, details)))
+    for i in range(5):
+        denied = await g.handle(f"d{i}", CallAttempt(f"D{i}", "1001", "011537123456"))
+        assert denied.reason is Reason.COUNTRY_NOT_ALLOWED
+    assert [kind for kind, _ in events] == ["lock"]
+    assert events[0][1]["extension"] == "1001"
+    london = await g.handle("uk", CallAttempt("UK", "1001", "011442079460123"))
+    assert london.reason is Reason.EXTENSION_LOCKED
+    assert (await g.handle("us", CallAttempt("US", "1001", "2125550123"))).allowed
+    await store.set_lock(POLICY.site.name, "1001", None)
+    assert (await g.handle("uk2", CallAttempt("UK2", "1001", "011442079460123"))).allowed
+
+
+async def test_short_calls_lock_after_a_burst() -> None:
+    """Answered calls shorter than short_calls.shorter_than, five within the window, lock."""
+    store, now = MemoryStore(), [TUE]
+    g = Gate(lambda: POLICY, store, FakeChannels(), FakeAudit(), clock=lambda: now[0])
+    for i in range(5):
+        now[0] = TUE + timedelta(seconds=61 * i)  # under calls_per_minute: 4
+        await g.handle(f"s{i}", CallAttempt(f"S{i}", "1002", f"21255501{i:02d}"))
+        await g.settle(f"S{i}", 3)
+    assert await store.locks(POLICY.site.name) == {"1002": "international"}
+    await g.handle("long", CallAttempt("LONG", "1003", "2125550199"))
+    await g.settle("LONG", 300)  # a normal call counts nothing
+    assert "1003" not in await store.locks(POLICY.site.name)
+
+
+async def test_panic_hangs_up_live_international_calls_only() -> None:
+    """Panic hangs up the international calls this gate admitted that are still up, not domestic."""
+    g, channels, _ = gate()
+    await g.handle("abroad", CallAttempt("A", "1001", "011442079460123"))
+    await g.handle("home", CallAttempt("H", "1002", "2125550123"))
+    await g.handle("ended", CallAttempt("E", "1003", "011442079460124"))
+    await g.settle("E", 30)
+    assert await g.hang_up_international() == 1
+    assert ("hangup", "abroad", "21") in channels.calls
+    assert not any(c[0] == "hangup" and c[1] in {"home", "ended"} for c in channels.calls)

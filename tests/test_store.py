@@ -11,7 +11,7 @@ from callgate.admission import Admission, Check, CheckKind
 from callgate.memstore import MemoryStore
 from callgate.reasons import Reason
 from callgate.redisstore import RedisStore
-from callgate.store import SettleStatus, Store
+from callgate.store import BurstRule, SettleStatus, Store
 
 T0 = 1_795_000_000_000  # ms; a Tuesday in November 2026
 SITE = "test-site"
@@ -213,3 +213,45 @@ async def test_redis_admission_is_one_round_trip(
     monkeypatch.undo()
     stats = await redis_store.client.info("commandstats")
     assert (sent, int(stats["cmdstat_evalsha"]["calls"])) == (20, 20)
+
+
+async def test_burst_locks_at_threshold_once(store: Store) -> None:
+    """A burst rule counts events in its window and sets the lock at the threshold, once."""
+    rule = BurstRule("denied", 600, 3, "international")
+    seen = [await store.count_burst(SITE, "1001", f"c{i}", T0 + i * 1000, rule) for i in range(4)]
+    assert [(b.count, b.locked, b.lock) for b in seen] == [
+        (1, False, ""),
+        (2, False, ""),
+        (3, True, "international"),
+        (4, False, "international"),
+    ]
+    assert await store.locks(SITE) == {"1001": "international"}
+    outcome = await store.admit(call("intl", international=True))
+    assert (outcome.admitted, outcome.lock) == (False, "international")
+
+
+async def test_burst_window_slides_and_report_never_locks(store: Store) -> None:
+    """Old events leave the window; a report-only rule counts but never locks; a lock can widen."""
+    rule = BurstRule("short", 60, 2, "all")
+    await store.count_burst(SITE, "1002", "a", T0, rule)
+    late = await store.count_burst(SITE, "1002", "b", T0 + 60_000, rule)
+    assert (late.count, late.locked) == (1, False)
+    report = BurstRule("denied", 600, 1, "all", report=True)
+    assert (await store.count_burst(SITE, "1003", "x", T0, report)).locked is False
+    assert await store.locks(SITE) == {}
+    await store.set_lock(SITE, "1004", "international")
+    widened = await store.count_burst(SITE, "1004", "y", T0, BurstRule("denied", 600, 1, "all"))
+    assert (widened.locked, widened.lock) == (True, "all")
+
+
+async def test_locks_and_panic_read_back(store: Store) -> None:
+    """locks() lists every locked extension; panic() follows set_panic."""
+    await store.set_lock(SITE, "1001", "all")
+    await store.set_lock(SITE, "2000", "international")
+    await store.set_lock(SITE, "2000", None)
+    assert await store.locks(SITE) == {"1001": "all"}
+    assert not await store.panic(SITE)
+    await store.set_panic(SITE, True)
+    assert await store.panic(SITE)
+    await store.set_panic(SITE, False)
+    assert not await store.panic(SITE)

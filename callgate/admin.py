@@ -1,0 +1,274 @@
+"""The admin commands that change or read a site's shared state in Redis.
+
+``policy push / show / history / diff / rollback``, ``lock / unlock / locks``, ``panic / calm``. Each
+needs the Redis URL (``--redis``, else ``CALLGATE_REDIS_URL``, else the local default) and the site
+(``--site``, else ``CALLGATE_POLICY_SITE``; ``policy push`` reads it from the policy itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from callgate.errors import CallgateError
+from callgate.policystore import PolicyStore, diff, read_for_push
+from callgate.redisstore import RedisStore
+
+T = TypeVar("T")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def add_common(p: argparse.ArgumentParser, *, site: bool = True) -> None:
+    p.add_argument("--redis", help=f"Redis URL (default: $CALLGATE_REDIS_URL or {DEFAULT_REDIS})")
+    if site:
+        p.add_argument("--site", help="site name (default: $CALLGATE_POLICY_SITE)")
+
+
+def _url(args: argparse.Namespace) -> str:
+    return str(args.redis or os.environ.get("CALLGATE_REDIS_URL") or DEFAULT_REDIS)
+
+
+def _site(args: argparse.Namespace) -> str:
+    site = getattr(args, "site", None) or os.environ.get("CALLGATE_POLICY_SITE")
+    if not site:
+        raise CallgateError("which site? give --site NAME or set CALLGATE_POLICY_SITE")
+    return str(site)
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _with_store(args: argparse.Namespace, work: Callable[[RedisStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = RedisStore.from_url(_url(args), timeout=5)
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
+
+
+# --- policy versions ----------------------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    text, policy, lists = read_for_push(args.file)
+    site = args.site or policy.site.name
+
+    async def work(store: RedisStore) -> int:
+        result = await PolicyStore(store.client, site).push(
+            text, args.file, lists, by=args.by or _who(), at=datetime.now(UTC)
+        )
+        s = result.stored
+        if result.created:
+            print(
+                f"{site}: version {s.version} active (sha256:{s.digest[:12]}, {len(lists)} lists)"
+            )
+        else:
+            print(f"{site}: unchanged, version {s.version} is already this policy")
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        stored = await PolicyStore(store.client, _site(args)).get(args.version)
+        if stored is None:
+            print("no such version" if args.version else "no policy pushed yet", file=sys.stderr)
+            return 1
+        print(f"# version {stored.version}, sha256:{stored.digest[:12]}, pushed by "
+              f"{stored.pushed_by} at {stored.pushed_at} from {stored.source}")  # fmt: skip
+        sys.stdout.write(stored.text if stored.text.endswith("\n") else stored.text + "\n")
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        ps = PolicyStore(store.client, _site(args))
+        active = await ps.active_version()
+        for s in await ps.versions():
+            mark = "*" if s.version == active else " "
+            print(f"{mark} v{s.version:<4} {s.pushed_at}  sha256:{s.digest[:12]}  "
+                  f"{s.pushed_by}  {s.source}")  # fmt: skip
+        activations = await ps.activations(args.last)
+        if activations:
+            print("activations (newest first):")
+            for a in activations:
+                print(f"  {a.at}  {a.action:<8} v{a.version}  by {a.by}")
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        ps = PolicyStore(store.client, _site(args))
+        a, b = await ps.get(args.a), await ps.get(args.b)
+        missing = [v for v, s in ((args.a, a), (args.b, b)) if s is None]
+        if a is None or b is None:
+            print(f"no such version: {', '.join(map(str, missing))}", file=sys.stderr)
+            return 1
+        sys.stdout.write(diff(a, b))
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        try:
+            stored = await PolicyStore(store.client, site).rollback(
+                args.version, by=args.by or _who(), at=datetime.now(UTC)
+            )
+        except KeyError:
+            print(f"no such version: {args.version}", file=sys.stderr)
+            return 1
+        print(f"{site}: version {stored.version} active again (sha256:{stored.digest[:12]})")
+        return 0
+
+    return _with_store(args, work)
+
+
+# --- locks and panic ----------------------------------------------------------------------------
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    scope = "all" if args.all else "international"
+
+    async def work(store: RedisStore) -> int:
+        await store.set_lock(_site(args), args.extension, scope)
+        print(
+            f"extension {args.extension} locked ({scope}) until `callgate unlock {args.extension}`"
+        )
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        held = (await store.locks(site)).get(args.extension)
+        await store.set_lock(site, args.extension, None)
+        print(f"extension {args.extension} unlocked" if held else
+              f"extension {args.extension} was not locked")  # fmt: skip
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        locks = await store.locks(site)
+        if await store.panic(site):
+            print(
+                "PANIC: every international call of the site is refused (`callgate calm` ends it)"
+            )
+        for ext in sorted(locks):
+            print(f"{ext}\t{locks[ext]}")
+        if not locks:
+            print("no extension is locked")
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_panic(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        await store.set_panic(site, True)
+        print(
+            f"{site}: PANIC. International calls are refused; those in progress are being hung up."
+        )
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_calm(args: argparse.Namespace) -> int:
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        await store.set_panic(site, False)
+        print(f"{site}: panic over; the policy decides again")
+        return 0
+
+    return _with_store(args, work)
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    pol: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register the admin commands on the top-level and ``policy`` sub-parsers."""
+    push = pol.add_parser("push", help="validate a policy file and make it the active version")
+    push.add_argument("file")
+    push.add_argument("--by", help="who pushes (default: user@host)")
+    add_common(push)
+    push.set_defaults(run=cmd_push)
+
+    show = pol.add_parser("show", help="print a stored version (default: the active one)")
+    show.add_argument("version", nargs="?", type=int)
+    add_common(show)
+    show.set_defaults(run=cmd_show)
+
+    hist = pol.add_parser("history", help="every stored version and the latest activations")
+    hist.add_argument("--last", type=int, default=20, help="activations to list (default 20)")
+    add_common(hist)
+    hist.set_defaults(run=cmd_history)
+
+    dif = pol.add_parser("diff", help="unified diff of two stored versions")
+    dif.add_argument("a", type=int)
+    dif.add_argument("b", type=int)
+    add_common(dif)
+    dif.set_defaults(run=cmd_diff)
+
+    rb = pol.add_parser("rollback", help="make an earlier version active again")
+    rb.add_argument("version", type=int)
+    rb.add_argument("--by", help="who rolls back (default: user@host)")
+    add_common(rb)
+    rb.set_defaults(run=cmd_rollback)
+
+    lock = sub.add_parser("lock", help="lock an extension (international calls; --all: every call)")
+    lock.add_argument("extension")
+    lock.add_argument(
+        "--all", action="store_true", help="refuse every outbound call, not only abroad"
+    )
+    add_common(lock)
+    lock.set_defaults(run=cmd_lock)
+
+    unlock = sub.add_parser("unlock", help="lift an extension's lock")
+    unlock.add_argument("extension")
+    add_common(unlock)
+    unlock.set_defaults(run=cmd_unlock)
+
+    locks = sub.add_parser("locks", help="list locked extensions and the panic state")
+    add_common(locks)
+    locks.set_defaults(run=cmd_locks)
+
+    panic = sub.add_parser(
+        "panic", help="refuse every international call site-wide, hang up those up"
+    )
+    add_common(panic)
+    panic.set_defaults(run=cmd_panic)
+
+    calm = sub.add_parser("calm", help="end a panic")
+    add_common(calm)
+    calm.set_defaults(run=cmd_calm)

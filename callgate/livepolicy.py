@@ -1,0 +1,154 @@
+"""The running policy of ``callgate serve``, and how it changes while calls go on.
+
+A holder is called on every decision (``holder()`` returns the current :class:`Policy`), so a new policy
+applies from the next call on; a call already decided keeps the decision it got. A policy that does not
+load is never activated: the last good one keeps running and the reason is logged (and alerted).
+
+* :class:`FilePolicy`: one file on this box. Its modification time and size are checked every second and
+  SIGHUP re-reads it at once.
+* :class:`RedisPolicy`: the version made active with ``callgate policy push`` / ``rollback``. The active
+  version number is read every ``POLL`` seconds (one GET), so every gate of the site switches within a
+  second, and a gate that lost Redis for a while catches up by itself when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+
+from callgate.errors import BackendUnavailable, PolicyError, Problem
+from callgate.policy import Policy
+from callgate.policyfile import load_policy_file
+from callgate.policystore import PolicyStore
+
+log = logging.getLogger("callgate.policy")
+
+POLL = 0.5  # seconds between checks of the active version (Redis) or the file's stat (file)
+
+Listener = Callable[[Policy, Policy | None], None]  # (new policy, the one it replaces)
+Refused = Callable[[str, str], None]  # (what was refused, why)
+
+
+class _Holder:
+    def __init__(self, current: Policy) -> None:
+        self.current = current
+        self.listeners: list[Listener] = []
+        self.refusals: list[Refused] = []
+
+    def __call__(self) -> Policy:
+        return self.current
+
+    def _activate(self, policy: Policy) -> None:
+        old, self.current = self.current, policy
+        log.info(
+            "policy active: %s sha256:%s%s",
+            policy.source,
+            policy.digest[:12],
+            f" version {policy.revision}" if policy.revision else "",
+        )
+        for listener in self.listeners:
+            listener(policy, old)
+
+    def _refuse(self, what: str, why: str) -> None:
+        log.error("policy %s refused; keeping sha256:%s\n%s", what, self.current.digest[:12], why)
+        for refused in self.refusals:
+            refused(what, why)
+
+
+class FilePolicy(_Holder):
+    """A policy file, watched; ``reload`` is also what SIGHUP calls."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._stat()
+        super().__init__(load_policy_file(path))
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def reload(self) -> None:
+        self._seen = self._stat()
+        try:
+            policy = load_policy_file(self.path)
+        except (PolicyError, OSError) as exc:
+            self._refuse(self.path, str(exc))
+            return
+        if policy.digest != self.current.digest:
+            self._activate(policy)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL * 2)
+            if self._stat() != self._seen:
+                self.reload()
+
+
+class RedisPolicy(_Holder):
+    """The site's active version in Redis."""
+
+    def __init__(self, store: PolicyStore, current: Policy) -> None:
+        super().__init__(current)
+        self.store = store
+        self.refused_version = 0  # a version that did not load: not retried until another appears
+
+    @classmethod
+    async def start(
+        cls, store: PolicyStore, fallback: str = "", *, wait: float = 30.0
+    ) -> RedisPolicy:
+        """The active version; while Redis is unreachable or empty, the ``fallback`` file if given,
+        else wait (up to ``wait`` seconds) for a version to be pushed."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                stored = await store.get()
+                if stored is not None:
+                    return cls(store, stored.load())
+                problem = f"no policy pushed for site {store.site!r} yet"
+            except BackendUnavailable as exc:
+                problem = str(exc)
+            if fallback:
+                log.warning("%s; running %s until Redis has one", problem, fallback)
+                return cls(store, load_policy_file(fallback))
+            if asyncio.get_running_loop().time() > deadline:
+                raise PolicyError([Problem(f"redis site {store.site}", 0, "", problem)])
+            log.warning("%s; waiting", problem)
+            await asyncio.sleep(1.0)
+
+    async def check(self) -> None:
+        """Activate the active version if it is not the running one. Raises BackendUnavailable."""
+        version = await self.store.active_version()
+        if version is None or version in (self.current.revision, self.refused_version):
+            return
+        stored = await self.store.get(version)
+        if stored is None:
+            return
+        try:
+            policy = stored.load()
+        except PolicyError as exc:
+            self.refused_version = version
+            self._refuse(f"version {version}", str(exc))
+            return
+        self._activate(policy)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        down = False
+        while not stop.is_set():
+            try:
+                await self.check()
+                if down:
+                    log.info("policy store reachable again")
+                down = False
+            except BackendUnavailable as exc:
+                if not down:
+                    log.warning("cannot read the active policy (%s); keeping the running one", exc)
+                down = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL)
