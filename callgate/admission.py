@@ -20,6 +20,9 @@ from typing import NamedTuple
 from callgate.reasons import Reason
 
 MICRO = 1_000_000
+# The limit a store sees for a rule in mode: report: counted and reserved as usual, never reached. Below
+# 2**53 / 60, so the Lua arithmetic on it stays exact.
+REPORT_LIMIT = 10**12
 
 
 def to_micro(amount: Decimal) -> int:
@@ -70,6 +73,9 @@ class Check(NamedTuple):
     limit: int
     window: int = 0
     member: str = ""
+    report: int = (
+        0  # mode: report: the policy's limit; ``limit`` is then REPORT_LIMIT (never reached)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, s
         "replayed": "1" if decision.replayed else "0",
         "policy": decision.policy_digest[:12],
         "policy_version": str(decision.policy_revision),
+        "reported": ",".join(f"{r.rule}:{r.reason}" for r in decision.reported),
         "ms": f"{elapsed_ms:.2f}",
     }
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from callgate.admission import (
+    REPORT_LIMIT,
     Admission,
     Check,
     CheckKind,
@@ -29,6 +30,7 @@ from callgate.admission import (
     from_micro,
     judge,
     money_text,
+    spend_seconds,
     to_micro,
 )
 from callgate.numbers import NumberInfo, read_number
@@ -40,7 +42,7 @@ from callgate.policy import (
     Policy,
 )
 from callgate.reasons import Reason, Verdict
-from callgate.rules import DENY, PASS, STATIC_RULES, CallAttempt, Context, RuleResult, deny
+from callgate.rules import DENY, PASS, REPORT, STATIC_RULES, CallAttempt, Context, RuleResult, deny
 
 # Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
 RESERVATION_HOLD = 600
@@ -67,6 +69,11 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.verdict is Verdict.ALLOW
+
+    @property
+    def reported(self) -> tuple[RuleResult, ...]:
+        """The rules in mode: report that would have denied this call."""
+        return tuple(r for r in self.rules if r.outcome == REPORT)
 
     def variables(self) -> dict[str, str]:
         """The channel variables the dialplan reads (product.md)."""
@@ -166,23 +173,29 @@ def _template(prefix: str, scope: str, limits: Limits, international: bool) -> _
         limit = getattr(limits, name)
         if limit is not None and (international or not intl_only):
             counts.append(
-                Check(
-                    f"{prefix}.{name}",
-                    reason,
-                    CheckKind.WINDOW,
-                    f"w:{scope}:{suffix}",
-                    limit,
-                    _WINDOWS[suffix],
+                _moded(
+                    Check(
+                        f"{prefix}.{name}",
+                        reason,
+                        CheckKind.WINDOW,
+                        f"w:{scope}:{suffix}",
+                        limit,
+                        _WINDOWS[suffix],
+                    ),
+                    name in limits.report,
                 )
             )
     if limits.concurrent_calls is not None:
         counts.append(
-            Check(
-                f"{prefix}.concurrent_calls",
-                Reason.CONCURRENT_CALLS,
-                CheckKind.CONCURRENT,
-                f"c:{scope}",
-                limits.concurrent_calls,
+            _moded(
+                Check(
+                    f"{prefix}.concurrent_calls",
+                    Reason.CONCURRENT_CALLS,
+                    CheckKind.CONCURRENT,
+                    f"c:{scope}",
+                    limits.concurrent_calls,
+                ),
+                "concurrent_calls" in limits.report,
             )
         )
     spend = tuple(
@@ -190,6 +203,11 @@ def _template(prefix: str, scope: str, limits: Limits, international: bool) -> _
         for period, cap in limits.spend.items()
     )
     return tuple(counts), spend
+
+
+def _moded(check: Check, report: bool) -> Check:
+    """A check in mode: report keeps its limit aside and shows the store one it never reaches."""
+    return check._replace(limit=REPORT_LIMIT, report=check.limit) if report else check
 
 
 def _scope_checks(
@@ -202,30 +220,39 @@ def _scope_checks(
     if limits.same_number is not None:
         b = limits.same_number
         counts.append(
-            Check(
-                f"{prefix}.same_number",
-                Reason.SAME_NUMBER,
-                CheckKind.WINDOW,
-                f"w:{scope}:n:{e164}",
-                b.count,
-                b.within,
+            _moded(
+                Check(
+                    f"{prefix}.same_number",
+                    Reason.SAME_NUMBER,
+                    CheckKind.WINDOW,
+                    f"w:{scope}:n:{e164}",
+                    b.count,
+                    b.within,
+                ),
+                "same_number" in limits.report,
             )
         )
     if limits.distinct_numbers is not None:
         b = limits.distinct_numbers
         counts.append(
-            Check(
-                f"{prefix}.distinct_numbers",
-                Reason.DISTINCT_NUMBERS,
-                CheckKind.DISTINCT,
-                f"d:{scope}",
-                b.count,
-                b.within,
-                e164,
+            _moded(
+                Check(
+                    f"{prefix}.distinct_numbers",
+                    Reason.DISTINCT_NUMBERS,
+                    CheckKind.DISTINCT,
+                    f"d:{scope}",
+                    b.count,
+                    b.within,
+                    e164,
+                ),
+                "distinct_numbers" in limits.report,
             )
         )
     spend = [
-        Check(rule, reason, CheckKind.SPEND, f"s:{scope}:{bucket}", cap, ttl)
+        _moded(
+            Check(rule, reason, CheckKind.SPEND, f"s:{scope}:{bucket}", cap, ttl),
+            f"spend.{period}" in limits.report,
+        )
         for period, rule, reason, cap in caps
         for bucket, ttl in [periods[period]]
     ]
@@ -312,9 +339,29 @@ def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
 
 
 def _limit_detail(check: Check, value: int) -> str:
+    limit = check.report or check.limit
     if check.kind is CheckKind.SPEND:
-        return f"{money_text(value)} of {money_text(check.limit)} committed"
-    return f"{value} of {check.limit}"
+        return f"{money_text(value)} of {money_text(limit)} committed"
+    return f"{value} of {limit}"
+
+
+def _would_fail(a: Admission, check: Check, value: int) -> bool:
+    """Would this report-only check have refused the call under its real limit?"""
+    if check.kind is CheckKind.SPEND:
+        ceiling = a.max_seconds // a.increment * a.increment
+        return spend_seconds(check.report - value, a.rate, a.increment, ceiling) < a.increment
+    return value >= check.report
+
+
+def _reported(p: Prepared, outcome: Outcome) -> list[RuleResult]:
+    assert p.admission is not None
+    return [
+        RuleResult(
+            check.rule, REPORT, f"{_limit_detail(check, value)} (mode: report)", check.reason
+        )
+        for check, value in zip(p.checks, outcome.values, strict=True)
+        if check.report and _would_fail(p.admission, check, value)
+    ]
 
 
 def _limit_denial(check: Check, value: int) -> RuleResult:
@@ -328,6 +375,15 @@ def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
     for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
         if judgement.failed == index:
             out.append(_limit_denial(check, value))
+        elif check.report and _would_fail(p.admission, check, value):
+            out.append(
+                RuleResult(
+                    check.rule,
+                    REPORT,
+                    f"{_limit_detail(check, value)} (mode: report)",
+                    check.reason,
+                )
+            )
         else:
             out.append(RuleResult(check.rule, PASS, _limit_detail(check, value)))
     seconds = outcome.allowed_seconds if outcome.admitted else judgement.allowed_seconds
@@ -353,6 +409,7 @@ def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> De
     else:
         failed = judge(p.admission, outcome.values).failed
         limits = [] if failed is None else [_limit_denial(p.checks[failed], outcome.values[failed])]
+        limits += _reported(p, outcome)
     results = (
         p.results[0],
         p.results[1],

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.engine import RESERVATION_HOLD, Decision, conclude, on_store_failure, prepare
 from callgate.errors import StoreUnavailable
-from callgate.policy import Policy, ShortCallAction
+from callgate.policy import Policy
 from callgate.reasons import Reason, Verdict
 from callgate.rules import CallAttempt
 from callgate.store import BurstRule, Settlement, SettleStatus, Store
@@ -68,11 +69,6 @@ class LiveCall:
     international: bool
     until: float  # monotonic time after which it is surely over (allowed seconds + hold)
 
-
-# Denials that say nothing about the caller, so they never count toward a lockdown.
-_NOT_THE_CALLERS = frozenset(
-    {Reason.UNKNOWN_EXTENSION, Reason.STORE_UNAVAILABLE, Reason.EXTENSION_LOCKED, Reason.SITE_PANIC}
-)
 
 Listener = Callable[[str, dict[str, object]], None]  # (event kind, details): locks, panic hang-ups
 
@@ -139,24 +135,11 @@ class Gate:
                 decision.number.international,
                 time.monotonic() + decision.allowed_seconds + RESERVATION_HOLD,
             )
-        elif not decision.allowed and decision.reason not in _NOT_THE_CALLERS:
-            await self._count_denial(decision)
+        elif not decision.allowed:
+            rule = lockdown_rule(self.policy(), decision.reason)
+            if rule is not None:  # lockdown.after_denied: N denied attempts in the window lock
+                await self._burst(decision.extension, decision.call_id, rule, decision.reason.value)
         return decision
-
-    async def _count_denial(self, decision: Decision) -> None:
-        """lockdown.after_denied: lock the extension after N denied attempts in the window."""
-        policy = self.policy()
-        lockdown = policy.lockdown
-        if lockdown is None:
-            return
-        rule = BurstRule(
-            "denied",
-            lockdown.after_denied.within,
-            lockdown.after_denied.count,
-            lockdown.locks.value,
-            report="after_denied" in lockdown.report,
-        )
-        await self._burst(decision.extension, decision.call_id, rule, decision.reason.value)
 
     async def _burst(self, extension: str, call_id: str, rule: BurstRule, why: str) -> None:
         site = self.policy().site.name
@@ -223,21 +206,10 @@ class Gate:
         call = self.live.pop(call_id, None)
         self._forget_ended()
         if call is not None and settled.status is SettleStatus.SETTLED:
-            await self._count_short(policy, call_id, call, billsec)
+            short = short_call_rule(policy, call.extension, billsec)
+            if short is not None:  # limits.short_calls: a burst of very short answered calls
+                await self._burst(call.extension, call_id, short, f"short call ({billsec}s)")
         return settled
-
-    async def _count_short(
-        self, policy: Policy, call_id: str, call: LiveCall, billsec: int
-    ) -> None:
-        """limits.short_calls: a burst of answered calls shorter than the limit locks (or alerts)."""
-        rule = policy.rule_for(call.extension)
-        short = rule.limits.short_calls if rule is not None else None
-        if rule is None or short is None or not 0 < billsec < short.shorter_than:
-            return
-        scope = policy.lockdown.locks.value if policy.lockdown else "international"
-        report = short.then is ShortCallAction.ALERT or "short_calls" in rule.limits.report
-        burst = BurstRule("short", short.within, short.calls, scope, report=report)
-        await self._burst(call.extension, call_id, burst, f"short call ({billsec}s)")
 
     def _forget_ended(self) -> None:
         now = time.monotonic()

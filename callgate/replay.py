@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
+from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.cdr import CdrRow
 from callgate.engine import conclude, prepare
 from callgate.memstore import MemoryStore
@@ -44,6 +45,7 @@ class Replayed:
     cost_micro: int  # what the call cost in the CDR, micro-units
     allowed_micro: int  # what it would have cost under the policy, micro-units
     start: str = ""
+    reported: tuple[str, ...] = ()  # reasons of the rules in mode: report that would have denied
 
     @property
     def cost(self) -> Decimal:
@@ -66,6 +68,7 @@ class Replayed:
             "allowed_seconds": self.allowed_seconds,
             "cost": money_text(self.cost_micro),
             "allowed_cost": money_text(self.allowed_micro),
+            "reported": list(self.reported),
         }
 
 
@@ -79,6 +82,7 @@ class Totals:
     by_reason: Counter[str] = field(default_factory=Counter)
     cost: int = 0  # micro-units, as the CDR happened
     allowed_cost: int = 0  # micro-units, under the policy
+    by_report: Counter[str] = field(default_factory=Counter)  # mode: report rules that would deny
 
     @property
     def saved(self) -> Decimal:
@@ -91,6 +95,7 @@ class Totals:
         self.calls += 1
         self.cost += r.cost_micro
         self.allowed_cost += r.allowed_micro
+        self.by_report.update(r.reported)
         if r.verdict == "allow":
             self.allowed += 1
             self.cut += r.allowed_seconds < r.billsec
@@ -132,14 +137,12 @@ def replay(
         frozenset(policy.emergency),
         policy.rates.increment,
     )
-    ending: list[
-        tuple[int, str, int]
-    ] = []  # (end ms, call id, billsec) of allowed calls in progress
+    # (end ms, call id, billsec, extension) of the allowed calls in progress
+    ending: list[tuple[int, str, int, str]] = []
     for row in rows:
         start_ms = int(row.start.timestamp() * 1000)
         while ending and ending[0][0] <= start_ms:
-            end_ms, call_id, seconds = heapq.heappop(ending)
-            store.settle_now(site, call_id, seconds, end_ms)
+            _settle(policy, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
         internal = (
             row.dst.isdigit() and len(row.dst) <= only.internal_digits and row.dst not in emergency
@@ -175,15 +178,28 @@ def replay(
             allowed_cost = cost_micro(rate, billable(seconds, increment))
             if prepared.admission is not None:
                 ring_ms = max(row.duration - row.billsec, 0) * 1000
-                heapq.heappush(ending, (start_ms + ring_ms + seconds * 1000, call_id, seconds))
+                end_ms = start_ms + ring_ms + seconds * 1000
+                heapq.heappush(ending, (end_ms, call_id, seconds, row.src))
             verdict, allowed_seconds = "allow", decision.allowed_seconds or row.billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0
+            lockdown = lockdown_rule(policy, decision.reason)
+            if lockdown is not None:
+                store.count_burst_now(site, row.src, call_id, start_ms, lockdown)
         number = decision.number
+        reported = tuple(r.reason.value for r in decision.reported if r.reason is not None)
         yield Replayed(
             call_id, row.src, row.dst, number.e164, number.country, verdict, decision.reason.value,
-            row.billsec, allowed_seconds, cost, allowed_cost,
+            row.billsec, allowed_seconds, cost, allowed_cost, reported=reported,
         )  # fmt: skip
     while ending:
-        end_ms, call_id, seconds = heapq.heappop(ending)
-        store.settle_now(site, call_id, seconds, end_ms)
+        _settle(policy, store, heapq.heappop(ending))
+
+
+def _settle(policy: Policy, store: MemoryStore, ending: tuple[int, str, int, str]) -> None:
+    """A replayed call ends: settle it, and count it if it was a short one (limits.short_calls)."""
+    end_ms, call_id, seconds, extension = ending
+    store.settle_now(policy.site.name, call_id, seconds, end_ms)
+    short = short_call_rule(policy, extension, seconds)
+    if short is not None:
+        store.count_burst_now(policy.site.name, extension, call_id, end_ms, short)

@@ -6,11 +6,12 @@ import json
 from collections.abc import Iterable
 from typing import TextIO
 
+from callgate.admission import from_micro
 from callgate.engine import Decision
 from callgate.policy import Policy
 from callgate.replay import Replayed, Totals
 
-_MARK = {"pass": "ok  ", "deny": "DENY", "skip": "-   "}
+_MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
 
 
 def explain_text(decision: Decision, policy: Policy) -> str:
@@ -78,15 +79,19 @@ def replay_table(rows: Iterable[Replayed], out: TextIO, *, every: bool, currency
 
 
 def totals_text(t: Totals, currency: str) -> str:
-    cost, kept = t.cost / 1_000_000, t.allowed_cost / 1_000_000
+    cost, kept = from_micro(t.cost), from_micro(t.allowed_cost)
     lines = [
         "",
         f"rows {t.rows}, outbound calls {t.calls}: allowed {t.allowed} ({t.cut} cut short), denied {t.denied}",
     ]
     lines += [f"  denied {reason:<32} {count:>7}" for reason, count in t.by_reason.most_common()]
     lines += [
+        f"  would deny (mode: report) {reason:<13} {count:>7}"
+        for reason, count in t.by_report.most_common()
+    ]
+    lines += [
         f"cost in the CDR      {cost:>12,.2f} {currency}",
         f"cost under policy    {kept:>12,.2f} {currency}",
-        f"the policy saves     {float(t.saved):>12,.2f} {currency}",
+        f"the policy saves     {t.saved:>12,.2f} {currency}",
     ]
     return "\n".join(lines)

@@ -12,10 +12,15 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from callgate.numbers import NumberInfo
-from callgate.policy import ExtensionRule, HolidayMode, Policy
+from callgate.policy import ExtensionRule, HolidayMode, Policy, report_only
 from callgate.reasons import Reason, number_type_reason
 
-PASS, DENY, SKIP = "pass", "deny", "skip"
+PASS, DENY, SKIP, REPORT = (
+    "pass",
+    "deny",
+    "skip",
+    "report",
+)  # report: would deny, is in mode: report
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,21 @@ def deny(rule: str, reason: Reason, detail: str) -> RuleResult:
     return RuleResult(rule, DENY, detail, reason)
 
 
+# A refusal one key of a rule would give: (the key's name for report_only, or None: always enforced).
+Refusal = tuple[str | None, Reason, str]
+
+
+def _verdict(c: Context, rule: str, refusals: list[Refusal], passed: str) -> RuleResult:
+    """The first enforced refusal denies; else the first report-only one is reported; else a pass."""
+    reported = None
+    for key, reason, detail in refusals:
+        if key is not None and report_only(c.policy, c.rule, key):
+            reported = reported or RuleResult(rule, REPORT, f"{detail} (mode: report)", reason)
+        else:
+            return deny(rule, reason, detail)
+    return reported or RuleResult(rule, PASS, passed)
+
+
 def _extension(c: Context) -> RuleResult:
     if c.rule is None:
         return deny(
@@ -94,15 +114,13 @@ def _countries(c: Context) -> RuleResult:
     if c.excepted:
         return RuleResult(rule, PASS, f"allow_prefixes +{c.excepted}")
     d, country = c.rule.profile.destinations, c.number.country
+    refusals: list[Refusal] = []
     if d.allow_countries is not None and country not in d.allow_countries:
-        return deny(
-            rule,
-            Reason.COUNTRY_NOT_ALLOWED,
-            f"{country or 'non-geographic'} is not in allow_countries",
-        )
+        where = country or "non-geographic"
+        refusals.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{where} is not in allow_countries"))
     if country in d.deny_countries:
-        return deny(rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries")
-    return RuleResult(rule, PASS, country or "non-geographic")
+        refusals.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries"))
+    return _verdict(c, rule, refusals, country or "non-geographic")
 
 
 def _number_types(c: Context) -> RuleResult:
@@ -113,14 +131,17 @@ def _number_types(c: Context) -> RuleResult:
     if c.excepted:
         return RuleResult(rule, PASS, f"{kinds}; allow_prefixes +{c.excepted}")
     d = c.rule.profile.destinations
-    for kind in sorted(c.number.types):
-        if kind in d.deny_number_types:
-            return deny(rule, number_type_reason(kind), f"{kind} is in deny_number_types")
+    refusals: list[Refusal] = []
+    denied = [kind for kind in sorted(c.number.types) if kind in d.deny_number_types]
+    if denied:
+        refusals.append(
+            (rule, number_type_reason(denied[0]), f"{denied[0]} is in deny_number_types")
+        )
     if d.allow_number_types is not None and not c.number.types & d.allow_number_types:
         first = min(c.number.types) if c.number.types else None
         reason = number_type_reason(first) if first else Reason.NUMBER_TYPE_UNKNOWN
-        return deny(rule, reason, f"{kinds} not in allow_number_types")
-    return RuleResult(rule, PASS, kinds)
+        refusals.append((rule, reason, f"{kinds} not in allow_number_types"))
+    return _verdict(c, rule, refusals, kinds)
 
 
 def _prefixes(c: Context) -> RuleResult:
@@ -132,7 +153,8 @@ def _prefixes(c: Context) -> RuleResult:
     digits = (c.number.e164 or "").lstrip("+")
     for prefix in c.rule.profile.destinations.deny_prefixes:
         if digits.startswith(prefix):
-            return deny(rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes")
+            refusal = (rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes")
+            return _verdict(c, rule, [refusal], "")
     return RuleResult(rule, PASS, "no deny_prefixes entry matches")
 
 
@@ -144,11 +166,16 @@ def _rate(c: Context) -> RuleResult:
         return deny(rule, Reason.NO_RATE, "no rates prefix matches and rates.default is not set")
     source = f"+{c.rate_prefix}" if c.rate_prefix else "default"
     limit = c.rule.profile.destinations.max_rate
+    refusals: list[Refusal] = []
     if limit is not None and c.rate > limit:
-        return deny(
-            rule, Reason.RATE_ABOVE_MAX, f"{c.rate}/min ({source}) is above max_rate {limit}"
+        refusals.append(
+            (
+                "destinations.max_rate",
+                Reason.RATE_ABOVE_MAX,
+                f"{c.rate}/min ({source}) is above max_rate {limit}",
+            )
         )
-    return RuleResult(rule, PASS, f"{c.rate}/min ({source})")
+    return _verdict(c, rule, refusals, f"{c.rate}/min ({source})")
 
 
 def _hours(c: Context) -> RuleResult:
@@ -160,19 +187,29 @@ def _hours(c: Context) -> RuleResult:
         c.number.international,
         f"{_DAYS[c.local.weekday()]} {c.local.hour:02d}:{c.local.minute:02d}",
     )
+    refusals: list[Refusal] = []
     if c.local.date() in c.policy.holidays:
+        day = c.local.date()
         if hours.on_holidays is HolidayMode.CLOSED:
-            return deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: closed")
+            refusals.append(("hours.on_holidays", Reason.HOLIDAY, f"{day} is a holiday: closed"))
         if hours.on_holidays is HolidayMode.DOMESTIC_ONLY and intl:
-            return deny(rule, Reason.HOLIDAY, f"{c.local.date()} is a holiday: domestic only")
+            refusals.append(
+                ("hours.on_holidays", Reason.HOLIDAY, f"{day} is a holiday: domestic only")
+            )
     if hours.any is not None and not hours.any.contains(c.local):
-        return deny(rule, Reason.OUTSIDE_HOURS, f"{when} is outside any: {hours.any.text}")
-    if intl and hours.international is not None and not hours.international.contains(c.local):
-        return deny(
-            rule,
-            Reason.OUTSIDE_HOURS,
-            f"{when} is outside international: {hours.international.text}",
+        refusals.append(
+            ("hours.any", Reason.OUTSIDE_HOURS, f"{when} is outside any: {hours.any.text}")
         )
+    if intl and hours.international is not None and not hours.international.contains(c.local):
+        refusals.append(
+            (
+                "hours.international",
+                Reason.OUTSIDE_HOURS,
+                f"{when} is outside international: {hours.international.text}",
+            )
+        )
+    if refusals:
+        return _verdict(c, rule, refusals, "")
     return RuleResult(rule, PASS, f"{when} {c.policy.site.timezone.key}")
 
 

@@ -1,0 +1,38 @@
+"""The burst rules that lock an extension, as plain data for a store: ``lockdown.after_denied`` and
+``limits.short_calls``. Pure: ``serve`` and ``replay`` ask the same questions here, and a store counts."""
+
+from __future__ import annotations
+
+from callgate.policy import Policy, ShortCallAction
+from callgate.reasons import Reason
+from callgate.store import BurstRule
+
+# Denials that say nothing about the caller, so they never count toward a lockdown.
+NOT_THE_CALLERS = frozenset(
+    {Reason.UNKNOWN_EXTENSION, Reason.STORE_UNAVAILABLE, Reason.EXTENSION_LOCKED, Reason.SITE_PANIC}
+)
+
+
+def lockdown_rule(policy: Policy, reason: Reason) -> BurstRule | None:
+    """The rule a denial with ``reason`` counts toward, if any."""
+    lockdown = policy.lockdown
+    if lockdown is None or reason in NOT_THE_CALLERS:
+        return None
+    return BurstRule(
+        "denied",
+        lockdown.after_denied.within,
+        lockdown.after_denied.count,
+        lockdown.locks.value,
+        report="after_denied" in lockdown.report,
+    )
+
+
+def short_call_rule(policy: Policy, extension: str, billsec: int) -> BurstRule | None:
+    """The rule an answered call of ``billsec`` seconds counts toward, if it is short enough."""
+    rule = policy.rule_for(extension)
+    short = rule.limits.short_calls if rule is not None else None
+    if rule is None or short is None or not 0 < billsec < short.shorter_than:
+        return None
+    scope = policy.lockdown.locks.value if policy.lockdown else "international"
+    report = short.then is ShortCallAction.ALERT or "short_calls" in rule.limits.report
+    return BurstRule("short", short.within, short.calls, scope, report=report)
