@@ -181,6 +181,9 @@ class Gate:
 
     async def act(self, channel_id: str, decision: Decision) -> None:
         variables = decision.variables()
+        # The reason reaches the PBX's own CDR reports too (the shipped dialplan sets the same value
+        # for allowed calls; a refused call never runs the dialplan again, so it is set here).
+        variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
         if decision.verdict is Verdict.ALLOW and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         results = await asyncio.gather(
