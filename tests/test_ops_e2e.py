@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -128,9 +129,10 @@ async def audit_of(redis: aioredis.Redis, dialled: str, seconds: float = 10) -> 
     """The audit entry of the latest decision on `dialled` (waits for the stream writer)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for _id, fields in await redis.xrevrange(f"cg:{{{SITE}}}:audit", count=200):
+        entries: Any = await redis.xrevrange(f"cg:{{{SITE}}}:audit", count=200)
+        for _id, fields in entries:
             if fields.get("dialled") == dialled:
-                return dict(fields)
+                return {str(k): str(v) for k, v in fields.items()}
         await asyncio.sleep(0.1)
     raise AssertionError(f"no audit entry for {dialled}")
 
