@@ -138,6 +138,9 @@ def main() -> int:
     bench_replay(rows)
     print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
     print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")
+    from bench.gate import bench_gate  # the gate in a real Asterisk (bench/gate.py)
+
+    bench_gate()
     return 0
 
 
