@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from callgate.ari import AriClient
 from callgate.errors import AriUnavailable
 from callgate.gate import Gate
 from callgate.rules import CallAttempt
+
+IN_FLIGHT = 64  # calls decided at once by one gate
 
 log = logging.getLogger("callgate.stasis")
 
@@ -83,6 +86,10 @@ class Router:
         self.ari = ari
         self.busy: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        # At most this many calls are decided at once; the others queue. A call that queued past the
+        # gate's deadline gets the policy's on_store_error decision without asking the store, so an
+        # overloaded gate sheds load instead of letting every call wait longer and longer.
+        self.slots = asyncio.Semaphore(IN_FLIGHT)
 
     def dispatch(self, event: Mapping[str, Any]) -> None:
         match event:
@@ -105,8 +112,11 @@ class Router:
         task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, start: Start) -> None:
+        queued = time.monotonic()
         try:
-            await self.gate.handle(start.channel_id, start.attempt)
+            async with self.slots:
+                late = time.monotonic() - queued > self.gate.settings.deadline
+                await self.gate.handle(start.channel_id, start.attempt, late=late)
         except AriUnavailable as exc:
             log.warning(
                 "channel %s: ARI failed while applying the decision: %s", start.channel_id, exc

@@ -34,7 +34,18 @@ class FakeChannels:
         return channel_id not in self.gone
 
     def variables(self, channel_id: str) -> dict[str, str]:
-        return {c[2]: c[3] for c in self.calls if c[0] == "set" and c[1] == channel_id}
+        """What Asterisk would hold; an ``ARRAY(a,b)`` assignment sets each name to its value."""
+        found: dict[str, str] = {}
+        for c in self.calls:
+            if c[0] != "set" or c[1] != channel_id:
+                continue
+            name, value = c[2], c[3]
+            if name.startswith("ARRAY(") and name.endswith(")"):
+                names = [n.strip() for n in name[6:-1].split(",")]
+                found.update(zip(names, value.split(","), strict=True))
+            else:
+                found[name] = value
+        return found
 
     def actions(self, channel_id: str) -> list[tuple[str, ...]]:
         return [c for c in self.calls if c[0] != "set" and c[1] == channel_id]

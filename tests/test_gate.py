@@ -177,3 +177,14 @@ async def test_panic_hangs_up_live_international_calls_only() -> None:
     assert await g.hang_up_international() == 1
     assert ("hangup", "abroad", "21") in channels.calls
     assert not any(c[0] == "hangup" and c[1] in {"home", "ended"} for c in channels.calls)
+
+
+async def test_a_call_that_waited_past_its_deadline_gets_the_store_failure_mode() -> None:
+    """Overload: a late call is decided by on_store_error without asking the store."""
+    store = MemoryStore()
+    g, _, _ = gate(store)
+    abroad = await g.handle("a", CallAttempt("A", "1001", "011442079460123"), late=True)
+    home = await g.handle("h", CallAttempt("H", "1001", "2125550123"), late=True)
+    assert (abroad.verdict, abroad.reason) == (Verdict.DENY, Reason.STORE_UNAVAILABLE)
+    assert (home.verdict, home.reason) == (Verdict.ALLOW, Reason.STORE_UNAVAILABLE)
+    assert store.reservations(POLICY.site.name) == 0

@@ -189,9 +189,10 @@ async def test_lockdown_after_five_denials_then_unlock(
     await watch.originate("1002", london)
     assert await refused(watch, london)
     assert (await audit_of(redis, london))["reason"] == "extension_locked"
-    cdr = await watch.wait(cdr_of(london), 15)
-    assert cdr is not None
-    assert cdr.get("UserField") == "callgate:extension_locked"
+    marked = await watch.wait(
+        lambda m: cdr_of(london)(m) and m.get("UserField") == "callgate:extension_locked", 15
+    )
+    assert marked is not None, [m.headers for m in watch.find(cdr_of(london))]
     cli(rig, "unlock", "1002")
     again = UK.format(n=4)
     await watch.originate("1002", again)
