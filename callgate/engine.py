@@ -407,7 +407,8 @@ def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> De
     if detail:
         limits = _limit_results(p, outcome)
     else:
-        failed = judge(p.admission, outcome.values).failed
+        # an admitted call fitted under every check: no need to judge it again
+        failed = None if outcome.admitted else judge(p.admission, outcome.values).failed
         limits = [] if failed is None else [_limit_denial(p.checks[failed], outcome.values[failed])]
         limits += _reported(p, outcome)
     results = (
