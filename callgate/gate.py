@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from callgate.admission import CheckKind
 from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.engine import RESERVATION_HOLD, Decision, conclude, on_store_failure, prepare
 from callgate.errors import StoreUnavailable
@@ -100,13 +101,13 @@ class Gate:
         self.audit = audit
         self.settings = settings
         self.clock = clock
-        self.live: dict[
-            str, LiveCall
-        ] = {}  # call id -> admitted call of this instance, until settled
+        self.store_down = False  # the last admission failed: the next success is a recovery
+        # call id -> admitted call of this instance, until settled
+        self.live: dict[str, LiveCall] = {}
         self.listeners: list[Listener] = []
         self.decided: list[Callable[[Decision, float], None]] = []  # (decision, seconds) observers
 
-    def _tell(self, kind: str, details: dict[str, object]) -> None:
+    def tell(self, kind: str, details: dict[str, object]) -> None:
         for listener in self.listeners:
             try:
                 listener(kind, details)
@@ -127,7 +128,23 @@ class Gate:
                 outcome = await self.store.admit(p.admission)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("store failed for call %s: %r", attempt.call_id, exc)
+            if not self.store_down:
+                self.store_down = True
+                self.tell(
+                    "store_failure", {"error": repr(exc), "mode": str(policy.site.on_store_error)}
+                )
             return on_store_failure(p, policy.site.on_store_error)
+        if self.store_down:
+            self.store_down = False
+            self.tell("store_recovered", {})
+        if outcome.admitted:
+            for check, value in zip(p.admission.checks, outcome.values, strict=True):
+                if check.kind is CheckKind.SPEND:
+                    cap = check.report or check.limit
+                    used = value + outcome.reserved
+                    self.tell(
+                        "spend", {"key": check.key, "rule": check.rule, "used": used, "cap": cap}
+                    )
         return conclude(p, outcome)
 
     async def handle(
@@ -150,6 +167,7 @@ class Gate:
                 time.monotonic() + decision.allowed_seconds + RESERVATION_HOLD,
             )
         elif not decision.allowed:
+            self.tell("denied", {"extension": decision.extension, "reason": decision.reason.value})
             rule = lockdown_rule(self.policy(), decision.reason)
             if rule is not None:  # lockdown.after_denied: N denied attempts in the window lock
                 await self._burst(decision.extension, decision.call_id, rule, decision.reason.value)
@@ -176,10 +194,10 @@ class Gate:
                 "extension %s locked (%s): %d %s calls within %ds",
                 extension, rule.scope, seen.count, rule.name, rule.within,
             )  # fmt: skip
-            self._tell("lock", details)
+            self.tell("lock", details)
         elif rule.report and seen.count >= rule.threshold:
             log.warning("report: extension %s would be locked (%s)", extension, rule.scope)
-            self._tell("lock_report", details)
+            self.tell("lock_report", details)
 
     async def hang_up_international(self) -> int:
         """Panic: hang up every international call this instance admitted that may still be up."""

@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+from callgate.alerting import Alerting
 from callgate.ami import AmiConnection
 from callgate.ari import AriClient
 from callgate.audit import Audit
@@ -121,9 +122,11 @@ async def _watch_panic(gate: Gate, store: RedisStore, stop: asyncio.Event) -> No
             on = was_on  # unknown: the admission script still refuses international calls if set
         if on and not was_on:
             log.warning("panic: the site refuses international calls")
-            await gate.hang_up_international()
+            hung = await gate.hang_up_international()
+            gate.tell("panic", {"hung_up": hung})
         elif was_on and not on:
             log.warning("calm: panic is over")
+            gate.tell("calm", {})
         was_on = on
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PANIC_POLL)
@@ -138,6 +141,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     gate = Gate(policy, store, ari, audit, settings=settings.gate)
     router = Router(gate, ari)
     feed = SpendFeed(gate.settle)
+    alerting = Alerting(settings, gate, policy)
 
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -178,6 +182,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         asyncio.create_task(audit.run(audit_stop)),
         asyncio.create_task(policy.watch(stop)),
         asyncio.create_task(_watch_panic(gate, store, stop)),
+        asyncio.create_task(alerting.alerter.run(audit_stop)),
     ]
     if settings.ami_enabled:
         loops.append(asyncio.create_task(_forever("AMI", ami_once, stop)))

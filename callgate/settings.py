@@ -37,6 +37,25 @@ environment, and the environment wins. All problems are collected and reported t
     [log]
     format = "text"                     # text | json
     level = "info"
+
+    [alerts]                            # where alerts go is the policy's alerts: (webhook, syslog);
+    min_interval = 300.0                # the box's own parts are here. Repeats of one alert within
+    deny_burst = 10                     # min_interval are summed up in one summary. A deny burst:
+    deny_window = 60.0                  # deny_burst refusals of one extension (site_burst of the site)
+    site_burst = 50                     # within deny_window seconds.
+    syslog_address = "/dev/log"         # or "host:514" (UDP)
+    smtp_host = ""                      # set to send e-mail; CALLGATE_ALERTS_SMTP_PASSWORD for secrets
+    smtp_port = 25
+    smtp_starttls = false
+    smtp_user = ""
+    smtp_password = ""
+    mail_from = "callgate@localhost"
+    mail_to = ""                        # comma-separated addresses
+
+    [metrics]                           # Prometheus /metrics and /health for the supervisor
+    enabled = true
+    host = "127.0.0.1"
+    port = 9464
 """
 
 from __future__ import annotations
@@ -75,6 +94,21 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "timeout_absolute": (bool, True),
     },
     "log": {"format": (str, "text"), "level": (str, "info")},
+    "alerts": {
+        "min_interval": (float, 300.0),
+        "deny_burst": (int, 10),
+        "deny_window": (float, 60.0),
+        "site_burst": (int, 50),
+        "syslog_address": (str, "/dev/log"),
+        "smtp_host": (str, ""),
+        "smtp_port": (int, 25),
+        "smtp_starttls": (bool, False),
+        "smtp_user": (str, ""),
+        "smtp_password": (str, ""),
+        "mail_from": (str, "callgate@localhost"),
+        "mail_to": (str, ""),
+    },
+    "metrics": {"host": (str, "127.0.0.1"), "port": (int, 9464), "enabled": (bool, True)},
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -97,6 +131,21 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     log_format: str = "text"
     log_level: str = "info"
+    alerts_min_interval: float = 300.0
+    alerts_deny_burst: int = 10
+    alerts_deny_window: float = 60.0
+    alerts_site_burst: int = 50
+    alerts_syslog_address: str = "/dev/log"
+    alerts_smtp_host: str = ""
+    alerts_smtp_port: int = 25
+    alerts_smtp_starttls: bool = False
+    alerts_smtp_user: str = ""
+    alerts_smtp_password: str = ""
+    alerts_mail_from: str = "callgate@localhost"
+    alerts_mail_to: str = ""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    metrics_enabled: bool = True
 
 
 def _convert(kind: type, value: object, name: str, problems: list[str]) -> object:
