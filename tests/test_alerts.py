@@ -162,12 +162,12 @@ class SmtpResponder:
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 test ESMTP\r\n")
-        data, lines = False, []
+        data, lines = False, list[bytes]()
         while line := await reader.readline():
             if data:
                 if line == b".\r\n":
                     self.messages.append(b"".join(lines).decode())
-                    data, lines = False, []
+                    data, lines = False, list[bytes]()
                     writer.write(b"250 queued\r\n")
                 else:
                     lines.append(line)
