@@ -3,6 +3,7 @@ the :class:`~callgate.alerts.Alerter`. Built once by ``serve``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,12 +53,15 @@ class Alerting:
         )
         self.spend = SpendWatch()
         self.settings = settings
+        self.counted: list[Callable[[str], None]] = []  # told the kind of every alert raised
         gate.listeners.append(self.on_gate)
         holder.listeners.append(self.on_policy)
         holder.refusals.append(self.on_refused)
         self._check_lists(holder())
 
     def _raise(self, kind: str, subject: str, message: str, details: dict[str, Any]) -> None:
+        for count in self.counted:
+            count(kind)
         site = self.gate.policy().site.name
         self.alerter.raise_alert(Alert(kind, site, subject, message, details))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -33,6 +34,7 @@ from callgate.audit import Audit
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.gate import Gate
 from callgate.livepolicy import FilePolicy, RedisPolicy
+from callgate.metrics import Metrics, MetricsServer
 from callgate.policystore import PolicyStore
 from callgate.redisstore import RedisStore
 from callgate.settings import Settings
@@ -112,13 +114,18 @@ async def _open_policy(settings: Settings, store: RedisStore) -> FilePolicy | Re
     return FilePolicy(settings.policy_file)
 
 
-async def _watch_panic(gate: Gate, store: RedisStore, stop: asyncio.Event) -> None:
-    """Follow the site's panic flag; when it goes up, hang up this instance's international calls."""
+async def _watch_panic(
+    gate: Gate, store: RedisStore, metrics: Metrics, stop: asyncio.Event
+) -> None:
+    """Follow the site's panic flag; when it goes up, hang up this instance's international calls.
+    Each read is also the Redis link's health check."""
     was_on = False
     while not stop.is_set():
         try:
             on = await store.panic(gate.policy().site.name)
+            metrics.set_link("redis", True)
         except StoreUnavailable:
+            metrics.set_link("redis", False)
             on = was_on  # unknown: the admission script still refuses international calls if set
         if on and not was_on:
             log.warning("panic: the site refuses international calls")
@@ -132,6 +139,68 @@ async def _watch_panic(gate: Gate, store: RedisStore, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), PANIC_POLL)
 
 
+def _monitoring(
+    settings: Settings, gate: Gate, policy: FilePolicy | RedisPolicy, alerting: Alerting
+) -> tuple[Metrics, MetricsServer]:
+    """The metrics fed by the gate and the alerts, and the /metrics + /health server."""
+    metrics = Metrics()
+    gate.decided.append(metrics.observe_decision)
+    alerting.counted.append(lambda kind: metrics.alerts.labels(kind).inc())
+
+    def health_extra() -> dict[str, object]:
+        metrics.live_calls.set(len(gate.live))
+        metrics.policy_version.set(policy().revision)
+        return {
+            "site": policy().site.name,
+            "policy_version": policy().revision,
+            "policy_digest": policy().digest[:12],
+            "live_calls": len(gate.live),
+            "store_down": gate.store_down,
+        }
+
+    return metrics, MetricsServer(
+        metrics, settings.metrics_host, settings.metrics_port, health_extra
+    )
+
+
+async def _ari_once(ari: AriClient, router: Router, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Connect the events websocket (that registers the app), decide what waits, route events."""
+    async with ari.event_stream() as events:
+        log.info("ARI connected: Stasis app %r at %s", ari.app, ari.base)
+        metrics.set_link("ari", True)
+        try:
+            await router.reconcile()
+
+            async def read() -> None:
+                async for event in events:
+                    router.dispatch(event)
+
+            await _until_stopped(read(), stop)
+        finally:
+            metrics.set_link("ari", False)
+
+
+async def _ami_once(
+    settings: Settings, feed: SpendFeed, metrics: Metrics, stop: asyncio.Event
+) -> None:
+    """Log in to AMI and feed Cdr events to the spend feed until the link dies or serve stops."""
+    conn = await AmiConnection.open(
+        settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret
+    )
+    log.info("AMI connected: %s:%d", settings.ami_host, settings.ami_port)
+    metrics.set_link("ami", True)
+
+    async def read() -> None:
+        async for message in conn.events():
+            feed.on_event(message)
+
+    try:
+        await _until_stopped(read(), stop)
+    finally:
+        metrics.set_link("ami", False)
+        await conn.close()
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     store = RedisStore.from_url(settings.redis_url)
@@ -142,6 +211,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     router = Router(gate, ari)
     feed = SpendFeed(gate.settle)
     alerting = Alerting(settings, gate, policy)
+    metrics, web = _monitoring(settings, gate, policy, alerting)
+    where = f"http://{settings.metrics_host}:{settings.metrics_port}/"
+    if settings.metrics_enabled:
+        try:
+            await web.start()
+            log.info("metrics and health on %s", where)
+        except OSError as exc:  # the gate matters more than its numbers: run on without them
+            log.error("metrics and health not served on %s: %s", where, exc)
 
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -150,38 +227,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if isinstance(policy, FilePolicy):
             loop.add_signal_handler(signal.SIGHUP, policy.reload)
 
-    async def ari_once() -> None:
-        async with ari.event_stream() as events:
-            log.info("ARI connected: Stasis app %r at %s", ari.app, ari.base)
-            await router.reconcile()
-
-            async def read() -> None:
-                async for event in events:
-                    router.dispatch(event)
-
-            await _until_stopped(read(), stop)
-
-    async def ami_once() -> None:
-        conn = await AmiConnection.open(
-            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret
-        )
-        log.info("AMI connected: %s:%d", settings.ami_host, settings.ami_port)
-
-        async def read() -> None:
-            async for message in conn.events():
-                feed.on_event(message)
-
-        try:
-            await _until_stopped(read(), stop)
-        finally:
-            await conn.close()
+    ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
+    ami_once = functools.partial(_ami_once, settings, feed, metrics, stop)
 
     audit_stop = asyncio.Event()
     loops = [
         asyncio.create_task(_forever("ARI", ari_once, stop)),
         asyncio.create_task(audit.run(audit_stop)),
         asyncio.create_task(policy.watch(stop)),
-        asyncio.create_task(_watch_panic(gate, store, stop)),
+        asyncio.create_task(_watch_panic(gate, store, metrics, stop)),
         asyncio.create_task(alerting.alerter.run(audit_stop)),
     ]
     if settings.ami_enabled:
@@ -200,6 +254,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await feed.flush()
         audit_stop.set()
         await asyncio.gather(*loops, return_exceptions=True)
+        await web.stop()
         await ari.aclose()
         await store.aclose()
         log.info("stopped")

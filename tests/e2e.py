@@ -21,6 +21,7 @@ from pathlib import Path
 
 from callgate.ami import AmiConnection, Message
 from tests.asterisk_rig import AsteriskInstance
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALPLAN = ROOT / "dialplan"
@@ -146,6 +147,7 @@ def callgate_env(
         "CALLGATE_REDIS_URL": redis_url,
         "CALLGATE_POLICY_FILE": str(policy),
         "CALLGATE_LOG_FORMAT": "json",
+        "CALLGATE_METRICS_PORT": str(free_port()),
         **extra,
     }
     return env

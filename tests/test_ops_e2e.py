@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -247,3 +248,23 @@ async def test_restart_keeps_following_redis(rig: Rig, watch: Watch) -> None:
     assert wait_until(lambda: app_registered(rig.ast), 20), rig.gate.tail()
     await watch.originate("1005", "2125550191")
     assert await watch.wait(reached("+12125550191")), rig.gate.tail()
+
+
+async def test_health_and_metrics_of_the_running_gate(rig: Rig, watch: Watch) -> None:
+    """/health is 200 with every link up; /metrics counts the decisions the gate made."""
+    base = f"http://127.0.0.1:{rig.gate.env['CALLGATE_METRICS_PORT']}"
+    await watch.originate("1006", "2125550195")
+    assert await watch.wait(reached("+12125550195")), rig.gate.tail()
+    async with aiohttp.ClientSession() as http:
+        for _ in range(50):  # the AMI link may still be logging in after a restart
+            async with http.get(f"{base}/health") as reply:
+                status, body = reply.status, await reply.json()
+            if body["links"]["ami"] == "up":
+                break
+            await asyncio.sleep(0.2)
+        async with http.get(f"{base}/metrics") as reply:
+            text = await reply.text()
+    assert status == 200
+    assert body["links"] == {"ari": "up", "ami": "up", "redis": "up"}
+    assert body["policy_version"] >= 1
+    assert 'callgate_decisions_total{reason="allowed",verdict="ALLOW"}' in text
