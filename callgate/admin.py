@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -213,6 +214,27 @@ def cmd_calm(args: argparse.Namespace) -> int:
     return _with_store(args, work)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from callgate.policyfile import load_policy_file
+    from callgate.status import fetch_health, read_status, render_text
+
+    async def work(store: RedisStore) -> int:
+        if args.policy:
+            policy = load_policy_file(args.policy)
+        else:
+            stored = await PolicyStore(store.client, _site(args)).get()
+            if stored is None:
+                raise CallgateError("no policy in Redis for this site: give --policy FILE")
+            policy = stored.load()
+        status = await read_status(store.client, policy, datetime.now(UTC))
+        health = await fetch_health(args.health) if args.health else None
+        status = replace(status, health=health)
+        print(status.as_json() if args.json else render_text(status))
+        return 0
+
+    return _with_store(args, work)
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     pol: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -268,6 +290,17 @@ def add_parsers(
     )
     add_common(panic)
     panic.set_defaults(run=cmd_panic)
+
+    st = sub.add_parser("status", help="live spend against caps, calls in flight, counters, locks")
+    st.add_argument("--policy", help="the policy's caps (default: the active version in Redis)")
+    st.add_argument(
+        "--health",
+        default="http://127.0.0.1:9464/health",
+        help="a running gate's /health URL ('' to skip; default %(default)s)",
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    add_common(st)
+    st.set_defaults(run=cmd_status)
 
     calm = sub.add_parser("calm", help="end a panic")
     add_common(calm)

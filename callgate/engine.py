@@ -144,7 +144,7 @@ def _bucket_names(year: int, month: int, day: int, hour: int) -> tuple[str, str,
     )
 
 
-def _periods(local: datetime) -> dict[str, tuple[str, int]]:
+def spend_periods(local: datetime) -> dict[str, tuple[str, int]]:
     """Bucket name and how long its key must live (seconds), for each spend period, at local time.
 
     Lifetimes count wall-clock seconds to the end of the period (a started second counts as gone), plus a
@@ -291,7 +291,7 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
     )
     limits = rule.limits if rule is not None else policy.site_limits
     max_seconds = limits.max_call_duration or DEFAULT_MAX_CALL_DURATION
-    periods = _periods(local)
+    periods = spend_periods(local)
     counted: list[Check] = []
     spent: list[Check] = []
     if rule is not None:
