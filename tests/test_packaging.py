@@ -359,6 +359,15 @@ def inline_commands() -> list[tuple[list[str], str]]:
 COMMANDS = guide_commands() + inline_commands()
 
 
+def test_guide_explains_every_alert() -> None:
+    """Section 5 of the guide has one row per alert kind callgate raises, and no row for another."""
+    from callgate.alerts import SEVERITY
+
+    section = GUIDE.read_text().partition("## 5.")[2].partition("\n## ")[0]
+    rows = set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
+    assert rows == set(SEVERITY), f"guide has {rows - set(SEVERITY)}, lacks {set(SEVERITY) - rows}"
+
+
 def test_guide_uses_the_admin_commands() -> None:
     """The guide shows the commands an admin needs, so the test below has something to check."""
     used = {argv[0] for argv, _ in COMMANDS if argv}
