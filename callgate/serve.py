@@ -209,7 +209,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     audit = Audit(store.client, policy().site.name)
     gate = Gate(policy, store, ari, audit, settings=settings.gate)
     router = Router(gate, ari)
-    feed = SpendFeed(gate.settle)
+    feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
     alerting = Alerting(settings, gate, policy)
     metrics, web = _monitoring(settings, gate, policy, alerting)
     where = f"http://{settings.metrics_host}:{settings.metrics_port}/"

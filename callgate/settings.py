@@ -16,6 +16,7 @@ environment, and the environment wins. All problems are collected and reported t
     user = "callgate"                   # required unless enabled = false
     secret = "..."
     enabled = true
+    settle_from = "cdr"                 # cdr: Cdr events (cdr_manager); hangup: DialEnd/Hangup events
 
     [redis]
     url = "redis://127.0.0.1:6379/0"
@@ -83,6 +84,7 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "user": (str, ""),
         "secret": (str, ""),
         "enabled": (bool, True),
+        "settle_from": (str, "cdr"),
     },
     "redis": {"url": (str, "redis://127.0.0.1:6379/0")},
     "policy": {"source": (str, "file"), "file": (str, ""), "site": (str, "")},
@@ -131,6 +133,7 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     log_format: str = "text"
     log_level: str = "info"
+    ami_settle_from: str = "cdr"
     alerts_min_interval: float = 300.0
     alerts_deny_burst: int = 10
     alerts_deny_window: float = 60.0
@@ -227,6 +230,8 @@ def _check(values: Mapping[str, object], problems: list[str]) -> None:
         )
     if values.get("ami_enabled") and not values.get("ami_user"):
         problems.append("CALLGATE_AMI_USER / [ami] user: required while [ami] enabled = true")
+    if values.get("ami_settle_from") not in {"cdr", "hangup", None}:
+        problems.append("CALLGATE_AMI_SETTLE_FROM / [ami] settle_from: expected cdr or hangup")
     source = values.get("policy_source")
     if source not in {"file", "redis", None}:
         problems.append(

@@ -8,12 +8,19 @@ to a second trunk gives the gated channel one unanswered and one answered record
 call's records for ``QUIET`` seconds after the last one, then settles once with the sum of the billable
 seconds of its answered records. Settling is idempotent in the store, so a repeated or late record costs nothing twice. A call whose
 records never arrive (AMI was down) is charged in full when its reservation expires.
+
+Without CDRs (``[ami] settle_from = "hangup"``), the feed reads channel events instead: a ``DialEnd``
+with ``DialStatus: ANSWER`` marks when the gated call was answered, and the ``Hangup`` of the call's
+first channel (its ``Uniqueid`` is the ``Linkedid`` the gate was given) settles it with the seconds
+between the two, counted as Asterisk counts billable seconds (whole seconds, rounded down). The call id is
+the linkedid in both modes, so a failed-over second trunk attempt is still the same call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from callgate.ami import Message
@@ -45,15 +52,26 @@ def billable(message: Message) -> int:
 
 class SpendFeed:
     def __init__(
-        self, settle: Callable[[str, int], Awaitable[Settlement]], *, quiet: float = QUIET
+        self,
+        settle: Callable[[str, int], Awaitable[Settlement]],
+        *,
+        quiet: float = QUIET,
+        source: str = "cdr",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settle = settle
         self.quiet = quiet
+        self.source = source  # "cdr" | "hangup"
+        self.clock = clock
+        self.answered: dict[str, float] = {}  # hangup mode: linkedid -> when its Dial was answered
         self.pending: dict[str, int] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def on_event(self, message: Message) -> None:
+        if self.source == "hangup":
+            self._on_channel_event(message)
+            return
         if message.event != "Cdr":
             return
         cid = call_id(message)
@@ -66,12 +84,28 @@ class SpendFeed:
         loop = asyncio.get_running_loop()
         self.timers[cid] = loop.call_later(self.quiet, self._due, cid)
 
-    def _due(self, cid: str) -> None:
-        self.timers.pop(cid, None)
-        billsec = self.pending.pop(cid, 0)
+    def _on_channel_event(self, message: Message) -> None:
+        linked = message.get("Linkedid")
+        if not linked:
+            return
+        if message.event == "DialEnd" and message.get("DialStatus") == "ANSWER":
+            self.answered.setdefault(linked, self.clock())
+            if len(self.answered) > 100_000:  # answers whose hangup was missed: forget the oldest
+                for old in list(self.answered)[:50_000]:
+                    del self.answered[old]
+        elif message.event == "Hangup" and message.get("Uniqueid") == linked:
+            started = self.answered.pop(linked, None)
+            billsec = int(self.clock() - started) if started is not None else 0
+            self._start(linked, billsec)
+
+    def _start(self, cid: str, billsec: int) -> None:
         task = asyncio.create_task(self._run(cid, billsec))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _due(self, cid: str) -> None:
+        self.timers.pop(cid, None)
+        self._start(cid, self.pending.pop(cid, 0))
 
     async def _run(self, cid: str, billsec: int) -> None:
         for attempt in range(5):
