@@ -1,78 +1,207 @@
 """``serve``'s own numbers: Prometheus ``/metrics`` and a ``/health`` endpoint for the supervisor.
 
-The registry is the process's own (no global prometheus_client state). ``/health`` answers 200 with a
-JSON body while the ARI and Redis links are up, 503 (same body) otherwise; AMI being down only delays
-settlement (reservations then expire and charge in full), so it is reported but does not fail health.
+:class:`Metrics` holds the process's own :class:`~prometheus_client.CollectorRegistry` (no global
+prometheus_client state) and is fed by the gate: each decision, each link going up or down, the policy
+version. The site's state in Redis (spend against caps, reservations, locks, panic) is read at scrape time
+by the ``refresh`` of :class:`MetricsServer` (:func:`site_state`): Redis is the one truth shared by every
+gate of a site, and it changes without this gate deciding anything (another gate's admissions, a
+settlement, a reservation expiring, a new day), so a gauge fed from this gate's decisions would be wrong.
+
+``/health`` answers 200 with a JSON body while the ARI and Redis links are up, 503 (same body) otherwise;
+AMI being down only delays settlement (reservations then expire and charge in full), so it makes the
+status ``degraded`` but does not fail health. The server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from callgate.engine import Decision
+from callgate.policy import Policy
+from callgate.status import Status, read_status
+
+log = logging.getLogger("callgate.metrics")
 
 LINKS = ("ari", "ami", "redis")
 NEEDED = ("ari", "redis")  # health fails without these
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9464
+# 0.1 ms (a decision from a warm Redis on loopback) to 1 s (the default [gate] deadline)
+DECISION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+STATE_TIMEOUT = 0.5  # seconds a scrape waits for the site's state before serving without it
+STATE_MAX_AGE = 1.0  # scrapes within this many seconds of a read reuse it
+
+
+class _Callbacks(Collector):
+    """Values read from the running process at scrape time (queue lengths, drop counts)."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, tuple[str, Callable[[], float], bool]] = {}
+
+    def describe(self) -> list[Metric]:
+        return []  # names are checked by Metrics.expose
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, read, counter) in self.sources.items():
+            try:
+                value = float(read())
+            except Exception:  # a broken callback must not break the scrape
+                log.exception("metric %s could not be read", name)
+                continue
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            yield family(name, doc, value=value)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """Every number ``serve`` exports; the gate feeds it, ``MetricsServer`` serves it."""
+
+    def __init__(
+        self, *, links: Iterable[str] = LINKS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.decisions = Counter(
-            "callgate_decisions",
-            "Decisions by verdict and reason",
-            ["verdict", "reason"],
+            "callgate_decisions", "Decisions by verdict and reason", ["verdict", "reason"],
             registry=r,
-        )
+        )  # fmt: skip
         self.latency = Histogram(
             "callgate_decision_seconds",
-            "StasisStart to continue/hang-up, as the gate measures it",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            "StasisStart to continue or hang-up, as the gate measures it",
+            buckets=DECISION_BUCKETS,
             registry=r,
         )
         self.reported = Counter(
             "callgate_reported", "Rules in mode: report that would have denied", ["reason"],
             registry=r,
         )  # fmt: skip
-        self.live_calls = Gauge("callgate_live_calls", "Admitted calls not yet settled", registry=r)
+        self.live_calls = Gauge(
+            "callgate_live_calls", "Calls this gate admitted that are not settled yet", registry=r
+        )
         self.link = Gauge("callgate_link_up", "1 while the link is up", ["link"], registry=r)
         self.policy_version = Gauge(
             "callgate_policy_version", "Redis version of the running policy (0: a file)", registry=r
         )
-        self.alerts = Counter("callgate_alerts", "Alerts raised", ["kind"], registry=r)
-        self.reserved = Gauge(
-            "callgate_reserved_micro", "Money reserved by the last admitted call", registry=r
+        self.policy_info = Gauge(
+            "callgate_policy_info", "1, labelled with the running policy's sha256 (12 hex digits)",
+            ["digest"], registry=r,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "callgate_alerts", "Alerts raised, before rate limiting", ["kind"], registry=r
         )
-        self.links: dict[str, bool] = dict.fromkeys(LINKS, False)
-        for name in LINKS:
-            self.link.labels(name).set(0)
-        self.started = time.monotonic()
+        # the site's state in Redis, read at scrape time (site_state)
+        self.state_up = Gauge(
+            "callgate_state_up", "1 when the last scrape-time read of the site's state worked",
+            registry=r,
+        )  # fmt: skip
+        self.spend = Gauge(
+            "callgate_spend_micro",
+            "Money committed (settled + reserved) in the current period, micro-units",
+            ["scope", "period"],
+            registry=r,
+        )
+        self.spend_cap = Gauge(
+            "callgate_spend_cap_micro", "The policy's cap of the scope and period, micro-units",
+            ["scope", "period"], registry=r,
+        )  # fmt: skip
+        self.reservations = Gauge(
+            "callgate_reservations", "Admitted calls of the site not yet settled", registry=r
+        )
+        self.reserved = Gauge(
+            "callgate_reserved_micro", "Money the site's unsettled calls hold, micro-units",
+            registry=r,
+        )  # fmt: skip
+        self.locked = Gauge(
+            "callgate_locked_extensions", "Locked extensions of the site", ["scope"], registry=r
+        )
+        self.panic = Gauge("callgate_panic", "1 while the site's panic switch is on", registry=r)
+        ProcessCollector(registry=r)  # memory, CPU, open files, start time (Linux)
+        self._callbacks = _Callbacks()
+        r.register(self._callbacks)
+
+        self.clock = clock
+        self.started = clock()
+        self.links: dict[str, bool] = {}
+        for name in links:
+            self.set_link(name, False)
+        self.version: tuple[int, str] = (0, "")
+
+    # --- fed by the gate ----------------------------------------------------------------------
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
-        self.decisions.labels(decision.verdict.value, decision.reason.value).inc()
-        self.latency.observe(seconds)
+        """One decision (a ``Gate.decided`` observer): its verdict, reason and time."""
+        self.count_decision(decision.verdict.value, decision.reason.value, seconds)
         for r in decision.reported:
             self.reported.labels(r.reason.value if r.reason else "").inc()
+
+    def count_decision(self, verdict: str, reason: str, seconds: float) -> None:
+        self.decisions.labels(verdict, reason).inc()
+        self.latency.observe(seconds)
 
     def set_link(self, name: str, up: bool) -> None:
         self.links[name] = up
         self.link.labels(name).set(1 if up else 0)
 
+    def set_live_calls(self, n: int) -> None:
+        self.live_calls.set(n)
+
+    def set_policy_version(self, version: int, digest: str = "") -> None:
+        self.version = (version, digest[:12])
+        self.policy_version.set(version)
+        self.policy_info.clear()
+        if digest:
+            self.policy_info.labels(digest[:12]).set(1)
+
+    def expose(
+        self, name: str, documentation: str, read: Callable[[], float], *, counter: bool = False
+    ) -> None:
+        """Export ``read()`` at every scrape (a queue length; with ``counter``, a running total)."""
+        if name in {m.name for m in self.registry.collect()}:
+            raise ValueError(f"metric {name} is already exported")
+        self._callbacks.sources[name] = (documentation, read, counter)
+
+    def update_state(self, status: Status | None) -> None:
+        """Set the site's gauges from a status read; None: the read failed (their series go)."""
+        for gauge in (self.spend, self.spend_cap, self.locked):
+            gauge.clear()
+        self.state_up.set(0 if status is None else 1)
+        if status is None:
+            return
+        for x in status.spend:
+            self.spend.labels(x.scope, x.period).set(x.spent)
+            if x.cap is not None:
+                self.spend_cap.labels(x.scope, x.period).set(x.cap)
+        self.reservations.set(status.reservations)
+        self.reserved.set(status.reserved)
+        self.panic.set(1 if status.panic else 0)
+        for scope in ("international", "all"):
+            self.locked.labels(scope).set(sum(1 for _, held in status.locks if held == scope))
+
+    # --- read by the server -------------------------------------------------------------------
+
     def health(self, extra: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        ok = all(self.links[name] for name in NEEDED)
-        body = {
-            "status": "ok" if ok else "degraded",
+        """(healthy, body): healthy while every NEEDED link is up."""
+        ok = all(self.links.get(name, False) for name in NEEDED)
+        status = "ok" if all(self.links.values()) else "degraded" if ok else "down"
+        body: dict[str, Any] = {"policy_version": self.version[0], **extra}
+        body |= {
+            "status": status,
             "links": {name: "up" if up else "down" for name, up in self.links.items()},
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            **extra,
+            "uptime_s": round(self.clock() - self.started, 1),
         }
         return ok, body
 
@@ -80,24 +209,64 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def site_state(
+    metrics: Metrics,
+    client: aioredis.Redis,
+    policy: Callable[[], Policy],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Callable[[], Awaitable[None]]:
+    """A ``MetricsServer`` refresh that reads the site's state from Redis into ``metrics``."""
+
+    async def refresh() -> None:
+        metrics.update_state(await read_status(client, policy(), clock(), live_limit=0))
+
+    return refresh
+
+
 class MetricsServer:
-    """GET /metrics and /health on ``host:port`` (loopback by default)."""
+    """GET /metrics and /health on ``host:port`` (loopback by default).
+
+    ``extra`` is called on every request; its fields join the /health body. ``refresh`` runs before a
+    scrape (at most once every ``max_age`` seconds, at most STATE_TIMEOUT long); when it fails or is
+    slow, the scrape is served without the site's state (``callgate_state_up`` 0).
+    """
 
     def __init__(
         self,
         metrics: Metrics,
-        host: str,
-        port: int,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
         extra: Callable[[], dict[str, Any]] = dict,
+        *,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        max_age: float = STATE_MAX_AGE,
     ) -> None:
         self.metrics, self.host, self.port, self.extra = metrics, host, port, extra
+        self.refresh, self.max_age = refresh, max_age
         self.runner: web.AppRunner | None = None
+        self._prometheus = make_aiohttp_handler(metrics.registry)
+        self._lock = asyncio.Lock()
+        self._read_at: float | None = None
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    async def _refresh(self) -> None:
+        if self.refresh is None:
+            return
+        async with self._lock:  # scrapes at once share one read
+            now = time.monotonic()
+            if self._read_at is not None and now - self._read_at < self.max_age:
+                return
+            self._read_at = now
+            try:
+                async with asyncio.timeout(STATE_TIMEOUT):
+                    await self.refresh()
+            except Exception as exc:  # Redis down or slow: serve the rest
+                log.debug("site state not read for /metrics: %r", exc)
+                self.metrics.update_state(None)
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        await self._refresh()
         self.extra()  # refreshes the gauges read at scrape time
-        return web.Response(
-            body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return await self._prometheus(request)
 
     async def _health(self, _: web.Request) -> web.Response:
         ok, body = self.metrics.health(self.extra())
@@ -106,12 +275,20 @@ class MetricsServer:
         )
 
     async def start(self) -> None:
+        """Listen; OSError when the address is taken (``serve`` logs it and runs on)."""
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.runner = runner
+        if self.port == 0:  # an ephemeral port (tests): the one the system chose
+            self.port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -1,158 +1,500 @@
 """``callgate status``: a site's live state as Redis holds it, read without changing anything.
 
-Spend per extension, profile and site against the policy's caps (hour, day, month, in the site's local
-periods), the reservations in flight (admitted calls not yet settled: the live calls of every gate of the
-site), calls in the last minute and hour and concurrent calls per scope, locks and panic, the active policy
-version, and, when a gate's ``/health`` answers, its links. Keys are found with SCAN, never KEYS.
+:func:`read_status` gathers, for every gate of the site together: spend per extension, profile and site
+against the caps of a policy (the site's local hour, day and month), the reservations in flight, the live
+calls, calls in the last minute and hour and concurrent calls per scope, locks and panic, and the active
+policy version. It returns a frozen :class:`Status` tree and prints nothing; :func:`render_text` and
+:func:`as_json` turn it into text. :func:`fetch_health` asks a running ``serve`` for its links.
+
+The cost is bounded: one ``SCAN`` pass over the site's keys (``MATCH`` on the site prefix, ``COUNT``
+:data:`SCAN_COUNT` a step, at most :data:`MAX_KEYS` keys, never ``KEYS``), then two pipelined round trips.
+Redis errors become :class:`~callgate.errors.StoreUnavailable` here, once. Keys written by a newer or older
+callgate in another shape (``live``, ``policy:*``) are shown as absent rather than failing the read.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from callgate.admission import from_micro, money_text, to_micro
+from callgate.admission import MICRO, to_micro
 from callgate.engine import spend_periods
+from callgate.errors import StoreUnavailable
 from callgate.policy import Limits, Policy
 from callgate.redisstore import site_prefix
+
+SCAN_COUNT = 1000  # keys Redis looks at per SCAN step
+MAX_KEYS = 200_000  # a site with more matching keys is shown in part (``Status.truncated``)
+LIVE_SHOWN = 50  # live calls listed one by one; all are counted
+PERIODS = ("hour", "day", "month")
+# counter key suffix -> (policy key, sliding window in ms); "concurrent_calls" is the c:<scope> set
+_WINDOWS = {
+    "cpm": ("calls_per_minute", 60_000),
+    "cph": ("calls_per_hour", 3_600_000),
+    "iph": ("international_calls_per_hour", 3_600_000),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SpendLine:
+    """Money committed (settled + reserved) by one scope in the current bucket of one period."""
+
     scope: str  # ext:1001, prof:office, site
     period: str  # hour | day | month
-    bucket: str
-    spent: str  # settled + reserved, in the site's currency
-    cap: str | None
-    percent: float | None
+    bucket: str  # 2026-11-17T10 | 2026-11-17 | 2026-11 (site's local time)
+    spent: int  # micro-units
+    cap: int | None  # micro-units; None: the policy sets no cap here
+    report: bool = False  # the cap is in mode: report (counted, never enforced)
+
+    @property
+    def percent(self) -> Decimal | None:
+        """Share of the cap used, to 0.1 (None without a cap)."""
+        if not self.cap:
+            return None
+        return (Decimal(self.spent * 100) / self.cap).quantize(Decimal("0.1"), ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    name: str  # the policy key: calls_per_minute, calls_per_hour, international_calls_per_hour, ...
+    value: int
+    limit: int | None  # None: the policy sets no such limit on this scope
 
 
 @dataclass(frozen=True, slots=True)
 class CounterLine:
     scope: str
-    last_minute: int
-    last_hour: int
-    concurrent: int
+    counts: tuple[Count, ...]  # in COUNTERS order
+
+    def value(self, name: str) -> int:
+        return next(c.value for c in self.counts if c.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """An admitted call still up, as the gate that admitted it recorded it."""
+
+    call_id: str
+    extension: str
+    number: str
+    international: bool
+    channel: str
+    admitted_at: str  # ISO 8601
+    allowed_seconds: int
+    instance: str  # which gate admitted it
+    until_ms: int  # when its record expires
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    version: int
+    digest: str
+    pushed_by: str
+    pushed_at: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     site: str
-    at: str
+    at: datetime  # local time of the site
     currency: str
-    policy_version: int | None
+    caps_from: str  # the policy the caps come from: its source, version and digest
+    caps_digest: str
+    active: PolicyVersion | None  # the version active in Redis; None: none pushed (file mode)
     panic: bool
-    locks: dict[str, str]
-    reservations: int
-    reserved: str
-    spend: list[SpendLine] = field(default_factory=list)
-    counters: list[CounterLine] = field(default_factory=list)
-    health: dict[str, Any] | None = None
+    locks: tuple[tuple[str, str], ...]  # (extension, international | all)
+    reservations: int  # admitted calls not yet settled, of every gate of the site
+    reserved: int  # micro-units they hold on the caps (already inside ``spend``)
+    spend: tuple[SpendLine, ...]
+    counters: tuple[CounterLine, ...]
+    live_calls: int
+    live: tuple[LiveCall, ...]  # at most LIVE_SHOWN of them
+    truncated: bool = False  # the key scan stopped at MAX_KEYS: extension lines may be missing
+    health: dict[str, Any] | None = None  # a running gate's /health body, when asked and answered
+
+    @property
+    def policy_version(self) -> int | None:
+        return self.active.version if self.active else None
 
     def as_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return as_json(self)
 
 
-def _caps(policy: Policy, scope: str) -> Limits | None:
+def _limits(policy: Policy, scope: str) -> Limits | None:
+    """The limits the policy sets on a scope (None: no such profile, or no entry matches)."""
     if scope == "site":
         return policy.site_limits
     kind, _, name = scope.partition(":")
     if kind == "prof":
         profile = policy.profiles.get(name)
         return profile.group_limits if profile else None
-    rule = policy.rule_for(name)
+    rule = policy.rule_for(name) if kind == "ext" else None
     return rule.limits if rule else None
 
 
-async def _scan(client: aioredis.Redis, pattern: str) -> list[str]:
-    return [str(k) async for k in client.scan_iter(match=pattern, count=1000)]
+def _order(scope: str) -> tuple[int, bool, int, str]:
+    """site, then profiles, then extensions, numbers in numeric order."""
+    kind, _, name = scope.partition(":")
+    rank = {"site": 0, "prof": 1}.get(kind, 2)
+    return rank, not name.isdigit(), int(name) if name.isdigit() else 0, name
 
 
-async def read_status(client: aioredis.Redis, policy: Policy, now: datetime) -> Status:
-    site = policy.site.name
-    prefix = site_prefix(site)
+def _glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _scan(client: aioredis.Redis, match: str, limit: int) -> tuple[list[str], bool]:
+    keys: list[str] = []
+    cursor: Any = 0
+    while True:
+        cursor, batch = await client.scan(cursor, match=match, count=SCAN_COUNT)
+        keys += map(_text, batch)
+        if len(keys) >= limit:
+            return keys[:limit], True
+        if not int(cursor):
+            return keys, False
+
+
+async def read_status(
+    client: aioredis.Redis,
+    policy: Policy,
+    now: datetime,
+    *,
+    live_limit: int = LIVE_SHOWN,
+    max_keys: int = MAX_KEYS,
+) -> Status:
+    """The site's state at ``now`` against ``policy``'s caps. Raises StoreUnavailable."""
+    try:
+        return await _read(client, policy, now, live_limit, max_keys)
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+
+
+class _Keys:
+    """The site's keys the scan found, by what they count."""
+
+    def __init__(self, prefix: str, keys: list[str], period_of: dict[str, str]) -> None:
+        self.spend: dict[str, tuple[str, str]] = {}  # key -> (scope, period)
+        self.windows: dict[str, tuple[str, str]] = {}  # key -> (scope, suffix)
+        self.slots: dict[str, str] = {}  # key -> scope
+        self.held: list[str] = []
+        self.locks: list[str] = []
+        for key in keys:
+            kind, _, tail = key[len(prefix) :].partition(":")
+            scope, _, last = tail.rpartition(":")
+            if kind == "s" and scope and last in period_of:
+                self.spend[key] = (scope, period_of[last])
+            elif kind == "w" and scope and last in _WINDOWS:
+                self.windows[key] = (scope, last)
+            elif kind == "c":
+                self.slots[key] = tail
+            elif kind == "r":
+                self.held.append(key)
+            elif kind == "lock":
+                self.locks.append(key)
+
+
+def _replies(replies: list[Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(core, optional): the next reply; an error fails the read (core) or reads as absent
+    (optional: a key of a shape this callgate does not know, such as ``live`` from another version)."""
+    it = iter(replies)
+
+    def core() -> Any:
+        reply = next(it)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def optional() -> Any:
+        reply = next(it)
+        return None if isinstance(reply, Exception) else reply
+
+    return core, optional
+
+
+async def _read(
+    client: aioredis.Redis, policy: Policy, now: datetime, live_limit: int, max_keys: int
+) -> Status:
+    prefix = site_prefix(policy.site.name)
     local = now.astimezone(policy.site.timezone)
     buckets = {period: name for period, (name, _) in spend_periods(local).items()}
-    version = await client.get(prefix + "policy:active")
-    panic = bool(await client.exists(prefix + "panic"))
-    lock_keys = await _scan(client, prefix + "lock:*")
-    lock_values = await client.mget(lock_keys) if lock_keys else []
-    locks = {k[len(prefix) + 5 :]: str(v) for k, v in zip(lock_keys, lock_values, strict=True) if v}
     now_ms = int(now.timestamp() * 1000)
-    reservations, reserved = 0, 0
-    for key in await _scan(client, prefix + "r:*"):
-        held = await client.hmget(key, "cost", "until")
-        if held[1] is not None and int(held[1]) > now_ms:
-            reservations += 1
-            reserved += int(held[0] or 0)
-    spend: list[SpendLine] = []
-    for key in sorted(await _scan(client, prefix + "s:*")):
-        scope, _, bucket = key[len(prefix) + 2 :].rpartition(":")
-        period = next((p for p, b in buckets.items() if b == bucket), None)
-        if period is None:
-            continue  # an earlier period, kept until its key expires
-        used = int(await client.get(key) or 0)
-        limits = _caps(policy, scope)
-        cap = getattr(limits.spend, period) if limits else None
-        percent = round(used * 100 / to_micro(cap), 1) if cap else None
-        spend.append(
-            SpendLine(
-                scope, period, bucket, money_text(used)[:-4], str(cap) if cap else None, percent
-            )
-        )
-    scopes = sorted(
-        {k[len(prefix) + 2 :].rsplit(":", 1)[0] for k in await _scan(client, prefix + "w:*:cp?")}
-        | {k[len(prefix) + 2 :] for k in await _scan(client, prefix + "c:*")}
-    )
-    counters = []
-    for scope in scopes:
-        minute = await client.zcount(f"{prefix}w:{scope}:cpm", f"({now_ms - 60_000}", "+inf")
-        hour = await client.zcount(f"{prefix}w:{scope}:cph", f"({now_ms - 3_600_000}", "+inf")
-        concurrent = await client.zcount(f"{prefix}c:{scope}", f"({now_ms}", "+inf")
-        counters.append(CounterLine(scope, int(minute), int(hour), int(concurrent)))
+    # one pass: s: spend, w: windows, c: concurrency, r: reservations, l: locks (and live:<id>)
+    found, truncated = await _scan(client, _glob(prefix) + "[swcrl]*", max_keys)
+    k = _Keys(prefix, found, {name: period for period, name in buckets.items()})
+    scopes = [("site", policy.site_limits)]
+    scopes += [(f"prof:{name}", p.group_limits) for name, p in policy.profiles.items()]
+    for scope, limits in scopes:  # read even when the scan was cut short
+        for period, _cap in limits.spend.items():
+            k.spend.setdefault(f"{prefix}s:{scope}:{buckets[period]}", (scope, period))
+
+    pipe = client.pipeline(transaction=False)
+    if k.spend:
+        pipe.mget(list(k.spend))
+    for key, (_, suffix) in k.windows.items():
+        pipe.zcount(key, f"({now_ms - _WINDOWS[suffix][1]}", "+inf")
+    for key in k.slots:
+        pipe.zcount(key, f"({now_ms}", "+inf")
+    for key in k.held:
+        pipe.hmget(key, "cost", "until")
+    if k.locks:
+        pipe.mget(k.locks)
+    pipe.exists(prefix + "panic")
+    pipe.zcount(prefix + "live", f"({now_ms}", "+inf")
+    pipe.zrangebyscore(prefix + "live", f"({now_ms}", "+inf", 0, live_limit, withscores=True)
+    pipe.get(prefix + "policy:active")
+    core, optional = _replies(await pipe.execute(raise_on_error=False))
+
+    values = core() if k.spend else []
+    spent = {w: int(v) for w, v in zip(k.spend.values(), values, strict=True) if v is not None}
+    counted = {where: int(core()) for where in k.windows.values()}
+    concurrent = {scope: int(core()) for scope in k.slots.values()}
+    reservations = reserved = 0
+    for _ in k.held:
+        cost, until = core()
+        if until is not None and int(until) > now_ms:
+            reservations, reserved = reservations + 1, reserved + int(cost or 0)
+    values = core() if k.locks else []
+    locks = [
+        (key[len(prefix) + 5 :], _text(v)) for key, v in zip(k.locks, values, strict=True) if v
+    ]
+    panic = bool(core())
+    live_count = int(optional() or 0)
+    live_ids = [(_text(m), int(float(score))) for m, score in optional() or []]
+    active = optional()
+
+    pipe = client.pipeline(transaction=False)
+    for call_id, _ in live_ids:
+        pipe.hgetall(f"{prefix}live:{call_id}")
+    if active is not None:
+        pipe.hget(prefix + "policy:versions", _text(active))
+    later = await pipe.execute(raise_on_error=False) if live_ids or active is not None else []
+    live = [c for c in map(_live_call, live_ids, later) if c is not None]
     return Status(
-        site, now.isoformat(), policy.site.currency, int(version) if version else None, panic,
-        locks, reservations, str(from_micro(reserved)), spend, counters,
+        site=policy.site.name,
+        at=local,
+        currency=policy.site.currency,
+        caps_from=policy.source + (f" (v{policy.revision})" if policy.revision else ""),
+        caps_digest=policy.digest,
+        active=_version(active, later[-1]) if active is not None else None,
+        panic=panic,
+        locks=tuple(sorted(locks, key=lambda pair: _order("ext:" + pair[0]))),
+        reservations=reservations,
+        reserved=reserved,
+        spend=_spend_lines(policy, buckets, spent),
+        counters=_counter_lines(policy, counted, concurrent),
+        live_calls=live_count,
+        live=tuple(sorted(live, key=lambda c: (c.admitted_at, c.call_id))),
+        truncated=truncated,
+    )
+
+
+def _spend_lines(
+    policy: Policy, buckets: dict[str, str], spent: dict[tuple[str, str], int]
+) -> tuple[SpendLine, ...]:
+    """Every capped (scope, period) and every one with a counter; the fullest extensions first."""
+    scopes = {"site", *(f"prof:{p}" for p in policy.profiles), *(s for s, _ in spent)}
+    by_scope: dict[str, list[SpendLine]] = {}
+    for scope in scopes:
+        limits = _limits(policy, scope)
+        for period in PERIODS:
+            cap = getattr(limits.spend, period) if limits else None
+            used = spent.get((scope, period))
+            if cap is None and used is None:
+                continue
+            by_scope.setdefault(scope, []).append(
+                SpendLine(
+                    scope, period, buckets[period], used or 0,
+                    None if cap is None else to_micro(cap),
+                    limits is not None and f"spend.{period}" in limits.report,
+                )
+            )  # fmt: skip
+
+    def pressure(scope: str) -> tuple[int, Decimal, int, tuple[int, bool, int, str]]:
+        lines = by_scope[scope]
+        fullest = max((x.percent or Decimal(0) for x in lines), default=Decimal(0))
+        rank = _order(scope)
+        return rank[0], -fullest if rank[0] == 2 else Decimal(0), -max(x.spent for x in lines), rank
+
+    return tuple(x for scope in sorted(by_scope, key=pressure) for x in by_scope[scope])
+
+
+def _counter_lines(
+    policy: Policy, counted: dict[tuple[str, str], int], concurrent: dict[str, int]
+) -> tuple[CounterLine, ...]:
+    """Scopes with at least one call in a window or in progress."""
+    out = []
+    for scope in sorted({s for s, _ in counted} | set(concurrent), key=_order):
+        limits = _limits(policy, scope)
+        counts = tuple(
+            Count(name, counted.get((scope, suffix), 0), getattr(limits, name) if limits else None)
+            for suffix, (name, _) in _WINDOWS.items()
+        )
+        slots = concurrent.get(scope, 0)
+        counts += (Count("concurrent_calls", slots, limits.concurrent_calls if limits else None),)
+        if any(c.value for c in counts):
+            out.append(CounterLine(scope, counts))
+    return tuple(out)
+
+
+def _live_call(entry: tuple[str, int], fields: Any) -> LiveCall | None:
+    if not isinstance(fields, dict) or not fields:
+        return None  # ended meanwhile, or not a hash
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    seconds = f.get("allowed_seconds", "0")
+    return LiveCall(
+        entry[0], f.get("extension", ""), f.get("number", ""), f.get("international") == "1",
+        f.get("channel", ""), f.get("admitted_at", ""), int(seconds) if seconds.isdigit() else 0,
+        f.get("instance", ""), entry[1],
     )  # fmt: skip
 
 
-async def fetch_health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """A running gate's /health body, or None when nothing answers."""
+def _version(active: Any, raw: Any) -> PolicyVersion | None:
+    try:
+        version = int(_text(active))
+        data = json.loads(raw) if isinstance(raw, str | bytes) else {}
+    except ValueError:
+        return None
+    get = data.get if isinstance(data, dict) else {}.get
+    return PolicyVersion(
+        version, str(get("digest") or get("hash") or ""), str(get("pushed_by") or ""),
+        str(get("pushed_at") or ""), str(get("source") or ""),
+    )  # fmt: skip
+
+
+async def fetch_health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """A running gate's /health body (it comes with 200 and with 503), or None when nothing answers."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
             http.get(url) as reply,
         ):
             body = await reply.json(content_type=None)
-            return dict(body) if isinstance(body, dict) else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
+    return dict(body) if isinstance(body, dict) else None
+
+
+# --- text for people and for scripts -------------------------------------------------------------
+
+
+def money(micro: int) -> str:
+    """Exact amount with at least two decimals: 12500000 -> 12.50, 1234 -> 0.001234."""
+    text = str((Decimal(micro) / MICRO).quantize(Decimal("0.000001")))
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def _links_text(health: dict[str, Any]) -> str:
+    links = health.get("links")
+    parts = [f"{k} {v}" for k, v in links.items()] if isinstance(links, dict) else []
+    more = [f"policy version {health['policy_version']}"] if "policy_version" in health else []
+    if isinstance(health.get("uptime_s"), int | float):
+        more.append(
+            f"up {int(health['uptime_s']) // 3600}h{int(health['uptime_s']) % 3600 // 60:02d}m"
+        )
+    return f"{health.get('status', '?')}: {', '.join(parts) or 'no links'}" + (
+        f" ({', '.join(more)})" if more else ""
+    )
+
+
+_PANIC = "ON: every international call is refused (`callgate calm` ends it)"
+_SPEND_HEAD, _SPEND_W = ("scope", "period", "bucket", "spent", "cap", "used"), (
+    "<6", "<13", ">12", ">12", ">7",
+)  # fmt: skip
+_COUNT_HEAD, _COUNT_W = ("scope", "/minute", "/hour", "intl/hour", "concurrent"), (
+    ">8", ">8", ">10", ">11",
+)  # fmt: skip
+
+
+def _row(cells: tuple[str, ...], widths: tuple[str, ...]) -> str:
+    first, *rest = cells
+    return f"  {first:<16} " + " ".join(f"{c:{w}}" for c, w in zip(rest, widths, strict=True))
 
 
 def render_text(s: Status) -> str:
-    lines = [
-        f"site {s.site} at {s.at}",
-        f"policy   version {s.policy_version if s.policy_version is not None else '- (file mode)'}",
-        f"panic    {'ON: international calls are refused' if s.panic else 'off'}",
-        "locks    " + (", ".join(f"{e} ({v})" for e, v in sorted(s.locks.items())) or "none"),
-        f"in flight {s.reservations} admitted calls not yet settled, {s.reserved} {s.currency} reserved",
-    ]
+    a = s.active
+    lines = [f"site       {s.site} at {s.at.isoformat(timespec='seconds')}"]
+    if a is None:
+        lines.append("policy     no version active in Redis (file mode)")
+    else:
+        lines.append(f"policy     version {a.version} sha256:{a.digest[:12]}, pushed by "
+                     f"{a.pushed_by} at {a.pushed_at}")  # fmt: skip
+    if a is None or a.digest != s.caps_digest:
+        lines.append(f"caps from  {s.caps_from} sha256:{s.caps_digest[:12]}")
+    lines.append(f"panic      {_PANIC if s.panic else 'off'}")
+    lines.append("locks      " + (", ".join(f"{e} ({scope})" for e, scope in s.locks) or "none"))
     if s.health is not None:
-        links = ", ".join(f"{k} {v}" for k, v in s.health.get("links", {}).items())
-        lines.append(f"gate     {s.health.get('status')}: {links}")
-    lines.append("spend (settled + reserved) against caps:")
+        lines.append(f"gate       {_links_text(s.health)}")
+    lines.append(f"in flight  {s.reservations} admitted calls not yet settled, "
+                 f"{money(s.reserved)} {s.currency} reserved")  # fmt: skip
+    if s.live_calls:
+        lines.append(f"live calls {s.live_calls}")
+    for c in s.live:
+        where = "international" if c.international else "domestic"
+        on = f" on {c.instance}" if c.instance else ""
+        lines.append(f"  {c.extension} -> {c.number} ({where}) since {c.admitted_at}, at most "
+                     f"{c.allowed_seconds}s, channel {c.channel}{on}")  # fmt: skip
+    if s.live_calls > len(s.live):
+        lines.append(f"  ... and {s.live_calls - len(s.live)} more")
+    lines.append(f"spend      settled + reserved, {s.currency}, against the caps")
+    lines += (
+        [_row(_SPEND_HEAD, _SPEND_W)]
+        if s.spend
+        else ["  no cap, nothing spent this hour, day or month"]
+    )
     for x in s.spend:
-        cap = f" of {x.cap} ({x.percent}%)" if x.cap else " (no cap)"
-        lines.append(f"  {x.scope:<16} {x.period:<5} {x.bucket:<13} {x.spent:>10}{cap}")
-    if not s.spend:
-        lines.append("  nothing spent in the current hour, day or month")
-    lines.append("counters: calls in the last minute / hour, concurrent now")
-    lines += [
-        f"  {c.scope:<16} {c.last_minute:>5} {c.last_hour:>6} {c.concurrent:>5}" for c in s.counters
-    ]
+        cap = money(x.cap) if x.cap is not None else "-"
+        used = f"{x.percent}%" if x.percent is not None else ""
+        row = _row((x.scope, x.period, x.bucket, money(x.spent), cap, used), _SPEND_W)
+        lines.append(row + (" (mode: report)" if x.report else ""))
+    lines.append("counters   calls in the last minute and hour, international in the hour, now")
+    lines += (
+        [_row(_COUNT_HEAD, _COUNT_W)] if s.counters else ["  no call in the last hour, none up now"]
+    )
+    for line in s.counters:
+        cells = (
+            f"{c.value}/{c.limit}" if c.limit is not None else str(c.value) for c in line.counts
+        )
+        lines.append(_row((line.scope, *cells), _COUNT_W))
+    if s.truncated:
+        lines.append(f"(more than {MAX_KEYS} keys: some extensions are not shown)")
     return "\n".join(lines)
+
+
+def as_json(s: Status) -> str:
+    """The status as one JSON object: money both exact (text) and in micro-units."""
+    spend = [
+        {"scope": x.scope, "period": x.period, "bucket": x.bucket, "spent": money(x.spent),
+         "spent_micro": x.spent, "cap": None if x.cap is None else money(x.cap), "cap_micro": x.cap,
+         "percent": None if x.percent is None else float(x.percent), "report": x.report}
+        for x in s.spend
+    ]  # fmt: skip
+    counters = [
+        {"scope": c.scope, **{n.name: {"value": n.value, "limit": n.limit} for n in c.counts}}
+        for c in s.counters
+    ]
+    active = None if s.active is None else asdict(s.active)
+    data = {
+        "site": s.site, "at": s.at.isoformat(), "currency": s.currency,
+        "policy": {"active": active, "caps_from": s.caps_from, "caps_digest": s.caps_digest},
+        "panic": s.panic, "locks": dict(s.locks),
+        "reservations": {"count": s.reservations, "reserved": money(s.reserved),
+                         "reserved_micro": s.reserved},
+        "live_calls": {"count": s.live_calls, "calls": [asdict(c) for c in s.live]},
+        "spend": spend, "counters": counters, "truncated": s.truncated, "health": s.health,
+    }  # fmt: skip
+    return json.dumps(data, indent=2)
