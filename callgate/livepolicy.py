@@ -98,6 +98,7 @@ class RedisPolicy(_Holder):
         super().__init__(current)
         self.store = store
         self.refused_version = 0  # a version that did not load: not retried until another appears
+        self._pending: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
@@ -108,10 +109,10 @@ class RedisPolicy(_Holder):
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             try:
-                stored = await store.get()
-                if stored is not None:
-                    return cls(store, stored.load())
-                problem = f"no policy pushed for site {store.site!r} yet"
+                found = await cls._loadable(store)
+                if found is not None:
+                    return cls(store, found)
+                problem = f"no loadable policy pushed for site {store.site!r}"
             except BackendUnavailable as exc:
                 problem = str(exc)
             if fallback:
@@ -121,6 +122,35 @@ class RedisPolicy(_Holder):
                 raise PolicyError([Problem(f"redis site {store.site}", 0, "", problem)])
             log.warning("%s; waiting", problem)
             await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _loadable(store: PolicyStore) -> Policy | None:
+        """The active version; if this callgate cannot load it (say, after a downgrade), the newest
+        older version it can, with the reason logged. None when nothing was pushed or nothing loads."""
+        active = await store.active_version()
+        if active is None:
+            return None
+        for stored in sorted(await store.versions(), key=lambda v: -v.version):
+            if stored.version > active:
+                continue
+            try:
+                return stored.load()
+            except PolicyError as exc:
+                log.error(
+                    "policy version %d does not load here; trying older\n%s", stored.version, exc
+                )
+        return None
+
+    def check_soon(self) -> None:
+        """SIGHUP: look at the active version now rather than at the next poll."""
+        task = asyncio.get_running_loop().create_task(self._check_logged())
+        self._pending = task
+
+    async def _check_logged(self) -> None:
+        try:
+            await self.check()
+        except BackendUnavailable as exc:
+            log.warning("cannot read the active policy (%s); keeping the running one", exc)
 
     async def check(self) -> None:
         """Activate the active version if it is not the running one. Raises BackendUnavailable."""

@@ -60,6 +60,8 @@ class MemoryStore:
             self._strings[key] = scope
         else:
             self._strings.pop(key, None)
+            for burst in ("denied", "short"):  # as redisstore: forget what led to the lock
+                self._windows.pop(f"cg:{{{site}}}:x:ext:{extension}:{burst}", None)
 
     async def set_panic(self, site: str, on: bool) -> None:
         key = f"cg:{{{site}}}:panic"

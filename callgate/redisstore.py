@@ -99,8 +99,13 @@ class RedisStore:
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
-        key = f"{site_prefix(site)}lock:{extension}"
-        await self._call(lambda: self._redis.set(key, scope) if scope else self._redis.delete(key))
+        prefix = site_prefix(site)
+        key = f"{prefix}lock:{extension}"
+        # unlocking also forgets the bursts that led to the lock, or the next refusal would relock
+        bursts = [f"{prefix}x:ext:{extension}:denied", f"{prefix}x:ext:{extension}:short"]
+        await self._call(
+            lambda: self._redis.set(key, scope) if scope else self._redis.delete(key, *bursts)
+        )
 
     async def set_panic(self, site: str, on: bool) -> None:
         key = f"{site_prefix(site)}panic"

@@ -226,6 +226,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(signal.SIGINT, stop.set)
         if isinstance(policy, FilePolicy):
             loop.add_signal_handler(signal.SIGHUP, policy.reload)
+        else:  # Redis mode: SIGHUP checks the active version at once (never the default: exit)
+            loop.add_signal_handler(signal.SIGHUP, policy.check_soon)
 
     ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
     ami_once = functools.partial(_ami_once, settings, feed, metrics, stop)

@@ -230,6 +230,15 @@ def _check(values: Mapping[str, object], problems: list[str]) -> None:
         )
     if values.get("ami_enabled") and not values.get("ami_user"):
         problems.append("CALLGATE_AMI_USER / [ami] user: required while [ami] enabled = true")
+    redis_url = values.get("redis_url")
+    if isinstance(redis_url, str) and not redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        problems.append(
+            f"CALLGATE_REDIS_URL / [redis] url: expected redis://, rediss:// or unix://, got {redis_url!r}"
+        )
+    if values.get("ami_enabled") and values.get("ami_user") and not values.get("ami_secret"):
+        problems.append("CALLGATE_AMI_SECRET / [ami] secret: required while [ami] enabled = true")
     if values.get("ami_settle_from") not in {"cdr", "hangup", None}:
         problems.append("CALLGATE_AMI_SETTLE_FROM / [ami] settle_from: expected cdr or hangup")
     source = values.get("policy_source")

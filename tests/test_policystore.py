@@ -137,3 +137,24 @@ def test_file_policy_keeps_last_good(tmp_path: Path) -> None:
     path.write_text(edited("calls_per_minute: 4", "calls_per_minute: 5"), encoding="utf-8")
     holder.reload()
     assert holder().digest != good
+
+
+async def test_an_active_version_this_callgate_cannot_load_falls_back_to_an_older_one(
+    versions: PolicyStore,
+) -> None:
+    """A version stored by a newer callgate that this one cannot read: the newest older one runs."""
+    await versions.push(DEFAULT, "p.yaml", {}, by="a", at=AT)
+    await versions.push(
+        edited("calls_per_minute: 4", "calls_per_minute: 7"), "p.yaml", {}, by="a", at=AT
+    )
+    raw = await versions.client.hget(versions.keys[1], "2")
+    assert raw is not None
+    broken = str(raw).replace("calls_per_minute: 7", "calls_per_minute: 7\\n      future_key: 1")
+    await versions.client.hset(versions.keys[1], "2", broken)
+    holder = await RedisPolicy.start(versions)
+    assert holder().revision == 1
+    refused: list[str] = []
+    holder.refusals.append(lambda what, why: refused.append(what))
+    await holder.check()
+    await holder.check()
+    assert (holder().revision, refused) == (1, ["version 2"])

@@ -91,3 +91,19 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.write_text("[ari\n")
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(str(path), {})
+
+
+def test_redis_url_and_ami_secret_are_checked() -> None:
+    """A Sentinel-style URL and a missing AMI secret are clear settings errors, not tracebacks."""
+    env = {
+        "CALLGATE_ARI_URL": "http://127.0.0.1:8088/ari",
+        "CALLGATE_ARI_USER": "u",
+        "CALLGATE_ARI_PASSWORD": "p",
+        "CALLGATE_AMI_USER": "callgate",
+        "CALLGATE_POLICY_FILE": "/etc/callgate/policy.yaml",
+        "CALLGATE_REDIS_URL": "redis+sentinel://h:26379/mymaster",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, env)
+    assert "[redis] url: expected redis://" in str(caught.value)
+    assert "[ami] secret: required" in str(caught.value)

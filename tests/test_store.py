@@ -255,3 +255,13 @@ async def test_locks_and_panic_read_back(store: Store) -> None:
     assert await store.panic(SITE)
     await store.set_panic(SITE, False)
     assert not await store.panic(SITE)
+
+
+async def test_unlock_forgets_the_burst_that_locked(store: Store) -> None:
+    """After unlock, the next refusal starts a fresh count instead of relocking at once."""
+    rule = BurstRule("denied", 600, 2, "international")
+    await store.count_burst(SITE, "1001", "a", T0, rule)
+    assert (await store.count_burst(SITE, "1001", "b", T0 + 1000, rule)).locked
+    await store.set_lock(SITE, "1001", None)
+    again = await store.count_burst(SITE, "1001", "c", T0 + 2000, rule)
+    assert (again.count, again.locked) == (1, False)
