@@ -13,7 +13,6 @@ minute. Time is integer milliseconds since the epoch.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -78,8 +77,7 @@ class Check(NamedTuple):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """Everything a store needs to admit (or only look at) one call, with no policy in sight."""
 
     site: str
@@ -95,8 +93,7 @@ class Admission:
     reserve: bool  # False when a rule before the counters already refused: read, never write
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a store saw and did. ``values`` follow ``Admission.checks``."""
 
     values: tuple[int, ...]
@@ -108,8 +105,7 @@ class Outcome:
     replayed: bool = False  # the call id was already admitted; this is that admission again
 
 
-@dataclass(frozen=True, slots=True)
-class Judgement:
+class Judgement(NamedTuple):
     failed: int | None  # index of the first check the call does not fit under
     allowed_seconds: int
     cost: int  # micro-units to reserve on every SPEND check

@@ -17,9 +17,10 @@ from __future__ import annotations
 import calendar
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from callgate.admission import (
     REPORT_LIMIT,
@@ -33,7 +34,7 @@ from callgate.admission import (
     spend_seconds,
     to_micro,
 )
-from callgate.numbers import NumberInfo, read_number
+from callgate.numbers import CACHE_MAX_INPUT, NumberInfo, read_number
 from callgate.policy import (
     DEFAULT_MAX_CALL_DURATION,
     ExtensionRule,
@@ -42,7 +43,19 @@ from callgate.policy import (
     Policy,
 )
 from callgate.reasons import Reason, Verdict
-from callgate.rules import DENY, PASS, REPORT, STATIC_RULES, CallAttempt, Context, RuleResult, deny
+from callgate.rules import (
+    CALLER_RULES,
+    DENY,
+    DESTINATION_RULES,
+    PASS,
+    REPORT,
+    STATIC_RULES,
+    TIME_RULES,
+    CallAttempt,
+    Context,
+    RuleResult,
+    deny,
+)
 
 # Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
 RESERVATION_HOLD = 600
@@ -112,8 +125,7 @@ RULES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
     """The first half of a decision: the static rules' results and the counted rules' plan."""
 
     policy: Policy
@@ -125,7 +137,7 @@ class Prepared:
     admission: Admission | None  # None for emergency calls: they are never counted
     rate: Decimal | None
     max_seconds: int
-    checks: tuple[Check, ...] = field(default=())
+    checks: tuple[Check, ...] = ()
 
     @property
     def denial(self) -> RuleResult | None:
@@ -162,47 +174,82 @@ def spend_periods(local: datetime) -> dict[str, tuple[str, int]]:
     }
 
 
-# A scope's checks that do not depend on the number or the time, and its spend caps in micro-units.
-_Template = tuple[tuple[Check, ...], tuple[tuple[str, str, Reason, int], ...]]
+# policy.memo holds at most this many entries; past it, it is emptied (bounded memory whatever is dialled).
+MEMO_MAX = 50_000
+
+# The caller rule looks at no number; what stands in for one when it runs.
+_NO_NUMBER = NumberInfo("", None, None, frozenset(), True, False, "not read")
+_NOT_EMERGENCY = RuleResult("emergency", PASS, "not an emergency number")
 
 
-@functools.lru_cache(maxsize=1024)
-def _template(prefix: str, scope: str, limits: Limits, international: bool) -> _Template:
+class _Scope(NamedTuple):
+    """One scope's counted checks (ext, profile group or site) for national or international calls,
+    all but the number and the time filled in: built once per extension and kept in policy.memo."""
+
+    counts: tuple[Check, ...]  # velocity and concurrency: complete
+    same_number: Check | None  # key ends in ":n:", the number goes after it
+    distinct: Check | None  # member left empty: the number goes there
+    spend: tuple[tuple[str, Check], ...]  # (period, check whose key ends in the scope; no TTL yet)
+
+
+class _Caller(NamedTuple):
+    """What an extension gets, whatever it dials (memoised per extension)."""
+
+    rule: ExtensionRule | None
+    entry: int  # the entry's position in policy.extensions; -1: no entry matches
+    result: RuleResult  # what the caller rule said
+    scopes: tuple[tuple[_Scope, ...], tuple[_Scope, ...]]  # for national, international calls
+    max_seconds: int
+
+
+class _Destination(NamedTuple):
+    """What the destination rules say of one dialled string for one entry (memoised per both)."""
+
+    number: NumberInfo
+    results: tuple[RuleResult, ...]
+    rate: Decimal | None
+    rate_micro: int
+
+
+def _scope(prefix: str, scope: str, limits: Limits, international: bool) -> _Scope:
     counts: list[Check] = []
     for name, reason, suffix, intl_only in _COUNTS:
         limit = getattr(limits, name)
         if limit is not None and (international or not intl_only):
-            counts.append(
-                _moded(
-                    Check(
-                        f"{prefix}.{name}",
-                        reason,
-                        CheckKind.WINDOW,
-                        f"w:{scope}:{suffix}",
-                        limit,
-                        _WINDOWS[suffix],
-                    ),
-                    name in limits.report,
-                )
-            )
+            window = Check(
+                f"{prefix}.{name}", reason, CheckKind.WINDOW, f"w:{scope}:{suffix}", limit,
+                _WINDOWS[suffix],
+            )  # fmt: skip
+            counts.append(_moded(window, name in limits.report))
     if limits.concurrent_calls is not None:
-        counts.append(
-            _moded(
-                Check(
-                    f"{prefix}.concurrent_calls",
-                    Reason.CONCURRENT_CALLS,
-                    CheckKind.CONCURRENT,
-                    f"c:{scope}",
-                    limits.concurrent_calls,
-                ),
-                "concurrent_calls" in limits.report,
-            )
-        )
-    spend = tuple(
-        (period, f"{prefix}.spend.{period}", _SPEND_REASONS[period], to_micro(cap))
-        for period, cap in limits.spend.items()
-    )
-    return tuple(counts), spend
+        slots = Check(
+            f"{prefix}.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT,
+            f"c:{scope}", limits.concurrent_calls,
+        )  # fmt: skip
+        counts.append(_moded(slots, "concurrent_calls" in limits.report))
+    same = distinct = None
+    if limits.same_number is not None:
+        b = limits.same_number
+        same = Check(
+            f"{prefix}.same_number", Reason.SAME_NUMBER, CheckKind.WINDOW, f"w:{scope}:n:",
+            b.count, b.within,
+        )  # fmt: skip
+        same = _moded(same, "same_number" in limits.report)
+    if limits.distinct_numbers is not None:
+        b = limits.distinct_numbers
+        distinct = Check(
+            f"{prefix}.distinct_numbers", Reason.DISTINCT_NUMBERS, CheckKind.DISTINCT,
+            f"d:{scope}", b.count, b.within,
+        )  # fmt: skip
+        distinct = _moded(distinct, "distinct_numbers" in limits.report)
+    spend: list[tuple[str, Check]] = []
+    for period, cap in limits.spend.items():
+        check = Check(
+            f"{prefix}.spend.{period}", _SPEND_REASONS[period], CheckKind.SPEND, f"s:{scope}:",
+            to_micro(cap),
+        )  # fmt: skip
+        spend.append((period, _moded(check, f"spend.{period}" in limits.report)))
+    return _Scope(tuple(counts), same, distinct, tuple(spend))
 
 
 def _moded(check: Check, report: bool) -> Check:
@@ -210,57 +257,30 @@ def _moded(check: Check, report: bool) -> Check:
     return check._replace(limit=REPORT_LIMIT, report=check.limit) if report else check
 
 
-def _scope_checks(
-    prefix: str, scope: str, limits: Limits, c: Context, periods: dict[str, tuple[str, int]]
-) -> tuple[list[Check], list[Check]]:
-    """Counted checks of one scope (ext, profile group or site): (velocity and concurrency, spend)."""
-    static, caps = _template(prefix, scope, limits, c.number.international)
-    counts = list(static)
-    e164 = c.number.e164 or ""
-    if limits.same_number is not None:
-        b = limits.same_number
-        counts.append(
-            _moded(
-                Check(
-                    f"{prefix}.same_number",
-                    Reason.SAME_NUMBER,
-                    CheckKind.WINDOW,
-                    f"w:{scope}:n:{e164}",
-                    b.count,
-                    b.within,
-                ),
-                "same_number" in limits.report,
-            )
-        )
-    if limits.distinct_numbers is not None:
-        b = limits.distinct_numbers
-        counts.append(
-            _moded(
-                Check(
-                    f"{prefix}.distinct_numbers",
-                    Reason.DISTINCT_NUMBERS,
-                    CheckKind.DISTINCT,
-                    f"d:{scope}",
-                    b.count,
-                    b.within,
-                    e164,
-                ),
-                "distinct_numbers" in limits.report,
-            )
-        )
-    spend = [
-        _moded(
-            Check(rule, reason, CheckKind.SPEND, f"s:{scope}:{bucket}", cap, ttl),
-            f"spend.{period}" in limits.report,
-        )
-        for period, rule, reason, cap in caps
-        for bucket, ttl in [periods[period]]
-    ]
-    return counts, spend
+def _caller(policy: Policy, attempt: CallAttempt, local: datetime) -> _Caller:
+    rule = policy.rule_for(attempt.extension)
+    c = Context(policy, attempt, _NO_NUMBER, rule, local, None, None, None)
+    (result,) = (check(c) for _, check in CALLER_RULES)
+    if rule is None:
+        return _Caller(None, -1, result, ((), ()), DEFAULT_MAX_CALL_DURATION)
+    scopes = (
+        ("limits", f"ext:{attempt.extension}", rule.limits),
+        ("profile_limits", f"prof:{rule.profile.name}", rule.profile.group_limits),
+        ("site_limits", "site", policy.site_limits),
+    )
+    national, international = (
+        tuple(_scope(prefix, scope, limits, intl) for prefix, scope, limits in scopes)
+        for intl in (False, True)
+    )
+    max_seconds = rule.limits.max_call_duration or DEFAULT_MAX_CALL_DURATION
+    return _Caller(
+        rule, policy.extensions.index(rule), result, (national, international), max_seconds
+    )
 
 
-def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
-    """Run the rules that need no counter and plan the counted ones."""
+def _destination(
+    policy: Policy, attempt: CallAttempt, rule: ExtensionRule | None, local: datetime
+) -> _Destination:
     site = policy.site
     number = read_number(
         attempt.dialled,
@@ -268,15 +288,6 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
         outside_line=site.outside_line,
         emergency=policy.emergency,
     )
-    local = at.astimezone(site.timezone)
-    rule = policy.rule_for(attempt.extension)
-    if number.emergency:
-        result = RuleResult(
-            "emergency",
-            PASS,
-            f"{attempt.dialled} is an emergency number: always allowed, never counted",
-        )
-        return Prepared(policy, attempt, at, number, rule, (result,), None, None, 0)
     rate_prefix, rate = policy.rates.per_minute(number.e164) if number.e164 else (None, None)
     excepted = None
     if rule is not None and number.e164:
@@ -285,42 +296,89 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
             (p for p in rule.profile.destinations.allow_prefixes if digits.startswith(p)), None
         )
     c = Context(policy, attempt, number, rule, local, rate_prefix, rate, excepted)
-    results = (
-        RuleResult("emergency", PASS, "not an emergency number"),
-        *(check(c) for _, check in STATIC_RULES),
-    )
-    limits = rule.limits if rule is not None else policy.site_limits
-    max_seconds = limits.max_call_duration or DEFAULT_MAX_CALL_DURATION
-    periods = spend_periods(local)
+    results = tuple(check(c) for _, check in DESTINATION_RULES)
+    return _Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
+
+
+def _time(
+    policy: Policy, attempt: CallAttempt, caller: _Caller, dest: _Destination, local: datetime
+) -> RuleResult:
+    c = Context(policy, attempt, dest.number, caller.rule, local, None, dest.rate, None)
+    (result,) = (check(c) for _, check in TIME_RULES)
+    return result
+
+
+def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
+    """Run the rules that need no counter and plan the counted ones.
+
+    What depends on neither the counters nor the time is worked out once per policy and kept in
+    ``policy.memo`` (rules.py says what each group of rules looks at): the caller per extension, the
+    destination per (entry, dialled string), the time rule per (entry, kind of number, minute).
+    """
+    memo = policy.memo
+    if len(memo) > MEMO_MAX:
+        memo.clear()
+    if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
+        memo = {}  # hostile lengths are worked out and forgotten: they cannot bloat the memo
+    local = at.astimezone(policy.site.timezone)
+    caller: _Caller | None = memo.get(attempt.extension)
+    if caller is None:
+        caller = memo[attempt.extension] = _caller(policy, attempt, local)
+    dest: _Destination | None = memo.get((caller.entry, attempt.dialled))
+    if dest is None:
+        dest = memo[caller.entry, attempt.dialled] = _destination(
+            policy, attempt, caller.rule, local
+        )
+    number, rule = dest.number, caller.rule
+    if number.emergency:
+        result = RuleResult(
+            "emergency",
+            PASS,
+            f"{attempt.dialled} is an emergency number: always allowed, never counted",
+        )
+        return Prepared(policy, attempt, at, number, rule, (result,), None, None, 0)
+    at_ms = int(at.timestamp() * 1000)
+    # tzdata's offsets are whole minutes (since 1972), so one UTC minute is one local minute
+    minute = (caller.entry, number.e164 is None, number.international, at_ms // 60_000)
+    hours: RuleResult | None = memo.get(minute)
+    if hours is None:
+        hours = memo[minute] = _time(policy, attempt, caller, dest, local)
+    results = (_NOT_EMERGENCY, caller.result, *dest.results, hours)
     counted: list[Check] = []
     spent: list[Check] = []
     if rule is not None:
-        scopes = (
-            ("limits", f"ext:{attempt.extension}", rule.limits),
-            ("profile_limits", f"prof:{rule.profile.name}", rule.profile.group_limits),
-            ("site_limits", "site", policy.site_limits),
-        )
-        for prefix, scope, scope_limits in scopes:
-            counts, spend = _scope_checks(prefix, scope, scope_limits, c, periods)
-            counted += counts
-            spent += spend
+        e164 = number.e164 or ""
+        periods = spend_periods(local)
+        # Check(...) by position: NamedTuple._replace is several times slower
+        for scope in caller.scopes[number.international]:
+            counted += scope.counts
+            if scope.same_number is not None:
+                r, why, kind, key, limit, window, _, report = scope.same_number
+                counted.append(Check(r, why, kind, key + e164, limit, window, "", report))
+            if scope.distinct is not None:
+                r, why, kind, key, limit, window, _, report = scope.distinct
+                counted.append(Check(r, why, kind, key, limit, window, e164, report))
+            for period, (r, why, kind, key, limit, _, _, report) in scope.spend:
+                bucket, ttl = periods[period]
+                spent.append(Check(r, why, kind, key + bucket, limit, ttl, "", report))
     checks = (*counted, *spent)
     admission = Admission(
-        site=site.name,
+        site=policy.site.name,
         call_id=attempt.call_id,
-        at_ms=int(at.timestamp() * 1000),
+        at_ms=at_ms,
         checks=checks,
-        rate=to_micro(rate) if rate is not None else 0,
+        rate=dest.rate_micro,
         increment=policy.rates.increment,
-        max_seconds=max_seconds,
+        max_seconds=caller.max_seconds,
         hold=RESERVATION_HOLD,
         lock_key=f"lock:{attempt.extension}",
         international=number.international,
         reserve=not any(r.outcome == DENY for r in results),
     )
     return Prepared(
-        policy, attempt, at, number, rule, results, admission, rate, max_seconds, checks
-    )
+        policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
+        checks,
+    )  # fmt: skip
 
 
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:

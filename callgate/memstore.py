@@ -8,7 +8,7 @@ Redis, and expired keys are swept as time moves on, so a year of replay runs in 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from callgate.admission import (
     Admission,
@@ -23,8 +23,7 @@ from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleS
 _SWEEP_EVERY = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class _Reservation:
+class _Reservation(NamedTuple):
     allowed: int
     cost: int
     rate: int

@@ -29,7 +29,7 @@ from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
 MAX_DIGITS = 20  # E.164 is at most 15 digits; room for an IDD (0011) and an outside-line prefix
 _CACHE_SIZE = 65536
-_CACHE_MAX_INPUT = 128  # longer strings skip the memo so hostile input cannot bloat it
+CACHE_MAX_INPUT = 128  # longer strings skip the memo so hostile input cannot bloat it
 
 _URI_SCHEMES = ("tel:", "sip:", "sips:")
 _SEPARATORS = str.maketrans("", "", " -.()")
@@ -120,7 +120,7 @@ def read_number(
 ) -> NumberInfo:
     """Read ``dialled`` as a site in ``region`` would; never raises on any dialled string."""
     key = (dialled, region.upper(), tuple(outside_line), tuple(emergency))
-    if len(dialled) > _CACHE_MAX_INPUT:
+    if len(dialled) > CACHE_MAX_INPUT:
         return _read_uncached(*key)
     return _read(*key)
 

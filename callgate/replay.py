@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
 from callgate.bursts import lockdown_rule, short_call_rule
@@ -29,8 +30,7 @@ INBOUND_CONTEXTS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Replayed:
+class Replayed(NamedTuple):
     """One row of the replay; the fields of ``replay --format jsonl`` (product.md)."""
 
     uniqueid: str

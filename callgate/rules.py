@@ -214,13 +214,19 @@ def _hours(c: Context) -> RuleResult:
 
 
 # The rules that need no counter, in the order policy.md gives. "lock" and the counted rules follow
-# them in the decision's rule list (see LIMIT_RULES).
-STATIC_RULES: tuple[tuple[str, StaticRule], ...] = (
-    ("extension", _extension),
+# them in the decision's rule list (see engine.RULES). They come in three groups by what they look at,
+# and the engine memoises each group's results on exactly that (engine.prepare):
+# - the caller rule: the extension and its entry;
+# - the destination rules: the entry, the number (a function of the dialled string) and the policy;
+# - the time rule: the entry, whether the number is readable and international, the local minute.
+# A rule that looks at more must go in a group that is keyed on it.
+CALLER_RULES: tuple[tuple[str, StaticRule], ...] = (("extension", _extension),)
+DESTINATION_RULES: tuple[tuple[str, StaticRule], ...] = (
     ("number", _number),
     ("destinations.countries", _countries),
     ("destinations.number_types", _number_types),
     ("destinations.prefixes", _prefixes),
     ("rates", _rate),
-    ("hours", _hours),
 )
+TIME_RULES: tuple[tuple[str, StaticRule], ...] = (("hours", _hours),)
+STATIC_RULES: tuple[tuple[str, StaticRule], ...] = (*CALLER_RULES, *DESTINATION_RULES, *TIME_RULES)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from callgate.admission import Admission, Outcome
 
@@ -30,8 +30,7 @@ class SettleStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # never admitted here, or its reservation already expired (charged in full)
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     status: SettleStatus
     charged: int = 0  # micro-units
     released: int = 0  # micro-units given back to every cap the call was reserved on

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from callgate import engine
 from callgate.engine import (
     RULES,
     Decision,
@@ -248,3 +249,22 @@ def test_decide_is_one_pure_call() -> None:
     d = decide(EXAMPLE, CallAttempt("y", "2000", "2125550123"), store.admit_now, TUE)
     assert d.allowed
     assert d.profile == "office"
+
+
+def test_memo_never_changes_a_decision() -> None:
+    """Decisions made with a warm policy.memo are those of a fresh policy, and the memo stays bounded."""
+    calls = [
+        (ext, dialled, at)
+        for ext in ("1001", "2000", "3000", "9999", "1" * 200)
+        for dialled in ("2125550123", "011442079460000", "19005550199", "911", "abc", "9" * 400)
+        for at in (TUE, SAT, XMAS)
+    ]
+    warm = [run(EXAMPLE, *call, call_id="m") for call in calls * 2][len(calls) :]
+    for call, decision in zip(calls, warm, strict=True):
+        fresh = load_policy(
+            resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8"),
+            "example",
+        )
+        assert run(fresh, *call, call_id="m") == decision
+    assert all(len(str(key)) < 300 for key in EXAMPLE.memo)  # hostile lengths are not kept
+    assert 0 < len(EXAMPLE.memo) <= engine.MEMO_MAX + 1
