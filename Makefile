@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test deps asterisk venv lint typecheck unit bench clean
+.PHONY: demo test deps asterisk venv lint typecheck unit bench compiled clean
 
 demo: $(STAMP)
 	$(BIN)/callgate replay examples/Master.csv
@@ -12,12 +12,15 @@ demo: $(STAMP)
 test: deps $(STAMP) lint typecheck asterisk unit
 
 # System packages the suite needs, installed with apt only when missing: redis-server (real-Redis tests),
-# docker-compose (validates docker/docker-compose.yml; no engine needed). Asterisk's own build and run
-# dependencies (sipp among them) are installed by docker/build-asterisk.sh.
-APT_NEEDS := redis-server:redis-server docker-compose:docker-compose
+# docker-compose (validates docker/docker-compose.yml; no engine needed), gcc and Python's headers (the
+# mypyc build of the core, setup.py). Asterisk's own build and run dependencies (sipp among them) are
+# installed by docker/build-asterisk.sh.
+APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc
 deps:
 	@missing=""; for need in $(APT_NEEDS); do \
 	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
+	$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing with apt:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -47,8 +50,17 @@ unit: $(STAMP)
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='callgate/admission.py,callgate/engine.py,callgate/policy.py,callgate/policyfile.py,callgate/numbers.py,callgate/memstore.py,callgate/windows.py' --fail-under=90
 
-bench: deps $(STAMP) asterisk
-	$(BIN)/python -m bench
+# The decision core compiled with mypyc from the same source (setup.py; docs/performance.md), installed
+# beside the tree, not over it: tests and the editable install stay pure Python.
+COMPILED := build/compiled
+$(COMPILED)/.built: $(STAMP) setup.py callgate/*.py
+	rm -rf $(COMPILED)
+	CALLGATE_COMPILE=1 $(BIN)/pip install -q --no-build-isolation --no-deps --target $(COMPILED) . >/dev/null
+	@touch $@
+compiled: deps $(COMPILED)/.built
+
+bench: deps $(STAMP) asterisk compiled
+	CALLGATE_COMPILED=$(COMPILED) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

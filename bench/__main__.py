@@ -6,9 +6,10 @@ Every figure is measured in this one run, on this machine; ratios compare figure
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,28 +105,27 @@ async def bench_redis(p: Policy, url: str) -> tuple[float, float]:
     return seq, par
 
 
-def bench_replay(rows: int) -> float:
-    from bench.gen_cdr import write_rows
-    from callgate.cdr import in_start_order, read_cdr
-    from callgate.replay import Totals, replay
-
-    p = policy()
-    path = Path(tempfile.gettempdir()) / f"callgate-bench-{rows}.csv"
-    if not path.exists():
-        write_rows(path, rows)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    totals = Totals()
-    s = time.perf_counter()
-    with path.open(encoding="utf-8", newline="") as f:
-        for r in replay(p, in_start_order(read_cdr(f, tz=p.site.timezone))):
-            totals.add(r)
-    elapsed = time.perf_counter() - s
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        f"replay   {totals.rows:,} Master.csv rows ({totals.calls:,} outbound) {rate(totals.rows, elapsed)}  "
-        f"{elapsed:.1f} s, peak RSS {peak / 1024:.0f} MiB (+{(peak - before) / 1024:.0f} MiB)"
-    )
-    return totals.rows / elapsed
+def bench_replay(rows: int, compiled: Path) -> dict[str, float]:
+    """Rows per second of ``bench.replay``, pure and (when built) compiled, each in a fresh process."""
+    root = Path(__file__).resolve().parent.parent
+    builds = {"pure Python": str(root)}
+    if compiled.is_dir():
+        builds["compiled"] = f"{compiled}{os.pathsep}{root}"
+    else:
+        print(f"replay   compiled: not built ({compiled}; `make bench` builds it)")
+    speeds = {}
+    for build, path in builds.items():
+        env = {**os.environ, "PYTHONPATH": path}
+        run = subprocess.run(
+            [sys.executable, "-P", "-m", "bench.replay", str(rows)],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        line, figures = run.stdout.strip().splitlines()
+        print(line)
+        measured = json.loads(figures)
+        assert measured["build"] == build, measured
+        speeds[build] = measured["rows"] / measured["seconds"]
+    return speeds
 
 
 def main() -> int:
@@ -135,9 +135,12 @@ def main() -> int:
     engine = bench_engine(p)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         seq, par = asyncio.run(bench_redis(p, url))
-    bench_replay(rows)
+    speeds = bench_replay(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))
     print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
     print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")
+    if len(speeds) == 2:
+        ratio = speeds["compiled"] / speeds["pure Python"]
+        print(f"ratio    replay compiled / pure Python                 {ratio:>12.2f}")
     from bench.gate import bench_gate  # the gate in a real Asterisk (bench/gate.py)
 
     bench_gate()

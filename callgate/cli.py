@@ -76,7 +76,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from callgate.cdr import CdrError, in_start_order, read_cdr
-    from callgate.replay import Filter, replay
+    from callgate.replay import Filter, fewer_collections, replay
     from callgate.report import replay_table
 
     policy = _load(args.policy)
@@ -89,7 +89,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if bad <= 10:
             print(f"callgate: skipped {error}", file=sys.stderr)
 
-    with open(args.cdr, encoding="utf-8", errors="replace", newline="") as f:
+    with (
+        open(args.cdr, encoding="utf-8", errors="replace", newline="") as f,
+        fewer_collections(),
+    ):
         rows = in_start_order(read_cdr(f, tz=policy.site.timezone, source=args.cdr, on_error=skip))
         results = replay(policy, rows, only=only)
         if args.format == "jsonl":

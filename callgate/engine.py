@@ -349,18 +349,20 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
     if rule is not None:
         e164 = number.e164 or ""
         periods = spend_periods(local)
-        # Check(...) by position: NamedTuple._replace is several times slower
+        # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
+        # _replace): this runs a dozen times per call
+        new = tuple.__new__
         for scope in caller.scopes[number.international]:
             counted += scope.counts
             if scope.same_number is not None:
                 r, why, kind, key, limit, window, _, report = scope.same_number
-                counted.append(Check(r, why, kind, key + e164, limit, window, "", report))
+                counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report)))
             if scope.distinct is not None:
                 r, why, kind, key, limit, window, _, report = scope.distinct
-                counted.append(Check(r, why, kind, key, limit, window, e164, report))
+                counted.append(new(Check, (r, why, kind, key, limit, window, e164, report)))
             for period, (r, why, kind, key, limit, _, _, report) in scope.spend:
                 bucket, ttl = periods[period]
-                spent.append(Check(r, why, kind, key + bucket, limit, ttl, "", report))
+                spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report)))
     checks = (*counted, *spent)
     admission = Admission(
         site=policy.site.name,
@@ -451,17 +453,32 @@ def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
     return out
 
 
+class Ruling(NamedTuple):
+    """A decision's verdict before it is dressed as a :class:`Decision` (what ``replay`` keeps)."""
+
+    verdict: Verdict
+    reason: Reason
+    rule: str  # the rule that gave the reason
+    results: tuple[RuleResult, ...]
+    seconds: int
+    reserved: int  # micro-units
+    replayed: bool = False
+
+
 def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Decision:
-    """The decision from the static results and what the store saw (None only for emergency calls).
+    """The decision from the static results and what the store saw (None only for emergency calls)."""
+    return _decision(p, rule_on(p, outcome, detail=detail))
+
+
+def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Ruling:
+    """The verdict of :func:`conclude`, without building the :class:`Decision`.
 
     With ``detail=False`` (replay: a million calls) the counted rules are judged but not described:
     ``rules`` then holds the static rules, the lock and the rule that denied, if one did. The verdict,
     reason and seconds are the same either way.
     """
     if p.admission is None or outcome is None:
-        return _decision(
-            p, Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, seconds=0, reserved=0
-        )
+        return Ruling(Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, 0, 0)
     if detail:
         limits = _limit_results(p, outcome)
     else:
@@ -479,23 +496,18 @@ def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> De
     denial = next((r for r in results if r.outcome == DENY), None)
     if denial is not None:
         assert denial.reason is not None
-        return _decision(
-            p, Verdict.DENY, denial.reason, denial.rule, results, seconds=0, reserved=0
-        )
+        return Ruling(Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
     if not outcome.admitted:
         # the counters fit when read, yet the store did not admit: nothing reserved
-        return _decision(
-            p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, seconds=0, reserved=0
-        )
-    return _decision(
-        p,
+        return Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
+    return Ruling(
         Verdict.ALLOW,
         Reason.ALLOWED,
         "",
         results,
-        seconds=outcome.allowed_seconds,
-        reserved=outcome.reserved,
-        replayed=outcome.replayed,
+        outcome.allowed_seconds,
+        outcome.reserved,
+        outcome.replayed,
     )
 
 
@@ -522,13 +534,7 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
     static_denial = p.denial
     if static_denial is not None and static_denial.reason is not None:
         return _decision(
-            p,
-            Verdict.DENY,
-            static_denial.reason,
-            static_denial.rule,
-            p.results,
-            seconds=0,
-            reserved=0,
+            p, Ruling(Verdict.DENY, static_denial.reason, static_denial.rule, p.results, 0, 0)
         )
     deny = mode is FailMode.DENY or (mode is FailMode.DENY_INTERNATIONAL and p.number.international)
     note = RuleResult(
@@ -539,41 +545,29 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
     )
     results = (*p.results, note)
     if deny:
-        return _decision(
-            p, Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, seconds=0, reserved=0
-        )
+        return _decision(p, Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0))
     seconds = p.max_seconds // p.policy.rates.increment * p.policy.rates.increment
     return _decision(
-        p, Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds=seconds, reserved=0
+        p, Ruling(Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds, 0)
     )
 
 
-def _decision(
-    p: Prepared,
-    verdict: Verdict,
-    reason: Reason,
-    rule: str,
-    results: tuple[RuleResult, ...],
-    *,
-    seconds: int,
-    reserved: int,
-    replayed: bool = False,
-) -> Decision:
+def _decision(p: Prepared, r: Ruling) -> Decision:
     return Decision(
-        verdict=verdict,
-        reason=reason,
-        rule=rule,
+        verdict=r.verdict,
+        reason=r.reason,
+        rule=r.rule,
         call_id=p.attempt.call_id,
         extension=p.attempt.extension,
         profile=p.rule.profile.name if p.rule else None,
         number=p.number,
         at=p.at,
-        allowed_seconds=seconds,
+        allowed_seconds=r.seconds,
         rate=p.rate,
-        reserved=from_micro(reserved),
-        rules=results,
+        reserved=from_micro(r.reserved),
+        rules=r.results,
         policy_digest=p.policy.digest,
-        replayed=replayed,
+        replayed=r.replayed,
         policy_revision=p.policy.revision,
     )
 

@@ -8,9 +8,11 @@ it would have ended, so overlapping calls are concurrent and the spend caps see 
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
@@ -18,11 +20,11 @@ from typing import NamedTuple
 from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
 from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.cdr import CdrRow
-from callgate.engine import conclude, prepare
+from callgate.engine import prepare, rule_on
 from callgate.memstore import MemoryStore
 from callgate.policy import Policy
 from callgate.reasons import Verdict
-from callgate.rules import CallAttempt
+from callgate.rules import REPORT, CallAttempt
 
 # Destination contexts of calls coming in from a trunk (FreePBX and common plain-Asterisk names).
 INBOUND_CONTEXTS = frozenset(
@@ -166,30 +168,28 @@ def replay(
             policy, CallAttempt(call_id, row.src, row.dst, row.accountcode), row.start
         )
         outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
-        decision = conclude(prepared, outcome, detail=False)
-        rate = to_micro(decision.rate) if decision.rate is not None else 0
+        ruling = rule_on(prepared, outcome, detail=False)
+        rate = to_micro(prepared.rate) if prepared.rate is not None else 0
         cost = cost_micro(rate, billable(row.billsec, increment))
-        if decision.verdict is Verdict.ALLOW:
-            seconds = (
-                row.billsec
-                if decision.allowed_seconds == 0
-                else min(row.billsec, decision.allowed_seconds)
-            )
+        if ruling.verdict is Verdict.ALLOW:
+            seconds = row.billsec if ruling.seconds == 0 else min(row.billsec, ruling.seconds)
             allowed_cost = cost_micro(rate, billable(seconds, increment))
             if prepared.admission is not None:
                 ring_ms = max(row.duration - row.billsec, 0) * 1000
                 end_ms = start_ms + ring_ms + seconds * 1000
                 heapq.heappush(ending, (end_ms, call_id, seconds, row.src))
-            verdict, allowed_seconds = "allow", decision.allowed_seconds or row.billsec
+            verdict, allowed_seconds = "allow", ruling.seconds or row.billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0
-            lockdown = lockdown_rule(policy, decision.reason)
+            lockdown = lockdown_rule(policy, ruling.reason)
             if lockdown is not None:
                 store.count_burst_now(site, row.src, call_id, start_ms, lockdown)
-        number = decision.number
-        reported = tuple(r.reason.value for r in decision.reported if r.reason is not None)
+        number = prepared.number
+        reported = tuple(
+            r.reason.value for r in ruling.results if r.outcome == REPORT and r.reason is not None
+        )
         yield Replayed(
-            call_id, row.src, row.dst, number.e164, number.country, verdict, decision.reason.value,
+            call_id, row.src, row.dst, number.e164, number.country, verdict, ruling.reason.value,
             row.billsec, allowed_seconds, cost, allowed_cost, reported=reported,
         )  # fmt: skip
     while ending:
@@ -203,3 +203,21 @@ def _settle(policy: Policy, store: MemoryStore, ending: tuple[int, str, int, str
     short = short_call_rule(policy, extension, seconds)
     if short is not None:
         store.count_burst_now(policy.site.name, extension, call_id, end_ms, short)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """For the length of a replay, let the cyclic garbage collector run a hundred times less often.
+
+    A replay builds millions of short-lived tuples that hold no cycles; the collector's default
+    (a pass every 700 allocations, walking the rows held for start order and the store's counters)
+    costs a tenth of the time for nothing. The objects alive before are frozen out of its passes.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
