@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from callgate.policy import Policy, ShortCallAction
+from callgate.numbers import CACHE_MAX_INPUT
+from callgate.policy import ExtensionRule, Lockdown, Policy, ShortCallAction
 from callgate.reasons import Reason
 from callgate.store import BurstRule
 
@@ -18,6 +19,16 @@ def lockdown_rule(policy: Policy, reason: Reason) -> BurstRule | None:
     lockdown = policy.lockdown
     if lockdown is None or reason in NOT_THE_CALLERS:
         return None
+    rule: BurstRule | None = policy.memo.get(_LOCKDOWN)
+    if rule is None:
+        rule = policy.memo[_LOCKDOWN] = _lockdown(policy, lockdown)
+    return rule
+
+
+_LOCKDOWN = ("bursts", "")  # its key in policy.memo (no extension is empty)
+
+
+def _lockdown(policy: Policy, lockdown: Lockdown) -> BurstRule:
     return BurstRule(
         "denied",
         lockdown.after_denied.within,
@@ -29,7 +40,13 @@ def lockdown_rule(policy: Policy, reason: Reason) -> BurstRule | None:
 
 def short_call_rule(policy: Policy, extension: str, billsec: int) -> BurstRule | None:
     """The rule an answered call of ``billsec`` seconds counts toward, if it is short enough."""
-    rule = policy.rule_for(extension)
+    key = ("bursts", extension)  # in policy.memo, beside the engine's keys (never two strings)
+    if key in policy.memo:
+        rule: ExtensionRule | None = policy.memo[key]
+    else:
+        rule = policy.rule_for(extension)
+        if len(extension) <= CACHE_MAX_INPUT:
+            policy.memo[key] = rule
     short = rule.limits.short_calls if rule is not None else None
     if rule is None or short is None or not 0 < billsec < short.shorter_than:
         return None

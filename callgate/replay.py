@@ -97,7 +97,8 @@ class Totals:
         self.calls += 1
         self.cost += r.cost_micro
         self.allowed_cost += r.allowed_micro
-        self.by_report.update(r.reported)
+        if r.reported:
+            self.by_report.update(r.reported)
         if r.verdict == "allow":
             self.allowed += 1
             self.cut += r.allowed_seconds < r.billsec
