@@ -1,4 +1,5 @@
-"""``make bench``: decisions per second of the pure engine, Redis admissions (throughput, p50/p99), replay.
+"""``make bench``: decisions per second of the pure engine, a million-range prefix list (a decision and a
+reload), Redis admissions (throughput, p50/p99), replay.
 
 Every figure is measured in this one run, on this machine; ratios compare figures of the same run.
 """
@@ -18,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from bench.prefixes import bench_prefixes
 from callgate.admission import Outcome
 from callgate.engine import peeked, prepare
 from callgate.policy import Policy
@@ -133,6 +135,7 @@ def main() -> int:
     p = policy()
     print(f"callgate bench, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
     engine = bench_engine(p)
+    bench_prefixes()  # a 1M-range deny list against a 10-range one, and its reload (bench/prefixes.py)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         seq, par = asyncio.run(bench_redis(p, url))
     speeds = bench_replay(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from callgate.errors import CallgateError
+from callgate.policy import EXTENSION_MAX, is_extension
 from callgate.policystore import PolicyStore, diff, read_for_push
 from callgate.redisstore import RedisStore
 
@@ -150,26 +151,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 # --- locks and panic ----------------------------------------------------------------------------
 
 
+def _extension(args: argparse.Namespace) -> str:
+    """The extension to lock or unlock, refused unless it is one a policy can name (ASCII)."""
+    extension = str(args.extension)
+    if not is_extension(extension):
+        raise CallgateError(
+            f"{extension!a} is not an extension: an extension is ASCII letters, digits and "
+            f"_ . @ # + -, 1 to {EXTENSION_MAX} characters (the gate refuses every other caller as "
+            "unknown_extension; 1005 written in other digits is not 1005)"
+        )
+    return extension
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     scope = "all" if args.all else "international"
+    extension = _extension(args)
 
     async def work(store: RedisStore) -> int:
-        await store.set_lock(_site(args), args.extension, scope)
-        print(
-            f"extension {args.extension} locked ({scope}) until `callgate unlock {args.extension}`"
-        )
+        await store.set_lock(_site(args), extension, scope)
+        print(f"extension {extension} locked ({scope}) until `callgate unlock {extension}`")
         return 0
 
     return _with_store(args, work)
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
+    extension = _extension(args)
+
     async def work(store: RedisStore) -> int:
         site = _site(args)
-        held = (await store.locks(site)).get(args.extension)
-        await store.set_lock(site, args.extension, None)
-        print(f"extension {args.extension} unlocked" if held else
-              f"extension {args.extension} was not locked")  # fmt: skip
+        held = (await store.locks(site)).get(extension)
+        await store.set_lock(site, extension, None)
+        print(f"extension {extension} unlocked" if held else
+              f"extension {extension} was not locked")  # fmt: skip
         return 0
 
     return _with_store(args, work)

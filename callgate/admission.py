@@ -91,6 +91,8 @@ class Admission(NamedTuple):
     lock_key: str
     international: bool
     reserve: bool  # False when a rule before the counters already refused: read, never write
+    # Epoch ms after which the store must not reserve (its own clock); 0: no deadline (offline stores)
+    deadline_ms: int = 0
 
 
 class Outcome(NamedTuple):

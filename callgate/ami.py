@@ -35,6 +35,23 @@ class Message:
     def get(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)
 
+    def values(self, name: str) -> list[str]:
+        """Every value of header ``name`` in the order sent; [] when absent."""
+        if name in self.repeated:
+            return list(self.repeated[name])
+        return [self.headers[name]] if name in self.headers else []
+
+    def variable(self, name: str, *, prefix: str = "") -> str:
+        """A channel variable that manager.conf ``channelvars`` lists: Asterisk writes one
+        ``ChanVariable: NAME=value`` header per listed variable into every channel event, and
+        ``DestChanVariable`` for the dialled channel of DialBegin/DialEnd (``prefix="Dest"``).
+        The name is matched exactly; "" when absent or unset."""
+        for item in self.values(f"{prefix}ChanVariable"):
+            key, sep, value = item.partition("=")
+            if sep and key == name:
+                return value
+        return ""
+
     @property
     def event(self) -> str:
         return self.headers.get("Event", "")

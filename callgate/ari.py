@@ -11,7 +11,9 @@ speaks it directly, following the rules measured in the project notes:
 * 404 and 409 on a channel mean "that channel is gone or has left Stasis", which is not an error for the
   gate: the methods return ``False``.
 
-Every aiohttp error leaves this module as :class:`~callgate.errors.AriUnavailable`.
+Every aiohttp error leaves this module as :class:`~callgate.errors.AriUnavailable`, whose message says
+what failed in words (:func:`_why`) and never quotes aiohttp's repr of the error: that repr carries the
+request's headers, ``Authorization: Basic`` and so the password, with it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ class AriClient:
     ) -> None:
         self.base = url.rstrip("/")
         self.app = app
-        self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
+        token = aiohttp.encode_basic_auth(user, password)
+        self._headers = {"Authorization": token}
+        # never in a message, even if an error's text were to carry them
+        self._secrets = tuple(s for s in (token.removeprefix("Basic "), password) if s)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -79,10 +84,16 @@ class AriClient:
                     return response.status, data
             except aiohttp.ServerDisconnectedError as exc:
                 if attempt == 2:
-                    raise AriUnavailable(f"ARI {method} {path}: {exc}") from exc
+                    raise self._unavailable(f"ARI {method} {path}", exc) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise AriUnavailable(f"ARI {method} {path}: {exc!r}") from exc
+                raise self._unavailable(f"ARI {method} {path}", exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, what: str, exc: BaseException) -> AriUnavailable:
+        text = f"{what}: {_why(exc)}"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return AriUnavailable(text)
 
     async def _channel_call(
         self, method: str, path: str, params: Mapping[str, str | int] | None = None
@@ -122,6 +133,14 @@ class AriClient:
             return None
         return str(data.get("value", ""))
 
+    async def set_global(self, variable: str, value: str) -> None:
+        """Set an Asterisk global variable."""
+        status, _ = await self._request(
+            "POST", "/asterisk/variable", {"variable": variable, "value": value}
+        )
+        if status >= 300:
+            raise AriUnavailable(f"ARI POST /asterisk/variable: HTTP {status}")
+
     async def channels(self) -> list[Event]:
         status, data = await self._request("GET", "/channels")
         if status != 200 or not isinstance(data, list):
@@ -150,7 +169,7 @@ class AriClient:
                 f"{self.base}/events", params={"app": self.app}, heartbeat=heartbeat
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AriUnavailable(f"ARI events websocket: {exc!r}") from exc
+            raise self._unavailable("ARI events websocket", exc) from exc
         try:
             yield _read_events(ws)
         finally:
@@ -165,5 +184,22 @@ async def _read_events(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Eve
                 if isinstance(event, dict):
                     yield event
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AriUnavailable(f"ARI events websocket: {exc!r}") from exc
+        raise AriUnavailable(f"ARI events websocket: {_why(exc)}") from exc
     raise AriUnavailable(f"ARI events websocket closed ({ws.close_code})")
+
+
+def _why(exc: BaseException) -> str:
+    """An aiohttp error in words, without its request (whose headers hold the password)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        hint = {
+            401: "; check [ari] user and password",
+            403: "; check the user's rights in ari.conf",
+        }
+        return f"HTTP {exc.status} {exc.message}{hint.get(exc.status, '')}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or type(exc).__name__})"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"{type(exc).__name__} ({exc.strerror or exc.errno})"
+    return type(exc).__name__  # never str() or repr(): some carry the request

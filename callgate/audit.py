@@ -35,6 +35,7 @@ def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, s
     return {
         "at": decision.at.isoformat(),
         "call_id": decision.call_id,
+        "reservation": decision.reservation,
         "channel": channel_id,
         "extension": decision.extension,
         "profile": decision.profile or "",

@@ -13,6 +13,13 @@ fields: 17 or 20 fields are read as having a ``uniqueid`` but no ``userfield``; 
 columns are checked (the last is an integer) and not kept. There is no header line, but a first
 line whose first field is ``accountcode`` (as spreadsheet exports add) is skipped.
 
+A row is refused, with the line it starts on, when its quotes do not balance (cdr_csv doubles a
+quote inside a field, so every row holds an even number of them) or when the csv module, in strict
+mode, meets a quote it cannot place: such a row would otherwise be read with its fields shifted, or
+run on over the rows after it. ``duration`` and ``billsec`` are ASCII digits only, and ``billsec`` is
+at most ``duration`` plus one second (with ``initiatedseconds=yes`` Asterisk rounds billsec up while
+it truncates duration).
+
 Times are wall-clock ``YYYY-MM-DD HH:MM:SS`` without a zone: local time of the Asterisk host, or
 UTC with ``usegmtime=yes``; pass the matching ``tz``. ``answer`` is empty when nobody answered.
 A local time in the repeated hour when summer time ends (America/New_York: 01:00-01:59 on the
@@ -42,6 +49,7 @@ from callgate.errors import CallgateError
 __all__ = ["CdrError", "CdrRow", "in_start_order", "read_cdr"]
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.ASCII)
+_SECONDS_DIGITS = 10  # more digits than this (317 years) is no call's duration
 _HOUR_CACHE_SIZE = 4096  # distinct "YYYY-MM-DD HH" prefixes kept; rows come roughly in time order
 _OFFSETS = {  # ":MM:SS" -> its offset within the hour; only well-formed keys
     f":{m:02d}:{s:02d}": timedelta(minutes=m, seconds=s) for m in range(60) for s in range(60)
@@ -96,10 +104,11 @@ def read_cdr(
 ) -> Iterator[CdrRow]:
     """Yield the rows of a cdr_csv file in file order.
 
-    A malformed row (a number of fields other than 16 to 21, a time that is not
-    ``YYYY-MM-DD HH:MM:SS``, a duration or billsec that is not a whole number >= 0, a field
-    longer than the csv module allows) raises :class:`CdrError`, or, when ``on_error`` is given,
-    is passed to it and skipped; reading goes on with the next row. Blank lines are skipped.
+    A malformed row (a number of fields other than 16 to 21, quotes that do not balance, a time
+    that is not ``YYYY-MM-DD HH:MM:SS``, a duration or billsec that is not ASCII digits, a billsec
+    longer than the duration, a field longer than the csv module allows) raises :class:`CdrError`,
+    or, when ``on_error`` is given, is passed to it and skipped; reading goes on with the next row.
+    Blank lines are skipped.
     """
     at = _time_reader(tz)
     new_row = tuple.__new__
@@ -112,20 +121,22 @@ def read_cdr(
 
     lines = iter(lines)
     opening = next(lines, "")
-    reader = csv.reader(chain((opening.removeprefix("\ufeff"),), lines))  # a byte-order mark
+    counted = _Counted(chain((opening.removeprefix("\ufeff"),), lines))  # a byte-order mark
+    reader = csv.reader(counted, strict=True)
     line = 0  # the last line of the previous row
+    quotes = 0  # quote characters in the lines before this row
     first = True
     while True:
         try:
             fields = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
-            fields = None
-            reason = str(exc)
+        except csv.Error as exc:  # a quote out of place, a field longer than csv.field_size_limit()
+            fields, reason = None, _csv_problem(str(exc), line + 1, reader.line_num)
         row_line, line = line + 1, reader.line_num
-        if fields is None:
-            fail(row_line, reason)
+        odd, quotes = (counted.quotes - quotes) % 2, counted.quotes
+        if fields is None or odd:
+            fail(row_line, reason if fields is None else _UNBALANCED)
             continue
         n = len(fields)
         if not n:
@@ -135,14 +146,9 @@ def read_cdr(
             if fields[0] == "accountcode":
                 continue
         try:
-            if not 16 <= n <= 21 or (n > 18 and not fields[-1].isdigit()):
+            if not 16 <= n <= 21 or (n > 18 and not _is_digits(fields[-1])):
                 raise _Bad(f"expected 16 to 21 fields, found {n}")
-            try:
-                duration, billsec = int(fields[12]), int(fields[13])
-                if duration < 0 or billsec < 0:
-                    raise ValueError
-            except ValueError:
-                raise _Bad(_seconds_problem(fields[12], fields[13])) from None
+            duration, billsec = _seconds(fields[12], fields[13])
             start = at(fields[9], "start")
             answer = at(fields[10], "answer") if fields[10] else None
             end = at(fields[11], "end")
@@ -197,13 +203,62 @@ def _time_reader(tz: tzinfo) -> Callable[[str, str], datetime]:
     return at
 
 
+class _Counted:
+    """The lines of the file, counting the quote characters the csv reader has taken."""
+
+    __slots__ = ("lines", "quotes")
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.quotes = 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> str:
+        text = next(self.lines)
+        self.quotes += text.count('"')
+        return text
+
+
+_UNBALANCED = "unbalanced quotes: a quote inside a field that is not doubled"
+
+
+def _csv_problem(message: str, first: int, last: int) -> str:
+    """The csv module's complaint about the row on lines ``first`` to ``last``, in cdr_csv words."""
+    if "expected after" in message or "end of data" in message:
+        message = f"{_UNBALANCED} (csv: {message})"
+    return message + (f" (the row runs on to line {last})" if last > first else "")
+
+
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes Arabic-Indic and fullwidth
+
+
+def _seconds(duration: str, billsec: str) -> tuple[int, int]:
+    """duration and billsec: ASCII digits, billsec at most one second over duration (Asterisk's
+    initiatedseconds=yes rounds billsec up and truncates duration); else :class:`_Bad`."""
+    if not (_is_seconds(duration) and _is_seconds(billsec)):
+        raise _Bad(_seconds_problem(duration, billsec))
+    whole, billed = int(duration), int(billsec)
+    if billed > whole + 1:
+        raise _Bad(f"billsec {billed} is longer than duration {whole}")
+    return whole, billed
+
+
+def _is_seconds(text: str) -> bool:
+    return _is_digits(text) and len(text) <= _SECONDS_DIGITS
+
+
 def _seconds_problem(duration: str, billsec: str) -> str:
     for name, text in (("duration", duration), ("billsec", billsec)):
-        try:
-            if int(text) < 0:
-                return f"{name} {text} is negative"
-        except ValueError:
-            return f"{name} {text!r} is not a whole number of seconds"
+        if _is_seconds(text):
+            continue
+        if _is_digits(text):
+            return f"{name} {text[:20]}... is not a call's length in seconds"
+        if text.startswith("-") and _is_seconds(text[1:]):
+            return f"{name} {text} is negative"
+        return f"{name} {text[:40]!r} is not a whole number of seconds"
     return f"duration {duration!r} or billsec {billsec!r} is wrong"  # pragma: no cover
 
 

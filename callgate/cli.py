@@ -166,8 +166,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redis_problem(args: argparse.Namespace) -> str | None:
+    """A Redis URL the command would use that cannot be used: one line naming where it came from
+    (``--redis`` or ``CALLGATE_REDIS_URL``), never quoting the URL's password."""
+    import os
+
+    if not hasattr(args, "redis"):
+        return None
+    url, source = args.redis, "--redis"
+    if url is None and args.run is not cmd_explain:  # explain without --redis uses no Redis
+        url, source = os.environ.get("CALLGATE_REDIS_URL") or None, "CALLGATE_REDIS_URL"
+    if url is None:
+        return None
+    from callgate.settings import redact_url, redis_url_problem
+
+    problem = redis_url_problem(url)
+    return f"{source}: {problem}; got {redact_url(url)!r}" if problem else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    bad_redis = _redis_problem(args)
+    if bad_redis:
+        print(f"callgate: {bad_redis}", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args))
     except PolicyError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,8 @@ class Decision:
     policy_digest: str
     replayed: bool = False
     policy_revision: int = 0  # the Redis version of the policy that decided; 0: a local file
+    reservation: str = ""  # the id the store holds this call's reservation under (reservation_id)
+    dial: str = ""  # what the dialplan dials: the E.164 number, or the emergency number as listed
 
     @property
     def allowed(self) -> bool:
@@ -89,12 +92,20 @@ class Decision:
         return tuple(r for r in self.rules if r.outcome == REPORT)
 
     def variables(self) -> dict[str, str]:
-        """The channel variables the dialplan reads (product.md)."""
+        """The channel variables the dialplan reads (product.md).
+
+        An emergency call is dialled as the emergency number itself (``CALLGATE_NUMBER`` is then the
+        policy's entry, e.g. ``112``, without the outside-line digit) and gets no length limit: the
+        shipped dialplan adds ``L()`` only when ``CALLGATE_MAX_SECONDS`` is above zero.
+        ``CALLGATE_CALL`` is the reservation id: the dialplan writes it to ``CDR(callgate)`` so that the
+        spend feed settles this leg and no other.
+        """
         return {
             "CALLGATE_VERDICT": self.verdict.value,
             "CALLGATE_REASON": self.reason.value,
-            "CALLGATE_NUMBER": self.number.e164 or "",
+            "CALLGATE_NUMBER": self.dial,
             "CALLGATE_MAX_SECONDS": str(self.allowed_seconds),
+            "CALLGATE_CALL": self.reservation,
         }
 
 
@@ -291,10 +302,7 @@ def _destination(
     rate_prefix, rate = policy.rates.per_minute(number.e164) if number.e164 else (None, None)
     excepted = None
     if rule is not None and number.e164:
-        digits = number.e164[1:]
-        excepted = next(
-            (p for p in rule.profile.destinations.allow_prefixes if digits.startswith(p)), None
-        )
+        excepted = rule.profile.destinations.allowed(number.e164[1:])  # at most 15 probes
     c = Context(policy, attempt, number, rule, local, rate_prefix, rate, excepted)
     results = tuple(check(c) for _, check in DESTINATION_RULES)
     return _Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
@@ -346,8 +354,8 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
     results = (_NOT_EMERGENCY, caller.result, *dest.results, hours)
     counted: list[Check] = []
     spent: list[Check] = []
+    e164 = number.e164 or ""
     if rule is not None:
-        e164 = number.e164 or ""
         periods = spend_periods(local)
         # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
         # _replace): this runs a dozen times per call
@@ -366,7 +374,7 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
     checks = (*counted, *spent)
     admission = Admission(
         site=policy.site.name,
-        call_id=attempt.call_id,
+        call_id=reservation_id(attempt, e164, dest.rate_micro, number.international),
         at_ms=at_ms,
         checks=checks,
         rate=dest.rate_micro,
@@ -552,7 +560,36 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
     )
 
 
+def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bool) -> str:
+    """The id a call's reservation is held under: bound to what it was granted for.
+
+    A second admission under the same id is handed the first one's decision without being counted
+    again: that is how a trunk failover (same channel, same number, same rate) stays one call. Anything
+    else that reuses a call id (another number, another rate, another extension, another channel: a ring
+    group's parallel legs, a transfer, a forged ``call=``) gets an id of its own and is judged and
+    counted in full. The id starts with the call id, so the audit and the store read alike.
+    """
+    bound = "\x1f".join(
+        (
+            attempt.call_id,
+            attempt.leg,
+            attempt.extension,
+            e164,
+            str(rate),
+            "1" if international else "0",
+        )
+    )
+    digest = hashlib.blake2b(bound.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{attempt.call_id}:{digest}"
+
+
+def emergency_dial(policy: Policy, dialled: str) -> str:
+    """The number an emergency call is dialled as: the policy's entry, without an outside-line digit."""
+    return max((e for e in policy.emergency if dialled.endswith(e)), key=len, default=dialled)
+
+
 def _decision(p: Prepared, r: Ruling) -> Decision:
+    number = p.number
     return Decision(
         verdict=r.verdict,
         reason=r.reason,
@@ -569,6 +606,8 @@ def _decision(p: Prepared, r: Ruling) -> Decision:
         policy_digest=p.policy.digest,
         replayed=r.replayed,
         policy_revision=p.policy.revision,
+        reservation=p.admission.call_id if p.admission is not None else "",
+        dial=emergency_dial(p.policy, number.dialled) if number.emergency else number.e164 or "",
     )
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from callgate.admission import CheckKind
 from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.engine import RESERVATION_HOLD, Decision, conclude, on_store_failure, prepare
 from callgate.errors import StoreUnavailable
+from callgate.identity import caller_extension
 from callgate.policy import Policy
 from callgate.reasons import Reason, Verdict
 from callgate.rules import CallAttempt
@@ -114,18 +115,32 @@ class Gate:
             except Exception:  # an observer must never break the gate
                 log.exception("listener failed on %s", kind)
 
-    async def decide(self, attempt: CallAttempt, *, late: bool = False) -> Decision:
-        """``late``: the call already waited its deadline for the gate; the store is not asked."""
+    async def decide(
+        self, attempt: CallAttempt, *, late: bool = False, endpoint: str = ""
+    ) -> Decision:
+        """``late``: the call already waited its deadline for the gate; the store is not asked.
+
+        ``endpoint``: the PJSIP endpoint that authenticated the channel; the caller is worked out from
+        it and the dialplan's ``ext=`` by :func:`callgate.identity.caller_extension`.
+        """
         policy = self.policy()
+        extension = caller_extension(policy.endpoints, endpoint, attempt.extension)
+        if extension != attempt.extension:
+            attempt = replace(attempt, extension=extension)
         p = prepare(policy, attempt, self.clock())
         if p.admission is None:
             return conclude(p, None)
         if late:
             log.warning("overloaded: call %s waited past its deadline", attempt.call_id)
             return on_store_failure(p, policy.site.on_store_error)
+        # The store refuses to reserve once the deadline has passed on its own clock: a script that
+        # reaches a frozen-then-resumed Redis after this gate gave up on it must not hold a slot and
+        # money for a call the gate already decided without it.
+        deadline_ms = int((time.time() + self.settings.deadline) * 1000)
+        admission = p.admission._replace(deadline_ms=deadline_ms)
         try:
             async with asyncio.timeout(self.settings.deadline):
-                outcome = await self.store.admit(p.admission)
+                outcome = await self.store.admit(admission)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("store failed for call %s: %r", attempt.call_id, exc)
             if not self.store_down:
@@ -148,18 +163,18 @@ class Gate:
         return conclude(p, outcome)
 
     async def handle(
-        self, channel_id: str, attempt: CallAttempt, *, late: bool = False
+        self, channel_id: str, attempt: CallAttempt, *, late: bool = False, endpoint: str = ""
     ) -> Decision:
         """Decide, set the channel variables, then continue or refuse the channel."""
         started = time.perf_counter()
-        decision = await self.decide(attempt, late=late)
+        decision = await self.decide(attempt, late=late, endpoint=endpoint)
         await self.act(channel_id, decision)
         elapsed = time.perf_counter() - started
         self.audit.record(decision, channel_id, elapsed * 1000)
         for observe in self.decided:
             observe(decision, elapsed)
         if decision.allowed and decision.reason is Reason.ALLOWED:
-            self.live[decision.call_id] = LiveCall(
+            self.live[decision.reservation] = LiveCall(
                 channel_id,
                 decision.extension,
                 decision.number.e164 or "",
@@ -170,7 +185,12 @@ class Gate:
             self.tell("denied", {"extension": decision.extension, "reason": decision.reason.value})
             rule = lockdown_rule(self.policy(), decision.reason)
             if rule is not None:  # lockdown.after_denied: N denied attempts in the window lock
-                await self._burst(decision.extension, decision.call_id, rule, decision.reason.value)
+                await self._burst(
+                    decision.extension,
+                    decision.reservation or decision.call_id,
+                    rule,
+                    decision.reason.value,
+                )
         return decision
 
     async def _burst(self, extension: str, call_id: str, rule: BurstRule, why: str) -> None:
@@ -216,7 +236,8 @@ class Gate:
         # The reason reaches the PBX's own CDR reports too (the shipped dialplan sets the same value
         # for allowed calls; a refused call never runs the dialplan again, so it is set here).
         variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
-        if decision.verdict is Verdict.ALLOW and self.settings.timeout_absolute:
+        limited = decision.verdict is Verdict.ALLOW and decision.reason is not Reason.EMERGENCY
+        if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         if not await self.channels.set_variable(channel_id, *as_array(variables)):
             log.info("channel %s left before the decision was applied", channel_id)
@@ -231,14 +252,14 @@ class Gate:
         else:
             await self.channels.hangup(channel_id, cause=s.deny_cause)
 
-    async def settle(self, call_id: str, billsec: int) -> Settlement:
+    async def settle(self, call_id: str, billsec: int | None) -> Settlement:
         policy = self.policy()
         at_ms = int(self.clock().timestamp() * 1000)
         settled = await self.store.settle(policy.site.name, call_id, billsec, at_ms)
         call = self.live.pop(call_id, None)
         self._forget_ended()
         if call is not None and settled.status is SettleStatus.SETTLED:
-            short = short_call_rule(policy, call.extension, billsec)
+            short = short_call_rule(policy, call.extension, billsec or 0)  # None: length unknown
             if short is not None:  # limits.short_calls: a burst of very short answered calls
                 await self._burst(call.extension, call_id, short, f"short call ({billsec}s)")
         return settled

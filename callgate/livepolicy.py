@@ -9,6 +9,10 @@ load is never activated: the last good one keeps running and the reason is logge
 * :class:`RedisPolicy`: the version made active with ``callgate policy push`` / ``rollback``. The active
   version number is read every ``POLL`` seconds (one GET), so every gate of the site switches within a
   second, and a gate that lost Redis for a while catches up by itself when it is back.
+
+Under ``serve`` a new policy is read and checked in a worker thread (``asyncio.to_thread``), never on the
+event loop: a policy of a few megabytes, or one with a million ranges, takes a second or two to load, and
+calls go on being decided by the running policy meanwhile. One reload runs at a time per holder.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class FilePolicy(_Holder):
         self.path = path
         self._seen = self._stat()
         super().__init__(load_policy_file(path))
+        self._reloading = asyncio.Lock()
+        self._pending: asyncio.Task[None] | None = None
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -74,21 +80,41 @@ class FilePolicy(_Holder):
         return st.st_mtime_ns, st.st_size
 
     def reload(self) -> None:
-        self._seen = self._stat()
+        """Re-read the file now (SIGHUP). On the event loop the reading is scheduled in a worker thread
+        (:meth:`refresh`) and this returns at once; elsewhere (a script, a test) it is done here."""
         try:
-            policy = load_policy_file(self.path)
-        except (PolicyError, OSError) as exc:
-            self._refuse(self.path, str(exc))
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._seen = self._stat()
+            self._take(self._read())
             return
-        if policy.digest != self.current.digest:
-            self._activate(policy)
+        self._pending = loop.create_task(self.refresh())
+
+    async def refresh(self) -> None:
+        """Read and check the file in a worker thread; activate it if it loads and differs."""
+        async with self._reloading:
+            self._seen = self._stat()
+            self._take(await asyncio.to_thread(self._read))
+
+    def _read(self) -> Policy | PolicyError | OSError:
+        """The file's policy, or why it cannot run (returned: it is reported, never raised)."""
+        try:
+            return load_policy_file(self.path)
+        except (PolicyError, OSError) as exc:
+            return exc
+
+    def _take(self, found: Policy | PolicyError | OSError) -> None:
+        if isinstance(found, Exception):
+            self._refuse(self.path, str(found))
+        elif found.digest != self.current.digest:
+            self._activate(found)
 
     async def watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL * 2)
             if self._stat() != self._seen:
-                self.reload()
+                await self.refresh()
 
 
 class RedisPolicy(_Holder):
@@ -99,6 +125,7 @@ class RedisPolicy(_Holder):
         self.store = store
         self.refused_version = 0  # a version that did not load: not retried until another appears
         self._pending: asyncio.Task[None] | None = None
+        self._checking = asyncio.Lock()
 
     @classmethod
     async def start(
@@ -117,7 +144,7 @@ class RedisPolicy(_Holder):
                 problem = str(exc)
             if fallback:
                 log.warning("%s; running %s until Redis has one", problem, fallback)
-                return cls(store, load_policy_file(fallback))
+                return cls(store, await asyncio.to_thread(load_policy_file, fallback))
             if asyncio.get_running_loop().time() > deadline:
                 raise PolicyError([Problem(f"redis site {store.site}", 0, "", problem)])
             log.warning("%s; waiting", problem)
@@ -134,7 +161,7 @@ class RedisPolicy(_Holder):
             if stored.version > active:
                 continue
             try:
-                return stored.load()
+                return await asyncio.to_thread(stored.load)
             except PolicyError as exc:
                 log.error(
                     "policy version %d does not load here; trying older\n%s", stored.version, exc
@@ -153,20 +180,23 @@ class RedisPolicy(_Holder):
             log.warning("cannot read the active policy (%s); keeping the running one", exc)
 
     async def check(self) -> None:
-        """Activate the active version if it is not the running one. Raises BackendUnavailable."""
-        version = await self.store.active_version()
-        if version is None or version in (self.current.revision, self.refused_version):
-            return
-        stored = await self.store.get(version)
-        if stored is None:
-            return
-        try:
-            policy = stored.load()
-        except PolicyError as exc:
-            self.refused_version = version
-            self._refuse(f"version {version}", str(exc))
-            return
-        self._activate(policy)
+        """Activate the active version if it is not the running one. Raises BackendUnavailable.
+
+        The version is loaded in a worker thread; one check runs at a time (the poll and SIGHUP)."""
+        async with self._checking:
+            version = await self.store.active_version()
+            if version is None or version in (self.current.revision, self.refused_version):
+                return
+            stored = await self.store.get(version)
+            if stored is None:
+                return
+            try:
+                policy = await asyncio.to_thread(stored.load)
+            except PolicyError as exc:
+                self.refused_version = version
+                self._refuse(f"version {version}", str(exc))
+                return
+            self._activate(policy)
 
     async def watch(self, stop: asyncio.Event) -> None:
         down = False

@@ -50,8 +50,10 @@ class MemoryStore:
     async def peek(self, admission: Admission) -> Outcome:
         return self.read_now(admission)
 
-    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
-        return self.settle_now(site, call_id, billsec, at_ms)
+    async def settle(
+        self, site: str, reservation_id: str, billsec: int | None, at_ms: int
+    ) -> Settlement:
+        return self.settle_now(site, reservation_id, billsec, at_ms)
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
         key = f"cg:{{{site}}}:lock:{extension}"
@@ -168,30 +170,37 @@ class MemoryStore:
             seen.values, seen.lock, seen.panic, True, verdict.allowed_seconds, verdict.cost
         )
 
-    def settle_now(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
-        prefix = f"cg:{{{site}}}:"
+    def settle_now(
+        self, site: str, reservation_id: str, billsec: int | None, at_ms: int
+    ) -> Settlement:
+        """Mirrors ``lua/settle.lua``. ``billsec`` None (or negative): cannot be settled, charged in
+        full: the whole reservation stays on the caps, only the concurrency slots are freed."""
+        prefix, rid = f"cg:{{{site}}}:", reservation_id
         self._tick(at_ms)
-        done = self._settled.get(prefix + call_id)
-        if done is not None and self._alive(prefix + "done:" + call_id, at_ms):
+        done = self._settled.get(prefix + rid)
+        if done is not None and self._alive(prefix + "done:" + rid, at_ms):
             return Settlement(
                 SettleStatus.ALREADY_SETTLED, done.charged, done.released, done.billsec
             )
-        held = self._reservations.get(prefix + call_id)
-        if held is None or not self._alive(prefix + "r:" + call_id, at_ms):
+        held = self._reservations.get(prefix + rid)
+        if held is None or not self._alive(prefix + "r:" + rid, at_ms):
             return Settlement(SettleStatus.UNKNOWN)
-        seconds = billable(min(max(billsec, 0), held.allowed), held.increment)
-        charged = min(cost_micro(held.rate, seconds), held.cost)
+        if billsec is None or billsec < 0:
+            seconds, charged = held.allowed, held.cost
+        else:
+            seconds = billable(min(billsec, held.allowed), held.increment)
+            charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
         for key in held.spend_keys:
             if key in self._money:
                 self._money[key] -= released
         for key in held.slot_keys:
-            self._members.get(key, {}).pop(call_id, None)
-        del self._reservations[prefix + call_id]
-        self._expiry.pop(prefix + "r:" + call_id, None)
+            self._members.get(key, {}).pop(rid, None)
+        del self._reservations[prefix + rid]
+        self._expiry.pop(prefix + "r:" + rid, None)
         result = Settlement(SettleStatus.SETTLED, charged, released, seconds)
-        self._settled[prefix + call_id] = result
-        self._expire(prefix + "done:" + call_id, at_ms + SETTLED_MEMORY * 1000)
+        self._settled[prefix + rid] = result
+        self._expire(prefix + "done:" + rid, at_ms + SETTLED_MEMORY * 1000)
         return result
 
     def reservations(self, site: str) -> int:

@@ -9,7 +9,9 @@ settlement, a reservation expiring, a new day), so a gauge fed from this gate's 
 
 ``/health`` answers 200 with a JSON body while the ARI and Redis links are up, 503 (same body) otherwise;
 AMI being down only delays settlement (reservations then expire and charge in full), so it makes the
-status ``degraded`` but does not fail health. The server binds 127.0.0.1 unless told otherwise.
+status ``degraded`` but does not fail health. With ``[ami] enabled = false`` ``serve`` builds
+:class:`Metrics` without the ``ami`` link: a link that is turned off is not a degradation, and ARI and
+Redis up is ``ok``. The server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations

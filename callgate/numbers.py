@@ -5,34 +5,52 @@ country, the number types, whether the call is international, whether it is an e
 why the string could not be read. It never raises on a dialled string, never does IO and keeps no
 state; the only memory is an ``lru_cache`` over the pure worker.
 
-Reading order (the policy is the authority, see ``spec/policy.md``):
+The dialled string is hostile (security issue 8): it is judged exactly as the trunk would receive it,
+never trimmed into something else. Reading order (the policy is the authority, see ``spec/policy.md``
+and ``docs/policy.md``, "How a dialled string is read"):
 
-1. Clean up: strip, unwrap ``tel:``/``sip:``/``sips:`` URIs, drop spaces, dashes, dots and
-   parentheses. What is left must be ASCII digits with an optional leading ``+``, at most
-   :data:`MAX_DIGITS` digits, or the number is unreadable.
-2. Emergency: the cleaned digits equal an entry of the policy's ``emergency`` list.
-3. The whole string, if phonenumbers says it is a valid number (IDD, ``+`` and national forms).
-4. Each ``outside_line`` prefix (longest first), where what follows it is an emergency number or a
-   valid number. So ``9175550123`` (New York 917) is read whole, ``912125550123`` is stripped.
+1. Emergency: the string equals an entry of the policy's ``emergency`` list, as it is or after one of
+   the ``outside_line`` prefixes. Nothing is stripped first: ``" 911"`` is not ``911``.
+2. The dial-string alphabet: ASCII ``0``-``9``, one leading ``+``, ``*`` and ``#``. Anything else
+   (spaces, ``sip:``, dashes, ``,ext=``, ``%2C``, NUL, fullwidth or Arabic-Indic digits) makes the
+   string unreadable. ``*`` and ``#`` make it unreadable too (a feature code is not a number), unless
+   step 1 found it. At most :data:`MAX_DIGITS` digits.
+3. A ``+`` string is read as the international number it is, and only so.
+4. Otherwise the candidate readings are the whole string and, for each ``outside_line`` prefix it
+   begins with, what follows the prefix. A candidate that begins with the site's international (IDD)
+   prefix (any of them: the metadata's ``international_prefix`` is a pattern) must be valid read
+   through that prefix. When the whole string begins with the IDD, a candidate that does not (the
+   national number behind an outside-line digit) is not a reading at all: a string that begins with
+   the IDD is never read as a national number (``001900...`` in Austria is the US, not Vienna).
+5. No valid reading: unreadable. One valid number (however many candidates name it): that number.
+   Two valid readings that name different numbers: unreadable, as ambiguous. The engine cannot know
+   which one the trunk will dial, and neither "international" nor "domestic" is stricter under every
+   policy (a domestic premium number against an allowed foreign landline), so it is never guessed.
 
-A number phonenumbers cannot validate is unreadable: the gate denies it (``unparseable_number``).
+An unreadable number is denied by the gate (``unparseable_number``).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+from phonenumbers import (
+    CountryCodeSource,
+    NumberParseException,
+    PhoneNumberType,
+    ValidationResult,
+)
 
 MAX_DIGITS = 20  # E.164 is at most 15 digits; room for an IDD (0011) and an outside-line prefix
 _CACHE_SIZE = 65536
 CACHE_MAX_INPUT = 128  # longer strings skip the memo so hostile input cannot bloat it
 
-_URI_SCHEMES = ("tel:", "sip:", "sips:")
-_SEPARATORS = str.maketrans("", "", " -.()")
+_NUMBER = re.compile(r"\+?[0-9]+", re.ASCII)  # what may be read as a number
+_DIAL_STRING = re.compile(r"\+?[0-9*#]+", re.ASCII)  # what a phone may dial (feature codes too)
 _NON_GEOGRAPHIC = frozenset({"001", "ZZ"})
 
 
@@ -129,69 +147,115 @@ def _read_uncached(
     dialled: str, region: str, outside_line: tuple[str, ...], emergency: tuple[str, ...]
 ) -> NumberInfo:
     """The pure worker behind :func:`read_number` (arguments already normalised)."""
-    digits, plus, error = _clean(dialled)
+    if dialled in emergency or any(
+        prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in emergency
+        for prefix in outside_line
+    ):
+        return _emergency(dialled, region)
+    error = _alphabet_error(dialled)
     if error is not None:
         return _unreadable(dialled, error)
-    if not plus and digits in emergency:
-        return _emergency(dialled, region)
+    if dialled.startswith("+"):
+        whole = _parse_valid(dialled, region, through_idd=False)
+        return (
+            _unreadable(dialled, whole)
+            if isinstance(whole, str)
+            else _readable(dialled, whole, region)
+        )
 
-    # policy.md: a prefix is stripped where what follows it is a valid number (the dial plan strips it,
-    # so that is what the trunk dials: Italy's 0 + 899... is premium, not +39 0899...). Only when no
-    # stripped reading is valid is the string read whole (New York's 917... behind outside line 9).
-    if not plus:
-        for prefix in sorted(outside_line, key=len, reverse=True):
-            if not prefix or not digits.startswith(prefix) or len(digits) == len(prefix):
-                continue
-            rest = digits[len(prefix) :]
-            if rest in emergency:
-                return _emergency(dialled, region)
-            stripped = _parse_valid(rest, region)
-            if not isinstance(stripped, str):
-                return _readable(dialled, stripped, region)
+    # The candidates: the whole string, then what follows each outside-line prefix (longest first).
+    candidates = [("", dialled)]
+    candidates += [
+        (prefix, dialled[len(prefix) :])
+        for prefix in sorted(set(outside_line), key=len, reverse=True)
+        if prefix and dialled.startswith(prefix) and len(dialled) > len(prefix)
+    ]
+    idd = _idd(dialled, region)
+    readings: dict[str, tuple[str, tuple[phonenumbers.PhoneNumber, int]]] = {}
+    whole_error, dropped = "", False
+    for prefix, text in candidates:
+        through_idd = (idd if not prefix else _idd(text, region)) is not None
+        if idd is not None and not through_idd:
+            dropped = True  # begins with the IDD: never read as the national number behind it
+            continue
+        parsed = _parse_valid(text, region, through_idd=through_idd)
+        if isinstance(parsed, str):
+            whole_error = whole_error or parsed
+            continue
+        e164 = phonenumbers.format_number(parsed[0], phonenumbers.PhoneNumberFormat.E164)
+        readings.setdefault(e164, (prefix, parsed))
 
-    whole = _parse_valid(("+" if plus else "") + digits, region)
-    if not isinstance(whole, str):
-        return _readable(dialled, whole, region)
-
-    return _unreadable(dialled, whole)
+    if len(readings) > 1:
+        return _unreadable(dialled, _ambiguous(readings))
+    if readings:
+        ((e164, (_, parsed)),) = readings.items()
+        return _readable(dialled, parsed, region, e164)
+    if dropped:
+        whole_error += (
+            f" (it begins with the international prefix {idd}, so it is never read as a national"
+            " number behind the outside line)"
+        )
+    return _unreadable(dialled, whole_error)
 
 
 # A pure memo, not state: the same arguments always give the same NumberInfo.
 _read = functools.lru_cache(maxsize=_CACHE_SIZE)(_read_uncached)
 
 
-def _clean(dialled: str) -> tuple[str, bool, str | None]:
-    """Return (ASCII digits, had a leading plus, error) for the raw dialled string."""
-    text = dialled.strip()
-    lowered = text[:5].lower()
-    for scheme in _URI_SCHEMES:
-        if lowered.startswith(scheme):
-            text = text[len(scheme) :].split("@", 1)[0].split(";", 1)[0].strip()
-            break
-    if not text:
-        return "", False, "empty"
-    text = text.translate(_SEPARATORS)
-    plus = text.startswith("+")
-    digits = text[1:] if plus else text
-    if not digits:
-        return "", plus, "no digits"
-    if not (digits.isascii() and digits.isdigit()):
-        return "", plus, "contains characters that are not digits"
-    if len(digits) > MAX_DIGITS:
-        return "", plus, "too long"
-    return digits, plus, None
+def _alphabet_error(dialled: str) -> str | None:
+    """Why ``dialled`` cannot be a number as written (alphabet and length), or None."""
+    if not dialled:
+        return "empty"
+    if dialled == "+":
+        return "no digits"
+    if not _NUMBER.fullmatch(dialled):
+        if _DIAL_STRING.fullmatch(dialled):
+            return "contains * or #: a feature code, not a number"
+        return "contains characters outside the dial-string alphabet (0-9, * and #, a leading +)"
+    if len(dialled) - dialled.startswith("+") > MAX_DIGITS:
+        return "too long"
+    return None
 
 
-def _parse_valid(text: str, region: str) -> tuple[phonenumbers.PhoneNumber, int] | str:
+def _idd(digits: str, region: str) -> str | None:
+    """The international (IDD) prefix that ``digits`` begins with in ``region``, or None.
+
+    The metadata's ``international_prefix`` is a pattern: several IDDs where carriers have their own
+    (Australia's ``001[14-689]``, Korea's ``00700``, Brazil's ``00`` then a carrier code).
+    """
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    pattern = metadata.international_prefix if metadata is not None else None
+    if not pattern:
+        return None
+    found = re.match(pattern, digits, re.ASCII)
+    return found[0] if found else None
+
+
+def _ambiguous(readings: dict[str, tuple[str, tuple[phonenumbers.PhoneNumber, int]]]) -> str:
+    """The error of a string that reads as several valid numbers."""
+    ways = [
+        f"{e164} after the outside line {prefix}" if prefix else f"{e164} as dialled"
+        for e164, (prefix, _) in readings.items()
+    ]
+    return "ambiguous: " + " or ".join(ways)
+
+
+def _parse_valid(
+    text: str, region: str, *, through_idd: bool
+) -> tuple[phonenumbers.PhoneNumber, int] | str:
     """Return (the number, its phonenumbers type) when ``text`` is valid, else the reason why not.
 
+    ``through_idd``: ``text`` begins with the region's IDD, so it is valid only when read through it
+    (phonenumbers reads ``00`` then ``0...`` as a national number, as no country code begins with 0).
     ``number_type`` is UNKNOWN exactly when ``is_valid_number`` is False (both match the national
     number against the metadata of ``region_code_for_number``), so one call answers both.
     """
     try:
-        number = phonenumbers.parse(text, region)
+        number = phonenumbers.parse(text, region, keep_raw_input=through_idd)
     except NumberParseException as exc:
         return _PARSE_ERRORS.get(exc.error_type, "not a phone number")
+    if through_idd and number.country_code_source != CountryCodeSource.FROM_NUMBER_WITH_IDD:
+        return "not a valid number after the international prefix"
     kind = phonenumbers.number_type(number)
     if kind != PhoneNumberType.UNKNOWN:
         return number, kind
@@ -205,9 +269,9 @@ def _parse_valid(text: str, region: str) -> tuple[phonenumbers.PhoneNumber, int]
 
 
 def _readable(
-    dialled: str, parsed: tuple[phonenumbers.PhoneNumber, int], region: str
+    dialled: str, parsed: tuple[phonenumbers.PhoneNumber, int], region: str, e164: str = ""
 ) -> NumberInfo:
-    """Build the NumberInfo of a valid number."""
+    """Build the NumberInfo of a valid number (``e164``: its E.164 form, when already known)."""
     number, kind = parsed
     where = phonenumbers.region_code_for_number(number)
     country = None if where is None or where in _NON_GEOGRAPHIC else where
@@ -216,7 +280,7 @@ def _readable(
     types = frozenset({mapped} if extra is None else {mapped, extra})
     return NumberInfo(
         dialled=dialled,
-        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        e164=e164 or phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         country=country,
         types=types,
         international=country is None or country != region,

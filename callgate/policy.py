@@ -109,11 +109,35 @@ class Rates:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefixTable:
+    """A set of E.164 prefixes (digits, no ``+``) looked up as :class:`Rates` is: one probe per prefix
+    length present, longest first, so at most 15 whatever the number of prefixes (a carrier's list of a
+    million ranges costs what a list of ten does)."""
+
+    prefixes: frozenset[str] = frozenset()
+    lengths: tuple[int, ...] = ()  # the distinct lengths of the prefixes, longest first
+
+    @classmethod
+    def of(cls, prefixes: tuple[str, ...]) -> PrefixTable:
+        lengths = set(map(len, prefixes))  # from the tuple: in order in memory, unlike the set
+        return cls(frozenset(prefixes), tuple(sorted(lengths, reverse=True)))
+
+    def longest(self, digits: str) -> str | None:
+        """The longest prefix of ``digits`` in the table, or None."""
+        prefixes, size = self.prefixes, len(digits)
+        for n in self.lengths:
+            if n <= size and digits[:n] in prefixes:
+                return digits[:n]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Destinations:
     """Where a profile's extensions may call. ``report`` names the keys in ``mode: report``.
 
     ``deny_prefixes`` and ``allow_prefixes`` hold every prefix, those written inline and those read
-    from list files; ``prefix_lists`` says which list each file-read prefix came from.
+    from list files, in the policy's order; ``prefix_lists`` says which list each file-read prefix came
+    from. The rules look them up with :meth:`denied` and :meth:`allowed` (tables built from them).
     """
 
     allow_countries: frozenset[str] | None = None
@@ -125,6 +149,21 @@ class Destinations:
     max_rate: Decimal | None = None
     report: frozenset[str] = frozenset()  # e.g. {"deny_prefixes", "max_rate"}
     prefix_lists: Mapping[str, str] = field(default_factory=dict)  # digits -> list name
+    _deny: PrefixTable = field(init=False, repr=False, compare=False)
+    _allow: PrefixTable = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_deny", PrefixTable.of(self.deny_prefixes))
+        object.__setattr__(self, "_allow", PrefixTable.of(self.allow_prefixes))
+
+    def denied(self, digits: str) -> str | None:
+        """The longest ``deny_prefixes`` entry that ``digits`` (an E.164 number without ``+``) begins
+        with, or None."""
+        return self._deny.longest(digits)
+
+    def allowed(self, digits: str) -> str | None:
+        """The longest ``allow_prefixes`` entry that ``digits`` begins with, or None."""
+        return self._allow.longest(digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,19 +248,45 @@ class ExtensionRule:
     line: int = 0
 
     def matches(self, extension: str) -> bool:
+        """Whether this entry covers ``extension``. ASCII only: nothing, not even ``"*"``, matches a
+        string that is not an extension (:func:`is_extension`), so 1005 written in fullwidth or
+        Arabic-Indic digits never gets a profile, or counters of its own beside ``1005``."""
+        if not is_extension(extension):
+            return False
         pattern = self.match
         if pattern == "*":
             return True
         if pattern.endswith("*"):
             return extension.startswith(pattern[:-1])
         low, sep, high = pattern.partition("-")
-        if not (sep and low.isdigit() and high.isdigit()):  # a name such as "alice-desk"
+        if not (sep and _ascii_digits(low) and _ascii_digits(high)):  # a name: "alice-desk"
             return extension == pattern
         return (
-            extension.isdigit()
+            _ascii_digits(extension)
             and len(low) <= len(extension) <= len(high)
             and int(low) <= int(extension) <= int(high)
         )
+
+
+# What an extension may be: what an ``extensions[].match`` entry can name (docs/policy.md).
+EXTENSION_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@#+-"
+)
+EXTENSION_MAX = 80
+
+
+def is_extension(text: str) -> bool:
+    """ASCII letters, digits and ``_ . @ # + -``, 1 to :data:`EXTENSION_MAX` characters.
+
+    Anything else (1005 in fullwidth, Arabic-Indic, Persian or NKo digits, a space, NUL) is no
+    extension: str.isdigit() and int() accept the decimal digits of every script, this does not.
+    """
+    return 0 < len(text) <= EXTENSION_MAX and EXTENSION_CHARACTERS.issuperset(text)
+
+
+def _ascii_digits(text: str) -> bool:
+    """``[0-9]+``: str.isdigit() alone also takes Arabic-Indic, fullwidth and superscript digits."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +333,8 @@ class Policy:
     holidays: frozenset[date] = frozenset()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     extensions: tuple[ExtensionRule, ...] = ()
+    # PJSIP endpoint name -> the extension it is charged as, where the two differ (callgate.identity)
+    endpoints: Mapping[str, str] = field(default_factory=dict)
     site_limits: Limits = Limits()
     lockdown: Lockdown | None = None
     alerts: Alerts = Alerts()
@@ -285,7 +352,12 @@ class Policy:
     )
 
     def rule_for(self, extension: str) -> ExtensionRule | None:
-        """The first ``extensions`` entry that matches, or None (the call is then refused)."""
+        """The first ``extensions`` entry that matches, or None (the call is then refused).
+
+        No entry, not even ``*``, matches the empty extension: a caller that could not be identified
+        (callgate.identity) is refused."""
+        if not extension:
+            return None
         for rule in self.extensions:
             if rule.matches(extension):
                 return rule

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import phonenumbers
 import yaml
 
+from callgate import prefixlists
 from callgate.errors import PolicyError, Problem
 from callgate.numbers import NumberType
 from callgate.policy import (
@@ -61,7 +62,19 @@ E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, 
 Node = yaml.Node
 Parse = Callable[["_Reader", Node, str], T | None]
 
+# Limits on what a policy may be (docs/policy.md, "Limits"): a hostile or broken file is refused
+# before it costs more than a few megabytes and seconds, with problems that name it.
+MAX_BYTES = 2 * 1024 * 1024  # a policy is a few kilobytes; long prefix lists belong in list files
+MAX_NODES = 200_000  # keys, values, lists and mappings, each alias counted as all it repeats
 MAX_DEPTH = 32  # libyaml's composer recurses in C: a file nested thousands deep would crash it
+MAX_PROBLEMS = 100  # listed; the rest are counted
+MAX_LIST_BYTES = 64 * 1024 * 1024  # all the range lists of one policy together
+_YAML_TAG = "tag:yaml.org,2002:"
+_PLAIN = ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+_TAGS = frozenset({"!", *(_YAML_TAG + t for t in _PLAIN)})  # what plain YAML resolves to
+_QUOTED = 400  # the longest source or message of a problem
+_LISTS_TOO_LARGE = f"the range lists of one policy may hold {MAX_LIST_BYTES:,} bytes together"
+_NO_TAGS = "a policy is plain YAML; remove the tag (quote the value to keep it as text)"
 _NULL, _MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?", re.ASCII)  # micro-units stay exact in Lua
@@ -89,15 +102,38 @@ class _Reader:
     """One reading of one file: the problems found so far, and what later sections need."""
 
     source: str
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_PROBLEMS found
+    found: int = 0  # every problem found, listed or not
     increment: int = 1  # rates.increment, read before any limits
     profiles: dict[str, Profile] = field(default_factory=dict)  # read before extensions
     read_list: ListSource = field(default_factory=ListFiles)
     lists: dict[str, PrefixList | None] = field(default_factory=dict)  # None: read, but broken
+    list_bytes: int = 0  # the range lists' text read so far, in bytes
 
     def problem(self, where: Node | int, path: str, message: str) -> None:
         line = where if isinstance(where, int) else where.start_mark.line + 1
-        self.problems.append(Problem(self.source, line, path, message))
+        self.add(Problem(self.source, line, path, message))
+
+    def add(self, problem: Problem) -> None:
+        """Record a problem; past MAX_PROBLEMS it is only counted (load_policy says how many). What a
+        file wrote is quoted in a problem at most ``_QUOTED`` characters long."""
+        self.found += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            source, message = _clipped(problem.source), _clipped(problem.message)
+            self.problems.append(replace(problem, source=source, message=message))
+
+    def hint(self, word: str, choices: Iterable[str]) -> str:
+        """:func:`_hint`, unless the problem will not be listed: a hostile file cannot make the
+        reader compare thousands of names for messages nobody reads."""
+        return _hint(word, choices) if len(self.problems) < MAX_PROBLEMS else ""
+
+    def refused(self) -> PolicyError:
+        """Every problem listed, and how many more were found but not listed."""
+        unlisted = self.found - len(self.problems)
+        if not unlisted:
+            return PolicyError(self.problems)
+        more = f"{unlisted:,} more problems not listed: only the first {MAX_PROBLEMS} are; "
+        return PolicyError([*self.problems, Problem(self.source, 0, "", more + "fix these first")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +155,16 @@ def load_policy(text: str, source: str, *, read_list: ListSource | None = None) 
     name to text (a policy stored with its lists reads nothing from disk), or a function. By default
     ``callgate:NAME`` is a list shipped with callgate and any other name a file, relative to the current
     directory. The digest covers the lists' texts too: a changed list is a changed policy.
+
+    Hostile text is refused before it costs much (docs/policy.md, "Limits"): more than ``MAX_BYTES``
+    of text, more than ``MAX_NODES`` YAML nodes counting each alias as all it repeats, nesting deeper
+    than ``MAX_DEPTH``, tags other than YAML's own. At most ``MAX_PROBLEMS`` problems are listed.
     """
     r = _Reader(source, read_list=ListFiles() if read_list is None else read_list)
     root = _compose(r, text)
     values = _section(r, root, "", _TOP, line=0) if root is not None else None
-    if values is None or r.problems:
-        raise PolicyError(r.problems)
+    if values is None or r.found:
+        raise r.refused()
     lists = tuple(sorted((found for found in r.lists.values() if found), key=lambda f: f.name))
     digest = hashlib.sha256(text.encode("utf-8"))
     for found in lists:
@@ -137,25 +177,49 @@ def load_policy_file(path: str | Path, *, read_list: ListSource | None = None) -
 
     Range lists named by a relative path are read from the policy file's directory.
     """
-    data = Path(path).read_bytes()
+    text = read_policy_text(path)
+    lists = ListFiles(Path(path).parent) if read_list is None else read_list
+    return load_policy(text, str(path), read_list=lists)
+
+
+def read_policy_text(path: str | Path) -> str:
+    """The text of the policy file at ``path``: at most ``MAX_BYTES + 1`` bytes are read, so a huge
+    file, or ``/dev/zero``, is refused at once. :class:`PolicyError` names the file when it is too
+    large or not UTF-8; ``OSError`` when it cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise PolicyError([Problem(str(path), 0, "", _too_large())])
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(str(path), line, "", "not UTF-8 text")]) from None
-    lists = ListFiles(Path(path).parent) if read_list is None else read_list
-    return load_policy(text, str(path), read_list=lists)
+
+
+def _too_large() -> str:
+    return (
+        f"larger than {MAX_BYTES:,} bytes, the most a policy may be; "
+        "a policy is a few kilobytes: keep long prefix lists in list files ({file: ...})"
+    )
 
 
 # --- YAML to nodes ------------------------------------------------------------------------------
 
 
 def _compose(r: _Reader, text: str) -> Node | None:
-    """The document's root node, or None (the problem recorded) when the text is not usable YAML."""
+    """The document's root node, or None (the problem recorded) when the text is not usable YAML.
+
+    Nothing is composed until :func:`_shape` has read libyaml's events and found the text within
+    bounds: composing keeps every node (about 400 bytes each), reading events keeps none.
+    """
     try:
-        text.encode("utf-8")
-        deep = _too_deep(text)
-        root = None if deep else yaml.compose(text, Loader=yaml.CSafeLoader)
+        if len(text.encode("utf-8")) > MAX_BYTES:
+            r.problem(0, "", _too_large())
+            return None
+        if not _shape(r, text):
+            return None
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except UnicodeEncodeError as exc:
         r.problem(text[: exc.start].count("\n") + 1, "", "not valid Unicode text")
         return None
@@ -169,35 +233,109 @@ def _compose(r: _Reader, text: str) -> Node | None:
         line = text.encode("utf-8")[: getattr(exc, "position", 0)].count(b"\n") + 1
         r.problem(line, "", f"not valid YAML: {str(exc).splitlines()[0]}")
         return None
-    if deep:
-        r.problem(deep, "", f"nested more than {MAX_DEPTH} levels deep")
-        return None
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         r.problem(0, "", "the file is empty; expected a policy that starts with version: 1")
         return None
     return root
 
 
-def _too_deep(text: str) -> int:
-    """The line where nesting passes MAX_DEPTH, or 0. Reading events does not recurse."""
-    depth = 0
+@dataclass(slots=True)
+class _Open:
+    """A list or mapping whose events are being read: where it is and what it holds so far."""
+
+    path: str
+    mapping: bool
+    anchor: str | None
+    start: int  # the nodes counted before it
+    children: int = 0  # keys and values of a mapping, items of a list
+    key: str = ""  # a mapping's last key
+
+
+def _shape(r: _Reader, text: str) -> bool:
+    """Whether ``text`` may be composed: from libyaml's events, which are read one at a time and kept
+    by no one, check the nesting (MAX_DEPTH), the number of nodes the reader would visit, counting an
+    alias as every node it repeats (MAX_NODES: the alias bomb of docs/policy.md), aliases inside their
+    own anchor, and tags (only YAML's own: ``!!python/...`` and custom tags are refused). Each problem
+    names its line and key path."""
+    nodes = 0
+    sizes: dict[str, int] = {}  # anchor -> the nodes an alias of it repeats
+    stack: list[_Open] = []
+    ok = True
     for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.CollectionEndEvent):
+            done = stack.pop()
+            if done.anchor is not None:
+                sizes[done.anchor] = nodes - done.start
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        path = _event_path(stack[-1] if stack else None, event)
+        if isinstance(event, yaml.AliasEvent):
+            name = str(event.anchor)
+            if any(o.anchor == name for o in stack):
+                r.problem(line, path, f"the alias *{name} is inside its own anchor &{name}")
+                return False
+            repeats = sizes.get(name, 1)
+            nodes += repeats
+            if nodes > MAX_NODES:
+                r.problem(line, path, _too_many(f"the alias *{name} repeats {repeats:,} nodes; "))
+                return False
+            continue
+        nodes += 1
+        if nodes > MAX_NODES:
+            r.problem(line, path, _too_many(""))
+            return False
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in _TAGS:
+            shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            r.problem(line, path, f"unsupported tag {shown}: {_NO_TAGS}")
+            ok = False
         if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return event.start_mark.line + 1 if event.start_mark else 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-    return 0
+            if len(stack) >= MAX_DEPTH:
+                r.problem(line, "", f"nested more than {MAX_DEPTH} levels deep")
+                return False
+            mapping = isinstance(event, yaml.MappingStartEvent)
+            stack.append(_Open(path, mapping, event.anchor, nodes - 1))
+        elif event.anchor is not None:
+            sizes[event.anchor] = 1
+    return ok
+
+
+def _event_path(parent: _Open | None, event: yaml.NodeEvent) -> str:
+    """The key path of the node ``event`` starts; counts it as its parent's next child."""
+    if parent is None:
+        return ""
+    n, parent.children = parent.children, parent.children + 1
+    if not parent.mapping:
+        return _join(parent.path, n)
+    if n % 2 == 0:  # a key: its path is the key's own
+        parent.key = str(event.value) if isinstance(event, yaml.ScalarEvent) else "?"
+    return _join(parent.path, parent.key)
+
+
+def _too_many(why: str) -> str:
+    return (
+        f"too many YAML nodes: {why}a policy may hold {MAX_NODES:,} (each key, value, list and "
+        "mapping counts one; an alias counts every node it repeats)"
+    )
 
 
 # --- mappings and lists -------------------------------------------------------------------------
 
 
 def _join(path: str, key: str | int) -> str:
+    """``path.key`` or ``path[n]``. A long key is clipped: every node below it has this path, and a
+    key of a megabyte (``? ...`` may be that long) must not be copied for each of them."""
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = key if len(key) <= 64 else key[:61] + "..."
     return f"{path}.{key}" if path else key
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 3] + "..."
 
 
 def _shown(node: Node) -> str:
@@ -215,7 +353,7 @@ def _shown(node: Node) -> str:
 def _hint(word: str, choices: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for a close choice, else the choices when there are few."""
     options = sorted(choices)
-    close = difflib.get_close_matches(word, options, n=1)
+    close = difflib.get_close_matches(word, options, n=1) if len(word) <= 100 else []
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; expected one of: {', '.join(options)}" if 0 < len(options) <= 12 else ""
@@ -255,7 +393,7 @@ def _section(
         if name in schema:
             found[name] = value
         else:
-            message = _MISPLACED.get(name) or f"unknown key {name!r}{_hint(name, schema)}"
+            message = _MISPLACED.get(name) or f"unknown key {name!r}{r.hint(name, schema)}"
             r.problem(key, _join(path, name), message)
     if not isinstance(node, yaml.MappingNode):
         return None
@@ -490,7 +628,7 @@ def _choice(kind: type[E]) -> Parse[E]:
         text = _text(r, node, path, f"one of {', '.join(names)}")
         if text is None or text in names:
             return None if text is None else kind(text)
-        r.problem(node, path, f"unknown value {_shown(node)}{_hint(text, names)}")
+        r.problem(node, path, f"unknown value {_shown(node)}{r.hint(text, names)}")
         return None
 
     return parse
@@ -516,7 +654,7 @@ def _zone(r: _Reader, node: Node, path: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(key)
     except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        hint = _hint(key, available_timezones())
+        hint = r.hint(key, available_timezones())
         r.problem(
             node, path, f"unknown time zone {key!r}: expected one such as America/New_York{hint}"
         )
@@ -551,11 +689,11 @@ def _webhook(r: _Reader, node: Node, path: str) -> str | None:
 
 
 def _rates(r: _Reader, node: Node, path: str) -> Rates | None:
-    before = len(r.problems)
+    before = r.found
     values = _section(r, node, path, _RATES)
     if values is None:
         return None
-    if len(r.problems) == before and "default" not in values and not values.get("prefixes"):
+    if r.found == before and "default" not in values and not values.get("prefixes"):
         r.problem(
             node, path, "expected a default and/or prefixes; without either every call is denied"
         )
@@ -611,7 +749,8 @@ def _prefix_entries(example: str, mapping: str = "") -> Parse[_Prefixes]:
         if mapping and isinstance(node, yaml.MappingNode):
             r.problem(node, path, f"{mapping}; expected a list such as {example}")
             return None
-        found: dict[str, str | None] = {}  # digits -> list name (None: written inline), in order
+        found: dict[str, str | None] = {}  # every prefix, in order, each once -> its list or None
+        lists: dict[str, str] = {}  # digits -> the first list that names them
         for n, item in enumerate(_items(r, node, path, example)):
             where = _join(path, n)
             if not isinstance(item, yaml.MappingNode):
@@ -621,10 +760,12 @@ def _prefix_entries(example: str, mapping: str = "") -> Parse[_Prefixes]:
                 continue
             values = _section(r, item, where, list_file)
             listed = _prefix_list(r, item, where, values["file"]) if values else None
-            if listed is not None:
-                for prefix in listed.prefixes:
-                    found.setdefault(prefix, listed.name)
-        lists = {prefix: name for prefix, name in found.items() if name is not None}
+            if listed is not None:  # dict operations, not a loop: a list may hold a million ranges
+                fresh = dict.fromkeys(listed.prefixes, listed.name)
+                for prefix in found.keys() & fresh.keys():
+                    del fresh[prefix]
+                found.update(fresh)
+                lists.update(fresh)
         return _Prefixes(tuple(found), lists)
 
     return parse
@@ -637,6 +778,9 @@ def _prefix_list(r: _Reader, node: Node, path: str, name: str) -> PrefixList | N
     where = _join(path, "file")
     label = r.read_list.where(name) if isinstance(r.read_list, ListFiles) else name
     r.lists[name] = None
+    if r.list_bytes >= MAX_LIST_BYTES:  # checked before reading: naming a list costs one line
+        r.problem(node, where, f"cannot read the list {name!r}: {_LISTS_TOO_LARGE}")
+        return None
     try:
         text = r.read_list[name] if isinstance(r.read_list, Mapping) else r.read_list(name)
     except KeyError:
@@ -648,9 +792,16 @@ def _prefix_list(r: _Reader, node: Node, path: str, name: str) -> PrefixList | N
             why = f"{exc.strerror}: {exc.filename}"
         r.problem(node, where, f"cannot read the list {name!r}: {why}")
         return None
+    size = len(text.encode("utf-8"))
+    r.list_bytes += size
+    if size > prefixlists.MAX_BYTES or r.list_bytes > MAX_LIST_BYTES:  # text given is checked too
+        one = size > prefixlists.MAX_BYTES
+        why = f"larger than {prefixlists.MAX_BYTES:,} bytes" if one else ""
+        r.problem(node, where, f"cannot read the list {name!r}: {why or _LISTS_TOO_LARGE}")
+        return None
     found, problems = read_prefix_list(text, name)
     for line, message in problems:
-        r.problems.append(Problem(label, line, where, message))
+        r.add(Problem(label, line, where, message))
     r.lists[name] = found
     return found
 
@@ -670,11 +821,34 @@ def _profiles(r: _Reader, node: Node, path: str) -> dict[str, Profile]:
     return r.profiles
 
 
+def _endpoints(r: _Reader, node: Node, path: str) -> dict[str, str]:
+    """``endpoints: {alice-desk: "1005"}``: the extension a PJSIP endpoint is charged as."""
+    out: dict[str, str] = {}
+    for name, key, value in _pairs(r, node, path, "a mapping of endpoint names to extensions"):
+        if not _NAME.fullmatch(name):
+            r.problem(
+                key,
+                _join(path, name),
+                "expected an endpoint name of letters, digits, '.', '_' or '-'",
+            )
+            continue
+        extension = _text(r, value, _join(path, name), "an extension")
+        if extension is not None and not _NAME.fullmatch(extension):
+            r.problem(
+                value,
+                _join(path, name),
+                "expected an extension of letters, digits, '.', '_' or '-'",
+            )
+        elif extension is not None:
+            out[name] = extension
+    return out
+
+
 def _profile_ref(r: _Reader, node: Node, path: str) -> Profile | None:
     name = _text(r, node, path, "a profile name")
     if name is None or name in r.profiles:
         return None if name is None else r.profiles[name]
-    r.problem(node, path, f"unknown profile {name!r}{_hint(name, r.profiles)}")
+    r.problem(node, path, f"unknown profile {name!r}{r.hint(name, r.profiles)}")
     return None
 
 
@@ -842,6 +1016,7 @@ _TOP = {  # read in this order: rates (the increment) before limits, profiles be
     "site_limits": _Key(_model(Limits, _GROUP_LIMITS)),
     "profiles": _Key(_profiles, "a mapping of profile names to profiles"),
     "extensions": _Key(_extensions, "a list of {match, profile} entries"),
+    "endpoints": _Key(_endpoints),
     "lockdown": _Key(_model(Lockdown, _LOCKDOWN)),
     "alerts": _Key(_model(Alerts, {"webhook": _Key(_webhook), "syslog": _Key(_flag)})),
 }

@@ -18,6 +18,7 @@ one of them active, never a half-written one.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 
 from callgate.errors import PolicyError, Problem, StoreUnavailable
 from callgate.policy import Policy
-from callgate.policyfile import load_policy
+from callgate.policyfile import load_policy, read_policy_text
 from callgate.prefixlists import ListFiles
 from callgate.redisstore import site_prefix
 
@@ -119,12 +120,7 @@ class PushResult:
 def read_for_push(path: str | Path) -> tuple[str, Policy, dict[str, str]]:
     """Read and validate a policy file with its range lists: (text, policy, list texts by name)."""
     path = Path(path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PolicyError([Problem(str(path), line, "", "not UTF-8 text")]) from None
+    text = read_policy_text(path)  # at most MAX_BYTES + 1 bytes are read
     files = ListFiles(path.parent)
     lists: dict[str, str] = {}
 
@@ -185,13 +181,18 @@ class PolicyStore:
             if version is None:
                 return None
         raw = await self._call(self.client.hget(self.keys[1], str(version)))
-        return StoredPolicy.from_json(version, raw) if raw is not None else None
+        if raw is None:
+            return None
+        return await asyncio.to_thread(StoredPolicy.from_json, version, raw)  # megabytes of lists
 
     async def versions(self) -> list[StoredPolicy]:
         """Every stored version, oldest first."""
         raw = await self._call(self.client.hgetall(self.keys[1]))
-        found = [StoredPolicy.from_json(int(k), v) for k, v in raw.items()]
-        return sorted(found, key=lambda s: s.version)
+
+        def decoded() -> list[StoredPolicy]:
+            return [StoredPolicy.from_json(int(k), v) for k, v in raw.items()]
+
+        return sorted(await asyncio.to_thread(decoded), key=lambda s: s.version)
 
     async def activations(self, count: int = 100) -> list[Activation]:
         """The latest activations, newest first."""

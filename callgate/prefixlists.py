@@ -29,6 +29,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -48,18 +49,85 @@ _HEADER = re.compile(r"#\s*([A-Za-z][A-Za-z_-]*)\s*:(.*)", re.ASCII)
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _BUILTIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.ASCII)
 _HEADER_KEYS = ("source", "expires")
+# The quick reading (``_quick``): the header's comment and blank lines; a line of the body that is a
+# prefix, a blank or a comment; the characters that send a text to the line-by-line reading.
+_HEAD = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\r?\n)*", re.ASCII)
+_BODY_LINE = re.compile(
+    r"^[ \t]*(?:\+([0-9]{1,15})[ \t]*)?(?:#[^\n]*)?\r?$", re.ASCII | re.MULTILINE
+)
+_ODD = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")  # str.splitlines and str.strip know these
 
 
 def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tuple[int, str]]]:
-    """The list in ``text`` and its problems as (line, message); the list is None when any is found."""
-    problems: list[tuple[int, str]] = []
-    sources: list[str] = []
+    """The list in ``text`` and its problems as (line, message); the list is None when any is found.
+
+    A list of a million ranges is read in well under a second: when every line after the header is a
+    prefix, a blank or a comment (the usual case), the body is read by one regular expression rather
+    than line by line; anything else is read line by line, and its problems are named.
+    """
+    body = text.removeprefix("\ufeff")
+    quick = _quick(body)
+    if quick is None:
+        read = _read_lines(body.splitlines())
+    else:
+        header, prefixes = quick
+        read = _read_lines(header.splitlines())
+        unique = set(prefixes)  # a set is built faster than a dict: keep the list when all differ
+        read.prefixes = prefixes if len(unique) == len(prefixes) else list(dict.fromkeys(prefixes))
+    problems = read.problems
+    if read.bad_lines > MAX_PROBLEMS:
+        problems.append((0, f"{read.bad_lines - MAX_PROBLEMS} more lines that are not prefixes"))
+    if not read.sources:
+        problems.append(
+            (0, "no '# source: ...' line before the first prefix: say where the list comes from")
+        )
+    if not read.prefixes and not read.bad_lines:
+        problems.append((0, "no prefixes: expected one E.164 prefix a line, such as +88213"))
+    if problems:
+        return None, problems
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    found = PrefixList(name, "; ".join(read.sources), tuple(read.prefixes), read.expires, digest)
+    return found, []
+
+
+@dataclass(slots=True)
+class _Read:
+    """What reading a list's lines found so far."""
+
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     expires: date | None = None
+    prefixes: list[str] = field(default_factory=list)  # digits, in file order, each once
+    seen: set[str] = field(default_factory=set)
+    bad_lines: int = 0
+
+
+def _quick(text: str) -> tuple[str, list[str]] | None:
+    """(the header's text, the prefixes) when every line after the header is a prefix, a blank or a
+    comment, in plain ASCII with ``\\n`` or ``\\r\\n`` line ends; else None (read line by line)."""
+    if (
+        not text.isascii()
+        or any(odd in text for odd in _ODD)
+        or text.count("\r") != text.count("\r\n")
+    ):
+        return None
+    head = _HEAD.match(text)
+    end = head.end() if head else 0
+    body = text[end:]
+    lines = _BODY_LINE.findall(body)  # one item per line that is a prefix ("" for blanks, comments)
+    if len(lines) != body.count("\n") + 1:  # some line is not: read line by line to name it
+        return None
+    prefixes = list(filter(None, lines))
+    return (text[:end], prefixes) if prefixes else None
+
+
+def _read_lines(lines: list[str]) -> _Read:
+    """Read a list line by line (``lines`` from ``str.splitlines``, counted from 1)."""
+    read = _Read()
+    problems = read.problems
     expires_line = 0
-    prefixes: dict[str, None] = {}  # in file order, each once
-    bad_lines = 0
     in_header = True  # until the first line that is not a comment
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
@@ -69,23 +137,25 @@ def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tupl
                 continue
             key, value = header[1].lower(), header[2].strip()
             if key == "source" and value:
-                sources.append(value)
+                read.sources.append(value)
             elif key == "source":
                 problems.append((number, "the source is empty: say where the list comes from"))
             elif key == "expires" and expires_line:
                 problems.append((number, f"a second expires line (first at line {expires_line})"))
             elif key == "expires":
-                expires, expires_line = _expiry(value, number, problems), number
+                read.expires, expires_line = _expiry(value, number, problems), number
             elif close := difflib.get_close_matches(key, _HEADER_KEYS, n=1, cutoff=0.75):
                 problems.append((number, f"unknown header {key!r}; did you mean {close[0]!r}?"))
             continue
         in_header = False
         prefix = line.partition("#")[0].strip()
         if _PREFIX.fullmatch(prefix):
-            prefixes.setdefault(prefix[1:])
+            if prefix[1:] not in read.seen:
+                read.seen.add(prefix[1:])
+                read.prefixes.append(prefix[1:])
             continue
-        bad_lines += 1
-        if bad_lines <= MAX_PROBLEMS:
+        read.bad_lines += 1
+        if read.bad_lines <= MAX_PROBLEMS:
             shown = prefix if len(prefix) <= 40 else prefix[:37] + "..."
             problems.append(
                 (
@@ -93,19 +163,7 @@ def read_prefix_list(text: str, name: str) -> tuple[PrefixList | None, list[tupl
                     f'expected an E.164 prefix: "+" then digits, such as +88213; got {shown!r}',
                 )
             )
-    if bad_lines > MAX_PROBLEMS:
-        problems.append((0, f"{bad_lines - MAX_PROBLEMS} more lines that are not prefixes"))
-    if not sources:
-        problems.append(
-            (0, "no '# source: ...' line before the first prefix: say where the list comes from")
-        )
-    if not prefixes and not bad_lines:
-        problems.append((0, "no prefixes: expected one E.164 prefix a line, such as +88213"))
-    if problems:
-        return None, problems
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    found = PrefixList(name, "; ".join(sources), tuple(prefixes), expires, digest)
-    return found, []
+    return read
 
 
 def _expiry(text: str, line: int, problems: list[tuple[int, str]]) -> date | None:

@@ -66,7 +66,7 @@ class RedisStore:
         keys = [prefix + "r:" + a.call_id, prefix + a.lock_key, prefix + "panic"]
         args: list[Any] = [
             a.call_id, a.at_ms, a.rate, a.increment, a.max_seconds, a.hold,
-            int(a.reserve), int(a.international), int(peek),
+            int(a.reserve), int(a.international), int(peek), a.deadline_ms,
         ]  # fmt: skip
         for check in a.checks:
             keys.append(prefix + check.key)
@@ -89,12 +89,14 @@ class RedisStore:
     async def peek(self, admission: Admission) -> Outcome:
         return await self._run(admission, peek=True)
 
-    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement:
+    async def settle(
+        self, site: str, reservation_id: str, billsec: int | None, at_ms: int
+    ) -> Settlement:
         prefix = site_prefix(site)
-        keys = [prefix + "r:" + call_id, prefix + "done:" + call_id]
-        reply = await self._call(
-            lambda: self._settle(keys=keys, args=[billsec, SETTLED_MEMORY, at_ms])
-        )
+        keys = [prefix + "r:" + reservation_id, prefix + "done:" + reservation_id]
+        given = "" if billsec is None else billsec  # '': cannot be settled, charged in full
+        args = [given, SETTLED_MEMORY, at_ms, reservation_id]
+        reply = await self._call(lambda: self._settle(keys=keys, args=args))
         status, charged, released, seconds = reply
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ from callgate.rules import REPORT, CallAttempt
 INBOUND_CONTEXTS = frozenset(
     {"from-pstn", "from-trunk", "ext-did", "from-did-direct", "from-external", "from-sip-external"}
 )
+_SHORT_CODE = re.compile(r"[0-9*#]+", re.ASCII)  # an extension or a feature code, when short
+_NAME = re.compile(r"[A-Za-z]+", re.ASCII)  # s, h, i, t, fax: the dialplan's own extensions
 
 
 class Replayed(NamedTuple):
@@ -109,7 +112,16 @@ class Totals:
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """Which rows are outbound calls."""
+    """Which rows are outbound calls: the ones the dialplan would have handed to the live gate.
+
+    A row is an outbound attempt unless its ``dcontext`` is an inbound one (or not one of
+    ``contexts``, when given), or its ``dst`` is empty, a dialplan name (ASCII letters only: ``s``,
+    ``h``, ``fax``) or a short code: at most ``internal_digits`` characters of ASCII ``0-9*#`` (an
+    extension, a feature code such as ``*97``) that is not an emergency number, with or without an
+    outside-line prefix. Every other ``dst`` is judged as written, never trimmed, by the engine the
+    live gate runs: ``sip:...``, a leading space or digits of another script are what a phone can
+    send, and the gate denies them as ``unparseable_number``, so replay shows them denied too.
+    """
 
     contexts: frozenset[str] = frozenset()  # when set, only these dcontexts
     inbound: frozenset[str] = INBOUND_CONTEXTS
@@ -117,13 +129,23 @@ class Filter:
         5  # a dialled string of at most this many digits is an internal extension
     )
 
-    def outbound(self, row: CdrRow) -> bool:
+    def outbound(self, row: CdrRow, emergency: frozenset[str] = frozenset()) -> bool:
+        """``emergency``: the policy's emergency numbers, also behind each outside-line prefix
+        (:func:`emergency_numbers`); they are calls, however short."""
         dst = row.dst
-        if not dst or not (dst[0].isdigit() or dst[0] == "+"):
-            return False  # "s", "h", feature codes such as *97
-        if self.contexts and row.dcontext not in self.contexts:
+        if not dst or (self.contexts and row.dcontext not in self.contexts):
             return False
-        return row.dcontext not in self.inbound
+        if row.dcontext in self.inbound:
+            return False
+        if len(dst) <= self.internal_digits and _SHORT_CODE.fullmatch(dst):
+            return dst in emergency
+        return _NAME.fullmatch(dst) is None
+
+
+def emergency_numbers(policy: Policy) -> frozenset[str]:
+    """The policy's emergency numbers as dialled, alone and behind each outside-line prefix."""
+    alone = frozenset(policy.emergency)
+    return alone | {p + e for p in policy.site.outside_line for e in alone}
 
 
 def replay(
@@ -135,11 +157,7 @@ def replay(
 ) -> Iterator[Replayed]:
     """Decide every row (in start order) and yield what happened to it."""
     store = store or MemoryStore()
-    site, emergency, increment = (
-        policy.site.name,
-        frozenset(policy.emergency),
-        policy.rates.increment,
-    )
+    site, emergency, increment = policy.site.name, emergency_numbers(policy), policy.rates.increment
     # (end ms, call id, billsec, extension) of the allowed calls in progress
     ending: list[tuple[int, str, int, str]] = []
     for row in rows:
@@ -147,10 +165,7 @@ def replay(
         while ending and ending[0][0] <= start_ms:
             _settle(policy, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
-        internal = (
-            row.dst.isdigit() and len(row.dst) <= only.internal_digits and row.dst not in emergency
-        )
-        if internal or not only.outbound(row):
+        if not only.outbound(row, emergency):
             yield Replayed(
                 call_id,
                 row.src,

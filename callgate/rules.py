@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from callgate.numbers import NumberInfo
-from callgate.policy import ExtensionRule, HolidayMode, Policy, report_only
+from callgate.policy import ExtensionRule, HolidayMode, Policy, is_extension, report_only
 from callgate.reasons import Reason, number_type_reason
 
 PASS, DENY, SKIP, REPORT = (
@@ -31,6 +31,9 @@ class CallAttempt:
     extension: str
     dialled: str
     account_code: str = ""
+    # The channel that asked (its Asterisk unique id): a trunk failover re-enters on the same channel,
+    # a ring group's or a transfer's other legs do not. Part of what a reservation is bound to.
+    leg: str = ""
 
 
 class RuleResult(NamedTuple):
@@ -90,6 +93,12 @@ def _verdict(c: Context, rule: str, refusals: list[Refusal], passed: str) -> Rul
 
 
 def _extension(c: Context) -> RuleResult:
+    if c.rule is None and c.attempt.extension and not is_extension(c.attempt.extension):
+        return deny(
+            "extension",
+            Reason.UNKNOWN_EXTENSION,
+            f"{c.attempt.extension!a} is not an extension: ASCII letters, digits and _ . @ # + - only",
+        )
     if c.rule is None:
         return deny(
             "extension",
@@ -150,12 +159,14 @@ def _prefixes(c: Context) -> RuleResult:
         return RuleResult(rule, SKIP, "")
     if c.excepted:
         return RuleResult(rule, PASS, f"+{c.excepted} is in allow_prefixes")
-    digits = (c.number.e164 or "").lstrip("+")
-    for prefix in c.rule.profile.destinations.deny_prefixes:
-        if digits.startswith(prefix):
-            refusal = (rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes")
-            return _verdict(c, rule, [refusal], "")
-    return RuleResult(rule, PASS, "no deny_prefixes entry matches")
+    d = c.rule.profile.destinations
+    prefix = d.denied((c.number.e164 or "").lstrip("+"))  # the longest entry that matches
+    if prefix is None:
+        return RuleResult(rule, PASS, "no deny_prefixes entry matches")
+    listed = d.prefix_lists.get(prefix)
+    where = f" (list {listed})" if listed else ""
+    refusal = (rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes{where}")
+    return _verdict(c, rule, [refusal], "")
 
 
 def _rate(c: Context) -> RuleResult:

@@ -9,6 +9,10 @@ restart of callgate:
 * AMI: log in, feed ``Cdr`` events to the spend feed, ping every few seconds;
 * audit: drain decisions into the Redis stream.
 
+At start-up it warns when Redis keeps nothing across its own restart (no append-only file, no RDB
+snapshots): the caps, counters, locks and panic switch would then reset with it. Its log handler runs
+every record through :class:`SecretFilter`, so no secret of the settings reaches a log line.
+
 SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
 are written. The policy follows its source (:mod:`callgate.livepolicy`): a watched file (SIGHUP re-reads it
 at once) or the version active in Redis; a broken policy keeps the running one and logs why. The site's
@@ -25,7 +29,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from callgate.alerting import Alerting
 from callgate.ami import AmiConnection
@@ -34,17 +38,53 @@ from callgate.audit import Audit
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.gate import Gate
 from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.metrics import Metrics, MetricsServer
+from callgate.metrics import LINKS, Metrics, MetricsServer
 from callgate.policystore import PolicyStore
 from callgate.redisstore import RedisStore
-from callgate.settings import Settings
+from callgate.settings import HIDDEN, Settings, redact_url
 from callgate.spend import SpendFeed
 from callgate.stasis import Router
+from callgate.status import persistence
 
 log = logging.getLogger("callgate.serve")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
 PANIC_POLL = 0.5  # seconds between reads of the site's panic flag
+MIN_SCRUBBED = 4  # shorter secrets are not replaced in log lines: that would garble every line
+
+
+class SecretFilter(logging.Filter):
+    """Replaces each secret with ``***`` in a record's message, arguments and traceback, whoever
+    logged it (a library's repr of a request, asyncio's "exception was never retrieved"). The last
+    guard, behind messages that are written never to hold a secret."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        kept = {s for s in secrets if len(s) >= MIN_SCRUBBED}
+        self.secrets = sorted(kept, key=len, reverse=True)  # a secret inside another goes last
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, HIDDEN)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: logging reports it itself
+            return True
+        clean = self.scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,7 +98,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(decision, dict):
             line = {"level": line["level"], "logger": record.name, "event": "decision", **decision}
         if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
+            line["error"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(line)
 
 
@@ -68,6 +108,7 @@ def setup_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter(settings.secrets()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -118,14 +159,20 @@ async def _watch_panic(
     gate: Gate, store: RedisStore, metrics: Metrics, stop: asyncio.Event
 ) -> None:
     """Follow the site's panic flag; when it goes up, hang up this instance's international calls.
-    Each read is also the Redis link's health check."""
-    was_on = False
+    Each read is also the Redis link's health check; the link going down or up is logged once."""
+    was_on, was_up = False, True
     while not stop.is_set():
         try:
             on = await store.panic(gate.policy().site.name)
             metrics.set_link("redis", True)
-        except StoreUnavailable:
+            if not was_up:
+                log.info("Redis link up again")
+            was_up = True
+        except StoreUnavailable as exc:
             metrics.set_link("redis", False)
+            if was_up:
+                log.warning("Redis link down: %s; calls follow the policy's on_store_error", exc)
+            was_up = False
             on = was_on  # unknown: the admission script still refuses international calls if set
         if on and not was_on:
             log.warning("panic: the site refuses international calls")
@@ -143,7 +190,10 @@ def _monitoring(
     settings: Settings, gate: Gate, policy: FilePolicy | RedisPolicy, alerting: Alerting
 ) -> tuple[Metrics, MetricsServer]:
     """The metrics fed by the gate and the alerts, and the /metrics + /health server."""
-    metrics = Metrics()
+    # AMI turned off is not a degradation: its link is not watched at all
+    metrics = Metrics(
+        links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != "ami")
+    )
     gate.decided.append(metrics.observe_decision)
     alerting.counted.append(lambda kind: metrics.alerts.labels(kind).inc())
 
@@ -166,7 +216,7 @@ def _monitoring(
 async def _ari_once(ari: AriClient, router: Router, metrics: Metrics, stop: asyncio.Event) -> None:
     """Connect the events websocket (that registers the app), decide what waits, route events."""
     async with ari.event_stream() as events:
-        log.info("ARI connected: Stasis app %r at %s", ari.app, ari.base)
+        log.info("ARI connected: Stasis app %r at %s", ari.app, redact_url(ari.base))
         metrics.set_link("ari", True)
         try:
             await router.reconcile()
@@ -199,6 +249,35 @@ async def _ami_once(
     finally:
         metrics.set_link("ami", False)
         await conn.close()
+
+
+async def _check_persistence(store: RedisStore, stop: asyncio.Event) -> None:
+    """Once Redis answers: warn when it keeps nothing across its own restart."""
+    delay = BACKOFF_FIRST
+    while True:
+        try:
+            kept = await persistence(store.client)
+            break
+        except StoreUnavailable:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            delay = min(delay * 2, BACKOFF_MAX)
+    if kept:
+        log.info("Redis keeps its data across a restart (appendonly or save points are set)")
+    elif kept is None:
+        log.warning(
+            "could not check whether Redis keeps its data across a restart (CONFIG GET was "
+            "refused); without appendonly or save points, a restart of Redis resets the spend "
+            "caps, the counters, the locks and the panic switch"
+        )
+    else:
+        log.warning(
+            "Redis keeps nothing across a restart (appendonly no, no save points): a restart of "
+            "Redis resets the spend caps, the counters, the locks and the panic switch, and loses "
+            "the pushed policy versions; set appendonly yes (docs/operations.md, troubleshooting)"
+        )
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -239,6 +318,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         asyncio.create_task(policy.watch(stop)),
         asyncio.create_task(_watch_panic(gate, store, metrics, stop)),
         asyncio.create_task(alerting.alerter.run(audit_stop)),
+        asyncio.create_task(_check_persistence(store, stop)),
     ]
     if settings.ami_enabled:
         loops.append(asyncio.create_task(_forever("AMI", ami_once, stop)))

@@ -1,27 +1,39 @@
-"""The spend feed: AMI ``Cdr`` events settle the reservations of the calls they describe.
+"""The spend feed: AMI events settle the reservations of the calls they describe.
 
-One call ends in several ``Cdr`` events: one per party A/B pair, and Local channels add pairs of their
-own, all with the same LinkedID. Only the records of the gated channel count: before it dials, the shipped
-dialplan sets ``CDR(callgate)`` to the call id it gave the gate, and the shipped ``cdr_manager.conf`` maps
-that variable into the event as ``CallgateCall``. Records without it are ignored. A route that fails over
-to a second trunk gives the gated channel one unanswered and one answered record, so the feed gathers a
-call's records for ``QUIET`` seconds after the last one, then settles once with the sum of the billable
-seconds of its answered records. Settling is idempotent in the store, so a repeated or late record costs nothing twice. A call whose
-records never arrive (AMI was down) is charged in full when its reservation expires.
+Each gated leg holds its reservation under a reservation id, which the gate sets on the gated channel as
+``CALLGATE_CALL``. What the feed cannot settle is charged in full: it settles with ``None`` (the whole
+reservation stays charged, only the concurrency slots are freed), never with 0 seconds.
 
-Without CDRs (``[ami] settle_from = "hangup"``), the feed reads channel events instead: a ``DialEnd``
-with ``DialStatus: ANSWER`` marks when the gated call was answered, and the ``Hangup`` of the call's
-first channel (its ``Uniqueid`` is the ``Linkedid`` the gate was given) settles it with the seconds
-between the two, counted as Asterisk counts billable seconds (whole seconds, rounded down). The call id is
-the linkedid in both modes, so a failed-over second trunk attempt is still the same call.
+From CDRs (the default): one call ends in several ``Cdr`` events (one per party A/B pair, and Local
+channels add pairs of their own). Only the records of the gated channel count: before it dials, the
+shipped dialplan sets ``CDR(callgate)=${CALLGATE_CALL}``, and the shipped ``cdr_manager.conf`` maps that
+variable into the event as ``CallgateCall``. Records without it are ignored. A route that fails over to a
+second trunk gives the gated channel one unanswered and one answered record, so the feed gathers a leg's
+records for ``QUIET`` seconds after the last one, then settles once with the sum of the billable seconds
+of its answered records. An unanswered record costs nothing; an answered one is believed only when its
+``BillableSeconds`` is plain ASCII digits of a sane size, and any other record of the gated channel
+(garbled seconds, an unknown disposition) makes its leg unsettleable.
+
+Without CDRs (``[ami] settle_from = "hangup"``), the feed reads ``DialEnd`` and ``Hangup`` events, which
+carry ``ChanVariable: CALLGATE_CALL=...`` through manager.conf ``channelvars``. A ``DialEnd`` whose
+dialling channel carries the id names that channel as the leg's; with ``DialStatus: ANSWER`` it also marks
+the answer. That channel's ``Hangup`` settles the leg with the seconds since the answer, counted as
+Asterisk counts billable seconds (whole seconds, rounded down). A hangup whose answer was not seen
+(callgate restarted during the call, an AMI gap) is charged in full, unless the channel never came up
+(its state at hangup is not Up): a channel that was never answered spent nothing.
+
+Settling is idempotent in the store, so a repeated or late event costs nothing twice. A leg whose events
+never arrive is charged in full when its reservation expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from callgate.ami import Message
 from callgate.errors import StoreUnavailable
@@ -30,30 +42,59 @@ from callgate.store import Settlement
 log = logging.getLogger("callgate.spend")
 
 QUIET = 1.0  # seconds to wait for more records of the same call
-
-
 CALL_HEADER = "CallgateCall"  # cdr_manager.conf [mappings] callgate => CallgateCall
+RESERVATION_VARIABLE = (
+    "CALLGATE_CALL"  # set by the gate; in events through manager.conf channelvars
+)
+
+# Asterisk's dispositions of a record that was not answered (cdr.c ast_cdr_disp2str): it cost nothing.
+UNANSWERED = frozenset({"NO ANSWER", "FAILED", "BUSY", "CONGESTION", "CANCEL"})
+# No call lasts a month; a record that says so is garbled. (Anything above a call's allowed seconds is
+# charged as its whole reservation by the store anyway.)
+MAX_BILLSEC = 31 * 86400
+# ASCII digits only: int() would also read "+10", " 10", "1_0" and the digits of other scripts.
+_SECONDS = re.compile(r"[0-9]{1,12}")
+# Channel states (ChannelState) of a channel that was never answered: all but 6 (Up).
+NEVER_UP = frozenset({"0", "1", "2", "3", "4", "5", "7", "8", "9"})
+LEGS = 100_000  # hangup mode: legs remembered between their DialEnd and their Hangup
 
 
 def call_id(message: Message) -> str:
-    """The call id the gate decided on, from a record of a gated channel; "" for any other record."""
+    """The reservation id of a record of a gated channel; "" for any other record."""
     return message.get(CALL_HEADER)
 
 
-def billable(message: Message) -> int:
-    """The billable seconds of one Cdr record; 0 unless it was answered."""
-    if message.get("Disposition") != "ANSWERED":
+def seconds(text: str) -> int | None:
+    """A count of seconds written as Asterisk writes it; None for anything else."""
+    if _SECONDS.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= MAX_BILLSEC else None
+
+
+def billable(message: Message) -> int | None:
+    """The billable seconds of one Cdr record: 0 unless it was answered; None if it cannot be read."""
+    disposition = message.get("Disposition")
+    if disposition in UNANSWERED:
         return 0
-    try:
-        return max(0, int(message.get("BillableSeconds", "0")))
-    except ValueError:
-        return 0
+    if disposition != "ANSWERED":
+        return None
+    return seconds(message.get("BillableSeconds"))
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+class _Leg(NamedTuple):
+    channel: str  # the Uniqueid of the channel that dials with the reservation id
+    answered: float | None  # when its Dial was answered (the feed's clock)
 
 
 class SpendFeed:
     def __init__(
         self,
-        settle: Callable[[str, int], Awaitable[Settlement]],
+        settle: Callable[[str, int | None], Awaitable[Settlement]],
         *,
         quiet: float = QUIET,
         source: str = "cdr",
@@ -63,8 +104,9 @@ class SpendFeed:
         self.quiet = quiet
         self.source = source  # "cdr" | "hangup"
         self.clock = clock
-        self.answered: dict[str, float] = {}  # hangup mode: linkedid -> when its Dial was answered
-        self.pending: dict[str, int] = {}
+        self.legs: dict[str, _Leg] = {}  # hangup mode: reservation id -> its leg, until its Hangup
+        self.limit = LEGS
+        self.pending: dict[str, int | None] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -74,55 +116,80 @@ class SpendFeed:
             return
         if message.event != "Cdr":
             return
-        cid = call_id(message)
-        if not cid:
+        rid = call_id(message)
+        if not rid:
             return
-        self.pending[cid] = self.pending.get(cid, 0) + billable(message)
-        timer = self.timers.pop(cid, None)
+        billsec = billable(message)
+        if billsec is None:
+            log.warning(
+                "Cdr of %r cannot be settled (Disposition %r, BillableSeconds %r): charged in full",
+                rid, message.get("Disposition")[:20], message.get("BillableSeconds")[:20],
+            )  # fmt: skip
+        self.pending[rid] = _plus(self.pending.get(rid, 0), billsec)
+        timer = self.timers.pop(rid, None)
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
-        self.timers[cid] = loop.call_later(self.quiet, self._due, cid)
+        self.timers[rid] = loop.call_later(self.quiet, self._due, rid)
 
     def _on_channel_event(self, message: Message) -> None:
-        linked = message.get("Linkedid")
-        if not linked:
+        rid = message.variable(RESERVATION_VARIABLE)  # the event's Channel, never its DestChannel
+        if not rid:
             return
-        if message.event == "DialEnd" and message.get("DialStatus") == "ANSWER":
-            self.answered.setdefault(linked, self.clock())
-            if len(self.answered) > 100_000:  # answers whose hangup was missed: forget the oldest
-                for old in list(self.answered)[:50_000]:
-                    del self.answered[old]
-        elif message.event == "Hangup" and message.get("Uniqueid") == linked:
-            started = self.answered.pop(linked, None)
-            billsec = int(self.clock() - started) if started is not None else 0
-            self._start(linked, billsec)
+        channel = message.get("Uniqueid")
+        leg = self.legs.get(rid)
+        if leg is not None and leg.channel != channel:
+            return  # another channel with a copy of the variable: not the leg that was gated
+        if message.event == "DialEnd":
+            if leg is None:
+                leg = self.legs[rid] = _Leg(channel, None)
+                self._forget_oldest()
+            if message.get("DialStatus") == "ANSWER" and leg.answered is None:
+                self.legs[rid] = leg._replace(answered=self.clock())
+        elif message.event == "Hangup":
+            self.legs.pop(rid, None)
+            if leg is not None and leg.answered is not None:
+                self._start(rid, int(self.clock() - leg.answered))
+            elif message.get("ChannelState") in NEVER_UP:
+                self._start(rid, 0)
+            else:
+                log.warning(
+                    "the answer of %r was not seen (callgate restarted, or AMI lost events): "
+                    "charged in full", rid,
+                )  # fmt: skip
+                self._start(rid, None)
 
-    def _start(self, cid: str, billsec: int) -> None:
-        task = asyncio.create_task(self._run(cid, billsec))
+    def _forget_oldest(self) -> None:
+        """Legs whose Hangup was missed: forget the oldest. They are then charged in full."""
+        if len(self.legs) > self.limit:
+            for old in list(self.legs)[: len(self.legs) - self.limit // 2]:
+                del self.legs[old]
+
+    def _start(self, rid: str, billsec: int | None) -> None:
+        task = asyncio.create_task(self._run(rid, billsec))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _due(self, cid: str) -> None:
-        self.timers.pop(cid, None)
-        self._start(cid, self.pending.pop(cid, 0))
+    def _due(self, rid: str) -> None:
+        self.timers.pop(rid, None)
+        self._start(rid, self.pending.pop(rid, 0))
 
-    async def _run(self, cid: str, billsec: int) -> None:
+    async def _run(self, rid: str, billsec: int | None) -> None:
         for attempt in range(5):
             try:
-                result = await self._settle(cid, billsec)
+                result = await self._settle(rid, billsec)
             except StoreUnavailable as exc:
-                log.warning("settling %s failed (%s); retry %d", cid, exc, attempt + 1)
+                log.warning("settling %s failed (%s); retry %d", rid, exc, attempt + 1)
                 await asyncio.sleep(2**attempt)
                 continue
-            log.debug("settled %s: %s", cid, result)
+            log.debug("settled %s: %s", rid, result)
             return
-        log.error("could not settle %s; its reservation will be charged in full at expiry", cid)
+        log.error("could not settle %s; its reservation will be charged in full at expiry", rid)
 
     async def flush(self) -> None:
         """Settle everything gathered so far (at shutdown)."""
-        for cid, timer in list(self.timers.items()):
+        for rid, timer in list(self.timers.items()):
             timer.cancel()
-            self._due(cid)
+            self._due(rid)
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)

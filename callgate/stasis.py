@@ -2,21 +2,28 @@
 
 The dialplan passes what callgate needs as ``Stasis()`` arguments (docs/install.md)::
 
-    Stasis(callgate,${EXTEN})                                   the dialled number only
-    Stasis(callgate,${EXTEN},ext=${CALLERID(num)},call=${CHANNEL(linkedid)})
-    Stasis(callgate,${OUTNUM},ext=${AMPUSER},call=${CHANNEL(linkedid)})    FreePBX predial hook
+    Stasis(callgate,${EXTEN})                                                plain Asterisk, PJSIP phones
+    Stasis(callgate,${EXTEN},ext=${CALLGATE_EXTENSION},call=${CHANNEL(linkedid)})   the shipped include
+    Stasis(callgate,${OUTNUM},ext=${AMPUSER},call=${CHANNEL(linkedid)})              FreePBX predial hook
 
-The first argument is the dialled string. Then ``ext=`` (the extension; default: the channel's caller id
-number), ``call=`` (the call id that makes every trunk attempt of one call one decision; default: the
-channel id) and ``account=`` (default: the channel's account code). A bare second and third argument are
-read as ``ext`` and ``call``. Every value is cut to 128 characters; anything odd is left to the engine,
-which refuses what it cannot read.
+The first argument is the dialled string. Then, by name only and each at most once: ``ext=`` (the
+extension, for channels that are not PJSIP endpoints: callgate.identity), ``call=`` (the call id that
+makes every trunk attempt of one call one decision; default: the channel id) and ``account=`` (default:
+the channel's account code). The caller id is never read: a phone sets its own.
+
+Asterisk substitutes ``${EXTEN}`` before it splits the arguments on commas, so a phone that dials
+``011532345678,ext=1005,call=ATTACK`` adds arguments of its own. The shipped dialplan refuses such a
+string before ``Stasis()``; here, as a second wall, any argument that is not one of the known names, a
+name given twice, a bare value or a call id outside ``[A-Za-z0-9._-]`` makes the whole argument list
+the dialled string: the number reader cannot read a comma, so the call is refused as
+``unparseable_number``. Nothing the phone dialled is ever trimmed into something else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +32,8 @@ from typing import Any
 from callgate.ari import AriClient
 from callgate.errors import AriUnavailable
 from callgate.gate import Gate
+from callgate.identity import channel_endpoint
+from callgate.policy import Policy
 from callgate.rules import CallAttempt
 
 IN_FLIGHT = 64  # calls decided at once by one gate
@@ -32,13 +41,15 @@ IN_FLIGHT = 64  # calls decided at once by one gate
 log = logging.getLogger("callgate.stasis")
 
 MAX_FIELD = 128
-_POSITIONAL = ("ext", "call")
+_NAMED = frozenset({"ext", "call", "account"})
+_CALL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
 class Start:
     channel_id: str
     attempt: CallAttempt
+    endpoint: str = ""  # the PJSIP endpoint that authenticated the channel, from its name
 
 
 def _text(value: object) -> str:
@@ -51,22 +62,56 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
     if not channel_id:
         return None
     named: dict[str, str] = {}
-    for position, arg in enumerate(args[1:]):
+    forged = False
+    for arg in args[1:]:
         key, sep, value = _text(arg).partition("=")
-        if sep:
-            named.setdefault(key.strip().lower(), value.strip())
-        elif position < len(_POSITIONAL):
-            named.setdefault(_POSITIONAL[position], key.strip())
-    caller = channel.get("caller")
-    caller_number = _text(caller.get("number")) if isinstance(caller, Mapping) else ""
+        if not sep or key not in _NAMED or key in named:
+            forged = True
+        named[key] = value
+    call_id = named.get("call") or channel_id
+    if not _CALL_ID.fullmatch(call_id):
+        forged = True
     dialled = _text(args[0]) if args else ""
+    if forged:
+        # the whole list, commas included: unreadable as a number, so refused as unparseable_number
+        dialled = ",".join(_text(a) for a in args)[:MAX_FIELD]
+        log.warning("channel %s: Stasis arguments were forged: %r", channel_id, dialled)
+        call_id = channel_id if _CALL_ID.fullmatch(channel_id) else "forged"
     attempt = CallAttempt(
-        call_id=named.get("call") or channel_id,
-        extension=named.get("ext") or caller_number,
+        call_id=call_id,
+        extension=named.get("ext", "") if not forged else "",
         dialled=dialled,
         account_code=named.get("account") or _text(channel.get("accountcode")),
+        leg=channel_id,
     )
-    return Start(channel_id, attempt)
+    return Start(channel_id, attempt, channel_endpoint(_text(channel.get("name"))))
+
+
+# Asterisk global variables the shipped dialplan reads with GLOBAL() (a channel variable cannot shadow
+# them). Globals, not AstDB: Asterisk blocks DB() writes from ARI unless live_dangerously is on.
+EMERGENCY_NUMBERS = "CALLGATE_EMERGENCY_NUMBERS"  # the dialled forms, '-' separated: 911-112-9911
+EMERGENCY_DIALS = "CALLGATE_EMERGENCY_DIALS"  # what each form dials, at the same position
+
+
+def emergency_forms(policy: Policy) -> tuple[str, str]:
+    """The policy's emergency numbers as the shipped dialplan reads them before ``Stasis()``.
+
+    Each entry is listed as dialled alone and behind each outside-line prefix; the second list says,
+    at the same position, what the trunk is dialled. Kept in Asterisk's global variables, so an
+    emergency call goes around the gate whatever the dialplan lists, even while callgate is down or
+    restarting; after an Asterisk restart and until callgate connects, the dialplan's built-in
+    911/933/112 apply."""
+    forms: list[str] = []
+    dials: list[str] = []
+    for number in policy.emergency:
+        for prefix in ("", *policy.site.outside_line):
+            if _DIAL_ALPHABET.fullmatch(prefix + number) and prefix + number not in forms:
+                forms.append(prefix + number)
+                dials.append(number)
+    return "-".join(forms), "-".join(dials)
+
+
+_DIAL_ALPHABET = re.compile(r"[0-9+*#]{1,32}", re.ASCII)
 
 
 def waiting_args(channel: Mapping[str, Any], app: str) -> list[str] | None:
@@ -90,6 +135,28 @@ class Router:
         # gate's deadline gets the policy's on_store_error decision without asking the store, so an
         # overloaded gate sheds load instead of letting every call wait longer and longer.
         self.slots = asyncio.Semaphore(IN_FLIGHT)
+        self.published: Policy | None = None  # the policy whose emergency numbers Asterisk holds
+
+    async def publish_emergency(self) -> None:
+        """Write the policy's emergency numbers to Asterisk's globals (the dialplan reads them)."""
+        policy = self.gate.policy()
+        forms, dials = emergency_forms(policy)
+        try:
+            await self.ari.set_global(EMERGENCY_NUMBERS, forms)
+            await self.ari.set_global(EMERGENCY_DIALS, dials)
+        except AriUnavailable as exc:
+            log.warning("could not publish the emergency numbers to Asterisk: %s", exc)
+            self.published = None  # try again with the next call
+            return
+        self.published = policy
+        log.info("emergency numbers published to Asterisk: %s", forms or "none")
+
+    def _republish(self) -> None:
+        if self.gate.policy() is not self.published:
+            self.published = self.gate.policy()  # once per policy, even while a publish is running
+            task = asyncio.create_task(self.publish_emergency())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def dispatch(self, event: Mapping[str, Any]) -> None:
         match event:
@@ -104,6 +171,7 @@ class Router:
                 pass
 
     def start(self, start: Start | None) -> None:
+        self._republish()  # a new policy (file or Redis) may list other emergency numbers
         if start is None or start.channel_id in self.busy:
             return
         self.busy.add(start.channel_id)
@@ -116,7 +184,9 @@ class Router:
         try:
             async with self.slots:
                 late = time.monotonic() - queued > self.gate.settings.deadline
-                await self.gate.handle(start.channel_id, start.attempt, late=late)
+                await self.gate.handle(
+                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint
+                )
         except AriUnavailable as exc:
             log.warning(
                 "channel %s: ARI failed while applying the decision: %s", start.channel_id, exc
@@ -135,6 +205,7 @@ class Router:
 
     async def reconcile(self) -> int:
         """Decide every channel left waiting in the app (after a reconnect or a restart)."""
+        await self.publish_emergency()
         found = 0
         for channel in await self.ari.channels():
             args = waiting_args(channel, self.ari.app)

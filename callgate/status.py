@@ -4,7 +4,9 @@
 against the caps of a policy (the site's local hour, day and month), the reservations in flight, the live
 calls, calls in the last minute and hour and concurrent calls per scope, locks and panic, and the active
 policy version. It returns a frozen :class:`Status` tree and prints nothing; :func:`render_text` and
-:func:`as_json` turn it into text. :func:`fetch_health` asks a running ``serve`` for its links.
+:func:`as_json` turn it into text. :func:`fetch_health` asks a running ``serve`` for its links;
+:func:`persistence` whether Redis keeps its data across its own restart (``serve`` warns at start-up
+when it does not: the caps would reset with it).
 
 The cost is bounded: one ``SCAN`` pass over the site's keys (``MATCH`` on the site prefix, ``COUNT``
 :data:`SCAN_COUNT` a step, at most :data:`MAX_KEYS` keys, never ``KEYS``), then two pipelined round trips.
@@ -23,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from callgate.admission import MICRO, to_micro
 from callgate.engine import spend_periods
@@ -373,6 +375,24 @@ def _version(active: Any, raw: Any) -> PolicyVersion | None:
         version, str(get("digest") or get("hash") or ""), str(get("pushed_by") or ""),
         str(get("pushed_at") or ""), str(get("source") or ""),
     )  # fmt: skip
+
+
+async def persistence(client: aioredis.Redis) -> bool | None:
+    """Whether Redis keeps its data across its own restart (``appendonly yes`` or any ``save``
+    point); None when it refuses ``CONFIG GET`` (a managed Redis, a renamed command, an ACL).
+    :class:`~callgate.errors.StoreUnavailable` when it does not answer."""
+    try:
+        aof = await client.config_get("appendonly")
+        save = await client.config_get("save")
+    except ResponseError:  # NOPERM, unknown command
+        return None
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+    if not aof and not save:  # an empty answer: the command is filtered by a proxy
+        return None
+    return str(aof.get("appendonly", "")).lower() == "yes" or bool(
+        str(save.get("save", "")).strip()
+    )
 
 
 async def fetch_health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:

@@ -10,7 +10,10 @@ Both keep the same semantics, checked by one shared test suite (``tests/test_sto
   that already holds a reservation returns that reservation (``replayed``) and counts nothing again.
 * ``peek`` reads the same values and never writes (``explain``).
 * ``settle`` charges a call from its real billable seconds (cut to its allowed seconds and rounded up to
-  the billing increment) and releases the rest of its reservation; it is idempotent by call id.
+  the billing increment) and releases the rest of its reservation; it is idempotent by reservation id.
+  ``billsec=None`` means the call cannot be settled (its answer or its record could not be read): its
+  whole reservation stays charged, and only its concurrency slots are freed. A negative count, which no
+  caller should send, is taken the same way.
 * A reservation that is never settled expires ``hold`` seconds after its allowed seconds end. Its money
   stays charged in full; its concurrency slot is freed.
 """
@@ -34,7 +37,7 @@ class Settlement(NamedTuple):
     status: SettleStatus
     charged: int = 0  # micro-units
     released: int = 0  # micro-units given back to every cap the call was reserved on
-    billsec: int = 0  # the billable seconds charged (after cutting and rounding)
+    billsec: int = 0  # the billable seconds charged (cut, rounded up; in full: the allowed)
 
 
 SETTLED_MEMORY = (
@@ -67,7 +70,9 @@ class Store(Protocol):
 
     async def peek(self, admission: Admission) -> Outcome: ...
 
-    async def settle(self, site: str, call_id: str, billsec: int, at_ms: int) -> Settlement: ...
+    async def settle(
+        self, site: str, reservation_id: str, billsec: int | None, at_ms: int
+    ) -> Settlement: ...
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None: ...
 

@@ -202,16 +202,24 @@ class Watch:
                 await self.task
         await self.conn.close()
 
-    async def originate(self, ext: str, number: str, *, hold: int = 1) -> None:
-        """A call from extension `ext` dialling `number` into the phones' context."""
+    async def originate(
+        self, ext: str, number: str, *, hold: int = 1, caller_id: str = "", variables: str = ""
+    ) -> None:
+        """A call from extension `ext` dialling `number` into the phones' context.
+
+        A Local channel is no PJSIP endpoint, so the extension travels the way the shipped include
+        reads it for such channels: ``CALLGATE_EXTENSION`` (a plain variable, which the Local channel
+        copies to its ;2 half). The caller id is the phone's own claim (``caller_id``, default ``ext``).
+        """
+        extension = f",CALLGATE_EXTENSION={ext}" if ext else ""
         reply = await self.conn.send(
             "Originate",
             Channel=f"Local/{number}@phones/n",
             Context="park",
             Exten="s",
             Priority="1",
-            CallerID=f'"Ext {ext}" <{ext}>',
-            Variable=f"__HOLD={hold}",
+            CallerID=f'"Ext {ext}" <{caller_id or ext}>',
+            Variable=f"__HOLD={hold}{extension}{variables}",
             Async="true",
             Timeout="30000",
         )

@@ -170,8 +170,38 @@ def test_parse_never_raises(block: bytes) -> None:
 
 
 def test_repeated_headers_are_kept() -> None:
+    """Every value of a repeated header is kept in order, and values() gives one or many alike."""
     message = parse_message(b"Event: Hangup\r\nChanVariable: A=1\r\nChanVariable: B=2\r\n\r\n")
     assert message.repeated["ChanVariable"] == ["A=1", "B=2"]
+    assert message.values("ChanVariable") == ["A=1", "B=2"]
+    assert message.values("Event") == ["Hangup"]
+    assert message.values("Missing") == []
+
+
+DIAL_END = (
+    b"Event: DialEnd\r\nPrivilege: call,all\r\nChannel: PJSIP/1001-00000001\r\nChannelState: 4\r\n"
+    b"Uniqueid: 1732.1\r\nLinkedid: 1732.0\r\nChanVariable: OTHER=x=y\r\n"
+    b"ChanVariable: CALLGATE_CALL=1732.0:0123456789abcdef\r\n"
+    b"DestChannel: PJSIP/trunk-00000002\r\nDestUniqueid: 1732.2\r\nDestChanVariable: OTHER=\r\n"
+    b"DestChanVariable: CALLGATE_CALL=\r\nDialStatus: ANSWER\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "value"),
+    [
+        ("CALLGATE_CALL", "", "1732.0:0123456789abcdef"),
+        ("OTHER", "", "x=y"),  # split at the first '=' only
+        ("CALLGATE_CALL", "Dest", ""),  # listed by channelvars, unset on that channel
+        ("OTHER", "Dest", ""),
+        ("callgate_call", "", ""),  # names are matched exactly
+        ("NOT_LISTED", "", ""),
+    ],
+)
+def test_channel_variables_of_an_event(name: str, prefix: str, value: str) -> None:
+    """manager.conf channelvars puts each listed variable in every channel event as a repeated
+    ChanVariable header (DestChanVariable for the dialled channel of DialBegin/DialEnd)."""
+    assert parse_message(DIAL_END).variable(name, prefix=prefix) == value
 
 
 def cdr(linked: str, disposition: str, billsec: str) -> Message:
@@ -182,10 +212,11 @@ def cdr(linked: str, disposition: str, billsec: str) -> Message:
 
 
 async def test_spend_feed_settles_once_per_call_with_the_answered_seconds() -> None:
-    """A failover call (one unanswered and one answered Cdr) settles once, with the answered seconds."""
-    settled: list[tuple[str, int]] = []
+    """A failover call (one unanswered and one answered Cdr) settles once, with the answered seconds;
+    an answered record that cannot be read charges its call in full (None), never 0 s."""
+    settled: list[tuple[str, int | None]] = []
 
-    async def settle(cid: str, billsec: int) -> Settlement:
+    async def settle(cid: str, billsec: int | None) -> Settlement:
         settled.append((cid, billsec))
         return Settlement(SettleStatus.SETTLED)
 
@@ -202,4 +233,4 @@ async def test_spend_feed_settles_once_per_call_with_the_answered_seconds() -> N
     )
     await asyncio.sleep(0.2)
     await feed.flush()
-    assert sorted(settled) == [("L1", 75), ("L2", 0), ("L3", 0)]
+    assert sorted(settled, key=lambda s: s[0]) == [("L1", 75), ("L2", 0), ("L3", None)]

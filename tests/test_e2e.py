@@ -143,7 +143,7 @@ async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredi
     assert await watch.wait(reached("+12125550104"))
     cdr = await watch.wait(cdr_of("2125550104"), 15)
     assert cdr is not None
-    call_id = cdr.get("LinkedID")
+    call_id = cdr.get("CallgateCall")  # the reservation id the gate set (CALLGATE_CALL)
     for _ in range(100):  # the feed waits a quiet second before it settles
         if await redis.exists(f"cg:{{e2e}}:done:{call_id}"):
             break

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate import engine
+from callgate import cli, engine
 from callgate.engine import (
     RULES,
     Decision,
@@ -93,6 +93,19 @@ def run(
         ("1001", "abc", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
         ("1001", "1001'; DROP TABLE", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
         ("1001", "9" * 400, TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        # security issue 8: the dialled string is judged as it stands, never trimmed
+        ("1001", " 011442079460000", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "sip:011442079460000@pbx", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "+1 (212) 555-0123", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "011532345678,ext=1005", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "０１１４４２０７９４６００００", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", "*97", TUE, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        ("1001", " 911", SAT, Verdict.DENY, Reason.UNPARSEABLE_NUMBER),
+        # ... and extensions are ASCII: 1001 in other digits is no extension, not even for "*"
+        ("１００１", "2125550123", TUE, Verdict.DENY, Reason.UNKNOWN_EXTENSION),
+        ("١٠٠١", "2125550123", TUE, Verdict.DENY, Reason.UNKNOWN_EXTENSION),
+        ("1001 ", "2125550123", TUE, Verdict.DENY, Reason.UNKNOWN_EXTENSION),
+        ("١٠٠١", "911", SAT, Verdict.ALLOW, Reason.EMERGENCY),
     ],
 )
 def test_example_policy(
@@ -121,6 +134,16 @@ def test_small_policy(ext: str, dialled: str, verdict: Verdict, reason: Reason) 
     """Exceptions, max_rate and unknown extensions."""
     d = run(load_policy(SMALL, "small"), ext, dialled)
     assert (d.verdict, d.reason) == (verdict, reason)
+
+
+def test_explain_refuses_what_a_trunk_would_not_dial(capsys: pytest.CaptureFixture[str]) -> None:
+    """`callgate explain` judges the string as given: spaces and brackets make it unparseable."""
+    assert (
+        cli.main(["explain", "--from", "1001", "--at", "2026-11-17T10:00", "+1 (212) 555-0123"])
+        == 1
+    )
+    assert "unparseable_number" in capsys.readouterr().out
+    assert cli.main(["explain", "--from", "1001", "--at", "2026-11-17T10:00", "+12125550123"]) == 0
 
 
 def test_velocity_same_number_and_distinct() -> None:
@@ -154,6 +177,7 @@ def test_spend_sets_allowed_seconds_and_denies_when_one_increment_does_not_fit()
         "CALLGATE_REASON": "allowed",
         "CALLGATE_NUMBER": "+493012345678",
         "CALLGATE_MAX_SECONDS": "600",
+        "CALLGATE_CALL": first.reservation,
     }
     second = run(policy, "150", "011493012345679", TUE.replace(minute=5), store=store)
     assert (second.verdict, second.reason, second.rule) == (
@@ -161,7 +185,7 @@ def test_spend_sets_allowed_seconds_and_denies_when_one_increment_does_not_fit()
         Reason.SPEND_CAP_DAY,
         "limits.spend.day",
     )
-    store.settle_now("small", first.call_id, 130, int(TUE.timestamp() * 1000) + 200_000)
+    store.settle_now("small", first.reservation, 130, int(TUE.timestamp() * 1000) + 200_000)
     third = run(policy, "150", "011493012345679", TUE.replace(minute=6), store=store)
     assert third.allowed_seconds == 420  # 1.00 - 0.30 (130 s billed as 3 min) = 0.70 -> 7 min
     free = run(policy, "150", "12125550123", TUE.replace(minute=7), store=store)

@@ -129,7 +129,7 @@ async def test_settle_releases_the_reservation() -> None:
     decision = await g.decide(CallAttempt("L5", "1001", "2125550123"))
     assert decision.reserved > 0
     assert store.reservations(POLICY.site.name) == 1
-    settled = await g.settle("L5", 30)
+    settled = await g.settle(decision.reservation, 30)
     assert settled.billsec == 60  # the policy bills per minute
     assert store.reservations(POLICY.site.name) == 0
 
@@ -161,11 +161,11 @@ async def test_short_calls_lock_after_a_burst() -> None:
     g = Gate(lambda: POLICY, store, FakeChannels(), FakeAudit(), clock=lambda: now[0])
     for i in range(5):
         now[0] = TUE + timedelta(seconds=61 * i)  # under calls_per_minute: 4
-        await g.handle(f"s{i}", CallAttempt(f"S{i}", "1002", f"21255501{i:02d}"))
-        await g.settle(f"S{i}", 3)
+        short = await g.handle(f"s{i}", CallAttempt(f"S{i}", "1002", f"21255501{i:02d}"))
+        await g.settle(short.reservation, 3)
     assert await store.locks(POLICY.site.name) == {"1002": "international"}
-    await g.handle("long", CallAttempt("LONG", "1003", "2125550199"))
-    await g.settle("LONG", 300)  # a normal call counts nothing
+    long = await g.handle("long", CallAttempt("LONG", "1003", "2125550199"))
+    await g.settle(long.reservation, 300)  # a normal call counts nothing
     assert "1003" not in await store.locks(POLICY.site.name)
 
 
@@ -174,8 +174,8 @@ async def test_panic_hangs_up_live_international_calls_only() -> None:
     g, channels, _ = gate()
     await g.handle("abroad", CallAttempt("A", "1001", "011442079460123"))
     await g.handle("home", CallAttempt("H", "1002", "2125550123"))
-    await g.handle("ended", CallAttempt("E", "1003", "011442079460124"))
-    await g.settle("E", 30)
+    ended = await g.handle("ended", CallAttempt("E", "1003", "011442079460124"))
+    await g.settle(ended.reservation, 30)
     assert await g.hang_up_international() == 1
     assert ("hangup", "abroad", "21") in channels.calls
     assert not any(c[0] == "hangup" and c[1] in {"home", "ended"} for c in channels.calls)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import phonenumbers
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from callgate import numbers
 from callgate.numbers import MAX_DIGITS, NumberInfo, NumberType, read_number
 
 T = NumberType
@@ -21,8 +24,6 @@ READABLE = [
     ("2125550123", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("12125550123", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("+12125550123", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
-    ("(212) 555-0123", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
-    ("  212.555.0123\t", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("2125550123", "us", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("011442079460000", "US", (), "+442079460000", "GB", {T.FIXED_LINE}, True),
     ("18765550123", "US", (), "+18765550123", "JM", {T.MOBILE}, True),
@@ -34,7 +35,9 @@ READABLE = [
     ("912125550123", "US", OUTSIDE, "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("9011442079460000", "US", OUTSIDE, "+442079460000", "GB", {T.FIXED_LINE}, True),
     ("9175550123", "US", OUTSIDE, "+19175550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
-    ("9 1 212 555 0123", "US", ("8", "9"), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
+    ("912125550123", "US", ("8", "9"), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
+    ("900442079460000", "DE", ("9",), "+442079460000", "GB", {T.FIXED_LINE}, True),
+    ("00049301234567", "DE", ("0",), "+49301234567", "DE", {T.FIXED_LINE}, False),
     ("8112125550123", "US", ("8", "81"), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
     ("02079460000", "GB", (), "+442079460000", "GB", {T.FIXED_LINE}, False),
     ("902079460000", "GB", OUTSIDE, "+442079460000", "GB", {T.FIXED_LINE}, False),
@@ -49,29 +52,37 @@ READABLE = [
     ("+883510012345", "US", (), "+883510012345", None, {T.VOIP, T.INTERNATIONAL_NETWORK}, True),
     ("+979123456789", "US", (), "+979123456789", None, {T.PREMIUM_RATE}, True),
     ("+80012345678", "US", (), "+80012345678", None, {T.TOLL_FREE}, True),
-    ("tel:+44-20-7946-0000", "US", (), "+442079460000", "GB", {T.FIXED_LINE}, True),
-    ("sip:+442079460000@pbx;user=phone", "US", (), "+442079460000", "GB", {T.FIXED_LINE}, True),
-    ("SIPS:2125550123;x=1@pbx", "US", (), "+12125550123", "US", {T.FIXED_LINE_OR_MOBILE}, False),
 ]
+
+OUTSIDE_ALPHABET = (
+    "contains characters outside the dial-string alphabet (0-9, * and #, a leading +)"
+)
+FEATURE_CODE = "contains * or #: a feature code, not a number"
 
 # dialled, region, outside_line, error
 UNREADABLE = [
     ("", "US", (), "empty"),
-    ("   ", "US", (), "empty"),
-    ("tel:", "US", (), "empty"),
-    ("sip:@pbx", "US", (), "empty"),
     ("+", "US", (), "no digits"),
-    ("--", "US", (), "no digits"),
-    ("abc", "US", (), "contains characters that are not digits"),
-    ("1001'; DROP TABLE", "US", (), "contains characters that are not digits"),
-    ("\x00", "US", (), "contains characters that are not digits"),
-    ("91\x071", "US", (), "contains characters that are not digits"),
-    ("١٢٣٤٥٦٧٨٩٠", "US", (), "contains characters that are not digits"),
-    ("²¹²5550123", "US", (), "contains characters that are not digits"),
-    ("2+125550123", "US", (), "contains characters that are not digits"),
-    ("1-800-FLOWERS", "US", (), "contains characters that are not digits"),
+    ("   ", "US", (), OUTSIDE_ALPHABET),
+    ("tel:", "US", (), OUTSIDE_ALPHABET),
+    ("sip:@pbx", "US", (), OUTSIDE_ALPHABET),
+    ("--", "US", (), OUTSIDE_ALPHABET),
+    ("abc", "US", (), OUTSIDE_ALPHABET),
+    ("1001'; DROP TABLE", "US", (), OUTSIDE_ALPHABET),
+    ("\x00", "US", (), OUTSIDE_ALPHABET),
+    ("91\x071", "US", (), OUTSIDE_ALPHABET),
+    ("١٢٣٤٥٦٧٨٩٠", "US", (), OUTSIDE_ALPHABET),
+    ("²¹²5550123", "US", (), OUTSIDE_ALPHABET),
+    ("2+125550123", "US", (), OUTSIDE_ALPHABET),
+    ("++442079460000", "US", (), OUTSIDE_ALPHABET),
+    ("1-800-FLOWERS", "US", (), OUTSIDE_ALPHABET),
+    ("*97", "US", (), FEATURE_CODE),
+    ("*672125550123", "US", (), FEATURE_CODE),
+    ("#31#2125550123", "US", (), FEATURE_CODE),
+    ("+*", "US", (), FEATURE_CODE),
     ("9" * 200, "US", (), "too long"),
     ("1" * (MAX_DIGITS + 1), "US", (), "too long"),
+    ("+" + "1" * (MAX_DIGITS + 1), "US", (), "too long"),
     ("12", "US", (), "too short"),
     ("1", "US", (), "not a phone number"),
     ("011", "US", (), "too short after the international prefix"),
@@ -79,6 +90,44 @@ UNREADABLE = [
     ("12425550123", "US", (), "invalid number for region BS"),
     ("+882123456789", "US", (), "invalid number"),
     ("9912125550123", "US", OUTSIDE, "too long"),
+    ("0001234", "DE", (), "not a valid number after the international prefix"),
+    (
+        "0899316536",
+        "IT",
+        ("0",),
+        "ambiguous: +390899316536 as dialled or +39899316536 after the outside line 0",
+    ),
+    (
+        "00301234567",
+        "DE",
+        ("0",),
+        "too short (it begins with the international prefix 00, so it is never"
+        " read as a national number behind the outside line)",
+    ),
+]
+
+# Security issue 8, finding 1: what a hostile phone put in the dialled string. Each was read as a
+# valid number before (trimmed, unwrapped or converted); each is now refused as it stands.
+HOSTILE_DIALLED = [
+    " 011532345678",  # a leading space was stripped
+    "011532345678 ",
+    "011532345678\n",
+    "sip:011532345678@pbx",  # URIs were unwrapped
+    "tel:+5332345678",
+    "011-53-2345678",  # separators were dropped
+    "(011) 532345678",
+    "011.53.2345678",
+    "0115323,ext=1005",  # Stasis argument injection: the comma splits the arguments
+    "011532345678,ext=1005,call=ATTACK",
+    "011%2C532345678",  # a percent-encoded comma
+    "０１１５３２３４５６７８",  # fullwidth digits
+    "٠١١٥٣٢٣٤٥٦٧٨",  # Arabic-Indic digits
+    "۰۱۱۵۳۲۳۴۵۶۷۸",  # extended Arabic-Indic digits
+    "011532345678\x00",  # NUL
+    "\x00011532345678",
+    "011\u200b532345678",  # a zero-width space
+    "*011532345678",  # a feature code prefix
+    "011532345678#",
 ]
 
 
@@ -125,18 +174,48 @@ def test_unreadable(dialled: str, region: str, outside_line: tuple[str, ...], er
     assert not info.readable
 
 
+@pytest.mark.parametrize("dialled", HOSTILE_DIALLED, ids=[ascii(d)[:30] for d in HOSTILE_DIALLED])
+@pytest.mark.parametrize(("region", "outside_line"), [("US", ()), ("US", ("9",)), ("DE", ("0",))])
+def test_hostile_dialled_strings_are_refused_as_they_stand(
+    dialled: str, region: str, outside_line: tuple[str, ...]
+) -> None:
+    """Anything outside 0-9 and a leading + makes the string unreadable; it is never trimmed."""
+    info = read_number(dialled, region=region, outside_line=outside_line, emergency=EMERGENCY)
+    assert (info.readable, info.emergency, info.e164) == (False, False, None)
+    assert info.error in (OUTSIDE_ALPHABET, FEATURE_CODE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.sampled_from(
+        ["+442079460000", "011442079460000", "912125550123", "2125550123", "911"]
+    ),
+    where=st.integers(min_value=0, max_value=16),
+    foreign=st.characters(exclude_characters="0123456789+*#"),
+    region=st.sampled_from(REGIONS),
+)
+def test_one_foreign_character_makes_any_string_unreadable(
+    number: str, where: int, foreign: str, region: str
+) -> None:
+    """One character outside the dial-string alphabet, anywhere, and nothing is read: not the
+    number around it, not an emergency number."""
+    dialled = number[:where] + foreign + number[where:]
+    info = read_number(dialled, region=region, outside_line=OUTSIDE, emergency=EMERGENCY)
+    assert (info.readable, info.emergency, info.error) == (False, False, OUTSIDE_ALPHABET)
+
+
 @pytest.mark.parametrize(
     ("dialled", "region", "outside_line", "emergency"),
     [
         ("911", "US", (), ("911", "933")),
         ("933", "US", OUTSIDE, ("911", "933")),
-        ("911\n", "US", (), ("911",)),
         ("9911", "US", OUTSIDE, ("911",)),
-        ("tel:911", "US", (), ("911",)),
         ("112", "DE", (), ("112", "110")),
+        ("0112", "DE", ("0",), ("112", "110")),
         ("999", "GB", OUTSIDE, ("999", "112")),
+        ("*911", "US", (), ("*911",)),  # * and # only where the list itself has them
     ],
-    ids=["911", "933", "911-newline", "9911-outside-line", "tel-uri", "DE-112", "GB-999"],
+    ids=["911", "933", "9911-outside-line", "DE-112", "DE-0112-outside-line", "GB-999", "star"],
 )
 def test_emergency(
     dialled: str, region: str, outside_line: tuple[str, ...], emergency: tuple[str, ...]
@@ -161,8 +240,23 @@ def test_emergency(
         ("9911", (), ("911",)),  # no outside line configured
         ("+911", (), ("911",)),  # a "+" form is never an emergency code
         ("8911", OUTSIDE, ("911",)),  # not the configured prefix
+        ("911\n", (), ("911",)),  # the trunk would receive the newline too
+        (" 911", (), ("911",)),
+        ("tel:911", (), ("911",)),
+        ("９１１", (), ("911",)),  # fullwidth
+        ("*911", (), ("911",)),
     ],
-    ids=["not-in-policy", "no-outside-line", "plus-form", "other-prefix"],
+    ids=[
+        "not-in-policy",
+        "no-outside-line",
+        "plus-form",
+        "other-prefix",
+        "newline",
+        "space",
+        "tel-uri",
+        "fullwidth",
+        "star",
+    ],
 )
 def test_not_emergency(
     dialled: str, outside_line: tuple[str, ...], emergency: tuple[str, ...]
@@ -174,11 +268,11 @@ def test_not_emergency(
 
 
 def test_long_input_skips_the_memo_but_reads_the_same() -> None:
-    """An over-long dialled string is read uncached, with the same result shape."""
-    dialled = "sip:" + "+442079460000" + "@" + "p" * 200
+    """An over-long dialled string is read uncached, with the same result as the worker's."""
+    dialled = "+442079460000" + "0" * 200
     info = read_number(dialled, region="US")
-    assert info.e164 == "+442079460000"
-    assert info.dialled == dialled
+    assert info == numbers._read_uncached(dialled, "US", (), ())
+    assert (info.dialled, info.error) == (dialled, "too long")
 
 
 def test_number_info_is_frozen() -> None:
@@ -279,7 +373,8 @@ def test_readable_exactly_when_phonenumbers_says_valid(text: str, region: str) -
     style=st.sampled_from(["e164", "international", "rfc3966"]),
 )
 def test_example_numbers_read_back(number_region: str, kind: int, site: str, style: str) -> None:
-    """Every example number phonenumbers ships, written any usual way, reads to its E.164."""
+    """Every example number phonenumbers ships reads to itself in E.164; written with spaces, dashes
+    or as a ``tel:`` URI, it is refused: the gate judges what the trunk receives, never a cleaned copy."""
     example = phonenumbers.example_number_for_type(number_region, kind)
     if example is None:
         return
@@ -291,22 +386,55 @@ def test_example_numbers_read_back(number_region: str, kind: int, site: str, sty
     written = phonenumbers.format_number(example, formats[style])
     e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
     info = read_number(written, region=site, outside_line=OUTSIDE)
-    assert info.e164 == e164, written
-    assert info.international == (info.country != site)
+    if style == "e164":
+        assert info.e164 == e164, written
+        assert info.international == (info.country != site)
+    else:
+        assert (info.readable, info.error) == (False, OUTSIDE_ALPHABET), written
+
+
+# dialled, region, what it reads to (None: refused) and why. Outside lines "0" and "9" on every row.
+OUTSIDE_LINE_CASES = [
+    ("912125550123", "US", "+12125550123", "stripped: the whole string is too long"),
+    ("9175550123", "US", "+19175550123", "read whole: New York 917, nothing valid after the 9"),
+    ("0015157646011", "DE", "+15157646011", "begins with the IDD 00: the US, not 0151 mobile"),
+    ("00376712345", "DE", "+376712345", "begins with the IDD 00: Andorra, not +49 376712345"),
+    ("001900212345", "AT", None, "begins with the IDD 00: never read as Vienna 01 900212345"),
+    ("0899316536", "IT", None, "ambiguous: premium +39 899 or fixed line +39 0899"),
+    ("000442079460000", "DE", "+442079460000", "outside line then the IDD: London"),
+]
 
 
 @pytest.mark.parametrize(
-    ("dialled", "region", "e164", "kind"),
-    [
-        ("0899316536", "IT", "+39899316536", NumberType.PREMIUM_RATE),
-        ("0015157646011", "DE", "+4915157646011", NumberType.MOBILE),
-        ("9175550123", "US", "+19175550123", NumberType.FIXED_LINE_OR_MOBILE),
-    ],
-    ids=["it-premium-behind-0", "de-mobile-behind-0", "ny-917-read-whole"],
+    ("dialled", "region", "e164", "why"),
+    OUTSIDE_LINE_CASES,
+    ids=[f"{row[1]}:{row[0]}" for row in OUTSIDE_LINE_CASES],
 )
-def test_outside_line_is_stripped_first(
-    dialled: str, region: str, e164: str, kind: NumberType
-) -> None:
-    """The trunk dials what follows the outside line, so that reading wins whenever it is valid."""
+def test_outside_line_readings(dialled: str, region: str, e164: str | None, why: str) -> None:
+    """The readings with and without the outside line: one valid number, or refused."""
     info = read_number(dialled, region=region, outside_line=("0", "9"))
-    assert (info.e164, kind in info.types) == (e164, True)
+    assert info.e164 == e164, (why, info.error)
+
+
+def _docs_reading_table() -> list[tuple[str, tuple[str, ...], str, str | None]]:
+    """The rows of docs/policy.md's table in "How a dialled string is read"."""
+    text = (Path(__file__).parent.parent / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = text.split("## How a dialled string is read", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[2].startswith("`"):
+            continue
+        site, outside, dialled, read_as = cells
+        e164 = None if read_as.startswith("refused") else read_as.split("`")[1].replace(" ", "")
+        rows.append((site, tuple(json.loads(outside.strip("`"))), dialled.strip("`"), e164))
+    return rows
+
+
+def test_the_docs_table_is_what_the_reader_does() -> None:
+    """Each example in docs/policy.md's table of readings is what read_number says."""
+    rows = _docs_reading_table()
+    assert len(rows) >= 8
+    for site, outside_line, dialled, e164 in rows:
+        info = read_number(dialled, region=site, outside_line=outside_line)
+        assert info.e164 == e164, (site, dialled, info.error)

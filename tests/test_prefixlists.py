@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from unittest import mock
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callgate import prefixlists
+from callgate.engine import prepare
 from callgate.errors import PolicyError, Problem
-from callgate.policy import PrefixList
+from callgate.policy import Destinations, PrefixList, PrefixTable
 from callgate.policyfile import describe, load_policy, load_policy_file
 from callgate.prefixlists import (
     MAX_PROBLEMS,
@@ -20,6 +25,7 @@ from callgate.prefixlists import (
     read_builtin,
     read_prefix_list,
 )
+from callgate.rules import CallAttempt
 
 GOOD = """\
 # source: Example Carrier IRSF advisory, 2026-11
@@ -315,3 +321,117 @@ def test_expired_lists_are_enforced_and_reported() -> None:
     policy = load_policy(POLICY, "p", read_list={"lists/carrier.txt": undated})
     assert policy.expired_lists(date(2100, 1, 1)) == ()
     assert "no expiry date" in "\n".join(describe(policy, today=date(2100, 1, 1)))
+
+
+# --- reading a long list quickly, looking prefixes up in constant time --------------------------
+
+_LINES = st.one_of(
+    st.sampled_from(
+        [
+            "# source: x",
+            "#source:y",
+            "# expires: 2027-01-01",
+            "# expiry: 2027-01-01",
+            "",
+            "  ",
+            "# a comment",
+            "+1",
+            "+1",
+            "+44 # a comment",
+            " +979\t",
+            "+1234567890123456",
+            "+12 34",
+            "+",
+            "\t# tab",
+            "oops",
+        ]
+    ),
+    st.from_regex(r"\+[0-9]{1,16}", fullmatch=True),
+    st.text(alphabet="+0123456789 #\t\r\x0b\x1f\x85\u2028\u00a0x:s", max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_LINES, max_size=12),
+    end=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    last=st.booleans(),
+)
+def test_quick_reading_agrees_with_reading_line_by_line(
+    lines: list[str], end: str, bom: bool, last: bool
+) -> None:
+    """Whatever the text, the quick reading of a list finds what the line-by-line one finds."""
+    text = "\ufeff" * bom + end.join(lines) + end * last
+    quick = read_prefix_list(text, "x")
+    with mock.patch.object(prefixlists, "_quick", return_value=None):
+        assert read_prefix_list(text, "x") == quick
+
+
+def test_an_ordinary_list_is_read_the_quick_way() -> None:
+    """The usual list (a header, then prefixes and comments, LF or CRLF) takes the quick reading."""
+    assert prefixlists._quick(GOOD) == (
+        "# source: Example Carrier IRSF advisory, 2026-11\n# expires: 2027-11-30\n",
+        ["88213", "2392", "979", "2392"],
+    )
+    assert prefixlists._quick(GOOD.replace("\n", "\r\n")) is not None
+    assert prefixlists._quick(GOOD + "+1 2\n") is None  # a bad line: read line by line, and named
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefixes=st.lists(st.from_regex(r"[0-9]{1,15}", fullmatch=True), max_size=30),
+    digits=st.from_regex(r"[0-9]{0,16}", fullmatch=True),
+)
+def test_lookup_is_the_longest_prefix(prefixes: list[str], digits: str) -> None:
+    """denied and allowed give what a scan of the list would, the longest entry that matches."""
+    prefixes += [digits[:n] for n in (1, 3) if len(digits) >= n]  # some that do match
+    listed = tuple(dict.fromkeys(prefixes))
+    d = Destinations(deny_prefixes=listed, allow_prefixes=listed)
+    longest = max((p for p in listed if digits.startswith(p)), key=len, default=None)
+    assert d.denied(digits) == d.allowed(digits) == longest
+    assert len(PrefixTable.of(listed).lengths) <= 15  # at most 15 probes, whatever the size
+
+
+CARRIER = "# source: Example Carrier\n+1900555\n+19005\n"
+LISTED = """\
+version: 1
+site: {name: t, region: US, timezone: America/New_York, currency: USD}
+emergency: ["911"]
+rates: {default: 0.05}
+profiles:
+  p:
+    destinations:
+      deny_prefixes: {value: ["+1900", {file: lists/carrier.txt}], mode: MODE}
+      allow_prefixes: ["+19005550100"]
+extensions:
+  - {match: "*", profile: p}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "dialled", "outcome", "detail"),
+    [
+        ("enforce", "19005550199", "deny", "+1900555 is in deny_prefixes (list lists/carrier.txt)"),
+        (
+            "report",
+            "19005550199",
+            "report",
+            "+1900555 is in deny_prefixes (list lists/carrier.txt) (mode: report)",
+        ),
+        ("enforce", "19004550199", "deny", "+1900 is in deny_prefixes"),
+        ("enforce", "19005550100", "pass", "+19005550100 is in allow_prefixes"),
+        ("enforce", "12125550123", "pass", "no deny_prefixes entry matches"),
+    ],
+)
+def test_a_denied_number_names_the_list_it_is_on(
+    mode: str, dialled: str, outcome: str, detail: str
+) -> None:
+    """The longest matching entry decides and is named with its list; report mode still reports."""
+    policy = load_policy(
+        LISTED.replace("MODE", mode), "p", read_list={"lists/carrier.txt": CARRIER}
+    )
+    at = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
+    prepared = prepare(policy, CallAttempt("c", "1001", dialled), at)
+    (result,) = (r for r in prepared.results if r.rule == "destinations.prefixes")
+    assert (result.outcome, result.detail) == (outcome, detail)

@@ -17,40 +17,81 @@ CHANNEL: dict[str, Any] = {
 }
 
 
+ID = "1732000000.42"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["2125550123"], CallAttempt("1732000000.42", "1001", "2125550123", "acme")),
-        (["2125550123", "1002"], CallAttempt("1732000000.42", "1002", "2125550123", "acme")),
-        (["2125550123", "1002", "L7"], CallAttempt("L7", "1002", "2125550123", "acme")),
+        (["2125550123"], CallAttempt(ID, "", "2125550123", "acme", ID)),
         (
             ["2125550123", "ext=2000", "call=L8", "account=x"],
-            CallAttempt("L8", "2000", "2125550123", "x"),
+            CallAttempt("L8", "2000", "2125550123", "x", ID),
         ),
-        (["2125550123", "call=L9"], CallAttempt("L9", "1001", "2125550123", "acme")),
-        (
-            ["2125550123", "ext=", "call="],
-            CallAttempt("1732000000.42", "1001", "2125550123", "acme"),
-        ),
-        ([], CallAttempt("1732000000.42", "1001", "", "acme")),
+        (["2125550123", "call=L9"], CallAttempt("L9", "", "2125550123", "acme", ID)),
+        (["2125550123", "ext=", "call="], CallAttempt(ID, "", "2125550123", "acme", ID)),
+        ([], CallAttempt(ID, "", "", "acme", ID)),
     ],
 )
 def test_read_start(args: list[str], expected: CallAttempt) -> None:
-    """Stasis arguments: dialled first, then ext/call/account by name or position, with fallbacks."""
+    """Stasis arguments: dialled first, then ext/call/account by name; the caller id is never read."""
     start = read_start(CHANNEL, args)
     assert start is not None
-    assert start.channel_id == "1732000000.42"
+    assert start.channel_id == ID
     assert start.attempt == expected
+
+
+FORGED = [
+    # finding 1: ${EXTEN} = "011532345678,ext=1005,call=ATTACK" split by Asterisk before callgate sees it
+    ["011532345678", "ext=1005", "call=ATTACK", "ext=1001", "call=1732000000.40"],
+    ["011532345678", "ext=1005", "ext=1001"],  # a repeated key
+    ["011532345678", "profile=vip", "ext=1001"],  # an unknown key
+    ["011532345678", "1005", "ext=1001"],  # a bare value (the old positional form)
+    ["2125550123", "ext=1001", "call=a b"],  # a call id outside [A-Za-z0-9._-]
+    ["2125550123", "ext=1001", "call=x" * 40],  # a call id too long for one
+    ["2125550123", "ext=1001", "call=cg:{other}:r:x"],  # a call id naming another key
+]
+
+
+@pytest.mark.parametrize("args", FORGED)
+def test_forged_arguments_make_the_number_unreadable(args: list[str]) -> None:
+    """A forged argument list becomes the dialled string, commas included: refused, never trimmed."""
+    start = read_start(CHANNEL, args)
+    assert start is not None
+    assert "," in start.attempt.dialled
+    assert start.attempt.extension == ""
+    assert start.attempt.call_id == ID
+    assert start.attempt.leg == ID
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint"),
+    [
+        ("PJSIP/1005-0000002a", "1005"),
+        ("PJSIP/alice-desk-0000002a", "alice-desk"),
+        ("Local/2125550123@phones-00000001;2", ""),
+        ("SIP/1005-0000002a", ""),
+        ("PJSIP/", ""),
+        ("", ""),
+    ],
+)
+def test_the_endpoint_comes_from_the_channel_name(name: str, endpoint: str) -> None:
+    """The PJSIP endpoint Asterisk authenticated, read from the channel's name; caller id ignored."""
+    channel = {**CHANNEL, "name": name, "caller": {"number": "9999"}}
+    start = read_start(channel, ["2125550123"])
+    assert start is not None
+    assert start.endpoint == endpoint
+    assert start.attempt.extension == ""
 
 
 def test_read_start_survives_junk() -> None:
     """Odd types and huge values are cut or ignored, never raised on."""
-    channel = {"id": "c" * 1000, "caller": "not a dict", "accountcode": 5}
+    channel = {"id": "c" * 1000, "caller": "not a dict", "accountcode": 5, "name": 7}
     start = read_start(channel, [None, 7, "x" * 1000])
     assert start is not None
     assert len(start.channel_id) == MAX_FIELD
-    assert start.attempt.dialled == ""
-    assert start.attempt.extension == ""  # refused later as unknown_extension
+    assert start.attempt.dialled.startswith(",")  # forged: refused as unparseable_number
+    assert start.attempt.extension == ""  # refused as unknown_extension
     assert read_start({}, ["123"]) is None
 
 

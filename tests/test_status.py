@@ -51,10 +51,14 @@ NOW = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # a Tu
 MS = int(NOW.timestamp() * 1000)
 
 
+RESERVATIONS: dict[str, str] = {}  # call id -> its reservation id (engine.reservation_id)
+
+
 async def admit(store: RedisStore, call_id: str, ext: str, number: str) -> int:
     """Admit one call the way the gate does; the money it reserved (micro-units)."""
     p = prepare(POLICY, CallAttempt(call_id, ext, number), NOW)
     assert p.admission is not None
+    RESERVATIONS[call_id] = p.admission.call_id
     outcome = await store.admit(p.admission)
     assert outcome.admitted
     return outcome.reserved
@@ -65,7 +69,7 @@ async def busy_site(store: RedisStore) -> None:
     assert await admit(store, "a", "1001", "2125550123") == 1_200_000  # 2 h at 0.01/min
     assert await admit(store, "b", "1001", "011442079460123") == 2_400_000  # 2 h at 0.02/min
     assert await admit(store, "c", "2000", "2125550124") == 1_200_000
-    settled = await store.settle(SITE, "c", 60, MS + 20_000)
+    settled = await store.settle(SITE, RESERVATIONS["c"], 60, MS + 20_000)
     assert settled.charged == 10_000
     await store.set_lock(SITE, "1005", "international")
     await store.set_lock(SITE, "2000", "all")

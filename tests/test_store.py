@@ -118,6 +118,43 @@ async def test_settle_is_idempotent_and_cuts_at_allowed(store: Store) -> None:
     assert (await store.settle(SITE, "nope", 5, T0)).status is SettleStatus.UNKNOWN
 
 
+@pytest.mark.parametrize("billsec", [None, -1, -(10**30)])
+async def test_a_call_that_cannot_be_settled_is_charged_in_full(
+    store: Store, billsec: int | None
+) -> None:
+    """None (and a negative count, which no caller should send) charges the whole reservation and
+    gives nothing back, but frees the call's concurrency slot; the call is then settled for good."""
+    first = await store.admit(call("a", slots(1), spend(10_000_000)))
+    assert not (await store.admit(call("b", slots(1), spend(10_000_000), at=T0 + 1))).admitted
+    settled = await store.settle(SITE, "a", billsec, T0 + 2000)
+    assert (settled.status, settled.charged, settled.released, settled.billsec) == (
+        SettleStatus.SETTLED,
+        first.reserved,
+        0,
+        first.allowed_seconds,
+    )
+    later = await store.admit(call("c", slots(1), spend(10_000_000), at=T0 + 3000))
+    assert (later.admitted, later.values) == (True, (0, first.reserved))
+    again = await store.settle(SITE, "a", 0, T0 + 4000)
+    assert (again.status, again.charged, again.released) == (
+        SettleStatus.ALREADY_SETTLED,
+        first.reserved,
+        0,
+    )
+    assert (await store.settle(SITE, "nope", None, T0)).status is SettleStatus.UNKNOWN
+
+
+async def test_an_absurd_billsec_is_cut_to_the_reservation(store: Store) -> None:
+    """Billable seconds far beyond anything (2^63 and more) charge the reservation, never more."""
+    first = await store.admit(call("a", spend(10_000_000)))
+    settled = await store.settle(SITE, "a", 10**30, T0 + 1000)
+    assert (settled.charged, settled.released, settled.billsec) == (
+        first.reserved,
+        0,
+        first.allowed_seconds,
+    )
+
+
 async def test_same_call_id_is_not_counted_twice(store: Store) -> None:
     """A second trunk attempt of the same call gets the same admission and counts nothing."""
     a = call("linked", window(5), spend(1_000_000))

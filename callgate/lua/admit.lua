@@ -4,13 +4,18 @@
 -- KEYS[1] reservation hash   KEYS[2] the extension's lock   KEYS[3] the site's panic flag
 -- KEYS[4..] one key per check, in the admission's order
 -- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
---       peek (0/1), then per check: kind, limit, window (seconds), member
+--       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then per check: kind, limit,
+--       window (seconds), member
+-- KEYS[1] is the reservation id (callgate.engine.reservation_id): it is bound to the number, the rate,
+-- the extension and the channel, so an earlier reservation is only handed back to the same leg.
 -- Returns {lock, panic, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
 
 local call_id, now = ARGV[1], tonumber(ARGV[2])
 local rate, inc, max_seconds = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hold, reserve, intl, peek = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
+local deadline = tonumber(ARGV[10])
 local n = #KEYS - 3
+local ARGS = 10 -- fixed arguments before the per-check ones
 
 local function idiv(a, b) -- exact floor(a / b) for non-negative integers held in doubles
   local q = math.floor(a / b)
@@ -24,7 +29,7 @@ local panic = redis.call('EXISTS', KEYS[3])
 
 local values = {}
 for i = 1, n do
-  local key, base = KEYS[i + 3], 9 + (i - 1) * 4
+  local key, base = KEYS[i + 3], ARGS + (i - 1) * 4
   local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
   local v
   if kind == 'spend' then
@@ -61,7 +66,7 @@ end
 local ceiling = idiv(max_seconds, inc) * inc
 local allowed, failed = ceiling, false
 for i = 1, n do
-  local base = 9 + (i - 1) * 4
+  local base = ARGS + (i - 1) * 4
   local kind, limit = ARGV[base + 1], tonumber(ARGV[base + 2])
   if kind == 'spend' then
     local fit = ceiling
@@ -81,13 +86,19 @@ local locked = lock == 'all' or (intl and (lock == 'international' or panic == 1
 if peek or not reserve or locked or failed or allowed < inc then
   return reply(0, 0, 0, 0)
 end
+if deadline > 0 then -- the gate has given up on this script and decided without it: reserve nothing
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
+    return reply(0, 0, 0, 0)
+  end
+end
 
 -- reserve
 local cost = idiv(rate * allowed + 59, 60)
 local untl = now + (allowed + hold) * 1000
 local spend_keys, slot_keys = {}, {}
 for i = 1, n do
-  local key, base = KEYS[i + 3], 9 + (i - 1) * 4
+  local key, base = KEYS[i + 3], ARGS + (i - 1) * 4
   local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
   if kind == 'spend' then
     redis.call('INCRBY', key, cost)

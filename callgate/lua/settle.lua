@@ -1,8 +1,9 @@
 -- callgate: charge a call from its real billable seconds and release the rest of its reservation.
--- Idempotent by call id. Mirrors callgate.memstore.MemoryStore.settle_now.
+-- Idempotent by reservation id. Mirrors callgate.memstore.MemoryStore.settle_now.
 --
 -- KEYS[1] reservation hash   KEYS[2] settled marker
--- ARGV: billsec, settled_memory (seconds), now_ms
+-- ARGV: billsec ('' when the call cannot be settled: charged in full), settled_memory (seconds), now_ms,
+--       reservation id (the member of the concurrency sets)
 -- The cap and slot keys come from the reservation hash; they share the site's hash tag, so they live in
 -- the same Redis Cluster slot as KEYS[1].
 -- Returns {status, charged, released, billsec}
@@ -17,18 +18,23 @@ if not h[7] or tonumber(h[7]) <= tonumber(ARGV[3]) then
   return {'unknown', 0, 0, 0} -- never admitted, or expired: its reservation stays charged in full
 end
 local allowed, cost, rate, inc = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
-local call_id = string.match(KEYS[1], ':r:(.*)$')
+local call_id = ARGV[4]
 
 local billsec = tonumber(ARGV[1])
-if billsec < 0 then billsec = 0 end
-if billsec > allowed then billsec = allowed end
-local q = math.floor(billsec / inc)
-while q * inc < billsec do q = q + 1 end
-local seconds = q * inc
-local charged = math.floor((rate * seconds + 59) / 60)
-while charged * 60 < rate * seconds do charged = charged + 1 end
-while (charged - 1) * 60 >= rate * seconds and charged > 0 do charged = charged - 1 end
-if charged > cost then charged = cost end
+local seconds, charged
+if not billsec or billsec < 0 then
+  -- cannot be settled: the whole reservation stays charged, only the concurrency slots are freed
+  seconds, charged = allowed, cost
+else
+  if billsec > allowed then billsec = allowed end
+  local q = math.floor(billsec / inc)
+  while q * inc < billsec do q = q + 1 end
+  seconds = q * inc
+  charged = math.floor((rate * seconds + 59) / 60)
+  while charged * 60 < rate * seconds do charged = charged + 1 end
+  while (charged - 1) * 60 >= rate * seconds and charged > 0 do charged = charged - 1 end
+  if charged > cost then charged = cost end
+end
 local released = cost - charged
 
 for key in string.gmatch(h[5] or '', '[^\n]+') do

@@ -1,0 +1,40 @@
+"""Who is calling: the caller is what Asterisk authenticated, never what the phone says it is.
+
+A phone chooses its own caller id (an endpoint without a fixed ``callerid`` takes the ``From:`` header),
+so caller id is shown, never trusted. The identity of a call comes from, in this order:
+
+1. The PJSIP endpoint that authenticated the channel. Asterisk names a PJSIP channel
+   ``PJSIP/<endpoint>-<sequence>`` (the same value as ``${CHANNEL(endpoint)}``), so the gate reads it
+   from the channel's name in ``StasisStart``; the dialplan cannot get it wrong and a phone cannot
+   change it. The policy's ``endpoints:`` maps endpoint names to extensions where the two differ.
+2. For every other channel (Local channels of FreePBX's follow-me and ring groups, IAX2, DAHDI): the
+   ``ext=`` argument the dialplan passes, which the admin sets from something Asterisk knows (FreePBX's
+   ``AMPUSER``; a ``CALLGATE_EXTENSION`` set by the context or by the endpoint's ``set_var``).
+
+When both exist and disagree, the call is charged to nobody: it is refused as an unknown extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def channel_endpoint(channel_name: str) -> str:
+    """The PJSIP endpoint of a channel named ``PJSIP/<endpoint>-<sequence>``; "" for other channels."""
+    tech, sep, rest = channel_name.partition("/")
+    if tech != "PJSIP" or not sep:
+        return ""
+    endpoint, dash, sequence = rest.rpartition("-")
+    if not dash or not sequence or "/" in endpoint or ";" in rest:
+        return ""
+    return endpoint
+
+
+def caller_extension(endpoints: Mapping[str, str], endpoint: str, ext: str) -> str:
+    """The extension a call is charged to; "" (refused as unknown) when it cannot be told."""
+    if not endpoint:
+        return ext
+    extension = endpoints.get(endpoint, endpoint)
+    if ext and ext != extension:
+        return ""
+    return extension

@@ -1,0 +1,444 @@
+"""The attack catalogue: one row per attack class, against a real Asterisk running the shipped dialplan,
+a real `callgate serve` and a real Redis. The assertion is always the same: no forbidden call ever
+reaches the trunk (the `[pstn]` stand-in raises `PstnReached` for every call that gets there).
+
+Each row names the finding of issue 8 it proves closed, or says it is a new attack tried here.
+docs/security.md lists them with the threat they belong to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from callgate.ami import Message
+from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
+from tests.e2e import (
+    DIALPLAN,
+    Callgate,
+    Watch,
+    app_registered,
+    callgate_env,
+    shipped_configs,
+    wait_until,
+)
+from tests.servers import free_port, redis_server
+
+pytestmark = pytest.mark.asterisk
+
+SCENARIOS = Path(__file__).parent / "sipp"
+SECRET = "attack-secret-1002"
+CUBA, LONDON = "011532345678", "011442079460000"
+
+EXTENSIONS = f"""\
+[globals]
+CALLGATE_TRUNK=Local
+CALLGATE_TRUNK_SUFFIX=@pstn
+
+#include "{DIALPLAN / "extensions_callgate.conf"}"
+
+[phones]
+include => callgate-outbound
+
+; A dialplan that gives several legs one call id, as a ring group's legs share a linkedid (and as a
+; forged call= did before the shipped include was closed): every leg must still be judged and counted.
+[shared-id]
+exten => _X.,1,Stasis(callgate,${{EXTEN}},ext=1005,call=ATTACK)
+ same => n,GotoIf($["${{STASISSTATUS}}" != "SUCCESS"]?no)
+ same => n,GotoIf($["${{CALLGATE_VERDICT}}" != "ALLOW"]?no)
+ same => n,Dial(Local/${{CALLGATE_NUMBER}}@pstn,,L(${{CALLGATE_MAX_SECONDS}}000))
+ same => n(no),Hangup(21)
+
+[pstn]
+exten => _+X.,1,Goto(pstn,${{EXTEN:1}},1)
+exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
+ same => n,Answer()
+ same => n,Wait(${{IF($["${{HOLD}}" = ""]?1:${{HOLD}})}})
+ same => n,Hangup()
+
+[park]
+exten => s,1,Wait(120)
+ same => n,Hangup()
+
+; where a phone transfers a call: a colleague who answers and talks for two minutes (a new bridge)
+[colleague]
+exten => s,1,Dial(Local/s@colleague-phone)
+ same => n,Hangup()
+[colleague-phone]
+exten => s,1,Answer()
+ same => n,Wait(120)
+ same => n,Hangup()
+"""
+
+POLICY = """\
+version: 1
+site: {name: atk, region: US, timezone: America/New_York, currency: USD, outside_line: ["9"],
+       on_store_error: deny}
+emergency: ["911", "933", "112", "999"]
+rates: {default: "0.05", increment: 1, prefixes: {"1": "0.01", "44": "0.60", "53": "1.10"}}
+profiles:
+  office:
+    destinations: {allow_countries: [US]}
+    limits: {concurrent_calls: 50, max_call_duration: 1h}
+  vip:
+    destinations: {allow_countries: [US, GB, CU]}
+    limits: {concurrent_calls: 2, max_call_duration: 2h}
+  short:
+    destinations: {allow_countries: [US]}
+    limits: {max_call_duration: 4s}
+extensions:
+  - {match: "1001-1004", profile: office}
+  - {match: "1005", profile: vip}
+  - {match: "3000", profile: short}
+"""
+
+# A phone whose password was stolen: identified by its digest username, with no fixed caller id, so
+# Asterisk takes the caller id from the phone's own From: header.
+PHONE = f"""\
+[1002]
+type = endpoint
+context = phones
+disallow = all
+allow = ulaw
+auth = 1002
+aors = 1002
+identify_by = auth_username
+transport = transport-udp
+
+[1002]
+type = auth
+auth_type = userpass
+username = 1002
+password = {SECRET}
+
+[1002]
+type = aor
+max_contacts = 1
+"""
+
+
+@dataclass
+class Rig:
+    ast: AsteriskInstance
+    gate: Callgate
+    redis_url: str
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    root = Path(tmp_path_factory.mktemp("attacks"))
+    (root / "policy.yaml").write_text(POLICY, encoding="utf-8")
+
+    def configs(ast: AsteriskInstance) -> dict[str, str]:
+        return {**shipped_configs(ast), "pjsip_custom.conf": PHONE}
+
+    with (
+        redis_server(root / "redis") as redis_url,
+        asterisk(asterisk_prefix(), root / "ast", dialplan=EXTENSIONS, configs=configs) as ast,
+    ):
+        gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
+        gate.start()
+        try:
+            if not wait_until(lambda: app_registered(ast), 20):
+                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+            yield Rig(ast, gate, redis_url)
+        finally:
+            gate.stop()
+
+
+@pytest.fixture
+async def watch(rig: Rig) -> AsyncIterator[Watch]:
+    w = await Watch.open(rig.ast)
+    yield w
+    await w.close()
+
+
+def pstn(watch: Watch) -> list[str]:
+    """Every number that reached the trunk so far."""
+    return [
+        m.get("Number")
+        for m in watch.messages
+        if m.event == "UserEvent" and m.get("UserEvent") == "PstnReached"
+    ]
+
+
+def decisions(rig: Rig) -> list[dict[str, str]]:
+    """The audit lines `callgate serve` logged (JSON log format)."""
+    out = []
+    for line in rig.gate.log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"event": "decision"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def phone_call(rig: Rig, number: str, *, from_user: str = "1002") -> None:
+    """One INVITE from the PJSIP phone 1002 (digest auth), its From: user chosen by the attacker."""
+    args = ["sipp", "-sf", str(SCENARIOS / "call-refused.xml"), f"127.0.0.1:{rig.ast.sip_port}"]
+    args += ["-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1"]
+    args += ["-set", "user", from_user, "-set", "number", number, "-au", "1002", "-ap", SECRET]
+    args += ["-nostdin", "-timeout", "15s", "-timeout_error"]
+    subprocess.run(
+        args, capture_output=True, text=True, timeout=40, cwd=rig.ast.workdir, check=False
+    )
+
+
+async def settled(watch: Watch, seconds: float = 2.0) -> None:
+    await asyncio.sleep(seconds)
+
+
+# --- finding 1: the dialled string adds Stasis arguments -------------------------------------------
+
+INJECTIONS = [
+    pytest.param(f"{CUBA},ext=1005,call=ATTACK", id="comma-named-args"),
+    pytest.param(f"{CUBA},1005,ATTACK", id="comma-positional"),
+    pytest.param(f"{CUBA}%2Cext%3D1005", id="percent-encoded-comma"),
+    pytest.param(f"{CUBA}=1005", id="equals"),
+    pytest.param(f"{CUBA}$%7BEXTEN%7D", id="dialplan-expression"),
+    pytest.param(f"{CUBA}%00", id="nul"),
+    pytest.param("0115323456%EF%BC%97", id="fullwidth-digit"),
+    pytest.param("9" * 600, id="very-long-uri"),
+]
+
+
+@pytest.mark.parametrize("dialled", INJECTIONS)
+async def test_the_dialled_string_cannot_add_arguments(
+    rig: Rig, watch: Watch, dialled: str
+) -> None:
+    """Finding 1 (and new encodings): a phone's request URI with a comma, '=', an escape or junk never
+    chooses the extension or the call id, and never reaches the trunk."""
+    before = len(decisions(rig))
+    await asyncio.to_thread(phone_call, rig, dialled, from_user="1002")
+    await settled(watch, 1)
+    assert pstn(watch) == []
+    for d in decisions(rig)[before:]:
+        assert d["verdict"] == "DENY", d
+        assert d["extension"] in ("1002", ""), d
+        assert "ATTACK" not in d["call_id"], d
+
+
+# --- finding 3: the caller says it is somebody else ------------------------------------------------
+
+
+async def test_a_phone_cannot_claim_another_extension_by_its_from_header(
+    rig: Rig, watch: Watch
+) -> None:
+    """Finding 3: phone 1002 (office: US only) sends From: 1005 (vip: Cuba allowed); it is judged as
+    the endpoint that authenticated, 1002, and Cuba is refused."""
+    before = len(decisions(rig))
+    await asyncio.to_thread(phone_call, rig, CUBA, from_user="1005")
+    await settled(watch, 1)
+    assert pstn(watch) == []
+    mine = decisions(rig)[before:]
+    assert [(d["extension"], d["reason"]) for d in mine] == [("1002", "country_not_allowed")]
+
+
+async def test_a_local_channel_with_only_a_caller_id_is_nobody(rig: Rig, watch: Watch) -> None:
+    """Finding 3: no endpoint and no CALLGATE_EXTENSION: the caller id 1005 is not trusted."""
+    await watch.originate("", CUBA, caller_id="1005")
+    await settled(watch)
+    assert pstn(watch) == []
+    assert decisions(rig)[-1]["reason"] == "unknown_extension"
+
+
+# --- finding 2: one call id, many calls --------------------------------------------------------------
+
+
+async def test_a_shared_call_id_does_not_share_a_reservation(rig: Rig, watch: Watch) -> None:
+    """Finding 2: a domestic call under call id ATTACK, then four calls to Cuba under the same id:
+    each is judged and counted (concurrent_calls: 2), at Cuba's rate, not handed the domestic one."""
+
+    async def call(number: str) -> None:
+        reply = await watch.conn.send(
+            "Originate",
+            Channel=f"Local/{number}@shared-id/n",
+            Context="park",
+            Exten="s",
+            Priority="1",
+            Variable="__HOLD=20",
+            Async="true",
+        )
+        assert reply.get("Response") == "Success", reply.headers
+
+    await call("2125550150")
+    domestic = await watch.wait(lambda m: m.get("Number") == "12125550150", 10)
+    assert domestic is not None, rig.gate.tail() + rig.ast.log_tail()
+    for _ in range(4):
+        await call(CUBA)
+    await settled(watch, 3)
+    assert pstn(watch).count(CUBA[3:]) == 1, pstn(watch)
+    client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
+    try:
+        rates = set()
+        async for key in client.scan_iter(match="cg:{atk}:r:ATTACK:*"):
+            rates.add(await client.hget(key, "rate"))
+    finally:
+        await client.aclose()
+    assert rates == {"10000", "1100000"}  # 0.01/min and Cuba's 1.10/min, in micro-units
+    rig.ast.rx("channel request hangup all")
+    await settled(watch, 1)
+
+
+# --- finding 4: emergency numbers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dialled", "trunk"), [("112", "112"), ("999", "999"), ("9112", "112")])
+async def test_every_emergency_number_of_the_policy_is_placed(
+    rig: Rig, watch: Watch, dialled: str, trunk: str
+) -> None:
+    """Finding 4: 112 and 999 are on the policy's list but only 911/933/112 in the dialplan; each is
+    placed, without a length limit, from an extension nobody knows."""
+    await watch.originate("7777", dialled, hold=6)
+    assert await watch.wait(
+        lambda m: m.get("UserEvent") == "PstnReached" and m.get("Number") == trunk, 10
+    )
+    await asyncio.sleep(5)  # an L(0) or a 0-second TIMEOUT would have cut it by now
+    up = rig.ast.rx("core show channels concise")
+    assert f"Local/{trunk}@pstn" in up, up
+
+
+async def test_emergency_numbers_are_placed_while_callgate_is_down(rig: Rig, watch: Watch) -> None:
+    """Finding 4: the policy's list lives in AstDB, so 999 (in no dialplan) is placed with callgate
+    stopped; a normal call is refused (fail closed)."""
+    rig.gate.stop()
+    try:
+        await watch.originate("1001", "999")
+        await watch.originate("1001", "2125550160")
+        await settled(watch, 3)
+        assert "999" in pstn(watch)
+        assert "2125550160" not in pstn(watch)
+    finally:
+        rig.gate.start()
+        assert wait_until(lambda: app_registered(rig.ast), 20), rig.gate.tail()
+
+
+# --- finding 5: transfers ----------------------------------------------------------------------------
+
+
+def _hangup_of(prefix: str) -> Callable[[Message], bool]:
+    return lambda m: m.event == "Hangup" and m.get("Channel").startswith(prefix)
+
+
+@pytest.mark.parametrize("how", ["blind", "bridge"])
+async def test_a_transferred_trunk_call_is_still_cut_at_its_allowed_seconds(
+    rig: Rig, watch: Watch, how: str
+) -> None:
+    """Finding 5: extension 3000 may talk 4 s; once the carrier answers, the trunk call is moved on:
+    blind-transferred by the phone to a colleague who talks for 120 s (a new bridge), or pulled into
+    another bridge with AMI Bridge (as an attended transfer does). The trunk channel is hung up at 4 s
+    after its answer wherever it went, not 120 s later."""
+    number = f"21255501{72 if how == 'blind' else 73}"
+    await watch.originate("3000", number, hold=60)
+    answered = await watch.wait(lambda m: m.get("Number") == "1" + number, 10)
+    assert answered is not None
+    t0 = time.monotonic()
+    phone = await watch.wait(
+        lambda m: m.event == "DialEnd" and m.get("Channel").startswith(f"Local/{number}@phones-"), 5
+    )
+    assert phone is not None
+    if how == "blind":
+        reply = await watch.conn.send(
+            "BlindTransfer", Channel=phone.get("Channel"), Context="colleague", Exten="s"
+        )
+    else:
+        colleague = await watch.conn.send(
+            "Originate",
+            Channel="Local/s@colleague-phone/n",
+            Context="park",
+            Exten="s",
+            Priority="1",
+            Async="true",
+        )
+        assert colleague.get("Response") == "Success", colleague.headers
+        parked = await watch.wait(
+            lambda m: (
+                m.event == "Newexten"
+                and m.get("Context") == "park"
+                and m.get("Channel").startswith("Local/s@colleague-phone-")
+            ),
+            5,
+        )
+        assert parked is not None
+        reply = await watch.conn.send(
+            "Bridge", Channel1=phone.get("DestChannel"), Channel2=parked.get("Channel")
+        )
+    assert reply.get("Response") == "Success", reply.headers
+    gone = await watch.wait(_hangup_of(f"Local/+1{number}@pstn-"), 15)
+    assert gone is not None, "the transferred trunk call was not hung up\n" + rig.ast.log_tail(30)
+    assert time.monotonic() - t0 < 8
+
+
+async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Rig, watch: Watch) -> None:
+    """Finding 5: the phone blind-transfers the trunk call to Cuba in its own context; the trunk
+    channel enters callgate as nobody's call and is refused; Cuba is never reached."""
+    number = "2125550171"
+    await watch.originate("1001", number, hold=30)
+    assert await watch.wait(lambda m: m.get("Number") == "1" + number, 10)
+    phone = await watch.wait(
+        lambda m: m.event == "DialEnd" and m.get("Channel").startswith(f"Local/{number}@phones-"), 5
+    )
+    assert phone is not None
+    reply = await watch.conn.send(
+        "BlindTransfer", Channel=phone.get("Channel"), Context="phones", Exten=CUBA
+    )
+    assert reply.get("Response") == "Success", reply.headers
+    await settled(watch, 3)
+    assert CUBA[3:] not in pstn(watch)
+    refused = [d for d in decisions(rig) if d["dialled"] == CUBA]
+    assert refused, "the transfer never reached callgate"
+    assert all(d["verdict"] == "DENY" for d in refused), refused
+    rig.ast.rx("channel request hangup all")
+
+
+# --- new attacks ---------------------------------------------------------------------------------------
+
+
+async def test_preset_verdict_variables_do_not_open_the_gate(rig: Rig, watch: Watch) -> None:
+    """New: a call that arrives with CALLGATE_VERDICT=ALLOW and a number already set (from an inherited
+    variable) is still refused when callgate refuses it, and when callgate is down."""
+    preset = ",CALLGATE_VERDICT=ALLOW,CALLGATE_NUMBER=+532345678,CALLGATE_MAX_SECONDS=7200"
+    await watch.originate("1001", CUBA, variables=preset)
+    rig.gate.stop()
+    try:
+        await watch.originate("1001", CUBA, variables=preset)
+        await settled(watch, 3)
+    finally:
+        rig.gate.start()
+        assert wait_until(lambda: app_registered(rig.ast), 20), rig.gate.tail()
+    assert CUBA[3:] not in pstn(watch)
+    assert "532345678" not in pstn(watch)
+
+
+@pytest.mark.parametrize("ext", ["١٠٠٥", "１００５", "1۰۰5", "߁߀߀߅", "1005 ", "1005\u200b"])
+async def test_extensions_in_other_scripts_are_nobody(rig: Rig, watch: Watch, ext: str) -> None:
+    """Finding 7: digits of other scripts, a trailing space or a zero-width space are not 1005."""
+    await watch.originate(ext, LONDON)
+    await settled(watch)
+    assert pstn(watch) == []
+    assert decisions(rig)[-1]["reason"] == "unknown_extension"
+
+
+async def test_a_caller_hanging_up_during_the_decision_leaves_nothing_reserved(
+    rig: Rig, watch: Watch
+) -> None:
+    """New: the caller hangs up while callgate decides; nothing stays reserved or stranded."""
+    for i in range(10):
+        await watch.originate("1004", f"21255502{i:02d}")
+        rig.ast.rx("channel request hangup all")
+    await settled(watch, 3)
+    assert not [c for c in rig.ast.rx("core show channels concise").splitlines() if "Stasis" in c]
+    client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
+    try:
+        left = [k async for k in client.scan_iter(match="cg:{atk}:c:ext:1004")]
+        live = [await client.zcard(k) for k in left]
+    finally:
+        await client.aclose()
+    reached = [n for n in pstn(watch) if n.startswith("21255502")]
+    assert sum(live) <= len(reached), (live, reached)
