@@ -7,14 +7,13 @@
   list was scanned (132 ms a decision at 1M ranges).
 * lookup: ``Destinations.denied`` alone, for the same two lists.
 * reload: ``load_policy`` of the policy with its 1M-range list given as text, as a reload reads it after
-  the files (best of 3; before: 1.3 s here, 3.9 s on the machine of the issue).
+  the files (best of 3; 3.9 s in issue 8). A running ``serve`` does it in a worker thread.
 """
 
 from __future__ import annotations
 
 import random
 import resource
-import statistics
 import sys
 import time
 from datetime import datetime
@@ -54,8 +53,9 @@ def ranges(count: int, seed: int = 2026) -> str:
     return "# source: bench, generated\n" + "".join(f"+882{n}\n" for n in picked)
 
 
-def decision_us(policy: Policy, rounds: int = 3) -> float:
-    """Median microseconds of one decision's rules for a number this policy has not decided yet."""
+def decision_us(policy: Policy, rounds: int = 5) -> float:
+    """Microseconds of one decision's rules for a number this policy has not decided yet (best of
+    ``rounds`` passes: the two cores of a test box are shared)."""
     attempts = [CallAttempt(f"c{n}", "1001", d) for n, d in enumerate(DIALLED)]
     passes = []
     for _ in range(rounds):
@@ -64,7 +64,7 @@ def decision_us(policy: Policy, rounds: int = 3) -> float:
         for attempt in attempts:
             prepare(policy, attempt, AT)
         passes.append((time.perf_counter() - start) / len(attempts) * 1e6)
-    return statistics.median(passes)
+    return min(passes)
 
 
 def lookup_ns(policy: Policy) -> float:

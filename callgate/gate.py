@@ -168,12 +168,16 @@ class Gate:
         """Decide, set the channel variables, then continue or refuse the channel."""
         started = time.perf_counter()
         decision = await self.decide(attempt, late=late, endpoint=endpoint)
-        await self.act(channel_id, decision)
+        applied = await self.act(channel_id, decision)
+        if not applied and decision.allowed and decision.reason is Reason.ALLOWED:
+            # the caller hung up while the gate decided: the call was never dialled, release it now
+            # rather than charge its whole reservation when it expires
+            await self._release(decision)
         elapsed = time.perf_counter() - started
         self.audit.record(decision, channel_id, elapsed * 1000)
         for observe in self.decided:
             observe(decision, elapsed)
-        if decision.allowed and decision.reason is Reason.ALLOWED:
+        if applied and decision.allowed and decision.reason is Reason.ALLOWED:
             self.live[decision.reservation] = LiveCall(
                 channel_id,
                 decision.extension,
@@ -192,6 +196,12 @@ class Gate:
                     decision.reason.value,
                 )
         return decision
+
+    async def _release(self, decision: Decision) -> None:
+        try:
+            await self.settle(decision.reservation, 0)
+        except StoreUnavailable as exc:
+            log.warning("could not release call %s: %s", decision.reservation, exc)
 
     async def _burst(self, extension: str, call_id: str, rule: BurstRule, why: str) -> None:
         site = self.policy().site.name
@@ -231,7 +241,11 @@ class Gate:
             log.warning("panic: hung up %d international calls in progress", hung)
         return hung
 
-    async def act(self, channel_id: str, decision: Decision) -> None:
+    async def act(self, channel_id: str, decision: Decision) -> bool:
+        """Tell Asterisk; False when the channel had already gone before anything was applied.
+
+        Only the first request says so: a ``continue`` retried after a lost response answers 404 although
+        the first one went through, so its answer cannot tell that the call was never dialled."""
         variables = decision.variables()
         # The reason reaches the PBX's own CDR reports too (the shipped dialplan sets the same value
         # for allowed calls; a refused call never runs the dialplan again, so it is set here).
@@ -241,7 +255,7 @@ class Gate:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         if not await self.channels.set_variable(channel_id, *as_array(variables)):
             log.info("channel %s left before the decision was applied", channel_id)
-            return
+            return False
         s = self.settings
         if decision.verdict is Verdict.ALLOW:
             await self.channels.continue_in_dialplan(channel_id)
@@ -251,6 +265,7 @@ class Gate:
             )
         else:
             await self.channels.hangup(channel_id, cause=s.deny_cause)
+        return True
 
     async def settle(self, call_id: str, billsec: int | None) -> Settlement:
         policy = self.policy()

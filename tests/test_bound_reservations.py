@@ -181,3 +181,15 @@ async def test_a_script_arriving_after_the_deadline_reserves_nothing(
     assert not [k for k in keys if ":r:" in k or ":c:" in k or ":s:" in k], keys
     after = await g.decide(CallAttempt("NEXT", "1001", CUBA, leg="ch2"))
     assert after.allowed  # nothing was left holding a slot
+
+
+async def test_a_caller_gone_before_the_decision_is_applied_holds_nothing(store: Store) -> None:
+    """New: the caller hangs up while the gate decides; the call is never dialled, so its reservation
+    (a concurrency slot, money) is released at once instead of being charged in full at expiry."""
+    g, channels = gate(store)
+    channels.gone.add("gone")
+    d = await g.handle("gone", CallAttempt("G", "1005", CUBA, leg="gone"))
+    assert d.allowed
+    assert g.live == {}
+    others = [await g.decide(CallAttempt(f"N{i}", "1005", CUBA, leg=f"n{i}")) for i in range(2)]
+    assert all(o.allowed for o in others)  # both slots of concurrent_calls: 2 are free
