@@ -95,8 +95,9 @@ class Decision:
         """The channel variables the dialplan reads (product.md).
 
         An emergency call is dialled as the emergency number itself (``CALLGATE_NUMBER`` is then the
-        policy's entry, e.g. ``112``, without the outside-line digit) and gets no length limit: the
-        shipped dialplan adds ``L()`` only when ``CALLGATE_MAX_SECONDS`` is above zero.
+        policy's entry, e.g. ``112``, without the outside-line digit) and gets no length limit: for
+        ``CALLGATE_REASON=emergency`` the shipped dialplan dials without ``L()`` and the gate sets no
+        ``TIMEOUT(absolute)``.
         ``CALLGATE_CALL`` is the reservation id: the dialplan writes it to ``CDR(callgate)`` so that the
         spend feed settles this leg and no other.
         """
