@@ -193,7 +193,9 @@ def replay(
             if prepared.admission is not None:
                 ring_ms = max(row.duration - row.billsec, 0) * 1000
                 end_ms = start_ms + ring_ms + seconds * 1000
-                heapq.heappush(ending, (end_ms, call_id, seconds, row.src))
+                # settled under the reservation id it was admitted with (engine.reservation_id)
+                reservation = prepared.admission.call_id
+                heapq.heappush(ending, (end_ms, reservation, seconds, row.src))
             verdict, allowed_seconds = "allow", ruling.seconds or row.billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0

@@ -193,3 +193,21 @@ async def test_a_caller_gone_before_the_decision_is_applied_holds_nothing(store:
     assert g.live == {}
     others = [await g.decide(CallAttempt(f"N{i}", "1005", CUBA, leg=f"n{i}")) for i in range(2)]
     assert all(o.allowed for o in others)  # both slots of concurrent_calls: 2 are free
+
+
+def test_replay_settles_each_call_under_its_reservation_id() -> None:
+    """Replay settles a call under the id it was admitted with: the example weekend keeps its three
+    concurrent_calls denials (142 when settlements missed their reservations)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "callgate.cli", "replay", "examples/Master.csv"],
+        capture_output=True, text=True, cwd=root, timeout=300, check=True,
+    )  # fmt: skip
+    assert "allowed 1318 (9 cut short), denied 851" in done.stdout
+    assert [line.split()[-1] for line in done.stdout.splitlines() if "concurrent_calls  " in line][
+        -1:
+    ] == ["3"]
