@@ -35,7 +35,7 @@ from callgate.admission import (
     spend_seconds,
     to_micro,
 )
-from callgate.numbers import CACHE_MAX_INPUT, NumberInfo, read_number
+from callgate.numbers import CACHE_MAX_INPUT, NumberInfo, emergency_forms, read_number
 from callgate.policy import (
     DEFAULT_MAX_CALL_DURATION,
     ExtensionRule,
@@ -98,8 +98,8 @@ class Decision:
         policy's entry, e.g. ``112``, without the outside-line digit) and gets no length limit: for
         ``CALLGATE_REASON=emergency`` the shipped dialplan dials without ``L()`` and the gate sets no
         ``TIMEOUT(absolute)``.
-        ``CALLGATE_CALL`` is the reservation id: the dialplan writes it to ``CDR(callgate)`` so that the
-        spend feed settles this leg and no other.
+        ``CALLGATE_CALL`` is the reservation id (the gate also writes it to ``CDR(callgate)`` of an
+        admitted call, so that the spend feed settles this leg and no other).
         """
         return {
             "CALLGATE_VERDICT": self.verdict.value,
@@ -584,13 +584,15 @@ def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bo
     return f"{attempt.call_id}:{digest}"
 
 
-def emergency_dial(policy: Policy, dialled: str) -> str:
-    """The number an emergency call is dialled as: the policy's entry, without an outside-line digit."""
-    return max((e for e in policy.emergency if dialled.endswith(e)), key=len, default=dialled)
+def _dial(policy: Policy, number: NumberInfo) -> str:
+    """What the dialplan dials: the E.164 number, or for an emergency call the number as listed."""
+    if not number.emergency:
+        return number.e164 or ""
+    forms = emergency_forms(policy.emergency, policy.site.outside_line)
+    return forms.get(number.dialled, number.dialled)
 
 
 def _decision(p: Prepared, r: Ruling) -> Decision:
-    number = p.number
     return Decision(
         verdict=r.verdict,
         reason=r.reason,
@@ -608,7 +610,7 @@ def _decision(p: Prepared, r: Ruling) -> Decision:
         replayed=r.replayed,
         policy_revision=p.policy.revision,
         reservation=p.admission.call_id if p.admission is not None else "",
-        dial=emergency_dial(p.policy, number.dialled) if number.emergency else number.e164 or "",
+        dial=_dial(p.policy, p.number),
     )
 
 

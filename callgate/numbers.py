@@ -143,14 +143,28 @@ def read_number(
     return _read(*key)
 
 
+@functools.lru_cache(maxsize=64)
+def emergency_forms(emergency: tuple[str, ...], outside_line: tuple[str, ...]) -> dict[str, str]:
+    """Every string that is an emergency call, and the number each one dials: each entry of the
+    policy's ``emergency`` list as it is, then behind each ``outside_line`` prefix (``9112`` dials
+    ``112``). An entry dialled as it is wins over the same string read behind a prefix.
+
+    The one home of this rule: the reader, the number the gate hands the dialplan
+    (``engine.Decision.dial``) and the list callgate publishes to Asterisk (``stasis``) all use it.
+    Do not mutate the result (it is cached)."""
+    forms = {number: number for number in emergency}
+    for prefix in outside_line:
+        for number in emergency:
+            if prefix:
+                forms.setdefault(prefix + number, number)
+    return forms
+
+
 def _read_uncached(
     dialled: str, region: str, outside_line: tuple[str, ...], emergency: tuple[str, ...]
 ) -> NumberInfo:
     """The pure worker behind :func:`read_number` (arguments already normalised)."""
-    if dialled in emergency or any(
-        prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in emergency
-        for prefix in outside_line
-    ):
+    if dialled in emergency_forms(emergency, outside_line):
         return _emergency(dialled, region)
     error = _alphabet_error(dialled)
     if error is not None:

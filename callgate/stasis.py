@@ -33,6 +33,7 @@ from callgate.ari import AriClient
 from callgate.errors import AriUnavailable
 from callgate.gate import Gate
 from callgate.identity import channel_endpoint
+from callgate.numbers import emergency_forms
 from callgate.policy import Policy
 from callgate.rules import CallAttempt
 
@@ -93,22 +94,18 @@ EMERGENCY_NUMBERS = "CALLGATE_EMERGENCY_NUMBERS"  # the dialled forms, '-' separ
 EMERGENCY_DIALS = "CALLGATE_EMERGENCY_DIALS"  # what each form dials, at the same position
 
 
-def emergency_forms(policy: Policy) -> tuple[str, str]:
+def published_emergency(policy: Policy) -> tuple[str, str]:
     """The policy's emergency numbers as the shipped dialplan reads them before ``Stasis()``.
 
-    Each entry is listed as dialled alone and behind each outside-line prefix; the second list says,
-    at the same position, what the trunk is dialled. Kept in Asterisk's global variables, so an
-    emergency call goes around the gate whatever the dialplan lists, even while callgate is down or
-    restarting; after an Asterisk restart and until callgate connects, the dialplan's built-in
-    911/933/112 apply."""
-    forms: list[str] = []
-    dials: list[str] = []
-    for number in policy.emergency:
-        for prefix in ("", *policy.site.outside_line):
-            if _DIAL_ALPHABET.fullmatch(prefix + number) and prefix + number not in forms:
-                forms.append(prefix + number)
-                dials.append(number)
-    return "-".join(forms), "-".join(dials)
+    The dialled forms (:func:`callgate.numbers.emergency_forms`: each entry alone and behind each
+    outside-line prefix), '-' separated, and at the same position what each one dials. Kept in
+    Asterisk's global variables, so an emergency call goes around the gate whatever the dialplan lists,
+    even while callgate is down or restarting; after an Asterisk restart and until callgate connects,
+    the dialplan's built-in 911/933/112 apply. Forms outside the dial alphabet (which no dialled string
+    that passes the dialplan's filter can equal) are left out."""
+    forms = emergency_forms(policy.emergency, policy.site.outside_line)
+    listed = [(form, dial) for form, dial in forms.items() if _DIAL_ALPHABET.fullmatch(form)]
+    return "-".join(form for form, _ in listed), "-".join(dial for _, dial in listed)
 
 
 _DIAL_ALPHABET = re.compile(r"[0-9+*#]{1,32}", re.ASCII)
@@ -140,7 +137,7 @@ class Router:
     async def publish_emergency(self) -> None:
         """Write the policy's emergency numbers to Asterisk's globals (the dialplan reads them)."""
         policy = self.gate.policy()
-        forms, dials = emergency_forms(policy)
+        forms, dials = published_emergency(policy)
         try:
             await self.ari.set_global(EMERGENCY_NUMBERS, forms)
             await self.ari.set_global(EMERGENCY_DIALS, dials)
