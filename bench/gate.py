@@ -64,7 +64,7 @@ RING_MS = 10_000  # Originate's Timeout: the originating half gives up (cause 19
 CALL_TIMEOUT = 20.0  # a call that has not reported itself by then is lost
 
 # STASISSTATUS tells a continued call (SUCCESS) from one no app took (FAILED); a call the app hung up
-# reports itself from the h extension. Only callgate's calls mark their CDRs for its spend feed.
+# reports itself from the h extension. callgate marks the CDRs of the calls it admits for its spend feed.
 CONTEXT = """\
 [bench-{app}]
 exten => _X.,1,Set(BENCH_T0=${{STRFTIME(,,%s.%6q)}})
@@ -80,7 +80,7 @@ exten => h,1,GotoIf($["${{BENCH_T1}}" != ""]?done)
 """
 EXTENSIONS = (
     CONTEXT.format(app=NULL_APP, mark="NoOp()")
-    + CONTEXT.format(app=GATE_APP, mark="Set(CDR(callgate)=${CHANNEL(linkedid)})")
+    + CONTEXT.format(app=GATE_APP, mark="NoOp()")
     + "[bench-park]\nexten => s,1,Hangup()\n"  # where the originating half would go: never answered
 )
 

@@ -251,6 +251,10 @@ class Gate:
         # for allowed calls; a refused call never runs the dialplan again, so it is set here).
         variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
         limited = decision.verdict is Verdict.ALLOW and decision.reason is not Reason.EMERGENCY
+        if decision.reason is Reason.ALLOWED:
+            # The spend feed settles this leg from its CDR (cdr_manager.conf maps it as CallgateCall),
+            # also when the caller hangs up before the dialplan dials: it then costs nothing.
+            variables["CDR(callgate)"] = decision.reservation
         if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         if not await self.channels.set_variable(channel_id, *as_array(variables)):

@@ -5,8 +5,8 @@ Each gated leg holds its reservation under a reservation id, which the gate sets
 reservation stays charged, only the concurrency slots are freed), never with 0 seconds.
 
 From CDRs (the default): one call ends in several ``Cdr`` events (one per party A/B pair, and Local
-channels add pairs of their own). Only the records of the gated channel count: before it dials, the
-shipped dialplan sets ``CDR(callgate)=${CALLGATE_CALL}``, and the shipped ``cdr_manager.conf`` maps that
+channels add pairs of their own). Only the records of the gated channel count: when it admits a call, the
+gate sets ``CDR(callgate)`` to the reservation id, and the shipped ``cdr_manager.conf`` maps that
 variable into the event as ``CallgateCall``. Records without it are ignored. A route that fails over to a
 second trunk gives the gated channel one unanswered and one answered record, so the feed gathers a leg's
 records for ``QUIET`` seconds after the last one, then settles once with the sum of the billable seconds

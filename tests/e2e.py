@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,9 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from callgate.ami import AmiConnection, Message
-from tests.asterisk_rig import AsteriskInstance
-from tests.servers import free_port
+from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
+from tests.servers import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALPLAN = ROOT / "dialplan"
@@ -258,3 +261,72 @@ def caller_leg_hangup(number: str) -> Callable[[Message], bool]:
 
 def cdr_of(number: str) -> Callable[[Message], bool]:
     return lambda m: m.event == "Cdr" and m.get("Destination") == number
+
+
+@dataclass
+class Serving:
+    """A real Redis, a real Asterisk and `callgate serve` on them, for one test module."""
+
+    ast: AsteriskInstance
+    gate: Callgate
+    redis_url: str
+
+    def decisions(self) -> list[dict[str, str]]:
+        """The audit entries `callgate serve` logged so far (JSON log format), oldest first."""
+        text = self.gate.log.read_text(encoding="utf-8", errors="replace")
+        return [json.loads(line) for line in text.splitlines() if '"event": "decision"' in line]
+
+    def start_gate(self) -> None:
+        """Start `callgate serve` again and wait until it is ready for calls: connected to ARI and
+        reconciling. (ARI lists the app while no client holds it, so the listing alone says nothing
+        after a restart.)"""
+        ready = self._connections()
+        self.gate.start()
+        assert wait_until(lambda: self._connections() > ready, 20), self.gate.tail()
+
+    def _connections(self) -> int:
+        text = self.gate.log.read_text(encoding="utf-8", errors="replace")
+        return text.count("emergency numbers published")  # logged by Router.reconcile on connect
+
+    async def decision(self, dialled: str, since: int, seconds: float = 10) -> dict[str, str]:
+        """The first decision on `dialled` logged after the first `since` ones (waits for it)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = [d for d in self.decisions()[since:] if d["dialled"] == dialled]
+            if found or time.monotonic() > deadline:
+                assert found, f"no decision on {dialled!r}\n{self.gate.tail()}"
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(
+    root: Path,
+    dialplan: str,
+    policy: str,
+    configs: Callable[[AsteriskInstance], dict[str, str]] = shipped_configs,
+) -> Iterator[Serving]:
+    """Start Redis, Asterisk with `dialplan` and `configs`, and `callgate serve` with `policy`; wait
+    until the Stasis app is registered; stop them all afterwards."""
+    (root / "policy.yaml").write_text(policy, encoding="utf-8")
+    with (
+        redis_server(root / "redis") as redis_url,
+        asterisk(asterisk_prefix(), root / "ast", dialplan=dialplan, configs=configs) as ast,
+    ):
+        gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
+        gate.start()
+        try:
+            if not wait_until(lambda: app_registered(ast), 20):
+                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+            yield Serving(ast, gate, redis_url)
+        finally:
+            gate.stop()
+
+
+def trunk_numbers(watch: Watch) -> list[str]:
+    """Every number that reached the stand-in trunk (`PstnReached` user events) so far."""
+    return [
+        m.get("Number")
+        for m in watch.messages
+        if m.event == "UserEvent" and m.get("UserEvent") == "PstnReached"
+    ]

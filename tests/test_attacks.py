@@ -9,28 +9,25 @@ docs/security.md lists them with the threat they belong to.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from callgate.ami import Message
-from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
+from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
     DIALPLAN,
-    Callgate,
+    Serving,
     Watch,
-    app_registered,
-    callgate_env,
+    serving,
     shipped_configs,
-    wait_until,
+    trunk_numbers,
 )
-from tests.servers import free_port, redis_server
+from tests.servers import free_port
 
 pytestmark = pytest.mark.asterisk
 
@@ -125,61 +122,24 @@ max_contacts = 1
 """
 
 
-@dataclass
-class Rig:
-    ast: AsteriskInstance
-    gate: Callgate
-    redis_url: str
-
-
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = Path(tmp_path_factory.mktemp("attacks"))
-    (root / "policy.yaml").write_text(POLICY, encoding="utf-8")
-
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     def configs(ast: AsteriskInstance) -> dict[str, str]:
         return {**shipped_configs(ast), "pjsip_custom.conf": PHONE}
 
-    with (
-        redis_server(root / "redis") as redis_url,
-        asterisk(asterisk_prefix(), root / "ast", dialplan=EXTENSIONS, configs=configs) as ast,
-    ):
-        gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
-            yield Rig(ast, gate, redis_url)
-        finally:
-            gate.stop()
+    root = Path(tmp_path_factory.mktemp("attacks"))
+    with serving(root, EXTENSIONS, POLICY, configs) as rig:
+        yield rig
 
 
 @pytest.fixture
-async def watch(rig: Rig) -> AsyncIterator[Watch]:
+async def watch(rig: Serving) -> AsyncIterator[Watch]:
     w = await Watch.open(rig.ast)
     yield w
     await w.close()
 
 
-def pstn(watch: Watch) -> list[str]:
-    """Every number that reached the trunk so far."""
-    return [
-        m.get("Number")
-        for m in watch.messages
-        if m.event == "UserEvent" and m.get("UserEvent") == "PstnReached"
-    ]
-
-
-def decisions(rig: Rig) -> list[dict[str, str]]:
-    """The audit lines `callgate serve` logged (JSON log format)."""
-    out = []
-    for line in rig.gate.log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if '"event": "decision"' in line:
-            out.append(json.loads(line))
-    return out
-
-
-def phone_call(rig: Rig, number: str, *, from_user: str = "1002") -> None:
+def phone_call(rig: Serving, number: str, *, from_user: str = "1002") -> None:
     """One INVITE from the PJSIP phone 1002 (digest auth), its From: user chosen by the attacker."""
     args = ["sipp", "-sf", str(SCENARIOS / "call-refused.xml"), f"127.0.0.1:{rig.ast.sip_port}"]
     args += ["-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1"]
@@ -210,15 +170,15 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("dialled", INJECTIONS)
 async def test_the_dialled_string_cannot_add_arguments(
-    rig: Rig, watch: Watch, dialled: str
+    rig: Serving, watch: Watch, dialled: str
 ) -> None:
     """Finding 1 (and new encodings): a phone's request URI with a comma, '=', an escape or junk never
     chooses the extension or the call id, and never reaches the trunk."""
-    before = len(decisions(rig))
+    before = len(rig.decisions())
     await asyncio.to_thread(phone_call, rig, dialled, from_user="1002")
     await settled(watch, 1)
-    assert pstn(watch) == []
-    for d in decisions(rig)[before:]:
+    assert trunk_numbers(watch) == []
+    for d in rig.decisions()[before:]:
         assert d["verdict"] == "DENY", d
         assert d["extension"] in ("1002", ""), d
         assert "ATTACK" not in d["call_id"], d
@@ -228,30 +188,32 @@ async def test_the_dialled_string_cannot_add_arguments(
 
 
 async def test_a_phone_cannot_claim_another_extension_by_its_from_header(
-    rig: Rig, watch: Watch
+    rig: Serving, watch: Watch
 ) -> None:
     """Finding 3: phone 1002 (office: US only) sends From: 1005 (vip: Cuba allowed); it is judged as
     the endpoint that authenticated, 1002, and Cuba is refused."""
-    before = len(decisions(rig))
+    before = len(rig.decisions())
     await asyncio.to_thread(phone_call, rig, CUBA, from_user="1005")
     await settled(watch, 1)
-    assert pstn(watch) == []
-    mine = decisions(rig)[before:]
+    assert trunk_numbers(watch) == []
+    mine = rig.decisions()[before:]
     assert [(d["extension"], d["reason"]) for d in mine] == [("1002", "country_not_allowed")]
 
 
-async def test_a_local_channel_with_only_a_caller_id_is_nobody(rig: Rig, watch: Watch) -> None:
+async def test_a_local_channel_with_only_a_caller_id_is_nobody(rig: Serving, watch: Watch) -> None:
     """Finding 3: no endpoint and no CALLGATE_EXTENSION: the caller id 1005 is not trusted."""
+    before = len(rig.decisions())
     await watch.originate("", CUBA, caller_id="1005")
+    decided = await rig.decision(CUBA, before)
     await settled(watch)
-    assert pstn(watch) == []
-    assert decisions(rig)[-1]["reason"] == "unknown_extension"
+    assert trunk_numbers(watch) == []
+    assert decided["reason"] == "unknown_extension"
 
 
 # --- finding 2: one call id, many calls --------------------------------------------------------------
 
 
-async def test_a_shared_call_id_does_not_share_a_reservation(rig: Rig, watch: Watch) -> None:
+async def test_a_shared_call_id_does_not_share_a_reservation(rig: Serving, watch: Watch) -> None:
     """Finding 2: a domestic call under call id ATTACK, then four calls to Cuba under the same id:
     each is judged and counted (concurrent_calls: 2), at Cuba's rate, not handed the domestic one."""
 
@@ -273,7 +235,7 @@ async def test_a_shared_call_id_does_not_share_a_reservation(rig: Rig, watch: Wa
     for _ in range(4):
         await call(CUBA)
     await settled(watch, 3)
-    assert pstn(watch).count(CUBA[3:]) == 1, pstn(watch)
+    assert trunk_numbers(watch).count(CUBA[3:]) == 1, trunk_numbers(watch)
     client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
     try:
         rates = set()
@@ -291,7 +253,7 @@ async def test_a_shared_call_id_does_not_share_a_reservation(rig: Rig, watch: Wa
 
 @pytest.mark.parametrize(("dialled", "trunk"), [("112", "112"), ("999", "999"), ("9112", "112")])
 async def test_every_emergency_number_of_the_policy_is_placed(
-    rig: Rig, watch: Watch, dialled: str, trunk: str
+    rig: Serving, watch: Watch, dialled: str, trunk: str
 ) -> None:
     """Finding 4: 112 and 999 are on the policy's list but only 911/933/112 in the dialplan; each is
     placed, without a length limit, from an extension nobody knows."""
@@ -304,7 +266,9 @@ async def test_every_emergency_number_of_the_policy_is_placed(
     assert f"Local/{trunk}@pstn" in up, up
 
 
-async def test_emergency_numbers_are_placed_while_callgate_is_down(rig: Rig, watch: Watch) -> None:
+async def test_emergency_numbers_are_placed_while_callgate_is_down(
+    rig: Serving, watch: Watch
+) -> None:
     """Finding 4: the policy's list lives in AstDB, so 999 (in no dialplan) is placed with callgate
     stopped; a normal call is refused (fail closed)."""
     rig.gate.stop()
@@ -312,11 +276,10 @@ async def test_emergency_numbers_are_placed_while_callgate_is_down(rig: Rig, wat
         await watch.originate("1001", "999")
         await watch.originate("1001", "2125550160")
         await settled(watch, 3)
-        assert "999" in pstn(watch)
-        assert "2125550160" not in pstn(watch)
+        assert "999" in trunk_numbers(watch)
+        assert "2125550160" not in trunk_numbers(watch)
     finally:
-        rig.gate.start()
-        assert wait_until(lambda: app_registered(rig.ast), 20), rig.gate.tail()
+        rig.start_gate()
 
 
 # --- finding 5: transfers ----------------------------------------------------------------------------
@@ -328,7 +291,7 @@ def _hangup_of(prefix: str) -> Callable[[Message], bool]:
 
 @pytest.mark.parametrize("how", ["blind", "bridge"])
 async def test_a_transferred_trunk_call_is_still_cut_at_its_allowed_seconds(
-    rig: Rig, watch: Watch, how: str
+    rig: Serving, watch: Watch, how: str
 ) -> None:
     """Finding 5: extension 3000 may talk 4 s; once the carrier answers, the trunk call is moved on:
     blind-transferred by the phone to a colleague who talks for 120 s (a new bridge), or pulled into
@@ -375,11 +338,11 @@ async def test_a_transferred_trunk_call_is_still_cut_at_its_allowed_seconds(
     assert time.monotonic() - t0 < 8
 
 
-async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Rig, watch: Watch) -> None:
+async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Serving, watch: Watch) -> None:
     """Finding 5: the phone blind-transfers the trunk call to Cuba in its own context; the trunk
     channel enters callgate as nobody's call and is refused; Cuba is never reached."""
     number = "2125550171"
-    before = len(decisions(rig))
+    before = len(rig.decisions())
     await watch.originate("1001", number, hold=30)
     assert await watch.wait(lambda m: m.get("Number") == "1" + number, 10)
     phone = await watch.wait(
@@ -391,8 +354,8 @@ async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Rig, watch:
     )
     assert reply.get("Response") == "Success", reply.headers
     await settled(watch, 3)
-    assert CUBA[3:] not in pstn(watch)
-    refused = [d for d in decisions(rig)[before:] if d["dialled"] == CUBA]
+    assert CUBA[3:] not in trunk_numbers(watch)
+    refused = [d for d in rig.decisions()[before:] if d["dialled"] == CUBA]
     assert refused, "the transfer never reached callgate"
     assert all(d["verdict"] == "DENY" for d in refused), refused
     rig.ast.rx("channel request hangup all")
@@ -401,7 +364,7 @@ async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Rig, watch:
 # --- new attacks ---------------------------------------------------------------------------------------
 
 
-async def test_preset_verdict_variables_do_not_open_the_gate(rig: Rig, watch: Watch) -> None:
+async def test_preset_verdict_variables_do_not_open_the_gate(rig: Serving, watch: Watch) -> None:
     """New: a call that arrives with CALLGATE_VERDICT=ALLOW and a number already set (from an inherited
     variable) is still refused when callgate refuses it, and when callgate is down."""
     preset = ",CALLGATE_VERDICT=ALLOW,CALLGATE_NUMBER=+532345678,CALLGATE_MAX_SECONDS=7200"
@@ -411,23 +374,24 @@ async def test_preset_verdict_variables_do_not_open_the_gate(rig: Rig, watch: Wa
         await watch.originate("1001", CUBA, variables=preset)
         await settled(watch, 3)
     finally:
-        rig.gate.start()
-        assert wait_until(lambda: app_registered(rig.ast), 20), rig.gate.tail()
-    assert CUBA[3:] not in pstn(watch)
-    assert "532345678" not in pstn(watch)
+        rig.start_gate()
+    assert CUBA[3:] not in trunk_numbers(watch)
+    assert "532345678" not in trunk_numbers(watch)
 
 
 @pytest.mark.parametrize("ext", ["١٠٠٥", "１００５", "1۰۰5", "߁߀߀߅", "1005 ", "1005\u200b"])
-async def test_extensions_in_other_scripts_are_nobody(rig: Rig, watch: Watch, ext: str) -> None:
+async def test_extensions_in_other_scripts_are_nobody(rig: Serving, watch: Watch, ext: str) -> None:
     """Finding 7: digits of other scripts, a trailing space or a zero-width space are not 1005."""
+    before = len(rig.decisions())
     await watch.originate(ext, LONDON)
+    decided = await rig.decision(LONDON, before)
     await settled(watch)
-    assert pstn(watch) == []
-    assert decisions(rig)[-1]["reason"] == "unknown_extension"
+    assert trunk_numbers(watch) == []
+    assert decided["reason"] == "unknown_extension"
 
 
 async def test_a_caller_hanging_up_during_the_decision_leaves_nothing_reserved(
-    rig: Rig, watch: Watch
+    rig: Serving, watch: Watch
 ) -> None:
     """New: the caller hangs up while callgate decides; nothing stays reserved or stranded."""
     for i in range(10):
@@ -441,5 +405,5 @@ async def test_a_caller_hanging_up_during_the_decision_leaves_nothing_reserved(
         live = [await client.zcard(k) for k in left]
     finally:
         await client.aclose()
-    reached = [n for n in pstn(watch) if n.startswith("21255502")]
+    reached = [n for n in trunk_numbers(watch) if n.startswith("21255502")]
     assert sum(live) <= len(reached), (live, reached)

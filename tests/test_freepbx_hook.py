@@ -10,25 +10,14 @@ a busy first trunk fails over to the second, which runs the hook again on the sa
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
-from tests.e2e import (
-    DIALPLAN,
-    Callgate,
-    Watch,
-    app_registered,
-    callgate_env,
-    shipped_configs,
-    wait_until,
-)
-from tests.servers import redis_server
+from tests.asterisk_rig import AsteriskInstance
+from tests.e2e import DIALPLAN, Serving, Watch, serving, shipped_configs, trunk_numbers
 
 pytestmark = pytest.mark.asterisk
 
@@ -59,7 +48,17 @@ exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
 [park]
 exten => s,1,Wait(120)
  same => n,Hangup()
+
+; where a phone transfers a call: a colleague who answers and talks for two minutes
+[colleague]
+exten => 5,1,Dial(Local/s@colleague-phone)
+ same => n,Hangup()
+[colleague-phone]
+exten => s,1,Answer()
+ same => n,Wait(120)
+ same => n,Hangup()
 """
+FEATURES = "[featuremap]\natxfer => *2\n"  # FreePBX's default attended-transfer code
 
 POLICY = """\
 version: 1
@@ -73,77 +72,54 @@ profiles:
   vip:
     destinations: {allow_countries: [US, CU]}
     limits: {concurrent_calls: 5, max_call_duration: 1h}
+  short:
+    destinations: {allow_countries: [US]}
+    limits: {max_call_duration: 10s}
 extensions:
   - {match: "1001", profile: office}
   - {match: "1005", profile: vip}
+  - {match: "3000", profile: short}
 """
 
 
-@dataclass
-class Rig:
-    ast: AsteriskInstance
-    gate: Callgate
-    redis_url: str
-
-
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = Path(tmp_path_factory.mktemp("fpbx"))
-    (root / "policy.yaml").write_text(POLICY, encoding="utf-8")
-    with (
-        redis_server(root / "redis") as redis_url,
-        asterisk(
-            asterisk_prefix(), root / "ast", dialplan=EXTENSIONS, configs=shipped_configs
-        ) as ast,
-    ):
-        gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
-            yield Rig(ast, gate, redis_url)
-        finally:
-            gate.stop()
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    def configs(ast: AsteriskInstance) -> dict[str, str]:
+        return {**shipped_configs(ast), "features.conf": FEATURES}
+
+    with serving(Path(tmp_path_factory.mktemp("fpbx")), EXTENSIONS, POLICY, configs) as rig:
+        yield rig
 
 
 @pytest.fixture
-async def watch(rig: Rig) -> AsyncIterator[Watch]:
+async def watch(rig: Serving) -> AsyncIterator[Watch]:
     w = await Watch.open(rig.ast)
     yield w
     await w.close()
 
 
-def pstn(watch: Watch) -> list[str]:
-    return [m.get("Number") for m in watch.messages if m.get("UserEvent") == "PstnReached"]
-
-
-def decisions(rig: Rig) -> list[dict[str, str]]:
-    text = rig.gate.log.read_text(encoding="utf-8", errors="replace")
-    return [json.loads(line) for line in text.splitlines() if '"event": "decision"' in line]
-
-
-async def test_allowed_and_refused_calls(rig: Rig, watch: Watch) -> None:
+async def test_allowed_and_refused_calls(rig: Serving, watch: Watch) -> None:
     """The hook allows a domestic call (it reaches the trunk) and refuses Cuba for office."""
     await watch.originate("1001", "2125550101")
     await watch.originate("1001", CUBA)
     await asyncio.sleep(3)
-    assert pstn(watch) == ["2125550101"], rig.gate.tail()
+    assert trunk_numbers(watch) == ["2125550101"], rig.gate.tail()
 
 
 @pytest.mark.parametrize("outnum", [f"{CUBA},ext=1005,call=ATTACK", f"{CUBA}=1005", f"{CUBA} "])
-async def test_outnum_cannot_add_arguments(rig: Rig, watch: Watch, outnum: str) -> None:
+async def test_outnum_cannot_add_arguments(rig: Serving, watch: Watch, outnum: str) -> None:
     """Finding 1 through the FreePBX hook: OUTNUM with a comma, '=' or a space never reaches callgate
     as arguments and never reaches the trunk."""
-    before = len(decisions(rig))
+    before = len(rig.decisions())
     await watch.originate("1001", outnum)
     await asyncio.sleep(2)
-    assert pstn(watch) == []
-    assert decisions(rig)[before:] == []  # refused by the hook itself, before Stasis()
+    assert trunk_numbers(watch) == []
+    assert rig.decisions()[before:] == []  # refused by the hook itself, before Stasis()
 
 
 @pytest.mark.parametrize("number", ["112", "999"])
 async def test_emergency_numbers_are_placed_whatever_the_route(
-    rig: Rig, watch: Watch, number: str
+    rig: Serving, watch: Watch, number: str
 ) -> None:
     """Finding 4: on a route not marked Emergency, a number of the policy's list is still placed, with
     no L(0) appended to the trunk options."""
@@ -153,15 +129,17 @@ async def test_emergency_numbers_are_placed_whatever_the_route(
     assert f"Local/{number}@pstn" in rig.ast.rx("core show channels concise")
 
 
-async def test_a_failover_is_one_call_and_ampuser_cannot_be_claimed(rig: Rig, watch: Watch) -> None:
+async def test_a_failover_is_one_call_and_ampuser_cannot_be_claimed(
+    rig: Serving, watch: Watch
+) -> None:
     """Finding 2: the first trunk is busy, the hook runs again on the same channel: the same decision,
     counted once. Finding 3: AMPUSER says 1005 but the channel is no PJSIP endpoint here, so AMPUSER
     is the identity; a PJSIP phone's endpoint would win (tests/test_attacks.py)."""
-    before = len(decisions(rig))
+    before = len(rig.decisions())
     await watch.originate("1005", CUBA, variables=",FAILOVER=1")
     assert await watch.wait(lambda m: m.get("Number") == CUBA[3:] or m.get("Number") == CUBA, 10)
     await asyncio.sleep(1)
-    mine = decisions(rig)[before:]
+    mine = rig.decisions()[before:]
     assert [(d["verdict"], d["replayed"]) for d in mine] == [("ALLOW", "0"), ("ALLOW", "1")]
     assert mine[0]["reservation"] == mine[1]["reservation"]
     client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
@@ -170,3 +148,34 @@ async def test_a_failover_is_one_call_and_ampuser_cannot_be_claimed(rig: Rig, wa
     finally:
         await client.aclose()
     assert len(held) <= 1
+
+
+async def test_an_attended_transfer_does_not_lift_the_limit(rig: Serving, watch: Watch) -> None:
+    """Finding 5 in FreePBX's shape: TRUNK_OPTIONS=T lets the phone transfer the trunk call. Extension
+    3000 may talk 10 s; after the carrier answers, the phone starts an attended transfer (*2, AMI
+    Atxfer), dials its colleague (5 in the transfer context), who answers and would talk for 120 s, and
+    hangs up to complete it. The trunk call, now bridged with the colleague, is still hung up 10 s
+    after its answer."""
+    number = "2125550180"
+    await watch.originate("3000", number, hold=60)
+    assert await watch.wait(lambda m: m.get("Number") == number, 10), rig.gate.tail()
+    answered = asyncio.get_running_loop().time()
+    dial = await watch.wait(
+        lambda m: m.event == "DialEnd" and m.get("Channel").startswith(f"Local/{number}@phones-"), 5
+    )
+    assert dial is not None
+    phone = dial.get("Channel")
+    reply = await watch.conn.send("Atxfer", Channel=phone, Exten="5", Context="colleague")
+    assert reply.get("Response") == "Success", reply.headers
+    colleague = await watch.wait(
+        lambda m: m.event == "Newexten" and m.get("Context") == "colleague-phone", 8
+    )
+    assert colleague is not None, rig.ast.log_tail(30)
+    await asyncio.sleep(0.5)
+    await watch.conn.send("Hangup", Channel=phone)  # the transferer hangs up: transfer complete
+    assert await watch.wait(lambda m: m.event == "AttendedTransfer", 5), rig.ast.log_tail(30)
+    gone = await watch.wait(
+        lambda m: m.event == "Hangup" and m.get("Channel").startswith(f"Local/{number}@pstn-"), 20
+    )
+    assert gone is not None, "the transferred trunk call was not hung up\n" + rig.ast.log_tail(40)
+    assert asyncio.get_running_loop().time() - answered < 14
