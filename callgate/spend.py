@@ -22,6 +22,13 @@ Asterisk counts billable seconds (whole seconds, rounded down). A hangup whose a
 (callgate restarted during the call, an AMI gap) is charged in full, unless the channel never came up
 (its state at hangup is not Up): a channel that was never answered spent nothing.
 
+A leg is over when its trunk channel is over too. When the trunk answers, the dialplan's
+``[callgate-limit]`` (Dial's ``U()``) puts the reservation id on the trunk channel (``CALLGATE_CALL`` and
+``CDR(callgate)``) and raises ``UserEvent: CallgateTrunk``. The feed keeps such channels as the leg's
+*carriers* until their ``Hangup``: while one is up (the phone transferred the trunk call elsewhere and
+hung up), the leg is not settled, so its concurrency slot and its money stay held; the trunk channel's own
+records (CDR mode) or its hang-up (hangup mode) then complete the leg's seconds.
+
 Settling is idempotent in the store, so a repeated or late event costs nothing twice. A leg whose events
 never arrive is charged in full when its reservation expires.
 """
@@ -56,7 +63,10 @@ MAX_BILLSEC = 31 * 86400
 _SECONDS = re.compile(r"[0-9]{1,12}")
 # Channel states (ChannelState) of a channel that was never answered: all but 6 (Up).
 NEVER_UP = frozenset({"0", "1", "2", "3", "4", "5", "7", "8", "9"})
-LEGS = 100_000  # hangup mode: legs remembered between their DialEnd and their Hangup
+LEGS = 100_000  # legs (and trunk channels) remembered until their Hangup
+TRUNK_EVENT = (
+    "CallgateTrunk"  # UserEvent raised by the dialplan's [callgate-limit] on the trunk channel
+)
 
 
 def call_id(message: Message) -> str:
@@ -105,12 +115,18 @@ class SpendFeed:
         self.source = source  # "cdr" | "hangup"
         self.clock = clock
         self.legs: dict[str, _Leg] = {}  # hangup mode: reservation id -> its leg, until its Hangup
+        # reservation id -> the trunk channels (Uniqueid) that carry it and are still up
+        self.carriers: dict[str, set[str]] = {}
+        # hangup mode: legs whose gated channel hung up while their trunk channel is still up
+        self.deferred: dict[str, float | None] = {}
         self.limit = LEGS
         self.pending: dict[str, int | None] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def on_event(self, message: Message) -> None:
+        if self._follow_trunk(message):
+            return
         if self.source == "hangup":
             self._on_channel_event(message)
             return
@@ -148,6 +164,9 @@ class SpendFeed:
                 self.legs[rid] = leg._replace(answered=self.clock())
         elif message.event == "Hangup":
             self.legs.pop(rid, None)
+            if self.carriers.get(rid):  # transferred: the trunk call goes on; settle when it ends
+                self.deferred[rid] = leg.answered if leg is not None else None
+                return
             if leg is not None and leg.answered is not None:
                 self._start(rid, int(self.clock() - leg.answered))
             elif message.get("ChannelState") in NEVER_UP:
@@ -158,6 +177,41 @@ class SpendFeed:
                     "charged in full", rid,
                 )  # fmt: skip
                 self._start(rid, None)
+
+    def _follow_trunk(self, message: Message) -> bool:
+        """Keep track of the trunk channels that carry a leg; True when the event was one of theirs."""
+        if message.event == "UserEvent" and message.get("UserEvent") == TRUNK_EVENT:
+            rid = message.get("Call")
+            if rid:
+                self.carriers.setdefault(rid, set()).add(message.get("Uniqueid"))
+                if len(self.carriers) > self.limit:  # hang-ups missed: forget the oldest
+                    for old in list(self.carriers)[: len(self.carriers) - self.limit // 2]:
+                        del self.carriers[old]
+            return True
+        if message.event != "Hangup":
+            return False
+        rid = message.variable(RESERVATION_VARIABLE)
+        channels = self.carriers.get(rid)
+        if not rid or channels is None or message.get("Uniqueid") not in channels:
+            return False
+        channels.discard(message.get("Uniqueid"))
+        if not channels:
+            del self.carriers[rid]
+            self._trunk_over(rid)
+        return True
+
+    def _trunk_over(self, rid: str) -> None:
+        """The last trunk channel of a leg hung up: the leg may now be settled."""
+        if self.source == "hangup":
+            if rid in self.deferred:
+                answered = self.deferred.pop(rid)
+                self._start(rid, None if answered is None else int(self.clock() - answered))
+            return
+        if rid in self.pending:  # its records are in: settle a quiet moment after the last one
+            timer = self.timers.pop(rid, None)
+            if timer is not None:
+                timer.cancel()
+            self.timers[rid] = asyncio.get_running_loop().call_later(self.quiet, self._due, rid)
 
     def _forget_oldest(self) -> None:
         """Legs whose Hangup was missed: forget the oldest. They are then charged in full."""
@@ -172,6 +226,8 @@ class SpendFeed:
 
     def _due(self, rid: str) -> None:
         self.timers.pop(rid, None)
+        if self.carriers.get(rid):
+            return  # its trunk channel is still up (a transfer): the trunk's Hangup settles it
         self._start(rid, self.pending.pop(rid, 0))
 
     async def _run(self, rid: str, billsec: int | None) -> None:

@@ -296,9 +296,13 @@ async def test_a_transferred_trunk_call_is_still_cut_at_its_allowed_seconds(
     """Finding 5: extension 3000 may talk 4 s; once the carrier answers, the trunk call is moved on:
     blind-transferred by the phone to a colleague who talks for 120 s (a new bridge), or pulled into
     another bridge with AMI Bridge (as an attended transfer does). The trunk channel is hung up at 4 s
-    after its answer wherever it went, not 120 s later."""
+    after its answer wherever it went, not 120 s later. And the phone that hung up after the transfer
+    does not free the call's concurrency slot and money: the leg settles when the trunk call ends,
+    charged for all of it."""
     number = f"21255501{72 if how == 'blind' else 73}"
+    before = len(rig.decisions())
     await watch.originate("3000", number, hold=60)
+    rid = (await rig.decision(number, before))["reservation"]
     answered = await watch.wait(lambda m: m.get("Number") == "1" + number, 10)
     assert answered is not None
     t0 = time.monotonic()
@@ -333,9 +337,29 @@ async def test_a_transferred_trunk_call_is_still_cut_at_its_allowed_seconds(
             "Bridge", Channel1=phone.get("DestChannel"), Channel2=parked.get("Channel")
         )
     assert reply.get("Response") == "Success", reply.headers
-    gone = await watch.wait(_hangup_of(f"Local/+1{number}@pstn-"), 15)
-    assert gone is not None, "the transferred trunk call was not hung up\n" + rig.ast.log_tail(30)
-    assert time.monotonic() - t0 < 8
+    phone_record = await watch.wait(
+        lambda m: m.event == "Cdr" and m.get("CallgateCall") == rid and m.get("Channel") != "", 5
+    )
+    assert phone_record is not None
+    await asyncio.sleep(1.5)  # the spend feed's quiet second has passed since the phone's record
+    client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
+    try:
+        if not watch.find(_hangup_of(f"Local/+1{number}@pstn-")):  # the trunk call is still up
+            assert await client.exists(f"cg:{{atk}}:r:{rid}"), "released while the call goes on"
+        gone = await watch.wait(_hangup_of(f"Local/+1{number}@pstn-"), 15)
+        assert gone is not None, "the transferred trunk call was not hung up\n" + rig.ast.log_tail(
+            30
+        )
+        assert time.monotonic() - t0 < 8
+        for _ in range(60):
+            done = await client.get(f"cg:{{atk}}:done:{rid}")
+            if done:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    assert done is not None, rig.gate.tail()
+    assert int(done.split(":")[2]) >= 3  # charged for the trunk call's whole 4 s, not 0
 
 
 async def test_a_transfer_to_an_external_number_is_itself_gated(rig: Serving, watch: Watch) -> None:

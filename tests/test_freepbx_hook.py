@@ -155,9 +155,11 @@ async def test_an_attended_transfer_does_not_lift_the_limit(rig: Serving, watch:
     3000 may talk 10 s; after the carrier answers, the phone starts an attended transfer (*2, AMI
     Atxfer), dials its colleague (5 in the transfer context), who answers and would talk for 120 s, and
     hangs up to complete it. The trunk call, now bridged with the colleague, is still hung up 10 s
-    after its answer."""
+    after its answer, and charged for all of it."""
     number = "2125550180"
+    before = len(rig.decisions())
     await watch.originate("3000", number, hold=60)
+    rid = (await rig.decision(number, before))["reservation"]
     assert await watch.wait(lambda m: m.get("Number") == number, 10), rig.gate.tail()
     answered = asyncio.get_running_loop().time()
     dial = await watch.wait(
@@ -179,3 +181,15 @@ async def test_an_attended_transfer_does_not_lift_the_limit(rig: Serving, watch:
     )
     assert gone is not None, "the transferred trunk call was not hung up\n" + rig.ast.log_tail(40)
     assert asyncio.get_running_loop().time() - answered < 14
+    # the phone hung up seconds before: the leg was settled only now, for the trunk call's whole 10 s
+    client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
+    try:
+        for _ in range(60):
+            done = await client.get(f"cg:{{fpbx}}:done:{rid}")
+            if done:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    assert done is not None, rig.gate.tail()
+    assert int(done.split(":")[2]) >= 9

@@ -419,3 +419,54 @@ async def test_hangup_without_answer_through_the_gate_charges_in_full_and_frees_
     assert spent == 1_000_000 == int(first.reserved * 1_000_000)  # 10 min at 0.10: all of it
     second = await gate.decide(CallAttempt("1734.0", "1001", "2125550125"))
     assert second.allowed
+
+
+def trunk_answered(uniqueid: str, call: str) -> Message:
+    """The user event the dialplan's [callgate-limit] raises on the trunk channel when it answers."""
+    text = f"Event: UserEvent\r\nUserEvent: CallgateTrunk\r\nUniqueid: {uniqueid}\r\nCall: {call}\r\n\r\n"
+    return parse_message(text.encode())
+
+
+async def test_a_transferred_call_holds_its_reservation_until_the_trunk_hangs_up() -> None:
+    """New attack: the phone transfers its trunk call elsewhere and hangs up, to free its concurrency
+    slot and the rest of its money while the call goes on. Hangup mode: the leg settles only when the
+    trunk channel hangs up, with every second from the answer."""
+    feed, recorder, now = hangup_feed()
+    feed.on_event(dial_end("1732.1", "R:1"))
+    feed.on_event(trunk_answered("1732.2", "R:1"))
+    now[0] += 10
+    feed.on_event(channel_event("Hangup", "1732.1", call="R:1"))  # the phone leaves: transferred
+    await asyncio.sleep(0)
+    assert recorder.settled == []
+    now[0] += 50
+    feed.on_event(channel_event("Hangup", "1732.2", call="R:1"))  # the trunk call ends
+    await settle_all(feed)
+    assert recorder.settled == [("R:1", 60)]
+
+
+async def test_a_transferred_call_in_cdr_mode_adds_the_trunk_records() -> None:
+    """CDR mode: the phone's record comes at the transfer; the leg is settled only after the trunk
+    channel hung up, with the seconds of its own records added."""
+    recorder = Recorder()
+    feed = SpendFeed(recorder, quiet=0.05)
+    feed.on_event(trunk_answered("1732.2", "R:1"))
+    feed.on_event(cdr("R:1", "ANSWERED", "10"))  # the phone's record, at the transfer
+    await asyncio.sleep(0.2)
+    assert recorder.settled == []
+    feed.on_event(channel_event("Hangup", "1732.2", call="R:1"))
+    feed.on_event(cdr("R:1", "ANSWERED", "50"))  # the trunk channel's record in its new bridge
+    await asyncio.sleep(0.2)
+    await feed.flush()
+    assert recorder.settled == [("R:1", 60)]
+
+
+async def test_an_untransferred_call_settles_as_before() -> None:
+    """The trunk channel hangs up with the phone (either first): nothing is deferred."""
+    feed, recorder, now = hangup_feed()
+    feed.on_event(dial_end("1732.1", "R:1"))
+    feed.on_event(trunk_answered("1732.2", "R:1"))
+    now[0] += 30
+    feed.on_event(channel_event("Hangup", "1732.2", call="R:1"))
+    feed.on_event(channel_event("Hangup", "1732.1", call="R:1"))
+    await settle_all(feed)
+    assert recorder.settled == [("R:1", 30)]
