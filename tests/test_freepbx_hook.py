@@ -192,4 +192,4 @@ async def test_an_attended_transfer_does_not_lift_the_limit(rig: Serving, watch:
     finally:
         await client.aclose()
     assert done is not None, rig.gate.tail()
-    assert int(done.split(":")[2]) >= 9
+    assert int(str(done).split(":")[2]) >= 9
