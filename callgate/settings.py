@@ -1,129 +1,58 @@
 """Service settings for ``callgate serve``: a TOML file, then ``CALLGATE_<SECTION>_<KEY>`` variables.
 
-Every setting has one name in both places: ``[ari] url`` in the file is ``CALLGATE_ARI_URL`` in the
-environment, and the environment wins. All problems are collected and reported together as a
-:class:`~callgate.errors.SettingsError` that names each setting and what was expected. A message never
-shows a secret: the values of ``[ari] password``, ``[ami] secret`` and ``[alerts] smtp_password`` are
-never echoed (not even when written as a number), URLs are shown through :func:`redact_url`, and a
-value that holds one of the secrets is not shown at all. :meth:`Settings.secrets` lists them for
-``serve``'s log filter::
+What the settings are (their names, types, defaults, allowed values, which are secrets) is declared once,
+in :data:`callgate.settingtable.TABLE`; this module reads them by that table. Every setting has one name
+in both places: ``[ari] url`` in the file is ``CALLGATE_ARI_URL`` in the environment, and the
+environment wins. All problems are collected and reported together as a
+:class:`~callgate.errors.SettingsError` that names each setting and what was expected; a key the table
+does not know is refused with the file and the key named. A message never shows a secret: the values
+of the table's secrets are never echoed (not even when written as a number), URLs are shown through
+:func:`redact_url`, and a value that holds one of the secrets is not shown at all.
+:meth:`Settings.secrets` lists them for ``serve``'s log filter.
 
-    [ari]
-    url = "http://127.0.0.1:8088/ari"   # required
-    user = "callgate"                   # required
-    password = "..."                    # required
-    app = "callgate"                    # the Stasis application name; one per running instance
-
-    [ami]
-    host = "127.0.0.1"
-    port = 5038
-    user = "callgate"                   # required unless enabled = false
-    secret = "..."
-    enabled = true
-    settle_from = "cdr"                 # cdr: Cdr events (cdr_manager); hangup: DialEnd/Hangup events
-
-    [redis]
-    url = "redis://127.0.0.1:6379/0"
-
-    [policy]
-    source = "file"                     # file: this file, watched and re-read on change or SIGHUP
-                                        # redis: the version pushed with `callgate policy push`
-    file = "/etc/callgate/policy.yaml"  # required for source = "file"; for "redis", used only while
-                                        # Redis holds no policy yet (optional)
-    site = ""                           # required for source = "redis": the site.name to follow
-
-    [gate]
-    deadline = 1.0                      # seconds a decision may wait for Redis
-    deny_cause = 21                     # Q.850 cause of a refusal (21: call rejected, SIP 403)
-    deny_context = ""                   # continue denied calls to this context and label instead
-    deny_label = ""
-    timeout_absolute = true             # set TIMEOUT(absolute) as a backstop for Dial's L()
-
-    [log]
-    format = "text"                     # text | json
-    level = "info"
-
-    [alerts]                            # where alerts go is the policy's alerts: (webhook, syslog);
-    min_interval = 300.0                # the box's own parts are here. Repeats of one alert within
-    deny_burst = 10                     # min_interval are summed up in one summary. A deny burst:
-    deny_window = 60.0                  # deny_burst refusals of one extension (site_burst of the site)
-    site_burst = 50                     # within deny_window seconds.
-    syslog_address = "/dev/log"         # or "host:514" (UDP)
-    smtp_host = ""                      # set to send e-mail; CALLGATE_ALERTS_SMTP_PASSWORD for secrets
-    smtp_port = 25
-    smtp_starttls = false
-    smtp_user = ""
-    smtp_password = ""
-    mail_from = "callgate@localhost"
-    mail_to = ""                        # comma-separated addresses
-
-    [metrics]                           # Prometheus /metrics and /health for the supervisor
-    enabled = true
-    host = "127.0.0.1"
-    port = 9464
+``python -m callgate.settings --sample`` prints ``packaging/callgate.toml``, ``--update-guide`` rewrites
+the settings reference in ``docs/operations.md``; both are made from the table by
+:mod:`callgate.settingdoc`.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
+import dataclasses
+import difflib
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.connection import parse_url as parse_redis_url
 
 from callgate.errors import SettingsError
 from callgate.gate import GateSettings
+from callgate.settingtable import (
+    FALSE_WORDS,
+    SECTIONS,
+    TABLE,
+    TRUE_WORDS,
+    Form,
+    LogFormat,
+    LogLevel,
+    PolicySource,
+    Setting,
+    SettleFrom,
+    one_of,
+)
 
-# section -> key -> (type, default); a default of None means required.
-SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
-    "ari": {
-        "url": (str, None),
-        "user": (str, None),
-        "password": (str, None),
-        "app": (str, "callgate"),
-    },
-    "ami": {
-        "host": (str, "127.0.0.1"),
-        "port": (int, 5038),
-        "user": (str, ""),
-        "secret": (str, ""),
-        "enabled": (bool, True),
-        "settle_from": (str, "cdr"),
-    },
-    "redis": {"url": (str, "redis://127.0.0.1:6379/0")},
-    "policy": {"source": (str, "file"), "file": (str, ""), "site": (str, "")},
-    "gate": {
-        "deadline": (float, 1.0),
-        "deny_cause": (int, 21),
-        "deny_context": (str, ""),
-        "deny_label": (str, ""),
-        "timeout_absolute": (bool, True),
-    },
-    "log": {"format": (str, "text"), "level": (str, "info")},
-    "alerts": {
-        "min_interval": (float, 300.0),
-        "deny_burst": (int, 10),
-        "deny_window": (float, 60.0),
-        "site_burst": (int, 50),
-        "syslog_address": (str, "/dev/log"),
-        "smtp_host": (str, ""),
-        "smtp_port": (int, 25),
-        "smtp_starttls": (bool, False),
-        "smtp_user": (str, ""),
-        "smtp_password": (str, ""),
-        "mail_from": (str, "callgate@localhost"),
-        "mail_to": (str, ""),
-    },
-    "metrics": {"host": (str, "127.0.0.1"), "port": (int, 9464), "enabled": (bool, True)},
+KEYS: Final = {section: {s.key: s for s in TABLE if s.section == section} for section in SECTIONS}
+BY_NAME: Final = {s.name: s for s in TABLE}
+# The old shape, section -> key -> (type, default); a default of None means required. A view of TABLE.
+SCHEMA: Final = {
+    section: {k: (s.kind, s.default) for k, s in keys.items()} for section, keys in KEYS.items()
 }
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-SECRET_KEYS = frozenset({("ari", "password"), ("ami", "secret"), ("alerts", "smtp_password")})
-URL_KEYS = frozenset({("ari", "url"), ("redis", "url")})
+URL_FORMS = frozenset({Form.ARI_URL, Form.REDIS_URL})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 REDIS_FORM = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
 HIDDEN = "***"
@@ -131,44 +60,62 @@ HIDDEN = "***"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The settings read: one attribute per row of the table, ``<section>_<key>``, but [gate] is
+    :attr:`gate` (the gate's own :class:`~callgate.gate.GateSettings`). A test holds these attributes
+    and their types equal to the table."""
+
     ari_url: str
     ari_user: str
-    ari_password: str = field(repr=False)
+    ari_password: str
     ari_app: str
     ami_host: str
     ami_port: int
     ami_user: str
-    ami_secret: str = field(repr=False)
+    ami_secret: str
     ami_enabled: bool
-    redis_url: str = field(repr=False)
-    policy_source: str
+    ami_settle_from: SettleFrom
+    redis_url: str
+    policy_source: PolicySource
     policy_file: str
     policy_site: str
-    gate: GateSettings = field(default_factory=GateSettings)
-    log_format: str = "text"
-    log_level: str = "info"
-    ami_settle_from: str = "cdr"
-    alerts_min_interval: float = 300.0
-    alerts_deny_burst: int = 10
-    alerts_deny_window: float = 60.0
-    alerts_site_burst: int = 50
-    alerts_syslog_address: str = "/dev/log"
-    alerts_smtp_host: str = ""
-    alerts_smtp_port: int = 25
-    alerts_smtp_starttls: bool = False
-    alerts_smtp_user: str = ""
-    alerts_smtp_password: str = field(default="", repr=False)
-    alerts_mail_from: str = "callgate@localhost"
-    alerts_mail_to: str = ""
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464
-    metrics_enabled: bool = True
+    gate: GateSettings
+    log_format: LogFormat
+    log_level: LogLevel
+    alerts_min_interval: float
+    alerts_deny_burst: int
+    alerts_deny_window: float
+    alerts_site_burst: int
+    alerts_syslog_address: str
+    alerts_smtp_host: str
+    alerts_smtp_port: int
+    alerts_smtp_starttls: bool
+    alerts_smtp_user: str
+    alerts_smtp_password: str
+    alerts_mail_from: str
+    alerts_mail_to: str
+    metrics_enabled: bool
+    metrics_host: str
+    metrics_port: int
+
+    def __repr__(self) -> str:
+        """Every value, but a secret as ``***`` and a URL redacted: safe for a debugger or a log."""
+        shown = []
+        for f in dataclasses.fields(self):
+            value, setting = getattr(self, f.name), BY_NAME.get(f.name)
+            if setting and setting.secret:
+                value = HIDDEN
+            elif setting and setting.form in URL_FORMS:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret these settings hold (passwords, the AMI secret, a password in the Redis
-        URL), for a log filter that keeps them out of every line."""
-        found = [self.ari_password, self.ami_secret, self.alerts_smtp_password]
-        found += url_secrets(self.redis_url) + url_secrets(self.ari_url)
+        """Every secret these settings hold (passwords, the AMI secret, a password in a URL), for a
+        log filter that keeps them out of every line."""
+        found = [str(getattr(self, s.name)) for s in TABLE if s.secret]
+        found += [
+            x for s in TABLE if s.form in URL_FORMS for x in url_secrets(getattr(self, s.name))
+        ]
         if self.ari_password:  # as the Authorization header carries it
             found.append(basic_token(self.ari_user, self.ari_password))
         return tuple(dict.fromkeys(s for s in found if s))
@@ -249,146 +196,148 @@ def _ari_url_problem(url: str) -> str | None:
     return None
 
 
-def _shown(where: tuple[str, str], value: object, secrets: Iterable[str]) -> str:
+def _user_name_problem(user: str) -> str | None:
+    return "a user name cannot hold ':' (HTTP Basic)" if ":" in user else None
+
+
+FORM_CHECKS: Final[dict[Form, Callable[[str], str | None]]] = {
+    Form.ARI_URL: _ari_url_problem,
+    Form.REDIS_URL: redis_url_problem,
+    Form.USER_NAME: _user_name_problem,
+}
+
+
+def _shown(setting: Setting, value: object, secrets: Iterable[str]) -> str:
     """How a setting's value appears in an error message: secrets never, URLs redacted."""
-    if where in SECRET_KEYS:
+    if setting.secret:
         kinds = {bool: "true or false", int: "a number", float: "a number", dict: "a table"}
         return f"{kinds.get(type(value), 'a ' + type(value).__name__)} (not shown: it is a secret)"
-    text = redact_url(value) if where in URL_KEYS and isinstance(value, str) else repr(value)
+    url = setting.form in URL_FORMS and isinstance(value, str)
+    text = redact_url(str(value)) if url else repr(value)
     if any(secret in text for secret in secrets):
         return "a value that is not shown (it holds a secret)"
-    return repr(text) if where in URL_KEYS and isinstance(value, str) else text
+    return repr(text) if url else text
 
 
-def _convert(
-    kind: type, value: object, name: str, problems: list[str], shown: Callable[[object], str]
-) -> object:
+def _convert(kind: type, value: object) -> object:
+    """``value`` as a ``kind``; a string (from the environment) is read. ValueError says what was
+    expected."""
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         if kind is bool:
-            if text in _TRUE | _FALSE:
-                return text in _TRUE
-            problems.append(f"{name}: expected true or false, got {shown(value)}")
-            return None
+            if text in TRUE_WORDS + FALSE_WORDS:
+                return text in TRUE_WORDS
+            raise ValueError("true or false")
         try:
             return kind(text)
         except ValueError:
-            problems.append(f"{name}: expected {kind.__name__}, got {shown(value)}")
-            return None
+            raise ValueError(kind.__name__) from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if type(value) is not kind:
-        hint = " (write it in quotes)" if kind is str else ""
-        problems.append(f"{name}: expected {kind.__name__}{hint}, got {shown(value)}")
-        return None
+    if type(value) is not kind and not (kind is str and isinstance(value, str)):  # a mode's default
+        raise ValueError(kind.__name__ + (" (write it in quotes)" if kind is str else ""))
     return value
+
+
+def _read(setting: Setting, raw: object, secrets: tuple[str, ...]) -> tuple[object, str | None]:
+    """One setting's value by the table's row: its type, its choices, its limits, its form; or why not."""
+    where = setting.where
+    if raw is None or (raw == "" and setting.required):
+        return None, f"{where}: required, not set"
+    try:
+        value = _convert(setting.base, raw)
+    except ValueError as exc:
+        return None, f"{where}: expected {exc}, got {_shown(setting, raw, secrets)}"
+    if setting.choices:
+        if value not in setting.choices:
+            return (
+                None,
+                f"{where}: expected {one_of(setting.choices)}, got {_shown(setting, raw, secrets)}",
+            )
+        return setting.kind(value), None
+    if setting.limits and isinstance(value, int | float):
+        low, high = setting.limits
+        if not low <= value <= high:
+            unit = f" {setting.unit}" if setting.unit else ""
+            shown = _shown(setting, value, secrets)
+            return None, f"{where}: expected {low:g} to {high:g}{unit}, got {shown}"
+    check = FORM_CHECKS.get(setting.form)
+    problem = check(value) if check and isinstance(value, str) else None
+    if problem:
+        got = f"; got {_shown(setting, value, secrets)}" if setting.form in URL_FORMS else ""
+        return None, f"{where}: {problem}{got}"
+    return value, None
+
+
+def _written(path: str | None, data: Mapping[str, Any]) -> list[str]:
+    """What the file holds that is not a setting: each unknown section and key, with the file."""
+    problems = []
+    for section, value in data.items():
+        if section not in KEYS:
+            problems.append(
+                f"{path}: unknown section [{section}]; expected one of {', '.join(KEYS)}"
+            )
+        elif not isinstance(value, dict):
+            problems.append(f"{path}: {section} must be a section ([{section}]), not a value")
+        else:
+            for key in value:
+                if key not in KEYS[section]:
+                    near = difflib.get_close_matches(key, KEYS[section], n=1)
+                    hint = f"; did you mean {near[0]!r}?" if near else ""
+                    problems.append(f"{path}: [{section}] unknown key {key!r}{hint}")
+    return problems
 
 
 def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
     """Settings from an optional TOML file and the environment; SettingsError lists every problem."""
-    problems: list[str] = []
     data: dict[str, Any] = {}
     if path:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{path}: cannot read the settings file: {exc}") from exc
-    for section, value in data.items():
-        if section in SCHEMA and not isinstance(value, dict):
-            problems.append(f"{path}: {section} must be a section ([{section}]), not a value")
-            continue
-        if section not in SCHEMA:
-            problems.append(
-                f"{path}: unknown section [{section}]; expected one of {', '.join(SCHEMA)}"
-            )
-            continue
-        problems += [
-            f"{path}: [{section}] unknown key {k!r}" for k in value if k not in SCHEMA[section]
-        ]
-    raw_values: dict[tuple[str, str], object] = {}
-    for section, keys in SCHEMA.items():
-        for key, (_, default) in keys.items():
-            env = f"CALLGATE_{section}_{key}".upper()
-            table = data.get(section)
-            written = table.get(key, default) if isinstance(table, dict) else default
-            raw_values[section, key] = environ.get(env, written)
-    secrets = _raw_secrets(raw_values)
-    values: dict[str, object] = {}
-    for (section, key), raw in raw_values.items():
-        kind, default = SCHEMA[section][key]
-        where = f"CALLGATE_{section}_{key}".upper() + f" / [{section}] {key}"
-        if raw is None or (raw == "" and default is None):
-            problems.append(f"{where}: required, not set")
-            continue
-        shown = functools.partial(_shown, (section, key), secrets=secrets)
-        values[f"{section}_{key}"] = _convert(kind, raw, where, problems, shown)
-    _check(values, problems, secrets)
+    problems = _written(path, data)
+    raw: dict[Setting, object] = {}
+    for setting in TABLE:
+        table = data.get(setting.section)
+        written = (
+            table.get(setting.key, setting.default) if isinstance(table, dict) else setting.default
+        )
+        raw[setting] = environ.get(setting.env, written)
+    secrets = _raw_secrets(raw)
+    values: dict[tuple[str, str], Any] = {}
+    for setting, value in raw.items():
+        read, problem = _read(setting, value, secrets)
+        values[setting.section, setting.key] = read
+        problems += [problem] if problem else []
+    for setting in TABLE:  # "" where another setting's value needs it; None was reported above
+        when, value = setting.required_while, values[setting.section, setting.key]
+        if when and values[when.section, when.key] == when.value and value == "":
+            problems.append(f"{setting.where}: required while {when}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-    gate = GateSettings(
-        deadline=values["gate_deadline"],  # type: ignore[arg-type]
-        deny_cause=values["gate_deny_cause"],  # type: ignore[arg-type]
-        deny_context=values["gate_deny_context"],  # type: ignore[arg-type]
-        deny_label=values["gate_deny_label"],  # type: ignore[arg-type]
-        timeout_absolute=values["gate_timeout_absolute"],  # type: ignore[arg-type]
-    )
-    plain = {k: v for k, v in values.items() if not k.startswith("gate_")}
-    return Settings(**plain, gate=gate)  # type: ignore[arg-type]
+    gate = GateSettings(**{key: v for (section, key), v in values.items() if section == "gate"})
+    rest = {f"{section}_{key}": v for (section, key), v in values.items() if section != "gate"}
+    return Settings(**rest, gate=gate)
 
 
-def _raw_secrets(raw: Mapping[tuple[str, str], object]) -> tuple[str, ...]:
+def _raw_secrets(raw: Mapping[Setting, object]) -> tuple[str, ...]:
     """The secrets as written, before any check: what no message may show."""
     found = [
         str(value)
-        for value in (raw[k] for k in SECRET_KEYS)
-        if isinstance(value, str | int | float) and not isinstance(value, bool)
+        for setting, value in raw.items()
+        if setting.secret and isinstance(value, str | int | float) and not isinstance(value, bool)
     ]
-    found += [s for k in URL_KEYS if isinstance(raw[k], str) for s in url_secrets(str(raw[k]))]
+    found += [
+        s
+        for setting, value in raw.items()
+        if setting.form in URL_FORMS and isinstance(value, str)
+        for s in url_secrets(value)
+    ]
     return tuple(s for s in found if s)
 
 
-def _check(values: Mapping[str, object], problems: list[str], secrets: tuple[str, ...]) -> None:
-    if values.get("log_format") not in {"text", "json", None}:
-        shown = _shown(("log", "format"), values["log_format"], secrets)
-        problems.append(f"CALLGATE_LOG_FORMAT / [log] format: expected text or json, got {shown}")
-    if values.get("log_level") not in {"debug", "info", "warning", "error", None}:
-        problems.append("CALLGATE_LOG_LEVEL / [log] level: expected debug, info, warning or error")
-    cause = values.get("gate_deny_cause")
-    if isinstance(cause, int) and not 1 <= cause <= 127:
-        problems.append(
-            f"CALLGATE_GATE_DENY_CAUSE / [gate] deny_cause: expected a Q.850 cause 1..127, got {cause}"
-        )
-    deadline = values.get("gate_deadline")
-    if isinstance(deadline, float) and not 0.01 <= deadline <= 30:
-        problems.append(
-            f"CALLGATE_GATE_DEADLINE / [gate] deadline: expected 0.01 to 30 seconds, got {deadline}"
-        )
-    if values.get("ami_enabled") and not values.get("ami_user"):
-        problems.append("CALLGATE_AMI_USER / [ami] user: required while [ami] enabled = true")
-    redis_url = values.get("redis_url")
-    problem = redis_url_problem(redis_url) if isinstance(redis_url, str) else None
-    if problem:
-        shown = _shown(("redis", "url"), redis_url, secrets)
-        problems.append(f"CALLGATE_REDIS_URL / [redis] url: {problem}; got {shown}")
-    if values.get("ami_enabled") and values.get("ami_user") and not values.get("ami_secret"):
-        problems.append("CALLGATE_AMI_SECRET / [ami] secret: required while [ami] enabled = true")
-    if values.get("ami_settle_from") not in {"cdr", "hangup", None}:
-        problems.append("CALLGATE_AMI_SETTLE_FROM / [ami] settle_from: expected cdr or hangup")
-    source = values.get("policy_source")
-    if source not in {"file", "redis", None}:
-        problems.append(
-            f"CALLGATE_POLICY_SOURCE / [policy] source: expected file or redis, got {source!r}"
-        )
-    if source == "file" and not values.get("policy_file"):
-        problems.append("CALLGATE_POLICY_FILE / [policy] file: required, not set")
-    if source == "redis" and not values.get("policy_site"):
-        problems.append(
-            "CALLGATE_POLICY_SITE / [policy] site: required while [policy] source = redis"
-        )
-    if ":" in str(values.get("ari_user") or ""):
-        problems.append("CALLGATE_ARI_USER / [ari] user: a user name cannot hold ':' (HTTP Basic)")
-    url = values.get("ari_url")
-    problem = _ari_url_problem(url) if isinstance(url, str) else None
-    if problem:
-        shown = _shown(("ari", "url"), url, secrets)
-        problems.append(f"CALLGATE_ARI_URL / [ari] url: {problem}; got {shown}")
+if __name__ == "__main__":  # python -m callgate.settings --sample | --reference | --update-guide
+    from callgate.settingdoc import main
+
+    sys.exit(main(sys.argv[1:]))

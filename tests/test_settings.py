@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from callgate import settingdoc
 from callgate.cli import main
 from callgate.errors import SettingsError
-from callgate.settings import load_settings
+from callgate.gate import GateSettings
+from callgate.settingdoc import BEGIN, END, GUIDE, guide_block, reference, sample
+from callgate.settings import Settings, load_settings
+from callgate.settingtable import (
+    SECTIONS,
+    TABLE,
+    Form,
+    LogLevel,
+    PolicySource,
+    Setting,
+    toml_value,
+)
 
 GOOD = """
 [ari]
@@ -107,3 +124,287 @@ def test_redis_url_and_ami_secret_are_checked() -> None:
         load_settings(None, env)
     assert "[redis] url: expected redis://" in str(caught.value)
     assert "[ami] secret: required" in str(caught.value)
+
+
+# --- one table: the defaults, the names, the checks, the sample and the reference come from it ------
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "Ari-Pa55-7"
+BASE_ENV = {
+    "CALLGATE_ARI_URL": "http://127.0.0.1:8088/ari",
+    "CALLGATE_ARI_USER": "u",
+    "CALLGATE_ARI_PASSWORD": PASSWORD,
+    "CALLGATE_AMI_USER": "callgate",
+    "CALLGATE_AMI_SECRET": "Ami-Secr3t-9",
+    "CALLGATE_POLICY_FILE": "/etc/callgate/policy.yaml",
+    "CALLGATE_POLICY_SITE": "acme-nyc",
+}
+TEXTS = {
+    Form.ARI_URL: "https://pbx.example:8089/ari",
+    Form.REDIS_URL: "rediss://10.0.0.2:6380/1",
+    Form.USER_NAME: "gate2",
+    Form.TEXT: "other",
+}
+IDS = [s.name for s in TABLE]
+
+
+def other_value(setting: Setting) -> object:
+    """A valid value of ``setting`` that is not its default."""
+    if setting.choices:
+        return setting.kind(next(c for c in setting.choices if c != setting.default))
+    if setting.kind is bool:
+        return not setting.default
+    if setting.kind is int:
+        return int(str(setting.default)) + 1
+    if setting.kind is float:
+        return 2.5
+    return TEXTS[setting.form]
+
+
+def read(settings: Settings, setting: Setting) -> object:
+    if setting.section == "gate":
+        return getattr(settings.gate, setting.key)
+    return getattr(settings, setting.name)
+
+
+def with_file(tmp_path: Path, text: str, env: dict[str, str]) -> Settings:
+    path = tmp_path / "callgate.toml"
+    path.write_text(text)
+    return load_settings(str(path), env)
+
+
+def problems_of(env: dict[str, str], text: str = "", tmp_path: Path | None = None) -> str:
+    """The message that refuses these settings (a file with ``text`` in ``tmp_path``, if given)."""
+    path = None
+    if tmp_path is not None:
+        path = tmp_path / "callgate.toml"
+        path.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(str(path) if path else None, env)
+    return str(caught.value)
+
+
+def test_the_shipped_sample_is_the_table() -> None:
+    """packaging/callgate.toml is exactly what the table writes (python -m callgate.settings --sample
+    > packaging/callgate.toml to regenerate)."""
+    assert (ROOT / "packaging" / "callgate.toml").read_text() == sample()
+
+
+def test_the_guide_reference_is_the_table() -> None:
+    """The operations guide's settings reference is exactly what the table writes (python -m
+    callgate.settings --update-guide to regenerate)."""
+    assert guide_block(GUIDE.read_text(encoding="utf-8")) == reference()
+
+
+@pytest.mark.parametrize(("flag", "made"), [("--sample", sample()), ("--reference", reference())])
+def test_python_m_callgate_settings_prints_them(flag: str, made: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "callgate.settings", flag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    assert done.stdout.rstrip("\n") == made.rstrip("\n")
+    assert not done.stderr
+
+
+def test_update_guide_replaces_only_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--update-guide rewrites the block between the markers and leaves the rest of the guide alone;
+    a guide without the markers is an error, not a silent no-op."""
+    guide = tmp_path / "operations.md"
+    guide.write_text(f"# Guide\n\nbefore\n\n{BEGIN}\nstale\n{END}\n\nafter\n")
+    monkeypatch.setattr(settingdoc, "GUIDE", guide)
+    assert settingdoc.main(["--update-guide"]) == 0
+    assert guide.read_text() == f"# Guide\n\nbefore\n\n{reference()}\n\nafter\n"
+    guide.write_text("# Guide\n")
+    with pytest.raises(SystemExit):
+        settingdoc.main(["--update-guide"])
+
+
+def test_settings_attributes_are_the_table() -> None:
+    """Settings has one attribute per row, of the row's type, and nothing else; [gate] is
+    GateSettings, which has a field per [gate] row, whose default is the table's."""
+    rows = {s.name: s.kind.__name__ for s in TABLE if s.section != "gate"}
+    fields = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "gate"}
+    assert fields == rows
+    gate = [s for s in TABLE if s.section == "gate"]
+    gate_fields = {f.name: f.type for f in dataclasses.fields(GateSettings)}  # and serve's own
+    assert {s.key: s.kind.__name__ for s in gate}.items() <= gate_fields.items()
+    defaults: dict[str, Any] = {s.key: s.default for s in gate}
+    assert GateSettings() == GateSettings(**defaults)
+
+
+def test_the_table_is_well_formed() -> None:
+    """Each row: a known section, a unique key, a default of its own type (None: required), an
+    example where the sample must set it, a condition on a real setting, a secret never defaulted."""
+    assert len({(s.section, s.key) for s in TABLE}) == len(TABLE)
+    assert [s for s in SECTIONS if not any(r.section == s for r in TABLE)] == []
+    keys = {(s.section, s.key): s for s in TABLE}
+    for s in TABLE:
+        assert s.section in SECTIONS, s.name
+        assert re.fullmatch(r"[a-z][a-z_]*", s.key), s.name
+        assert s.default is None or isinstance(s.default, s.kind), s.name
+        assert type(s.default) is not bool or s.kind is bool, s.name
+        if s.required and not s.secret:
+            assert s.example is not None, f"{s.name}: the sample needs an example value"
+        if s.secret:
+            assert s.default in {None, ""}, s.name
+        if s.limits:
+            assert s.kind in {int, float}, s.name
+            assert s.limits[0] <= float(str(s.default)) <= s.limits[1], s.name
+        if s.required_while:
+            other = keys[s.required_while.section, s.required_while.key]
+            assert isinstance(s.required_while.value, other.kind), s.name
+        assert s.doc.strip(), s.name
+        assert "\n" not in s.doc.replace("\n\n", ""), f"{s.name}: paragraphs only, no line breaks"
+
+
+@pytest.mark.parametrize("setting", TABLE, ids=IDS)
+def test_each_setting_from_the_file_and_the_environment(setting: Setting, tmp_path: Path) -> None:
+    """Every setting is read under its TOML key and under its derived environment name, to the same
+    typed value; unset, it is the table's default."""
+    value = other_value(setting)
+    env_text = str(value).lower() if isinstance(value, bool) else str(value)
+    from_env = load_settings(None, {**BASE_ENV, setting.env: env_text})
+    toml = f"[{setting.section}]\n{setting.key} = {toml_value(value)}\n"
+    from_file = with_file(tmp_path, toml, {k: v for k, v in BASE_ENV.items() if k != setting.env})
+    assert read(from_env, setting) == value
+    assert read(from_file, setting) == value
+    assert type(read(from_file, setting)) is type(value)
+    if not setting.required and setting.env not in BASE_ENV:
+        assert read(load_settings(None, BASE_ENV), setting) == setting.default
+
+
+def wrong(setting: Setting) -> tuple[str, str]:
+    """A value of the wrong kind for ``setting``, and what the message must say was expected."""
+    if setting.choices:
+        *most, last = setting.choices
+        return "sometimes", f"expected {', '.join(most)} or {last}, got 'sometimes'"
+    if setting.kind is bool:
+        return "maybe", "expected true or false, got 'maybe'"
+    if setting.kind in {int, float}:
+        return "soon", f"expected {setting.kind.__name__}, got 'soon'"
+    return {
+        Form.ARI_URL: ("pbx:8088/ari", "expected http(s)://"),
+        Form.REDIS_URL: ("redis+sentinel://h:26379/m", "expected redis://"),
+        Form.USER_NAME: ("a:b", "cannot hold ':'"),
+        Form.TEXT: ("", ""),  # any text will do
+    }[setting.form]
+
+
+@pytest.mark.parametrize("setting", [s for s in TABLE if wrong(s)[1]], ids=lambda s: s.name)
+def test_each_wrong_value_is_named(setting: Setting) -> None:
+    """A wrong value is refused with both names of its setting and what it must be."""
+    text, expected = wrong(setting)
+    problems = problems_of({**BASE_ENV, setting.env: text})
+    assert f"{setting.where}: " in problems
+    assert expected in problems
+
+
+@pytest.mark.parametrize("setting", [s for s in TABLE if s.limits], ids=lambda s: s.name)
+def test_limits_are_inclusive(setting: Setting) -> None:
+    """A number's limits are allowed; a step beyond either is refused, naming the range."""
+    assert setting.limits
+    low, high = setting.limits
+    step = 1 if setting.kind is int else 0.001
+    for edge in (low, high):
+        settings = load_settings(None, {**BASE_ENV, setting.env: f"{edge:g}"})
+        assert read(settings, setting) == edge
+    for beyond in (low - step, high + step):
+        problems = problems_of({**BASE_ENV, setting.env: f"{beyond:g}"})
+        assert f"{setting.where}: expected {low:g} to {high:g}" in problems
+
+
+def test_modes_are_str_enums() -> None:
+    """A mode is a StrEnum member that compares equal to the string in the file."""
+    s = load_settings(None, {**BASE_ENV, "CALLGATE_POLICY_SOURCE": "redis"})
+    assert s.policy_source == "redis"  # as serve compares it
+    assert s.policy_source is PolicySource.REDIS
+    assert (s.log_format, s.log_level, s.ami_settle_from) == ("text", "info", "cdr")
+    assert isinstance(s.log_level, LogLevel)
+    assert s.log_level.upper() == "INFO"
+    assert str(s.ami_settle_from) == "cdr"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CALLGATE_AMI_USER": ""}, "CALLGATE_AMI_USER / [ami] user: required while [ami] enabled"),
+        ({"CALLGATE_AMI_SECRET": ""}, "CALLGATE_AMI_SECRET / [ami] secret: required while"),
+        ({"CALLGATE_POLICY_FILE": ""}, "CALLGATE_POLICY_FILE / [policy] file: required while"),
+        (
+            {"CALLGATE_POLICY_SOURCE": "redis", "CALLGATE_POLICY_SITE": ""},
+            'CALLGATE_POLICY_SITE / [policy] site: required while [policy] source = "redis"',
+        ),
+    ],
+)
+def test_required_while(env: dict[str, str], named: str) -> None:
+    assert named in problems_of({**BASE_ENV, **env})
+
+
+def test_required_while_only_while() -> None:
+    """Without AMI no AMI user or secret is needed; in Redis mode the policy file is optional."""
+    env = {**BASE_ENV, "CALLGATE_AMI_ENABLED": "false", "CALLGATE_AMI_USER": ""}
+    env |= {
+        "CALLGATE_AMI_SECRET": "",
+        "CALLGATE_POLICY_SOURCE": "redis",
+        "CALLGATE_POLICY_FILE": "",
+    }
+    s = load_settings(None, env)
+    assert (s.ami_user, s.ami_secret, s.policy_file) == ("", "", "")
+
+
+def test_unknown_keys_name_the_file_and_the_nearest_key(tmp_path: Path) -> None:
+    """An unknown key is refused with the file, the section, the key, and a likely meant key."""
+    problems = problems_of({}, "[gate]\ndeadlne = 1\n[metrics]\nlisten = 1\n", tmp_path)
+    path = tmp_path / "callgate.toml"
+    assert f"{path}: [gate] unknown key 'deadlne'; did you mean 'deadline'?" in problems
+    assert f"{path}: [metrics] unknown key 'listen'\n" in problems + "\n"
+
+
+def test_a_mode_never_echoes_a_secret() -> None:
+    """A secret pasted into a mode is not shown in the message that refuses it."""
+    problems = problems_of({**BASE_ENV, "CALLGATE_POLICY_SOURCE": PASSWORD})
+    assert (
+        "CALLGATE_POLICY_SOURCE / [policy] source: expected file or redis, got a value" in problems
+    )
+    assert PASSWORD not in problems
+
+
+DOC_TOML = [
+    (block, f"{path.name}:{text.count(chr(10), 0, found.start()) + 2}")
+    for path in sorted((ROOT / "docs").glob("*.md"))
+    for text in [path.read_text(encoding="utf-8")]
+    for found in re.finditer(r"^```toml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    for block in [found[1]]
+]
+
+
+@pytest.mark.parametrize(("text", "where"), DOC_TOML, ids=[where for _, where in DOC_TOML])
+def test_the_docs_toml_examples_load(text: str, where: str, tmp_path: Path) -> None:
+    """Every toml block of the docs is a settings file that loads as written."""
+    assert with_file(tmp_path, text, {}), where
+
+
+def test_every_setting_name_written_anywhere_is_a_setting() -> None:
+    """A CALLGATE_<SECTION>_<KEY> name in the docs, the samples, the code or the containers is one the
+    table derives: a misspelt variable would be ignored silently."""
+    known = {s.env for s in TABLE}
+    name = re.compile(rf"\bCALLGATE_(?:{'|'.join(SECTIONS).upper()})_[A-Z0-9_]+")
+    paths = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    for folder in ("packaging", "callgate", "docker", "dialplan", "bench"):
+        paths += [
+            p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
+    unknown = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        unknown += [f"{path.relative_to(ROOT)}: {n}" for n in name.findall(text) if n not in known]
+    assert not unknown, unknown
