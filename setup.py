@@ -14,6 +14,7 @@ COMPILED = [
     "callgate/admission.py",
     "callgate/cdr.py",
     "callgate/engine.py",
+    "callgate/keys.py",
     "callgate/memstore.py",
     "callgate/reasons.py",
     "callgate/replay.py",

@@ -1,5 +1,6 @@
 """``make bench``: decisions per second of the pure engine, a million-range prefix list (a decision and a
-reload), Redis admissions (throughput, p50/p99), replay.
+reload), Redis admissions (throughput, p50/p99), how soon alerts, scrapes and policy pushes take effect
+(bench/latency.py), replay, the gate in a real Asterisk (bench/gate.py).
 
 Every figure is measured in this one run, on this machine; ratios compare figures of the same run.
 """
@@ -19,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from bench.latency import bench_latency
 from bench.prefixes import bench_prefixes
 from callgate.admission import Outcome
-from callgate.engine import peeked, prepare
+from callgate.engine import Memo, peeked, prepare
 from callgate.policy import Policy
 from callgate.policyfile import load_policy
 from callgate.redisstore import RedisStore
@@ -52,12 +54,13 @@ def bench_engine(p: Policy) -> float:
         CallAttempt(f"c{i}", f"10{i % 20 + 1:02d}", DIALLED[i % len(DIALLED)])
         for i in range(len(DIALLED))
     ]
+    memo = Memo(p)
     for a in attempts:  # warm the number cache: a PBX dials the same numbers again and again
-        prepare(p, a, AT)
+        prepare(memo, a, AT)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < 2.0:
         for a in attempts:
-            prep = prepare(p, a, AT)
+            prep = prepare(memo, a, AT)
             assert prep.admission is not None
             peeked(prep, Outcome(values=(0,) * len(prep.admission.checks)))
         n += len(attempts)
@@ -72,11 +75,12 @@ async def bench_redis(p: Policy, url: str) -> tuple[float, float]:
     store = RedisStore.from_url(url, timeout=5)
     await store.client.flushdb()
     t0 = AT.timestamp()
+    memo = Memo(p)
 
     def admission(i: int) -> object:
         at = datetime.fromtimestamp(t0 + i * 0.001, NY)
         prep = prepare(
-            p, CallAttempt(f"b{i}", f"10{i % 20 + 1:02d}", DIALLED[i % len(DIALLED)]), at
+            memo, CallAttempt(f"b{i}", f"10{i % 20 + 1:02d}", DIALLED[i % len(DIALLED)]), at
         )
         return prep.admission
 
@@ -138,6 +142,7 @@ def main() -> int:
     bench_prefixes()  # a 1M-range deny list against a 10-range one, and its reload (bench/prefixes.py)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         seq, par = asyncio.run(bench_redis(p, url))
+        bench_latency(url)  # what the tests only check happens: how soon it does (bench/latency.py)
     speeds = bench_replay(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))
     print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
     print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")

@@ -49,7 +49,7 @@ import redis.asyncio as aioredis
 from callgate.ami import AmiConnection, Message
 from callgate.ari import AriClient
 from callgate.errors import AriUnavailable
-from callgate.redisstore import site_prefix
+from callgate.keys import AUDIT, site_prefix
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until
 from tests.servers import redis_server
@@ -402,7 +402,7 @@ async def audit_ms(url: str) -> dict[str, float]:
     """Channel id -> the ms callgate wrote to its audit stream for that channel's decision."""
     client = aioredis.Redis.from_url(url, decode_responses=True)
     found: dict[str, float] = {}
-    key, start = f"{site_prefix('bench')}audit", "-"
+    key, start = site_prefix("bench") + AUDIT, "-"
     try:
         while True:
             batch = await client.xrange(key, start, "+", count=5000) or []

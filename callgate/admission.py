@@ -78,33 +78,60 @@ class Check(NamedTuple):
 
 
 class Admission(NamedTuple):
-    """Everything a store needs to admit (or only look at) one call, with no policy in sight."""
+    """Everything a store needs to admit (or only look at) one call, with no policy in sight.
+
+    The store keys the reservation by ``call_id`` and reads the lock of ``extension``
+    (``callgate.keys``); the reservation also records the live call (``extension``, ``number``,
+    ``international``, ``channel``, ``at_ms``, ``instance``) for ``callgate status``.
+    """
 
     site: str
-    call_id: str
+    call_id: str  # the reservation id (engine.reservation_id)
     at_ms: int
     checks: tuple[Check, ...]
     rate: int  # micro-units per minute
     increment: int
     max_seconds: int
     hold: int  # seconds a reservation outlives its allowed seconds before it is charged in full
-    lock_key: str
+    extension: str
     international: bool
     reserve: bool  # False when a rule before the counters already refused: read, never write
     # Epoch ms after which the store must not reserve (its own clock); 0: no deadline (offline stores)
     deadline_ms: int = 0
+    number: str = ""  # E.164; "" when the number could not be read
+    channel: str = ""  # the channel (leg) that asked
+    instance: str = ""  # the gate that admits it (the gate fills it in; "" offline)
 
 
 class Outcome(NamedTuple):
-    """What a store saw and did. ``values`` follow ``Admission.checks``."""
+    """What a store saw, judged and did. ``values`` follow ``Admission.checks``.
+
+    ``refused`` and ``failed`` say why a call was not admitted, as the store judged it (:func:`barred`,
+    then :func:`judge`); a call handed its earlier admission again (``replayed``) is not judged again.
+    """
 
     values: tuple[int, ...]
     lock: str = ""  # "", "international" or "all": the extension's lock
     panic: bool = False
     admitted: bool = False
-    allowed_seconds: int = 0
+    allowed_seconds: int = 0  # admitted: reserved for; else what the counters would allow
     reserved: int = 0  # micro-units
     replayed: bool = False  # the call id was already admitted; this is that admission again
+    refused: str = ""  # LOCKED or PANIC: what refused the call before any counter; "" for neither
+    failed: int | None = None  # index of the first check the call does not fit under
+
+
+LOCKED = "lock"  # the extension's lock refuses the call
+PANIC = "panic"  # the site's panic switch refuses the (international) call
+
+
+def barred(lock: str, panic: bool, international: bool) -> str:
+    """What refuses a call before any counter: LOCKED, PANIC or "". Mirrored by ``lua/admit.lua``."""
+    if lock == "all" or (international and lock == "international"):
+        return LOCKED
+    if international and panic:
+        return PANIC
+    return ""
 
 
 class Judgement(NamedTuple):

@@ -1,21 +1,34 @@
-"""What in a running gate raises which alert: the glue between the gate's events, the policy holder and
-the :class:`~callgate.alerts.Alerter`. Built once by ``serve``."""
+"""What in a running gate raises which alert: the glue between the gate's event stream
+(:mod:`callgate.events`), the policy holder and the :class:`~callgate.alerts.Alerter`. Built once by
+``serve``; each alert raised goes back on the stream as :class:`~callgate.events.AlertRaised`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from callgate.alerts import (
     Alert,
     Alerter,
+    AlertKind,
     DenyBursts,
     Email,
     SmtpSettings,
     SpendWatch,
     Syslog,
     Webhook,
+)
+from callgate.events import (
+    AlertRaised,
+    Decided,
+    Event,
+    Locked,
+    PanicEnded,
+    PanicStarted,
+    SpendCommitted,
+    StoreFailed,
+    StoreRecovered,
 )
 from callgate.gate import Gate
 from callgate.livepolicy import FilePolicy, RedisPolicy
@@ -41,7 +54,7 @@ def channels(settings: Settings, policy: Policy) -> list[Any]:
 
 
 class Alerting:
-    """Turns gate and policy events into alerts."""
+    """Turns the gate's events and the policy holder's changes into alerts."""
 
     def __init__(self, settings: Settings, gate: Gate, holder: FilePolicy | RedisPolicy) -> None:
         self.gate = gate
@@ -53,59 +66,65 @@ class Alerting:
         )
         self.spend = SpendWatch()
         self.settings = settings
-        self.counted: list[Callable[[str], None]] = []  # told the kind of every alert raised
-        gate.listeners.append(self.on_gate)
+        gate.events.subscribe(self.on_event)
         holder.listeners.append(self.on_policy)
         holder.refusals.append(self.on_refused)
         self._check_lists(holder())
 
-    def _raise(self, kind: str, subject: str, message: str, details: dict[str, Any]) -> None:
-        for count in self.counted:
-            count(kind)
+    def _raise(self, kind: AlertKind, subject: str, message: str, details: dict[str, Any]) -> None:
         site = self.gate.policy().site.name
         self.alerter.raise_alert(Alert(kind, site, subject, message, details))
+        self.gate.events.emit(AlertRaised(kind, subject))
 
-    def on_gate(self, kind: str, d: dict[str, Any]) -> None:
-        if kind == "denied":
-            for subject, count in self.bursts.denied(str(d["extension"])):
-                who = "the site" if subject == "site" else f"extension {subject}"
-                message = f"{count} calls of {who} refused within {self.bursts.window:g}s"
-                self._raise("deny_burst", subject, message, d)
-        elif kind in {"lock", "lock_report"}:
-            would = "would lock (mode: report)" if kind == "lock_report" else "locked"
-            message = (
-                f"extension {d['extension']} {would} ({d['scope']}): {d['count']} {d['rule']} "
-                f"calls within {d['within']}s; `callgate unlock {d['extension']}` lifts it"
-            )
-            self._raise(kind, str(d["extension"]), message, d)
-        elif kind == "spend":
-            step = self.spend.committed(str(d["key"]), int(d["used"]), int(d["cap"]))
-            if step is not None:
-                pct = step.removeprefix("spend_")
-                self._raise(step, str(d["key"]), f"{d['rule']} at {pct}% of its cap", d)
-        elif kind == "store_failure":
-            message = f"Redis unreachable; on_store_error: {d['mode']} applies to every call"
-            self._raise(kind, "redis", message, d)
-        elif kind == "store_recovered":
-            self._raise(kind, "redis", "Redis reachable again; counters and caps apply", d)
-        elif kind in {"panic", "calm"}:
-            message = (
-                "panic: every international call is refused; calls abroad in progress hung up"
-                if kind == "panic"
-                else "panic is over: the policy decides again"
-            )
-            self._raise(kind, "site", message, d)
+    def on_event(self, event: Event) -> None:
+        match event:
+            case Decided(decision=d) if not d.allowed:
+                details = {"extension": d.extension, "reason": d.reason.value}
+                for subject, count in self.bursts.denied(d.extension):
+                    who = "the site" if subject == "site" else f"extension {subject}"
+                    message = f"{count} calls of {who} refused within {self.bursts.window:g}s"
+                    self._raise(AlertKind.DENY_BURST, subject, message, details)
+            case Locked(extension=ext, report=report):
+                details = asdict(event)
+                del details["report"]
+                would = "would lock (mode: report)" if report else "locked"
+                message = (
+                    f"extension {ext} {would} ({event.scope}): {event.count} {event.rule} "
+                    f"calls within {event.within}s; `callgate unlock {ext}` lifts it"
+                )
+                kind = AlertKind.LOCK_REPORT if report else AlertKind.LOCK
+                self._raise(kind, ext, message, details)
+            case SpendCommitted(key=key, used=used, cap=cap):
+                step = self.spend.committed(key, used, cap)
+                if step is not None:
+                    pct = step.removeprefix("spend_")
+                    self._raise(step, key, f"{event.rule} at {pct}% of its cap", asdict(event))
+            case StoreFailed(mode=mode):
+                message = f"Redis unreachable; on_store_error: {mode} applies to every call"
+                self._raise(AlertKind.STORE_FAILURE, "redis", message, asdict(event))
+            case StoreRecovered():
+                message = "Redis reachable again; counters and caps apply"
+                self._raise(AlertKind.STORE_RECOVERED, "redis", message, {})
+            case PanicStarted():
+                message = (
+                    "panic: every international call is refused; calls abroad in progress hung up"
+                )
+                self._raise(AlertKind.PANIC, "site", message, asdict(event))
+            case PanicEnded():
+                message = "panic is over: the policy decides again"
+                self._raise(AlertKind.CALM, "site", message, {})
+            case _:
+                pass
 
     def on_policy(self, new: Policy, old: Policy | None) -> None:
         self.alerter.channels = channels(self.settings, new)
         version = f"version {new.revision}" if new.revision else new.source
-        self._raise(
-            "policy_activated", version, f"policy {version} sha256:{new.digest[:12]} active", {}
-        )
+        message = f"policy {version} sha256:{new.digest[:12]} active"
+        self._raise(AlertKind.POLICY_ACTIVATED, version, message, {})
         self._check_lists(new)
 
     def on_refused(self, what: str, why: str) -> None:
-        self._raise("policy_refused", what, f"policy {what} refused; the running one stays", {
+        self._raise(AlertKind.POLICY_REFUSED, what, f"policy {what} refused; the running one stays", {
             "problems": why.splitlines()[:20]})  # fmt: skip
 
     def _check_lists(self, policy: Policy) -> None:
@@ -113,4 +132,4 @@ class Alerting:
         for found in policy.lists:
             if found.expired(today):
                 message = f"range list {found.name} expired on {found.expires} (still enforced)"
-                self._raise("list_expired", found.name, message, {"source": found.source})
+                self._raise(AlertKind.LIST_EXPIRED, found.name, message, {"source": found.source})

@@ -9,9 +9,8 @@ Rate limiting: the first alert of a (kind, subject) goes at once; repeats within
 counted, and when the interval ends one summary goes ("and 9,993 more"). So an attack of 10,000 denied
 calls from one extension is one alert, then one summary per interval.
 
-Kinds (see docs/alerts.md): ``deny_burst``, ``lock``, ``lock_report``, ``panic``, ``calm``,
-``spend_80``, ``spend_100``, ``store_failure``, ``store_recovered``, ``policy_activated``,
-``policy_refused``, ``list_expired``.
+The kinds and their severities are one table, :data:`SEVERITY` over :class:`AlertKind` (docs/alerts.md
+lists the same; a test compares them).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
@@ -38,19 +38,36 @@ log = logging.getLogger("callgate.alerts")
 QUEUE_LIMIT = 10_000
 RETRY_FIRST, RETRY_MAX, RETRY_FOR = 0.5, 30.0, 600.0
 FINAL_FLUSH = 5.0  # seconds spent on queued alerts when the service stops
-SEVERITY = {
-    "deny_burst": "warning",
-    "lock": "critical",
-    "lock_report": "notice",
-    "panic": "critical",
-    "calm": "notice",
-    "spend_80": "warning",
-    "spend_100": "critical",
-    "store_failure": "critical",
-    "store_recovered": "notice",
-    "policy_activated": "notice",
-    "policy_refused": "error",
-    "list_expired": "warning",
+
+
+class AlertKind(StrEnum):
+    DENY_BURST = "deny_burst"
+    LOCK = "lock"
+    LOCK_REPORT = "lock_report"
+    PANIC = "panic"
+    CALM = "calm"
+    SPEND_80 = "spend_80"
+    SPEND_100 = "spend_100"
+    STORE_FAILURE = "store_failure"
+    STORE_RECOVERED = "store_recovered"
+    POLICY_ACTIVATED = "policy_activated"
+    POLICY_REFUSED = "policy_refused"
+    LIST_EXPIRED = "list_expired"
+
+
+SEVERITY: dict[str, str] = {
+    AlertKind.DENY_BURST: "warning",
+    AlertKind.LOCK: "critical",
+    AlertKind.LOCK_REPORT: "notice",
+    AlertKind.PANIC: "critical",
+    AlertKind.CALM: "notice",
+    AlertKind.SPEND_80: "warning",
+    AlertKind.SPEND_100: "critical",
+    AlertKind.STORE_FAILURE: "critical",
+    AlertKind.STORE_RECOVERED: "notice",
+    AlertKind.POLICY_ACTIVATED: "notice",
+    AlertKind.POLICY_REFUSED: "error",
+    AlertKind.LIST_EXPIRED: "warning",
 }
 
 
@@ -310,7 +327,7 @@ class SpendWatch:
 
     crossed: dict[str, int] = field(default_factory=dict)  # cap key -> highest step reported
 
-    def committed(self, key: str, used: int, cap: int) -> str | None:
+    def committed(self, key: str, used: int, cap: int) -> AlertKind | None:
         """``used`` and ``cap`` in micro-units; the alert kind for a newly crossed step, if any."""
         if cap <= 0:
             return None
@@ -321,7 +338,7 @@ class SpendWatch:
         if len(self.crossed) > 100_000:  # old periods' keys: forget the oldest half
             for old in list(self.crossed)[:50_000]:
                 del self.crossed[old]
-        return f"spend_{step}"
+        return AlertKind.SPEND_100 if step == 100 else AlertKind.SPEND_80
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

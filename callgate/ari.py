@@ -125,14 +125,6 @@ class AriClient:
         params = {"reason_code": cause}
         return await self._channel_call("DELETE", f"/channels/{channel_id}", params)
 
-    async def get_variable(self, channel_id: str, variable: str) -> str | None:
-        status, data = await self._request(
-            "GET", f"/channels/{channel_id}/variable", {"variable": variable}
-        )
-        if status != 200 or not isinstance(data, dict):
-            return None
-        return str(data.get("value", ""))
-
     async def set_global(self, variable: str, value: str) -> None:
         """Set an Asterisk global variable."""
         status, _ = await self._request(
@@ -146,14 +138,6 @@ class AriClient:
         if status != 200 or not isinstance(data, list):
             raise AriUnavailable(f"ARI GET /channels: HTTP {status}")
         return data
-
-    async def subscribe_channel(self, channel_id: str) -> bool:
-        params = {"eventSource": f"channel:{channel_id}"}
-        return await self._channel_call("POST", f"/applications/{self.app}/subscription", params)
-
-    async def ping(self) -> bool:
-        status, _ = await self._request("GET", "/asterisk/info")
-        return status == 200
 
     # -- events -----------------------------------------------------------------------------------
 

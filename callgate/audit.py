@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from callgate.engine import Decision
-from callgate.redisstore import site_prefix
+from callgate.events import Decided, Event
+from callgate.keys import AUDIT, site_prefix
 
 log = logging.getLogger("callgate.audit")
 
@@ -56,14 +57,19 @@ def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, s
 
 
 class Audit:
-    """An :class:`callgate.gate.AuditSink` that logs and streams to Redis."""
+    """Logs every decision of the gate's event stream and streams it to Redis."""
 
     def __init__(self, client: aioredis.Redis | None, site: str) -> None:
         self.client = client
-        self.key = f"{site_prefix(site)}audit"
+        self.key = site_prefix(site) + AUDIT
         self.queue: deque[dict[str, str]] = deque(maxlen=QUEUE_LIMIT)
         self.wake = asyncio.Event()
         self.dropped = 0
+
+    def on_event(self, event: Event) -> None:
+        """An :class:`callgate.events.Events` subscriber: records each :class:`Decided`."""
+        if isinstance(event, Decided):
+            self.record(event.decision, event.channel_id, event.seconds * 1000)
 
     def record(self, decision: Decision, channel_id: str, elapsed_ms: float) -> None:
         fields = entry(decision, channel_id, elapsed_ms)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from callgate.engine import Memo
 from callgate.numbers import CACHE_MAX_INPUT
-from callgate.policy import ExtensionRule, Lockdown, Policy, ShortCallAction
+from callgate.policy import Lockdown, ShortCallAction
 from callgate.reasons import Reason
 from callgate.store import BurstRule
 
@@ -14,21 +15,17 @@ NOT_THE_CALLERS = frozenset(
 )
 
 
-def lockdown_rule(policy: Policy, reason: Reason) -> BurstRule | None:
-    """The rule a denial with ``reason`` counts toward, if any."""
-    lockdown = policy.lockdown
+def lockdown_rule(memo: Memo, reason: Reason) -> BurstRule | None:
+    """The rule of ``memo``'s policy that a denial with ``reason`` counts toward, if any."""
+    lockdown = memo.policy.lockdown
     if lockdown is None or reason in NOT_THE_CALLERS:
         return None
-    rule: BurstRule | None = policy.memo.get(_LOCKDOWN)
-    if rule is None:
-        rule = policy.memo[_LOCKDOWN] = _lockdown(policy, lockdown)
-    return rule
+    if memo.lockdown is None:
+        memo.lockdown = _lockdown(lockdown)
+    return memo.lockdown
 
 
-_LOCKDOWN = ("bursts", "")  # its key in policy.memo (no extension is empty)
-
-
-def _lockdown(policy: Policy, lockdown: Lockdown) -> BurstRule:
+def _lockdown(lockdown: Lockdown) -> BurstRule:
     return BurstRule(
         "denied",
         lockdown.after_denied.within,
@@ -38,15 +35,16 @@ def _lockdown(policy: Policy, lockdown: Lockdown) -> BurstRule:
     )
 
 
-def short_call_rule(policy: Policy, extension: str, billsec: int) -> BurstRule | None:
-    """The rule an answered call of ``billsec`` seconds counts toward, if it is short enough."""
-    key = ("bursts", extension)  # in policy.memo, beside the engine's keys (never two strings)
-    if key in policy.memo:
-        rule: ExtensionRule | None = policy.memo[key]
+def short_call_rule(memo: Memo, extension: str, billsec: int) -> BurstRule | None:
+    """The rule of ``memo``'s policy that an answered call of ``billsec`` seconds counts toward, if it
+    is short enough."""
+    policy = memo.policy
+    if extension in memo.short_calls:
+        rule = memo.short_calls[extension]
     else:
         rule = policy.rule_for(extension)
         if len(extension) <= CACHE_MAX_INPUT:
-            policy.memo[key] = rule
+            memo.short_calls[extension] = rule
     short = rule.limits.short_calls if rule is not None else None
     if rule is None or short is None or not 0 < billsec < short.shorter_than:
         return None

@@ -48,13 +48,13 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from callgate.engine import peeked, prepare
+    from callgate.engine import Memo, peeked, prepare
     from callgate.report import explain_json, explain_text
     from callgate.rules import CallAttempt
 
     policy = _load(args.policy)
     at = _when(args.at, policy)
-    prepared = prepare(policy, CallAttempt(args.call_id, args.extension, args.number), at)
+    prepared = prepare(Memo(policy), CallAttempt(args.call_id, args.extension, args.number), at)
 
     async def look() -> object:
         if prepared.admission is None:

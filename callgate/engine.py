@@ -14,8 +14,6 @@ that a store can do the counted half atomically:
 
 from __future__ import annotations
 
-import calendar
-import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,16 +22,32 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from callgate.admission import (
+    LOCKED,
+    PANIC,
     REPORT_LIMIT,
     Admission,
     Check,
     CheckKind,
     Outcome,
+    barred,
     from_micro,
     judge,
     money_text,
     spend_seconds,
     to_micro,
+)
+from callgate.keys import (
+    PERIODS,
+    SITE_SCOPE,
+    WINDOWS,
+    distinct_key,
+    extension_scope,
+    profile_scope,
+    same_number_key,
+    slots_key,
+    spend_key,
+    spend_periods,
+    window_key,
 )
 from callgate.numbers import CACHE_MAX_INPUT, NumberInfo, emergency_forms, read_number
 from callgate.policy import (
@@ -50,13 +64,13 @@ from callgate.rules import (
     DESTINATION_RULES,
     PASS,
     REPORT,
-    STATIC_RULES,
     TIME_RULES,
     CallAttempt,
     Context,
     RuleResult,
     deny,
 )
+from callgate.store import BurstRule
 
 # Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
 RESERVATION_HOLD = 600
@@ -98,41 +112,48 @@ class Decision:
         policy's entry, e.g. ``112``, without the outside-line digit) and gets no length limit: for
         ``CALLGATE_REASON=emergency`` the shipped dialplan dials without ``L()`` and the gate sets no
         ``TIMEOUT(absolute)``.
-        ``CALLGATE_CALL`` is the reservation id (the gate also writes it to ``CDR(callgate)`` of an
-        admitted call, so that the spend feed settles this leg and no other).
+        ``CALLGATE_CALL`` is the reservation id of an admitted call (the gate also writes it to
+        ``CDR(callgate)``), so that the spend feed settles this leg and no other. Any other decision
+        leaves the variable alone: a refused call holds no reservation, so its hang-up settles nothing
+        and costs the store nothing; and a trunk channel that a transfer sends back into the gate keeps
+        the id of the call it carries.
         """
-        return {
+        variables = {
             "CALLGATE_VERDICT": self.verdict.value,
             "CALLGATE_REASON": self.reason.value,
             "CALLGATE_NUMBER": self.dial,
             "CALLGATE_MAX_SECONDS": str(self.allowed_seconds),
-            "CALLGATE_CALL": self.reservation,
         }
+        if self.reason is Reason.ALLOWED:
+            variables["CALLGATE_CALL"] = self.reservation
+        return variables
 
 
-# Counted rules per scope: (policy key, reason, kind, key suffix, international calls only).
-_COUNTS: tuple[tuple[str, Reason, str, bool], ...] = (
-    ("calls_per_minute", Reason.VELOCITY_MINUTE, "cpm", False),
-    ("calls_per_hour", Reason.VELOCITY_HOUR, "cph", False),
-    ("international_calls_per_hour", Reason.VELOCITY_INTERNATIONAL_HOUR, "iph", True),
-)
-_WINDOWS = {"cpm": 60, "cph": 3600, "iph": 3600}
-_SPEND_REASONS = {
-    "hour": Reason.SPEND_CAP_HOUR,
-    "day": Reason.SPEND_CAP_DAY,
-    "month": Reason.SPEND_CAP_MONTH,
+# The reason each sliding window (keys.WINDOWS) and each spend period (keys.PERIODS) denies with.
+_WINDOW_REASONS = {
+    "calls_per_minute": Reason.VELOCITY_MINUTE,
+    "calls_per_hour": Reason.VELOCITY_HOUR,
+    "international_calls_per_hour": Reason.VELOCITY_INTERNATIONAL_HOUR,
 }
+_SPEND_REASONS = dict(
+    zip(PERIODS, (Reason.SPEND_CAP_HOUR, Reason.SPEND_CAP_DAY, Reason.SPEND_CAP_MONTH), strict=True)
+)
+# The policy keys of the scopes a call is counted in (extension, profile group, site), in the order
+# the engine plans them; each scope's counted limits but spend, in that order; then every scope's spend.
+_SCOPE_LIMITS = ("limits", "profile_limits", "site_limits")
+_COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "distinct_numbers")
 
+# The rules that run before the store's lock check: prepare's results up to there.
+_BEFORE_LOCK = ("emergency", *(name for name, _ in CALLER_RULES))
+_LOCK_AT = len(_BEFORE_LOCK)
+# Every rule a decision can list, in the order it lists them (the stores judge the counted ones in
+# this order too: the first that fails gives the reason).
 RULES: tuple[str, ...] = (
-    "emergency",
-    "extension",
+    *_BEFORE_LOCK,
     "lock",
-    *(name for name, _ in STATIC_RULES[1:]),
-    *(f"{{limits,profile_limits,site_limits}}.{name}" for name, *_ in _COUNTS),
-    "{limits,profile_limits,site_limits}.concurrent_calls",
-    "{limits,profile_limits,site_limits}.same_number",
-    "{limits,profile_limits,site_limits}.distinct_numbers",
-    "{limits,profile_limits,site_limits}.spend.{hour,day,month}",
+    *(name for name, _ in (*DESTINATION_RULES, *TIME_RULES)),
+    *(f"{scope}.{name}" for scope in _SCOPE_LIMITS for name in _COUNTED),
+    *(f"{scope}.spend.{period}" for scope in _SCOPE_LIMITS for period in PERIODS),
     "limits.max_call_duration",
 )
 
@@ -156,39 +177,6 @@ class Prepared(NamedTuple):
         return next((r for r in self.results if r.outcome == DENY), None)
 
 
-@functools.lru_cache(maxsize=256)
-def _bucket_names(year: int, month: int, day: int, hour: int) -> tuple[str, str, str, int]:
-    """The hour, day and month bucket names of a local hour, and the number of days in its month."""
-    days = calendar.monthrange(year, month)[1]
-    return (
-        f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}",
-        f"{year:04d}-{month:02d}-{day:02d}",
-        f"{year:04d}-{month:02d}",
-        days,
-    )
-
-
-def spend_periods(local: datetime) -> dict[str, tuple[str, int]]:
-    """Bucket name and how long its key must live (seconds), for each spend period, at local time.
-
-    Lifetimes count wall-clock seconds to the end of the period (a started second counts as gone), plus a
-    margin: an hour's key lives a day longer, a day's two days, a month's a week.
-    """
-    hour_name, day_name, month_name, days = _bucket_names(
-        local.year, local.month, local.day, local.hour
-    )
-    into_hour = local.minute * 60 + local.second + (1 if local.microsecond else 0)
-    into_day = local.hour * 3600 + into_hour
-    return {
-        "hour": (hour_name, 3600 - into_hour + 86400),
-        "day": (day_name, 86400 - into_day + 2 * 86400),
-        "month": (month_name, (days - local.day + 1) * 86400 - into_day + 7 * 86400),
-    }
-
-
-# policy.memo holds at most this many entries; past it, it is emptied (bounded memory whatever is dialled).
-MEMO_MAX = 50_000
-
 # The caller rule looks at no number; what stands in for one when it runs.
 _NO_NUMBER = NumberInfo("", None, None, frozenset(), True, False, "not read")
 _NOT_EMERGENCY = RuleResult("emergency", PASS, "not an emergency number")
@@ -196,7 +184,7 @@ _NOT_EMERGENCY = RuleResult("emergency", PASS, "not an emergency number")
 
 class _Scope(NamedTuple):
     """One scope's counted checks (ext, profile group or site) for national or international calls,
-    all but the number and the time filled in: built once per extension and kept in policy.memo."""
+    all but the number and the time filled in: built once per extension and kept in the Memo."""
 
     counts: tuple[Check, ...]  # velocity and concurrency: complete
     same_number: Check | None  # key ends in ":n:", the number goes after it
@@ -223,42 +211,82 @@ class _Destination(NamedTuple):
     rate_micro: int
 
 
+# A Memo holds at most this many entries; past it, it is emptied (bounded memory whatever is dialled).
+MEMO_MAX = 50_000
+
+
+class Memo:
+    """What the engine worked out once for one policy: results that depend on no counter and no clock,
+    each table keyed by what its results do depend on (rules.py says what each group of rules looks
+    at). Whoever holds a policy makes its Memo with it (the live holder, replay, explain), and the
+    engine reads the policy from the Memo, so a new policy always starts with a new, empty one.
+
+    Together the tables hold at most ``MEMO_MAX`` entries (then all are emptied, in :func:`prepare`);
+    nothing is kept of a call whose extension and number together are longer than ``CACHE_MAX_INPUT``
+    (nor, in ``short_calls``, of a longer extension)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.callers: dict[str, _Caller] = {}  # by extension
+        self.destinations: dict[tuple[int, str], _Destination] = {}  # by (entry, dialled string)
+        # the time rule, by (entry, number unread, international, UTC minute)
+        self.hours: dict[tuple[int, bool, bool, int], RuleResult] = {}
+        self.short_calls: dict[str, ExtensionRule | None] = {}  # bursts: the entry, by extension
+        self.lockdown: BurstRule | None = None  # bursts: the lockdown rule, once worked out
+
+    def __len__(self) -> int:
+        return (
+            len(self.callers)
+            + len(self.destinations)
+            + len(self.hours)
+            + len(self.short_calls)
+            + (self.lockdown is not None)
+        )
+
+    def clear(self) -> None:
+        self.callers.clear()
+        self.destinations.clear()
+        self.hours.clear()
+        self.short_calls.clear()
+        self.lockdown = None
+
+
 def _scope(prefix: str, scope: str, limits: Limits, international: bool) -> _Scope:
     counts: list[Check] = []
-    for name, reason, suffix, intl_only in _COUNTS:
-        limit = getattr(limits, name)
-        if limit is not None and (international or not intl_only):
+    for w in WINDOWS:
+        limit = getattr(limits, w.limit)
+        if limit is not None and (international or not w.international):
             window = Check(
-                f"{prefix}.{name}", reason, CheckKind.WINDOW, f"w:{scope}:{suffix}", limit,
-                _WINDOWS[suffix],
+                f"{prefix}.{w.limit}", _WINDOW_REASONS[w.limit], CheckKind.WINDOW,
+                window_key(scope, w.name), limit, w.seconds,
             )  # fmt: skip
-            counts.append(_moded(window, name in limits.report))
+            counts.append(_moded(window, w.limit in limits.report))
     if limits.concurrent_calls is not None:
         slots = Check(
             f"{prefix}.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT,
-            f"c:{scope}", limits.concurrent_calls,
+            slots_key(scope), limits.concurrent_calls,
         )  # fmt: skip
         counts.append(_moded(slots, "concurrent_calls" in limits.report))
     same = distinct = None
     if limits.same_number is not None:
         b = limits.same_number
         same = Check(
-            f"{prefix}.same_number", Reason.SAME_NUMBER, CheckKind.WINDOW, f"w:{scope}:n:",
-            b.count, b.within,
+            f"{prefix}.same_number", Reason.SAME_NUMBER, CheckKind.WINDOW,
+            same_number_key(scope), b.count, b.within,
         )  # fmt: skip
         same = _moded(same, "same_number" in limits.report)
     if limits.distinct_numbers is not None:
         b = limits.distinct_numbers
         distinct = Check(
             f"{prefix}.distinct_numbers", Reason.DISTINCT_NUMBERS, CheckKind.DISTINCT,
-            f"d:{scope}", b.count, b.within,
+            distinct_key(scope), b.count, b.within,
         )  # fmt: skip
         distinct = _moded(distinct, "distinct_numbers" in limits.report)
     spend: list[tuple[str, Check]] = []
     for period, cap in limits.spend.items():
         check = Check(
-            f"{prefix}.spend.{period}", _SPEND_REASONS[period], CheckKind.SPEND, f"s:{scope}:",
-            to_micro(cap),
+            f"{prefix}.spend.{period}", _SPEND_REASONS[period], CheckKind.SPEND,
+            spend_key(scope), to_micro(cap),
         )  # fmt: skip
         spend.append((period, _moded(check, f"spend.{period}" in limits.report)))
     return _Scope(tuple(counts), same, distinct, tuple(spend))
@@ -275,10 +303,13 @@ def _caller(policy: Policy, attempt: CallAttempt, local: datetime) -> _Caller:
     (result,) = (check(c) for _, check in CALLER_RULES)
     if rule is None:
         return _Caller(None, -1, result, ((), ()), DEFAULT_MAX_CALL_DURATION)
-    scopes = (
-        ("limits", f"ext:{attempt.extension}", rule.limits),
-        ("profile_limits", f"prof:{rule.profile.name}", rule.profile.group_limits),
-        ("site_limits", "site", policy.site_limits),
+    scopes = tuple(
+        zip(
+            _SCOPE_LIMITS,
+            (extension_scope(attempt.extension), profile_scope(rule.profile.name), SITE_SCOPE),
+            (rule.limits, rule.profile.group_limits, policy.site_limits),
+            strict=True,
+        )
     )
     national, international = (
         tuple(_scope(prefix, scope, limits, intl) for prefix, scope, limits in scopes)
@@ -317,25 +348,25 @@ def _time(
     return result
 
 
-def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
-    """Run the rules that need no counter and plan the counted ones.
+def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
+    """Run the rules of ``memo``'s policy that need no counter and plan the counted ones.
 
-    What depends on neither the counters nor the time is worked out once per policy and kept in
-    ``policy.memo`` (rules.py says what each group of rules looks at): the caller per extension, the
-    destination per (entry, dialled string), the time rule per (entry, kind of number, minute).
+    What depends on neither the counters nor the time is worked out once per policy and kept in its
+    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the time rule
+    per (entry, kind of number, minute).
     """
-    memo = policy.memo
+    policy = memo.policy
     if len(memo) > MEMO_MAX:
         memo.clear()
     if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
-        memo = {}  # hostile lengths are worked out and forgotten: they cannot bloat the memo
+        memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
     local = at.astimezone(policy.site.timezone)
-    caller: _Caller | None = memo.get(attempt.extension)
+    caller = memo.callers.get(attempt.extension)
     if caller is None:
-        caller = memo[attempt.extension] = _caller(policy, attempt, local)
-    dest: _Destination | None = memo.get((caller.entry, attempt.dialled))
+        caller = memo.callers[attempt.extension] = _caller(policy, attempt, local)
+    dest = memo.destinations.get((caller.entry, attempt.dialled))
     if dest is None:
-        dest = memo[caller.entry, attempt.dialled] = _destination(
+        dest = memo.destinations[caller.entry, attempt.dialled] = _destination(
             policy, attempt, caller.rule, local
         )
     number, rule = dest.number, caller.rule
@@ -349,9 +380,9 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
     at_ms = int(at.timestamp() * 1000)
     # tzdata's offsets are whole minutes (since 1972), so one UTC minute is one local minute
     minute = (caller.entry, number.e164 is None, number.international, at_ms // 60_000)
-    hours: RuleResult | None = memo.get(minute)
+    hours = memo.hours.get(minute)
     if hours is None:
-        hours = memo[minute] = _time(policy, attempt, caller, dest, local)
+        hours = memo.hours[minute] = _time(policy, attempt, caller, dest, local)
     results = (_NOT_EMERGENCY, caller.result, *dest.results, hours)
     counted: list[Check] = []
     spent: list[Check] = []
@@ -382,9 +413,11 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
         increment=policy.rates.increment,
         max_seconds=caller.max_seconds,
         hold=RESERVATION_HOLD,
-        lock_key=f"lock:{attempt.extension}",
+        extension=attempt.extension,
         international=number.international,
         reserve=not any(r.outcome == DENY for r in results),
+        number=e164,
+        channel=attempt.leg,
     )
     return Prepared(
         policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
@@ -393,14 +426,14 @@ def prepare(policy: Policy, attempt: CallAttempt, at: datetime) -> Prepared:
 
 
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
-    intl = p.number.international
-    if outcome.lock == "all" or (outcome.lock == "international" and intl):
+    """The lock rule, as the store judged it (``Outcome.refused``)."""
+    if outcome.refused == LOCKED:
         return deny(
             "lock",
             Reason.EXTENSION_LOCKED,
             f"extension {p.attempt.extension} is locked ({outcome.lock})",
         )
-    if outcome.panic and intl:
+    if outcome.refused == PANIC:
         return deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
     return RuleResult(
         "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
@@ -422,43 +455,24 @@ def _would_fail(a: Admission, check: Check, value: int) -> bool:
     return value >= check.report
 
 
-def _reported(p: Prepared, outcome: Outcome) -> list[RuleResult]:
+def _limit_results(p: Prepared, outcome: Outcome, detail: bool) -> list[RuleResult]:
+    """The counted rules as the store judged them (``Outcome.failed``): the check that denied, those
+    in mode: report that would have, and with ``detail`` every other check and the call's length."""
     assert p.admission is not None
-    return [
-        RuleResult(
-            check.rule, REPORT, f"{_limit_detail(check, value)} (mode: report)", check.reason
-        )
-        for check, value in zip(p.checks, outcome.values, strict=True)
-        if check.report and _would_fail(p.admission, check, value)
-    ]
-
-
-def _limit_denial(check: Check, value: int) -> RuleResult:
-    return deny(check.rule, check.reason, _limit_detail(check, value))
-
-
-def _limit_results(p: Prepared, outcome: Outcome) -> list[RuleResult]:
-    assert p.admission is not None
-    judgement = judge(p.admission, outcome.values)
     out: list[RuleResult] = []
     for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
-        if judgement.failed == index:
-            out.append(_limit_denial(check, value))
+        if outcome.failed == index:
+            out.append(deny(check.rule, check.reason, _limit_detail(check, value)))
         elif check.report and _would_fail(p.admission, check, value):
-            out.append(
-                RuleResult(
-                    check.rule,
-                    REPORT,
-                    f"{_limit_detail(check, value)} (mode: report)",
-                    check.reason,
-                )
-            )
-        else:
+            text = f"{_limit_detail(check, value)} (mode: report)"
+            out.append(RuleResult(check.rule, REPORT, text, check.reason))
+        elif detail:
             out.append(RuleResult(check.rule, PASS, _limit_detail(check, value)))
-    seconds = outcome.allowed_seconds if outcome.admitted else judgement.allowed_seconds
-    out.append(
-        RuleResult("limits.max_call_duration", PASS, f"{p.max_seconds}s; allowed {seconds}s")
-    )
+    if detail:
+        seconds = outcome.allowed_seconds
+        out.append(
+            RuleResult("limits.max_call_duration", PASS, f"{p.max_seconds}s; allowed {seconds}s")
+        )
     return out
 
 
@@ -482,25 +496,19 @@ def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> De
 def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Ruling:
     """The verdict of :func:`conclude`, without building the :class:`Decision`.
 
-    With ``detail=False`` (replay: a million calls) the counted rules are judged but not described:
-    ``rules`` then holds the static rules, the lock and the rule that denied, if one did. The verdict,
-    reason and seconds are the same either way.
+    The rules come in ``RULES`` order: prepare's results, with the store's lock check after the caller
+    rule, then the counted rules. With ``detail=False`` (replay: a million calls) the counted rules
+    are not described: ``rules`` then holds the static rules, the lock, the rule that denied, if one
+    did, and those in mode: report that would have. The verdict, reason and seconds are the same
+    either way.
     """
     if p.admission is None or outcome is None:
         return Ruling(Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, 0, 0)
-    if detail:
-        limits = _limit_results(p, outcome)
-    else:
-        # an admitted call fitted under every check: no need to judge it again
-        failed = None if outcome.admitted else judge(p.admission, outcome.values).failed
-        limits = [] if failed is None else [_limit_denial(p.checks[failed], outcome.values[failed])]
-        limits += _reported(p, outcome)
     results = (
-        p.results[0],
-        p.results[1],
+        *p.results[:_LOCK_AT],
         _lock_result(p, outcome),
-        *p.results[2:],
-        *limits,
+        *p.results[_LOCK_AT:],
+        *_limit_results(p, outcome, detail),
     )
     denial = next((r for r in results if r.outcome == DENY), None)
     if denial is not None:
@@ -521,17 +529,18 @@ def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Rul
 
 
 def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
-    """The decision ``explain`` shows: what would happen if the call were placed with these counters."""
+    """The decision ``explain`` shows: what would happen if the call were placed with these counters
+    (``outcome`` is what a store's ``peek`` read: the values, the lock and the panic switch)."""
     if p.admission is None or outcome is None:
         return conclude(p, outcome)
     verdict = judge(p.admission, outcome.values)
-    would = Outcome(
-        outcome.values,
-        outcome.lock,
-        outcome.panic,
-        verdict.failed is None and verdict.allowed_seconds > 0,
-        verdict.allowed_seconds,
-        verdict.cost,
+    refused = barred(outcome.lock, outcome.panic, p.admission.international)
+    would = outcome._replace(
+        admitted=not refused and verdict.failed is None and verdict.allowed_seconds > 0,
+        allowed_seconds=verdict.allowed_seconds,
+        reserved=verdict.cost,
+        refused=refused,
+        failed=verdict.failed,
     )
     return conclude(p, would)
 
@@ -615,8 +624,8 @@ def _decision(p: Prepared, r: Ruling) -> Decision:
 
 
 def decide(
-    policy: Policy, attempt: CallAttempt, values: Callable[[Admission], Outcome], at: datetime
+    memo: Memo, attempt: CallAttempt, values: Callable[[Admission], Outcome], at: datetime
 ) -> Decision:
     """The whole decision for callers that hold the counters: ``values`` reads (or admits) the plan."""
-    p = prepare(policy, attempt, at)
+    p = prepare(memo, attempt, at)
     return conclude(p, values(p.admission) if p.admission is not None else None)

@@ -1,8 +1,9 @@
 """The gate: decide one call with the live store, then tell Asterisk what to do with the channel.
 
-This is the imperative shell around the pure engine. It owns three seams, each a small Protocol:
-the counter store (:mod:`callgate.store`), the channel control (ARI, :class:`ChannelControl`) and the
-audit sink (:class:`AuditSink`). A decision never raises: a dead store or a store slower than the per-call
+This is the imperative shell around the pure engine. It owns two seams, each a small Protocol: the
+counter store (:mod:`callgate.store`) and the channel control (ARI, :class:`ChannelControl`). What it
+does is told on one typed stream (:mod:`callgate.events`): each decision, locks, spend under a cap, the
+store failing and recovering; the audit, the metrics and the alerts subscribe. A decision never raises: a dead store or a store slower than the per-call
 deadline gives the policy's ``on_store_error`` decision, and a channel that hung up meanwhile is simply
 gone.
 """
@@ -19,8 +20,9 @@ from typing import Protocol
 
 from callgate.admission import CheckKind
 from callgate.bursts import lockdown_rule, short_call_rule
-from callgate.engine import RESERVATION_HOLD, Decision, conclude, on_store_failure, prepare
+from callgate.engine import RESERVATION_HOLD, Decision, Memo, conclude, on_store_failure, prepare
 from callgate.errors import StoreUnavailable
+from callgate.events import Decided, Events, Locked, SpendCommitted, StoreFailed, StoreRecovered
 from callgate.identity import caller_extension
 from callgate.policy import Policy
 from callgate.reasons import Reason, Verdict
@@ -46,10 +48,6 @@ class ChannelControl(Protocol):
     async def hangup(self, channel_id: str, *, cause: int) -> bool: ...
 
 
-class AuditSink(Protocol):
-    def record(self, decision: Decision, channel_id: str, elapsed_ms: float) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class GateSettings:
     deadline: float = 1.0  # seconds a decision may wait for the store before on_store_error applies
@@ -59,6 +57,7 @@ class GateSettings:
     )
     deny_label: str = ""
     timeout_absolute: bool = True  # also set TIMEOUT(absolute) as a backstop for Dial's L()
+    instance: str = ""  # which gate this is (serve: the host name); each reservation records it
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +71,6 @@ class LiveCall:
     until: float  # monotonic time after which it is surely over (allowed seconds + hold)
 
 
-Listener = Callable[[str, dict[str, object]], None]  # (event kind, details): locks, panic hang-ups
-
-
 def as_array(variables: dict[str, str]) -> tuple[str, str]:
     """Every variable in one ``ARRAY(...)`` assignment: one ARI request instead of one per variable
     (the request count is most of the gate's cost, ``make bench``). No value may hold a comma: they are
@@ -84,36 +80,31 @@ def as_array(variables: dict[str, str]) -> tuple[str, str]:
 
 
 class Gate:
-    """One site's gate. ``policy`` is called on every decision, so a reload takes effect at once."""
+    """One site's gate. ``memo`` (the running policy with the engine's memo of it, from the policy
+    holder) is called on every decision, so a reload takes effect at once."""
 
     def __init__(
         self,
-        policy: Callable[[], Policy],
+        memo: Callable[[], Memo],
         store: Store,
         channels: ChannelControl,
-        audit: AuditSink,
+        events: Events,
         *,
         settings: GateSettings = GateSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.policy = policy
+        self.memo = memo
         self.store = store
         self.channels = channels
-        self.audit = audit
+        self.events = events
         self.settings = settings
         self.clock = clock
         self.store_down = False  # the last admission failed: the next success is a recovery
         # call id -> admitted call of this instance, until settled
         self.live: dict[str, LiveCall] = {}
-        self.listeners: list[Listener] = []
-        self.decided: list[Callable[[Decision, float], None]] = []  # (decision, seconds) observers
 
-    def tell(self, kind: str, details: dict[str, object]) -> None:
-        for listener in self.listeners:
-            try:
-                listener(kind, details)
-            except Exception:  # an observer must never break the gate
-                log.exception("listener failed on %s", kind)
+    def policy(self) -> Policy:
+        return self.memo().policy
 
     async def decide(
         self, attempt: CallAttempt, *, late: bool = False, endpoint: str = ""
@@ -123,11 +114,12 @@ class Gate:
         ``endpoint``: the PJSIP endpoint that authenticated the channel; the caller is worked out from
         it and the dialplan's ``ext=`` by :func:`callgate.identity.caller_extension`.
         """
-        policy = self.policy()
+        memo = self.memo()
+        policy = memo.policy
         extension = caller_extension(policy.endpoints, endpoint, attempt.extension)
         if extension != attempt.extension:
             attempt = replace(attempt, extension=extension)
-        p = prepare(policy, attempt, self.clock())
+        p = prepare(memo, attempt, self.clock())
         if p.admission is None:
             return conclude(p, None)
         if late:
@@ -137,7 +129,7 @@ class Gate:
         # reaches a frozen-then-resumed Redis after this gate gave up on it must not hold a slot and
         # money for a call the gate already decided without it.
         deadline_ms = int((time.time() + self.settings.deadline) * 1000)
-        admission = p.admission._replace(deadline_ms=deadline_ms)
+        admission = p.admission._replace(deadline_ms=deadline_ms, instance=self.settings.instance)
         try:
             async with asyncio.timeout(self.settings.deadline):
                 outcome = await self.store.admit(admission)
@@ -145,21 +137,17 @@ class Gate:
             log.warning("store failed for call %s: %r", attempt.call_id, exc)
             if not self.store_down:
                 self.store_down = True
-                self.tell(
-                    "store_failure", {"error": repr(exc), "mode": str(policy.site.on_store_error)}
-                )
+                self.events.emit(StoreFailed(repr(exc), str(policy.site.on_store_error)))
             return on_store_failure(p, policy.site.on_store_error)
         if self.store_down:
             self.store_down = False
-            self.tell("store_recovered", {})
+            self.events.emit(StoreRecovered())
         if outcome.admitted:
             for check, value in zip(p.admission.checks, outcome.values, strict=True):
                 if check.kind is CheckKind.SPEND:
                     cap = check.report or check.limit
                     used = value + outcome.reserved
-                    self.tell(
-                        "spend", {"key": check.key, "rule": check.rule, "used": used, "cap": cap}
-                    )
+                    self.events.emit(SpendCommitted(check.key, check.rule, used, cap))
         return conclude(p, outcome)
 
     async def handle(
@@ -174,9 +162,7 @@ class Gate:
             # rather than charge its whole reservation when it expires
             await self._release(decision)
         elapsed = time.perf_counter() - started
-        self.audit.record(decision, channel_id, elapsed * 1000)
-        for observe in self.decided:
-            observe(decision, elapsed)
+        self.events.emit(Decided(decision, channel_id, elapsed))
         if applied and decision.allowed and decision.reason is Reason.ALLOWED:
             self.live[decision.reservation] = LiveCall(
                 channel_id,
@@ -186,8 +172,7 @@ class Gate:
                 time.monotonic() + decision.allowed_seconds + RESERVATION_HOLD,
             )
         elif not decision.allowed:
-            self.tell("denied", {"extension": decision.extension, "reason": decision.reason.value})
-            rule = lockdown_rule(self.policy(), decision.reason)
+            rule = lockdown_rule(self.memo(), decision.reason)
             if rule is not None:  # lockdown.after_denied: N denied attempts in the window lock
                 await self._burst(
                     decision.extension,
@@ -211,23 +196,17 @@ class Gate:
         except StoreUnavailable as exc:
             log.warning("could not count %s for %s: %s", rule.name, extension, exc)
             return
-        details: dict[str, object] = {
-            "extension": extension,
-            "rule": rule.name,
-            "count": seen.count,
-            "within": rule.within,
-            "scope": rule.scope,
-            "last_reason": why,
-        }
         if seen.locked:
             log.warning(
                 "extension %s locked (%s): %d %s calls within %ds",
                 extension, rule.scope, seen.count, rule.name, rule.within,
             )  # fmt: skip
-            self.tell("lock", details)
+            self.events.emit(Locked(extension, rule.name, seen.count, rule.within, rule.scope, why))
         elif rule.report and seen.count >= rule.threshold:
             log.warning("report: extension %s would be locked (%s)", extension, rule.scope)
-            self.tell("lock_report", details)
+            self.events.emit(
+                Locked(extension, rule.name, seen.count, rule.within, rule.scope, why, report=True)
+            )
 
     async def hang_up_international(self) -> int:
         """Panic: hang up every international call this instance admitted that may still be up."""
@@ -272,13 +251,13 @@ class Gate:
         return True
 
     async def settle(self, call_id: str, billsec: int | None) -> Settlement:
-        policy = self.policy()
+        memo = self.memo()
         at_ms = int(self.clock().timestamp() * 1000)
-        settled = await self.store.settle(policy.site.name, call_id, billsec, at_ms)
+        settled = await self.store.settle(memo.policy.site.name, call_id, billsec, at_ms)
         call = self.live.pop(call_id, None)
         self._forget_ended()
         if call is not None and settled.status is SettleStatus.SETTLED:
-            short = short_call_rule(policy, call.extension, billsec or 0)  # None: length unknown
+            short = short_call_rule(memo, call.extension, billsec or 0)  # None: length unknown
             if short is not None:  # limits.short_calls: a burst of very short answered calls
                 await self._burst(call.extension, call_id, short, f"short call ({billsec}s)")
         return settled

@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from callgate.engine import Memo
 from callgate.errors import BackendUnavailable, PolicyError, Problem
 from callgate.policy import Policy
 from callgate.policyfile import load_policy_file
@@ -38,15 +39,23 @@ Refused = Callable[[str, str], None]  # (what was refused, why)
 
 class _Holder:
     def __init__(self, current: Policy) -> None:
-        self.current = current
+        self._memo = Memo(current)
         self.listeners: list[Listener] = []
         self.refusals: list[Refused] = []
 
     def __call__(self) -> Policy:
         return self.current
 
+    @property
+    def current(self) -> Policy:
+        return self._memo.policy
+
+    def memo(self) -> Memo:
+        """The running policy with what the engine worked out for it (the gate decides with this)."""
+        return self._memo
+
     def _activate(self, policy: Policy) -> None:
-        old, self.current = self.current, policy
+        old, self._memo = self.current, Memo(policy)  # a new policy starts with an empty memo
         log.info(
             "policy active: %s sha256:%s%s",
             policy.source,

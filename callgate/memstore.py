@@ -10,10 +10,12 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from typing import NamedTuple
 
+from callgate import keys
 from callgate.admission import (
     Admission,
     CheckKind,
     Outcome,
+    barred,
     billable,
     cost_micro,
     judge,
@@ -24,12 +26,21 @@ _SWEEP_EVERY = 4096
 
 
 class _Reservation(NamedTuple):
+    """A reservation hash (``r:<id>``): its fields are ``keys.RESERVATION_FIELDS``, in that order."""
+
     allowed: int
     cost: int
     rate: int
     increment: int
-    spend_keys: tuple[str, ...]
-    slot_keys: tuple[str, ...]
+    until: int
+    spend: tuple[str, ...]
+    slots: tuple[str, ...]
+    extension: str
+    number: str
+    international: bool
+    channel: str
+    admitted_at: int
+    instance: str
 
 
 class MemoryStore:
@@ -37,8 +48,8 @@ class MemoryStore:
         self._windows: dict[str, list[tuple[int, str]]] = {}  # sorted (ms, member)
         self._members: dict[str, dict[str, int]] = {}  # DISTINCT and CONCURRENT: member -> ms
         self._money: dict[str, int] = {}
-        self._reservations: dict[str, _Reservation] = {}
-        self._settled: dict[str, Settlement] = {}
+        self._reservations: dict[str, _Reservation] = {}  # by r:<id>
+        self._settled: dict[str, Settlement] = {}  # by done:<id>
         self._strings: dict[str, str] = {}  # locks and panic
         self._expiry: dict[str, int] = {}  # key -> ms
         self._ops = 0
@@ -56,16 +67,17 @@ class MemoryStore:
         return self.settle_now(site, reservation_id, billsec, at_ms)
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
-        key = f"cg:{{{site}}}:lock:{extension}"
+        prefix = keys.site_prefix(site)
+        key = prefix + keys.lock_key(extension)
         if scope:
             self._strings[key] = scope
         else:
             self._strings.pop(key, None)
-            for burst in ("denied", "short"):  # as redisstore: forget what led to the lock
-                self._windows.pop(f"cg:{{{site}}}:x:ext:{extension}:{burst}", None)
+            for burst in keys.BURSTS:  # as redisstore: forget what led to the lock
+                self._windows.pop(prefix + keys.burst_key(extension, burst), None)
 
     async def set_panic(self, site: str, on: bool) -> None:
-        key = f"cg:{{{site}}}:panic"
+        key = keys.site_prefix(site) + keys.PANIC
         if on:
             self._strings[key] = "1"
         else:
@@ -77,11 +89,11 @@ class MemoryStore:
         return self.count_burst_now(site, extension, call_id, at_ms, rule)
 
     async def locks(self, site: str) -> dict[str, str]:
-        prefix = f"cg:{{{site}}}:lock:"
+        prefix = keys.site_prefix(site) + keys.lock_key("")
         return {k[len(prefix) :]: v for k, v in self._strings.items() if k.startswith(prefix)}
 
     async def panic(self, site: str) -> bool:
-        return f"cg:{{{site}}}:panic" in self._strings
+        return keys.site_prefix(site) + keys.PANIC in self._strings
 
     async def aclose(self) -> None:
         return None
@@ -90,8 +102,9 @@ class MemoryStore:
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
     ) -> Burst:
         """Mirrors ``lua/burst.lua``."""
-        prefix = f"cg:{{{site}}}:"
-        key, lock_key = f"{prefix}x:ext:{extension}:{rule.name}", f"{prefix}lock:{extension}"
+        prefix = keys.site_prefix(site)
+        key = prefix + keys.burst_key(extension, rule.name)
+        lock_key = prefix + keys.lock_key(extension)
         self._tick(at_ms)
         self._window_count(key, at_ms - rule.within * 1000)
         events = self._windows.setdefault(key, [])
@@ -105,9 +118,8 @@ class MemoryStore:
         return Burst(len(events), False, held)
 
     # -- the work ----------------------------------------------------------------------------------
-    def read_now(self, a: Admission) -> Outcome:
-        now, prefix = a.at_ms, f"cg:{{{a.site}}}:"
-        self._tick(now)
+    def _values(self, a: Admission, prefix: str) -> tuple[int, ...]:
+        now = a.at_ms
         values = []
         for check in a.checks:
             key = prefix + check.key
@@ -120,30 +132,45 @@ class MemoryStore:
                     key, now - check.window * 1000 if check.kind is CheckKind.DISTINCT else now
                 )
                 values.append(len(members) - (check.member in members))
-        lock = self._strings.get(prefix + a.lock_key, "")
-        return Outcome(tuple(values), lock, (prefix + "panic") in self._strings)
+        return tuple(values)
+
+    def read_now(self, a: Admission) -> Outcome:
+        """What ``peek`` sees: the values, the lock and panic, and how the store judges them."""
+        prefix = keys.site_prefix(a.site)
+        self._tick(a.at_ms)
+        values = self._values(a, prefix)
+        lock = self._strings.get(prefix + keys.lock_key(a.extension), "")
+        panic = prefix + keys.PANIC in self._strings
+        verdict = judge(a, values)
+        refused = barred(lock, panic, a.international)
+        return Outcome(
+            values, lock, panic, False, verdict.allowed_seconds, 0, False, refused, verdict.failed
+        )
 
     def admit_now(self, a: Admission) -> Outcome:
-        prefix = f"cg:{{{a.site}}}:"
-        held = self._reservations.get(prefix + a.call_id) if a.reserve else None
-        if held is not None and self._alive(prefix + "r:" + a.call_id, a.at_ms):
-            seen = self.read_now(a)
-            return Outcome(
-                seen.values, seen.lock, seen.panic, True, held.allowed, held.cost, replayed=True
-            )
+        """Mirrors ``lua/admit.lua``."""
+        prefix = keys.site_prefix(a.site)
+        rkey = prefix + keys.reservation_key(a.call_id)
+        held = self._reservations.get(rkey) if a.reserve else None
+        if held is not None and self._alive(rkey, a.at_ms):
+            self._tick(a.at_ms)
+            values = self._values(a, prefix)
+            lock = self._strings.get(prefix + keys.lock_key(a.extension), "")
+            panic = prefix + keys.PANIC in self._strings
+            refused = barred(lock, panic, a.international)
+            # handed back as it was admitted: not judged again
+            return Outcome(values, lock, panic, True, held.allowed, held.cost, True, refused)
         seen = self.read_now(a)
-        locked = seen.lock == "all" or (
-            a.international and (seen.lock == "international" or seen.panic)
-        )
-        verdict = judge(a, seen.values)
-        if not a.reserve or locked or verdict.failed is not None or verdict.allowed_seconds <= 0:
+        if not a.reserve or seen.refused or seen.allowed_seconds <= 0:
             return seen
-        now, until = a.at_ms, a.at_ms + (verdict.allowed_seconds + a.hold) * 1000
+        allowed = seen.allowed_seconds
+        cost = cost_micro(a.rate, allowed)
+        now, until = a.at_ms, a.at_ms + (allowed + a.hold) * 1000
         spend_keys, slot_keys = [], []
         for check in a.checks:
             key = prefix + check.key
             if check.kind is CheckKind.SPEND:
-                self._money[key] = self._money.get(key, 0) + verdict.cost
+                self._money[key] = self._money.get(key, 0) + cost
                 self._expire(key, now + check.window * 1000)
                 spend_keys.append(key)
             elif check.kind is CheckKind.WINDOW:
@@ -156,34 +183,28 @@ class MemoryStore:
                 self._members.setdefault(key, {})[a.call_id] = until
                 self._expire(key, max(until, self._expiry.get(key, 0)))
                 slot_keys.append(key)
-        reservation = _Reservation(
-            verdict.allowed_seconds,
-            verdict.cost,
-            a.rate,
-            a.increment,
-            tuple(spend_keys),
-            tuple(slot_keys),
-        )
-        self._reservations[prefix + a.call_id] = reservation
-        self._expire(prefix + "r:" + a.call_id, until)
-        return Outcome(
-            seen.values, seen.lock, seen.panic, True, verdict.allowed_seconds, verdict.cost
-        )
+        self._reservations[rkey] = _Reservation(
+            allowed, cost, a.rate, a.increment, until, tuple(spend_keys), tuple(slot_keys),
+            a.extension, a.number, a.international, a.channel, now, a.instance,
+        )  # fmt: skip
+        self._expire(rkey, until)
+        return seen._replace(admitted=True, reserved=cost)
 
     def settle_now(
         self, site: str, reservation_id: str, billsec: int | None, at_ms: int
     ) -> Settlement:
         """Mirrors ``lua/settle.lua``. ``billsec`` None (or negative): cannot be settled, charged in
         full: the whole reservation stays on the caps, only the concurrency slots are freed."""
-        prefix, rid = f"cg:{{{site}}}:", reservation_id
+        prefix, rid = keys.site_prefix(site), reservation_id
+        rkey, dkey = prefix + keys.reservation_key(rid), prefix + keys.settled_key(rid)
         self._tick(at_ms)
-        done = self._settled.get(prefix + rid)
-        if done is not None and self._alive(prefix + "done:" + rid, at_ms):
+        done = self._settled.get(dkey)
+        if done is not None and self._alive(dkey, at_ms):
             return Settlement(
                 SettleStatus.ALREADY_SETTLED, done.charged, done.released, done.billsec
             )
-        held = self._reservations.get(prefix + rid)
-        if held is None or not self._alive(prefix + "r:" + rid, at_ms):
+        held = self._reservations.get(rkey)
+        if held is None or not self._alive(rkey, at_ms):
             return Settlement(SettleStatus.UNKNOWN)
         if billsec is None or billsec < 0:
             seconds, charged = held.allowed, held.cost
@@ -191,24 +212,36 @@ class MemoryStore:
             seconds = billable(min(billsec, held.allowed), held.increment)
             charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
-        for key in held.spend_keys:
+        for key in held.spend:
             if key in self._money:
                 self._money[key] -= released
-        for key in held.slot_keys:
+        for key in held.slots:
             self._members.get(key, {}).pop(rid, None)
-        del self._reservations[prefix + rid]
-        self._expiry.pop(prefix + "r:" + rid, None)
+        del self._reservations[rkey]
+        self._expiry.pop(rkey, None)
         result = Settlement(SettleStatus.SETTLED, charged, released, seconds)
-        self._settled[prefix + rid] = result
-        self._expire(prefix + "done:" + rid, at_ms + SETTLED_MEMORY * 1000)
+        self._settled[dkey] = result
+        self._expire(dkey, at_ms + SETTLED_MEMORY * 1000)
         return result
 
     def reservations(self, site: str) -> int:
         """How many reservations of ``site`` are held (for tests and status)."""
-        return sum(1 for key in self._reservations if key.startswith(f"cg:{{{site}}}:"))
+        return sum(1 for key in self._reservations if key.startswith(keys.site_prefix(site)))
+
+    def reservation(self, site: str, reservation_id: str, at_ms: int) -> dict[str, str]:
+        """A reservation's fields as Redis' ``HGETALL`` of its hash shows them ({}: none held)."""
+        key = keys.site_prefix(site) + keys.reservation_key(reservation_id)
+        held = self._reservations.get(key)
+        if held is None or not self._alive(key, at_ms):
+            return {}
+        shown = (
+            "\n".join(v) if isinstance(v, tuple) else str(int(v) if isinstance(v, bool) else v)
+            for v in held
+        )
+        return dict(zip(keys.RESERVATION_FIELDS, shown, strict=True))
 
     def money(self, site: str, key: str) -> int:
-        return self._money.get(f"cg:{{{site}}}:{key}", 0)
+        return self._money.get(keys.site_prefix(site) + key, 0)
 
     # -- time and expiry ---------------------------------------------------------------------------
     def _window_count(self, key: str, cutoff: int) -> int:
@@ -243,7 +276,5 @@ class MemoryStore:
             del self._expiry[key]
             for table in (self._windows, self._members, self._money, self._strings):
                 table.pop(key, None)
-            if ":r:" in key:
-                self._reservations.pop(key.replace(":r:", ":", 1), None)
-            elif ":done:" in key:
-                self._settled.pop(key.replace(":done:", ":", 1), None)
+            self._reservations.pop(key, None)
+            self._settled.pop(key, None)

@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from callgate.engine import Decision
+from callgate.events import AlertRaised, Decided, Event
 from callgate.policy import Policy
 from callgate.status import Status, read_status
 
@@ -144,8 +145,15 @@ class Metrics:
 
     # --- fed by the gate ----------------------------------------------------------------------
 
+    def on_event(self, event: Event) -> None:
+        """An :class:`callgate.events.Events` subscriber: decisions and alerts raised."""
+        if isinstance(event, Decided):
+            self.observe_decision(event.decision, event.seconds)
+        elif isinstance(event, AlertRaised):
+            self.alerts.labels(event.kind).inc()
+
     def observe_decision(self, decision: Decision, seconds: float) -> None:
-        """One decision (a ``Gate.decided`` observer): its verdict, reason and time."""
+        """One decision: its verdict, reason and time."""
         self.count_decision(decision.verdict.value, decision.reason.value, seconds)
         for r in decision.reported:
             self.reported.labels(r.reason.value if r.reason else "").inc()
@@ -157,9 +165,6 @@ class Metrics:
     def set_link(self, name: str, up: bool) -> None:
         self.links[name] = up
         self.link.labels(name).set(1 if up else 0)
-
-    def set_live_calls(self, n: int) -> None:
-        self.live_calls.set(n)
 
     def set_policy_version(self, version: int, digest: str = "") -> None:
         self.version = (version, digest[:12])
@@ -267,7 +272,6 @@ class MetricsServer:
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         await self._refresh()
-        self.extra()  # refreshes the gauges read at scrape time
         return await self._prometheus(request)
 
     async def _health(self, _: web.Request) -> web.Response:

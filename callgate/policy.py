@@ -7,13 +7,13 @@ seconds; time windows are read in the site's time zone.
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from callgate.keys import PERIODS
 from callgate.numbers import NumberType
 
 
@@ -199,12 +199,9 @@ class Spend:
     month: Decimal | None = None
 
     def items(self) -> tuple[tuple[str, Decimal], ...]:
-        """The caps that are set, as (period, amount), shortest period first."""
-        return tuple(
-            (period, cap)
-            for period, cap in (("hour", self.hour), ("day", self.day), ("month", self.month))
-            if cap is not None
-        )
+        """The caps that are set, as (period, amount), shortest period first (``keys.PERIODS``)."""
+        caps = ((period, getattr(self, period)) for period in PERIODS)
+        return tuple((period, cap) for period, cap in caps if cap is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,11 +342,6 @@ class Policy:
         0  # the version it was pushed as in Redis (callgate.policystore); 0: a local file
     )
     lists: tuple[PrefixList, ...] = ()  # the range lists the policy reads, by name
-    # What engine.prepare worked out once for this policy: results that depend on no counter and no
-    # clock, keyed by what they do depend on (engine.py says which). Not part of the policy's value.
-    memo: dict[Hashable, Any] = field(
-        default_factory=dict, init=False, repr=False, compare=False, hash=False
-    )
 
     def rule_for(self, extension: str) -> ExtensionRule | None:
         """The first ``extensions`` entry that matches, or None (the call is then refused).

@@ -30,6 +30,7 @@ import yaml
 
 from callgate import prefixlists
 from callgate.errors import PolicyError, Problem
+from callgate.keys import PERIODS
 from callgate.numbers import NumberType
 from callgate.policy import (
     DEFAULT_MAX_CALL_DURATION,
@@ -910,8 +911,7 @@ def merge_limits(base: Limits, over: Limits) -> Limits:
     Modes merge the same way: a limit that ``over`` sets takes ``over``'s mode (enforce unless it says
     ``mode: report``); every other limit keeps ``base``'s.
     """
-    periods = ("hour", "day", "month")
-    spend = {p: _first(getattr(over.spend, p), getattr(base.spend, p)) for p in periods}
+    spend = {p: _first(getattr(over.spend, p), getattr(base.spend, p)) for p in PERIODS}
     changes = {
         name: getattr(over, name)
         for name in Limits.__dataclass_fields__
@@ -975,9 +975,7 @@ _GROUP_LIMITS = {
     "concurrent_calls": _COUNT,
     "same_number": _Key(_moded_model(Burst, _CALLS_WITHIN)),
     "distinct_numbers": _Key(_moded_model(Burst, _NUMBERS_WITHIN)),
-    "spend": _Key(
-        _moded_model(Spend, {period: _Key(_money) for period in ("hour", "day", "month")})
-    ),
+    "spend": _Key(_moded_model(Spend, {period: _Key(_money) for period in PERIODS})),
 }
 _SHORT_CALLS = {
     "calls": _Key(_at_least_one, "how many short calls"),
@@ -1095,8 +1093,7 @@ def _describe_profile(profile: Profile) -> list[str]:
 
 def _changed(base: Limits, limits: Limits) -> Limits:
     """The limits of ``limits`` that differ from ``base`` (the rest unset)."""
-    periods = ("hour", "day", "month")
-    spend = {p: getattr(limits.spend, p) for p in periods}
+    spend = {p: getattr(limits.spend, p) for p in PERIODS}
     spend = {p: v for p, v in spend.items() if v != getattr(base.spend, p)}
     changes = {
         name: getattr(limits, name)

@@ -30,10 +30,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from callgate.errors import PolicyError, Problem, StoreUnavailable
+from callgate.keys import POLICY_PARTS, policy_key, site_prefix
 from callgate.policy import Policy
 from callgate.policyfile import load_policy, read_policy_text
 from callgate.prefixlists import ListFiles
-from callgate.redisstore import site_prefix
 
 LOG_MAXLEN = 10_000
 
@@ -139,12 +139,8 @@ class PolicyStore:
         self.client = client
         self.site = site
         prefix = site_prefix(site)
-        self.keys = [
-            prefix + "policy:seq",
-            prefix + "policy:versions",
-            prefix + "policy:active",
-            prefix + "policy:log",
-        ]
+        # KEYS[1..4] of the scripts: policy:seq, policy:versions, policy:active, policy:log
+        self.keys = [prefix + policy_key(part) for part in POLICY_PARTS]
         self._push = client.register_script(_PUSH)
         self._rollback = client.register_script(_ROLLBACK)
 

@@ -1,7 +1,8 @@
 """The Redis counter store: one Lua script admits a call in one round trip (``lua/admit.lua``).
 
-Every key of a site starts with ``cg:{site}:``, so the hash tag puts a site's keys in one Redis Cluster
-slot and the scripts run there unchanged. Every key has a TTL. redis errors become
+Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.keys` spells them all), so the hash tag
+puts a site's keys in one Redis Cluster slot and the scripts run there unchanged; every key a script
+touches is passed in ``KEYS``. Every counter has a TTL. redis errors become
 :class:`~callgate.errors.StoreUnavailable` here, once.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callgate import keys
 from callgate.admission import Admission, Outcome
 from callgate.errors import StoreUnavailable
 from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleStatus
@@ -24,10 +26,6 @@ T = TypeVar("T")
 
 def _lua(name: str) -> str:
     return resources.files("callgate").joinpath(f"lua/{name}").read_text(encoding="utf-8")
-
-
-def site_prefix(site: str) -> str:
-    return f"cg:{{{site}}}:"
 
 
 class RedisStore:
@@ -62,17 +60,22 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _run(self, a: Admission, peek: bool) -> Outcome:
-        prefix = site_prefix(a.site)
-        keys = [prefix + "r:" + a.call_id, prefix + a.lock_key, prefix + "panic"]
+        prefix = keys.site_prefix(a.site)
+        names = [
+            prefix + keys.reservation_key(a.call_id),
+            prefix + keys.lock_key(a.extension),
+            prefix + keys.PANIC,
+        ]
         args: list[Any] = [
             a.call_id, a.at_ms, a.rate, a.increment, a.max_seconds, a.hold,
             int(a.reserve), int(a.international), int(peek), a.deadline_ms,
+            a.extension, a.number, a.channel, a.instance,
         ]  # fmt: skip
         for check in a.checks:
-            keys.append(prefix + check.key)
+            names.append(prefix + check.key)
             args += [check.kind.value, check.limit, check.window, check.member]
-        reply = await self._call(lambda: self._admit(keys=keys, args=args))
-        lock, panic, admitted, allowed, cost, replayed, *values = reply
+        reply = await self._call(lambda: self._admit(keys=names, args=args))
+        lock, panic, refused, failed, admitted, allowed, cost, replayed, *values = reply
         return Outcome(
             values=tuple(int(v) for v in values),
             lock=str(lock or ""),
@@ -81,6 +84,8 @@ class RedisStore:
             allowed_seconds=int(allowed),
             reserved=int(cost),
             replayed=bool(int(replayed)),
+            refused=str(refused or ""),
+            failed=None if int(failed) < 0 else int(failed),
         )
 
     async def admit(self, admission: Admission) -> Outcome:
@@ -92,32 +97,35 @@ class RedisStore:
     async def settle(
         self, site: str, reservation_id: str, billsec: int | None, at_ms: int
     ) -> Settlement:
-        prefix = site_prefix(site)
-        keys = [prefix + "r:" + reservation_id, prefix + "done:" + reservation_id]
+        prefix = keys.site_prefix(site)
+        names = [
+            prefix + keys.reservation_key(reservation_id),
+            prefix + keys.settled_key(reservation_id),
+        ]
         given = "" if billsec is None else billsec  # '': cannot be settled, charged in full
         args = [given, SETTLED_MEMORY, at_ms, reservation_id]
-        reply = await self._call(lambda: self._settle(keys=keys, args=args))
+        reply = await self._call(lambda: self._settle(keys=names, args=args))
         status, charged, released, seconds = reply
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
-        prefix = site_prefix(site)
-        key = f"{prefix}lock:{extension}"
+        prefix = keys.site_prefix(site)
+        key = prefix + keys.lock_key(extension)
         # unlocking also forgets the bursts that led to the lock, or the next refusal would relock
-        bursts = [f"{prefix}x:ext:{extension}:denied", f"{prefix}x:ext:{extension}:short"]
+        bursts = [prefix + keys.burst_key(extension, burst) for burst in keys.BURSTS]
         await self._call(
             lambda: self._redis.set(key, scope) if scope else self._redis.delete(key, *bursts)
         )
 
     async def set_panic(self, site: str, on: bool) -> None:
-        key = f"{site_prefix(site)}panic"
+        key = keys.site_prefix(site) + keys.PANIC
         await self._call(lambda: self._redis.set(key, "1") if on else self._redis.delete(key))
 
     async def count_burst(
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
     ) -> Burst:
-        prefix = site_prefix(site)
-        keys = [f"{prefix}x:ext:{extension}:{rule.name}", f"{prefix}lock:{extension}"]
+        prefix = keys.site_prefix(site)
+        names = [prefix + keys.burst_key(extension, rule.name), prefix + keys.lock_key(extension)]
         args: list[Any] = [
             call_id,
             at_ms,
@@ -126,11 +134,11 @@ class RedisStore:
             rule.scope,
             int(rule.report),
         ]
-        count, locked, lock = await self._call(lambda: self._burst(keys=keys, args=args))
+        count, locked, lock = await self._call(lambda: self._burst(keys=names, args=args))
         return Burst(int(count), bool(int(locked)), str(lock))
 
     async def locks(self, site: str) -> dict[str, str]:
-        prefix = f"{site_prefix(site)}lock:"
+        prefix = keys.site_prefix(site) + keys.lock_key("")
 
         async def scan() -> dict[str, str]:
             found = [key async for key in self._redis.scan_iter(match=prefix + "*", count=500)]
@@ -140,7 +148,8 @@ class RedisStore:
         return await self._call(scan)
 
     async def panic(self, site: str) -> bool:
-        return bool(await self._call(lambda: self._redis.exists(f"{site_prefix(site)}panic")))
+        key = keys.site_prefix(site) + keys.PANIC
+        return bool(await self._call(lambda: self._redis.exists(key)))
 
     async def ping(self) -> bool:
         return bool(await self._call(self._redis.ping))

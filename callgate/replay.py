@@ -21,7 +21,7 @@ from typing import NamedTuple
 from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
 from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.cdr import CdrRow
-from callgate.engine import prepare, rule_on
+from callgate.engine import Memo, prepare, rule_on
 from callgate.memstore import MemoryStore
 from callgate.policy import Policy
 from callgate.reasons import Verdict
@@ -157,13 +157,14 @@ def replay(
 ) -> Iterator[Replayed]:
     """Decide every row (in start order) and yield what happened to it."""
     store = store or MemoryStore()
+    memo = Memo(policy)
     site, emergency, increment = policy.site.name, emergency_numbers(policy), policy.rates.increment
     # (end ms, call id, billsec, extension) of the allowed calls in progress
     ending: list[tuple[int, str, int, str]] = []
     for row in rows:
         start_ms = int(row.start.timestamp() * 1000)
         while ending and ending[0][0] <= start_ms:
-            _settle(policy, store, heapq.heappop(ending))
+            _settle(memo, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
         if not only.outbound(row, emergency):
             yield Replayed(
@@ -180,9 +181,7 @@ def replay(
                 0,
             )
             continue
-        prepared = prepare(
-            policy, CallAttempt(call_id, row.src, row.dst, row.accountcode), row.start
-        )
+        prepared = prepare(memo, CallAttempt(call_id, row.src, row.dst, row.accountcode), row.start)
         outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
         ruling = rule_on(prepared, outcome, detail=False)
         rate = to_micro(prepared.rate) if prepared.rate is not None else 0
@@ -199,7 +198,7 @@ def replay(
             verdict, allowed_seconds = "allow", ruling.seconds or row.billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0
-            lockdown = lockdown_rule(policy, ruling.reason)
+            lockdown = lockdown_rule(memo, ruling.reason)
             if lockdown is not None:
                 store.count_burst_now(site, row.src, call_id, start_ms, lockdown)
         number = prepared.number
@@ -211,16 +210,17 @@ def replay(
             row.billsec, allowed_seconds, cost, allowed_cost, reported=reported,
         )  # fmt: skip
     while ending:
-        _settle(policy, store, heapq.heappop(ending))
+        _settle(memo, store, heapq.heappop(ending))
 
 
-def _settle(policy: Policy, store: MemoryStore, ending: tuple[int, str, int, str]) -> None:
+def _settle(memo: Memo, store: MemoryStore, ending: tuple[int, str, int, str]) -> None:
     """A replayed call ends: settle it, and count it if it was a short one (limits.short_calls)."""
     end_ms, call_id, seconds, extension = ending
-    store.settle_now(policy.site.name, call_id, seconds, end_ms)
-    short = short_call_rule(policy, extension, seconds)
+    site = memo.policy.site.name
+    store.settle_now(site, call_id, seconds, end_ms)
+    short = short_call_rule(memo, extension, seconds)
     if short is not None:
-        store.count_burst_now(policy.site.name, extension, call_id, end_ms, short)
+        store.count_burst_now(site, extension, call_id, end_ms, short)
 
 
 @contextmanager

@@ -28,17 +28,20 @@ import gc
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 
 from callgate.alerting import Alerting
 from callgate.ami import AmiConnection
 from callgate.ari import AriClient
 from callgate.audit import Audit
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
+from callgate.events import Events, PanicEnded, PanicStarted
 from callgate.gate import Gate
 from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.metrics import LINKS, Metrics, MetricsServer
+from callgate.metrics import LINKS, Metrics, MetricsServer, site_state
 from callgate.policystore import PolicyStore
 from callgate.redisstore import RedisStore
 from callgate.settings import HIDDEN, Settings, redact_url
@@ -177,29 +180,59 @@ async def _watch_panic(
         if on and not was_on:
             log.warning("panic: the site refuses international calls")
             hung = await gate.hang_up_international()
-            gate.tell("panic", {"hung_up": hung})
+            gate.events.emit(PanicStarted(hung))
         elif was_on and not on:
             log.warning("calm: panic is over")
-            gate.tell("calm", {})
+            gate.events.emit(PanicEnded())
         was_on = on
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PANIC_POLL)
 
 
 def _monitoring(
-    settings: Settings, gate: Gate, policy: FilePolicy | RedisPolicy, alerting: Alerting
+    settings: Settings,
+    gate: Gate,
+    policy: FilePolicy | RedisPolicy,
+    *,
+    alerting: Alerting,
+    store: RedisStore,
+    audit: Audit,
 ) -> tuple[Metrics, MetricsServer]:
-    """The metrics fed by the gate and the alerts, and the /metrics + /health server."""
+    """The metrics, each fed from its live source, and the /metrics + /health server."""
     # AMI turned off is not a degradation: its link is not watched at all
     metrics = Metrics(
         links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != "ami")
     )
-    gate.decided.append(metrics.observe_decision)
-    alerting.counted.append(lambda kind: metrics.alerts.labels(kind).inc())
+    gate.events.subscribe(metrics.on_event)
+    metrics.live_calls.set_function(lambda: len(gate.live))
+    metrics.set_policy_version(policy().revision, policy().digest)
+    policy.listeners.append(lambda new, _old: metrics.set_policy_version(new.revision, new.digest))
+    alerter = alerting.alerter
+    for name, doc, read, counter in (
+        (
+            "callgate_audit_queue",
+            "Audit entries waiting for Redis",
+            lambda: len(audit.queue),
+            False,
+        ),
+        (
+            "callgate_audit_dropped",
+            "Audit entries dropped, the queue full",
+            lambda: audit.dropped,
+            True,
+        ),
+        ("callgate_alerts_queue", "Alerts waiting for delivery", lambda: len(alerter.queue), False),
+        ("callgate_alerts_sent", "Alert deliveries that succeeded", lambda: alerter.sent, True),
+        (
+            "callgate_alerts_dropped",
+            "Alerts dropped, the queue full",
+            lambda: alerter.dropped,
+            True,
+        ),
+    ):
+        metrics.expose(name, doc, read, counter=counter)
 
     def health_extra() -> dict[str, object]:
-        metrics.live_calls.set(len(gate.live))
-        metrics.policy_version.set(policy().revision)
         return {
             "site": policy().site.name,
             "policy_version": policy().revision,
@@ -209,7 +242,11 @@ def _monitoring(
         }
 
     return metrics, MetricsServer(
-        metrics, settings.metrics_host, settings.metrics_port, health_extra
+        metrics,
+        settings.metrics_host,
+        settings.metrics_port,
+        health_extra,
+        refresh=site_state(metrics, store.client, policy),
     )
 
 
@@ -286,11 +323,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
     audit = Audit(store.client, policy().site.name)
-    gate = Gate(policy, store, ari, audit, settings=settings.gate)
+    events = Events()
+    events.subscribe(audit.on_event)
+    # each reservation records which gate admitted it (`callgate status` lists the live calls)
+    here = replace(settings.gate, instance=socket.gethostname())
+    gate = Gate(policy.memo, store, ari, events, settings=here)
     router = Router(gate, ari)
     feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
     alerting = Alerting(settings, gate, policy)
-    metrics, web = _monitoring(settings, gate, policy, alerting)
+    metrics, web = _monitoring(settings, gate, policy, alerting=alerting, store=store, audit=audit)
     where = f"http://{settings.metrics_host}:{settings.metrics_port}/"
     if settings.metrics_enabled:
         try:

@@ -1,17 +1,21 @@
 """``callgate status``: a site's live state as Redis holds it, read without changing anything.
 
 :func:`read_status` gathers, for every gate of the site together: spend per extension, profile and site
-against the caps of a policy (the site's local hour, day and month), the reservations in flight, the live
-calls, calls in the last minute and hour and concurrent calls per scope, locks and panic, and the active
-policy version. It returns a frozen :class:`Status` tree and prints nothing; :func:`render_text` and
-:func:`as_json` turn it into text. :func:`fetch_health` asks a running ``serve`` for its links;
-:func:`persistence` whether Redis keeps its data across its own restart (``serve`` warns at start-up
-when it does not: the caps would reset with it).
+against the caps of a policy (the site's local hour, day and month), the reservations in flight and the
+live calls they are, calls in the last minute and hour and concurrent calls per scope, locks and panic,
+and the active policy version. It returns a frozen :class:`Status` tree and prints nothing;
+:func:`render_text` and :func:`as_json` turn it into text. :func:`fetch_health` asks a running
+``serve`` for its links; :func:`persistence` whether Redis keeps its data across its own restart
+(``serve`` warns at start-up when it does not: the caps would reset with it).
+
+The keys are read as :mod:`callgate.keys` spells them. A live call is its reservation (``r:<id>``, which
+the admission script writes with the call's extension, number, channel, time and gate): the reservations
+not yet settled nor expired are counted, and the first :data:`LIVE_SHOWN` by admission time are listed.
 
 The cost is bounded: one ``SCAN`` pass over the site's keys (``MATCH`` on the site prefix, ``COUNT``
 :data:`SCAN_COUNT` a step, at most :data:`MAX_KEYS` keys, never ``KEYS``), then two pipelined round trips.
 Redis errors become :class:`~callgate.errors.StoreUnavailable` here, once. Keys written by a newer or older
-callgate in another shape (``live``, ``policy:*``) are shown as absent rather than failing the read.
+callgate in another shape (a reservation, ``policy:*``) are shown as absent rather than failing the read.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -28,21 +32,41 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from callgate.admission import MICRO, to_micro
-from callgate.engine import spend_periods
 from callgate.errors import StoreUnavailable
+from callgate.keys import (
+    EXT,
+    LOCK,
+    PANIC,
+    PERIODS,
+    PROFILE,
+    RESERVATION,
+    SITE_SCOPE,
+    SLOTS,
+    SPEND,
+    WINDOW,
+    WINDOW_BY_NAME,
+    WINDOWS,
+    extension_scope,
+    parse,
+    policy_key,
+    profile_scope,
+    scope_kind,
+    site_prefix,
+    spend_key,
+    spend_periods,
+)
 from callgate.policy import Limits, Policy
-from callgate.redisstore import site_prefix
 
 SCAN_COUNT = 1000  # keys Redis looks at per SCAN step
 MAX_KEYS = 200_000  # a site with more matching keys is shown in part (``Status.truncated``)
 LIVE_SHOWN = 50  # live calls listed one by one; all are counted
-PERIODS = ("hour", "day", "month")
-# counter key suffix -> (policy key, sliding window in ms); "concurrent_calls" is the c:<scope> set
-_WINDOWS = {
-    "cpm": ("calls_per_minute", 60_000),
-    "cph": ("calls_per_hour", 3_600_000),
-    "iph": ("international_calls_per_hour", 3_600_000),
-}
+# The kinds of key the one SCAN pass looks for (by their first letter): the rest are read by name.
+_SCANNED = (
+    "[" + "".join(sorted({kind[0] for kind in (SPEND, WINDOW, SLOTS, RESERVATION, LOCK)})) + "]*"
+)
+# What status reads of a reservation hash (keys.RESERVATION_FIELDS): its money, and the live call it is.
+_HELD = ("cost", "until")
+_LIVE = ("allowed", "extension", "number", "international", "channel", "admitted_at", "instance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +106,17 @@ class CounterLine:
 
 @dataclass(frozen=True, slots=True)
 class LiveCall:
-    """An admitted call still up, as the gate that admitted it recorded it."""
+    """An admitted call not yet settled: its reservation, as the gate that admitted it recorded it."""
 
-    call_id: str
+    call_id: str  # the reservation id (CALLGATE_CALL): the call id, then what it is bound to
     extension: str
-    number: str
+    number: str  # E.164
     international: bool
-    channel: str
-    admitted_at: str  # ISO 8601
+    channel: str  # the channel (leg) that asked
+    admitted_at: str  # ISO 8601, the site's local time
     allowed_seconds: int
     instance: str  # which gate admitted it
-    until_ms: int  # when its record expires
+    until_ms: int  # when its reservation expires (allowed seconds + hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +142,8 @@ class Status:
     reserved: int  # micro-units they hold on the caps (already inside ``spend``)
     spend: tuple[SpendLine, ...]
     counters: tuple[CounterLine, ...]
-    live_calls: int
-    live: tuple[LiveCall, ...]  # at most LIVE_SHOWN of them
+    live_calls: int  # the reservations: every admitted call not yet settled is live
+    live: tuple[LiveCall, ...]  # at most LIVE_SHOWN of them, the earliest admitted first
     truncated: bool = False  # the key scan stopped at MAX_KEYS: extension lines may be missing
     health: dict[str, Any] | None = None  # a running gate's /health body, when asked and answered
 
@@ -133,20 +157,20 @@ class Status:
 
 def _limits(policy: Policy, scope: str) -> Limits | None:
     """The limits the policy sets on a scope (None: no such profile, or no entry matches)."""
-    if scope == "site":
+    kind, name = scope_kind(scope)
+    if kind == SITE_SCOPE:
         return policy.site_limits
-    kind, _, name = scope.partition(":")
-    if kind == "prof":
+    if kind == PROFILE:
         profile = policy.profiles.get(name)
         return profile.group_limits if profile else None
-    rule = policy.rule_for(name) if kind == "ext" else None
+    rule = policy.rule_for(name) if kind == EXT else None
     return rule.limits if rule else None
 
 
 def _order(scope: str) -> tuple[int, bool, int, str]:
     """site, then profiles, then extensions, numbers in numeric order."""
-    kind, _, name = scope.partition(":")
-    rank = {"site": 0, "prof": 1}.get(kind, 2)
+    kind, name = scope_kind(scope)
+    rank = {SITE_SCOPE: 0, PROFILE: 1}.get(kind, 2)
     return rank, not name.isdigit(), int(name) if name.isdigit() else 0, name
 
 
@@ -159,15 +183,15 @@ def _text(value: Any) -> str:
 
 
 async def _scan(client: aioredis.Redis, match: str, limit: int) -> tuple[list[str], bool]:
-    keys: list[str] = []
+    found: list[str] = []
     cursor: Any = 0
     while True:
         cursor, batch = await client.scan(cursor, match=match, count=SCAN_COUNT)
-        keys += map(_text, batch)
-        if len(keys) >= limit:
-            return keys[:limit], True
+        found += map(_text, batch)
+        if len(found) >= limit:
+            return found[:limit], True
         if not int(cursor):
-            return keys, False
+            return found, False
 
 
 async def read_status(
@@ -186,32 +210,34 @@ async def read_status(
 
 
 class _Keys:
-    """The site's keys the scan found, by what they count."""
+    """The site's keys the scan found, by what they count (``keys.parse``)."""
 
-    def __init__(self, prefix: str, keys: list[str], period_of: dict[str, str]) -> None:
+    def __init__(self, site: str, found: list[str], buckets: dict[str, str]) -> None:
+        period_of = {name: period for period, name in buckets.items()}
         self.spend: dict[str, tuple[str, str]] = {}  # key -> (scope, period)
-        self.windows: dict[str, tuple[str, str]] = {}  # key -> (scope, suffix)
+        self.windows: dict[str, tuple[str, str]] = {}  # key -> (scope, window name)
         self.slots: dict[str, str] = {}  # key -> scope
-        self.held: list[str] = []
-        self.locks: list[str] = []
-        for key in keys:
-            kind, _, tail = key[len(prefix) :].partition(":")
-            scope, _, last = tail.rpartition(":")
-            if kind == "s" and scope and last in period_of:
-                self.spend[key] = (scope, period_of[last])
-            elif kind == "w" and scope and last in _WINDOWS:
-                self.windows[key] = (scope, last)
-            elif kind == "c":
-                self.slots[key] = tail
-            elif kind == "r":
-                self.held.append(key)
-            elif kind == "lock":
-                self.locks.append(key)
+        self.held: dict[str, str] = {}  # key -> reservation id
+        self.locks: dict[str, str] = {}  # key -> extension
+        for key in found:
+            shape = parse(site, key)
+            if shape is None:
+                continue
+            if shape.kind == SPEND and shape.name in period_of:
+                self.spend[key] = (shape.scope, period_of[shape.name])
+            elif shape.kind == WINDOW:
+                self.windows[key] = (shape.scope, shape.name)
+            elif shape.kind == SLOTS:
+                self.slots[key] = shape.scope
+            elif shape.kind == RESERVATION:
+                self.held[key] = shape.name
+            elif shape.kind == LOCK:
+                self.locks[key] = shape.name
 
 
 def _replies(replies: list[Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(core, optional): the next reply; an error fails the read (core) or reads as absent
-    (optional: a key of a shape this callgate does not know, such as ``live`` from another version)."""
+    (optional: a key of a shape this callgate does not know, written by another version)."""
     it = iter(replies)
 
     def core() -> Any:
@@ -230,34 +256,34 @@ def _replies(replies: list[Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
 async def _read(
     client: aioredis.Redis, policy: Policy, now: datetime, live_limit: int, max_keys: int
 ) -> Status:
-    prefix = site_prefix(policy.site.name)
+    site = policy.site.name
+    prefix = site_prefix(site)
     local = now.astimezone(policy.site.timezone)
     buckets = {period: name for period, (name, _) in spend_periods(local).items()}
     now_ms = int(now.timestamp() * 1000)
-    # one pass: s: spend, w: windows, c: concurrency, r: reservations, l: locks (and live:<id>)
-    found, truncated = await _scan(client, _glob(prefix) + "[swcrl]*", max_keys)
-    k = _Keys(prefix, found, {name: period for period, name in buckets.items()})
-    scopes = [("site", policy.site_limits)]
-    scopes += [(f"prof:{name}", p.group_limits) for name, p in policy.profiles.items()]
+    # one pass: spend, windows, concurrency, reservations (the live calls) and locks
+    found, truncated = await _scan(client, _glob(prefix) + _SCANNED, max_keys)
+    k = _Keys(site, found, buckets)
+    scopes = [(SITE_SCOPE, policy.site_limits)]
+    scopes += [(profile_scope(name), p.group_limits) for name, p in policy.profiles.items()]
     for scope, limits in scopes:  # read even when the scan was cut short
         for period, _cap in limits.spend.items():
-            k.spend.setdefault(f"{prefix}s:{scope}:{buckets[period]}", (scope, period))
+            k.spend.setdefault(prefix + spend_key(scope, buckets[period]), (scope, period))
+    fields = _HELD + _LIVE if live_limit > 0 else _HELD
 
     pipe = client.pipeline(transaction=False)
     if k.spend:
         pipe.mget(list(k.spend))
-    for key, (_, suffix) in k.windows.items():
-        pipe.zcount(key, f"({now_ms - _WINDOWS[suffix][1]}", "+inf")
+    for key, (_, window) in k.windows.items():
+        pipe.zcount(key, f"({now_ms - WINDOW_BY_NAME[window].seconds * 1000}", "+inf")
     for key in k.slots:
         pipe.zcount(key, f"({now_ms}", "+inf")
     for key in k.held:
-        pipe.hmget(key, "cost", "until")
+        pipe.hmget(key, *fields)
     if k.locks:
-        pipe.mget(k.locks)
-    pipe.exists(prefix + "panic")
-    pipe.zcount(prefix + "live", f"({now_ms}", "+inf")
-    pipe.zrangebyscore(prefix + "live", f"({now_ms}", "+inf", 0, live_limit, withscores=True)
-    pipe.get(prefix + "policy:active")
+        pipe.mget(list(k.locks))
+    pipe.exists(prefix + PANIC)
+    pipe.get(prefix + policy_key("active"))
     core, optional = _replies(await pipe.execute(raise_on_error=False))
 
     values = core() if k.spend else []
@@ -265,41 +291,39 @@ async def _read(
     counted = {where: int(core()) for where in k.windows.values()}
     concurrent = {scope: int(core()) for scope in k.slots.values()}
     reservations = reserved = 0
-    for _ in k.held:
-        cost, until = core()
-        if until is not None and int(until) > now_ms:
-            reservations, reserved = reservations + 1, reserved + int(cost or 0)
+    live: list[tuple[int, LiveCall]] = []
+    for reservation in k.held.values():
+        held = dict(zip(fields, optional() or [None] * len(fields), strict=True))
+        until = _int(held["until"])
+        if until > now_ms:
+            reservations, reserved = reservations + 1, reserved + _int(held["cost"])
+            if live_limit > 0:
+                live.append(_live_call(reservation, held, until, policy.site.timezone))
     values = core() if k.locks else []
-    locks = [
-        (key[len(prefix) + 5 :], _text(v)) for key, v in zip(k.locks, values, strict=True) if v
-    ]
+    locks = [(ext, _text(v)) for ext, v in zip(k.locks.values(), values, strict=True) if v]
     panic = bool(core())
-    live_count = int(optional() or 0)
-    live_ids = [(_text(m), int(float(score))) for m, score in optional() or []]
     active = optional()
 
     pipe = client.pipeline(transaction=False)
-    for call_id, _ in live_ids:
-        pipe.hgetall(f"{prefix}live:{call_id}")
     if active is not None:
-        pipe.hget(prefix + "policy:versions", _text(active))
-    later = await pipe.execute(raise_on_error=False) if live_ids or active is not None else []
-    live = [c for c in map(_live_call, live_ids, later) if c is not None]
+        pipe.hget(prefix + policy_key("versions"), _text(active))
+    later = await pipe.execute(raise_on_error=False) if active is not None else []
+    live.sort(key=lambda pair: (pair[0], pair[1].call_id))
     return Status(
-        site=policy.site.name,
+        site=site,
         at=local,
         currency=policy.site.currency,
         caps_from=policy.source + (f" (v{policy.revision})" if policy.revision else ""),
         caps_digest=policy.digest,
         active=_version(active, later[-1]) if active is not None else None,
         panic=panic,
-        locks=tuple(sorted(locks, key=lambda pair: _order("ext:" + pair[0]))),
+        locks=tuple(sorted(locks, key=lambda pair: _order(extension_scope(pair[0])))),
         reservations=reservations,
         reserved=reserved,
         spend=_spend_lines(policy, buckets, spent),
         counters=_counter_lines(policy, counted, concurrent),
-        live_calls=live_count,
-        live=tuple(sorted(live, key=lambda c: (c.admitted_at, c.call_id))),
+        live_calls=reservations,
+        live=tuple(call for _, call in live[:live_limit]),
         truncated=truncated,
     )
 
@@ -308,7 +332,7 @@ def _spend_lines(
     policy: Policy, buckets: dict[str, str], spent: dict[tuple[str, str], int]
 ) -> tuple[SpendLine, ...]:
     """Every capped (scope, period) and every one with a counter; the fullest extensions first."""
-    scopes = {"site", *(f"prof:{p}" for p in policy.profiles), *(s for s, _ in spent)}
+    scopes = {SITE_SCOPE, *(profile_scope(p) for p in policy.profiles), *(s for s, _ in spent)}
     by_scope: dict[str, list[SpendLine]] = {}
     for scope in scopes:
         limits = _limits(policy, scope)
@@ -342,8 +366,12 @@ def _counter_lines(
     for scope in sorted({s for s, _ in counted} | set(concurrent), key=_order):
         limits = _limits(policy, scope)
         counts = tuple(
-            Count(name, counted.get((scope, suffix), 0), getattr(limits, name) if limits else None)
-            for suffix, (name, _) in _WINDOWS.items()
+            Count(
+                w.limit,
+                counted.get((scope, w.name), 0),
+                getattr(limits, w.limit) if limits else None,
+            )
+            for w in WINDOWS
         )
         slots = concurrent.get(scope, 0)
         counts += (Count("concurrent_calls", slots, limits.concurrent_calls if limits else None),)
@@ -352,15 +380,22 @@ def _counter_lines(
     return tuple(out)
 
 
-def _live_call(entry: tuple[str, int], fields: Any) -> LiveCall | None:
-    if not isinstance(fields, dict) or not fields:
-        return None  # ended meanwhile, or not a hash
-    f = {_text(k): _text(v) for k, v in fields.items()}
-    seconds = f.get("allowed_seconds", "0")
-    return LiveCall(
-        entry[0], f.get("extension", ""), f.get("number", ""), f.get("international") == "1",
-        f.get("channel", ""), f.get("admitted_at", ""), int(seconds) if seconds.isdigit() else 0,
-        f.get("instance", ""), entry[1],
+def _int(value: Any) -> int:
+    """A number Redis holds as text; 0 when absent or not a whole number."""
+    text = _text(value) if value is not None else ""
+    return int(text) if text.isdigit() else 0
+
+
+def _live_call(
+    reservation: str, held: dict[str, Any], until: int, zone: tzinfo
+) -> tuple[int, LiveCall]:
+    """(admitted at, epoch ms; the call) of a reservation hash's fields (absent ones read as empty)."""
+    f = {name: _text(v) if v is not None else "" for name, v in held.items()}
+    at = _int(f["admitted_at"])
+    when = datetime.fromtimestamp(at / 1000, zone).isoformat(timespec="seconds") if at else ""
+    return at, LiveCall(
+        reservation, f["extension"], f["number"], f["international"] == "1", f["channel"], when,
+        _int(f["allowed"]), f["instance"], until,
     )  # fmt: skip
 
 

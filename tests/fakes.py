@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from callgate.admission import Admission, Outcome
 from callgate.engine import Decision
 from callgate.errors import StoreUnavailable
+from callgate.events import Decided, Event, Events
 from callgate.memstore import MemoryStore
 
 
@@ -51,12 +52,19 @@ class FakeChannels:
         return [c for c in self.calls if c[0] != "set" and c[1] == channel_id]
 
 
-@dataclass
-class FakeAudit:
-    decisions: list[tuple[Decision, str]] = field(default_factory=list)
+class FakeAudit(Events):
+    """The gate's event stream, keeping every event and, as (decision, channel), every decision."""
 
-    def record(self, decision: Decision, channel_id: str, elapsed_ms: float) -> None:
-        self.decisions.append((decision, channel_id))
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Event] = []
+        self.decisions: list[tuple[Decision, str]] = []
+        self.subscribe(self._keep)
+
+    def _keep(self, event: Event) -> None:
+        self.seen.append(event)
+        if isinstance(event, Decided):
+            self.decisions.append((event.decision, event.channel_id))
 
 
 class BrokenStore(MemoryStore):

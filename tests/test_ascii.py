@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate import cli
-from callgate.engine import conclude, prepare
+from callgate.engine import Memo, conclude, prepare
 from callgate.memstore import MemoryStore
 from callgate.numbers import read_number
 from callgate.policy import EXTENSION_MAX, ExtensionRule, Policy, Profile, is_extension
@@ -95,13 +95,13 @@ def test_ascii_extensions_still_match(policy: Policy, extension: str, match: str
 async def test_a_lock_cannot_be_walked_around_in_another_script(extension: str) -> None:
     """The issue's case: with 1005 locked (all), 1005 in other digits is refused, not a fresh caller
     with 7,200 s, and the plan for it counts nothing and reserves nothing."""
-    policy, store = load_policy(POLICY, "ascii"), MemoryStore()
+    memo, store = Memo(load_policy(POLICY, "ascii")), MemoryStore()
     await store.set_lock("t", "1005", "all")
     for caller, reason in (
         ("1005", Reason.EXTENSION_LOCKED),
         (extension, Reason.UNKNOWN_EXTENSION),
     ):
-        p = prepare(policy, CallAttempt(f"call-{caller!a}", caller, "2125550123"), AT)
+        p = prepare(memo, CallAttempt(f"call-{caller!a}", caller, "2125550123"), AT)
         assert p.admission is not None
         d = conclude(p, store.admit_now(p.admission))
         assert (d.verdict, d.reason, d.allowed_seconds) == (Verdict.DENY, reason, 0)
@@ -114,7 +114,7 @@ async def test_a_lock_cannot_be_walked_around_in_another_script(extension: str) 
 
 async def test_emergency_calls_pass_from_any_caller(policy: Policy) -> None:
     """An unknown or non-ASCII caller may still reach the emergency services."""
-    p = prepare(policy, CallAttempt("e", "١٠٠٥", "911"), AT)
+    p = prepare(Memo(policy), CallAttempt("e", "١٠٠٥", "911"), AT)
     d = conclude(p, None)
     assert (d.verdict, d.reason) == (Verdict.ALLOW, Reason.EMERGENCY)
 

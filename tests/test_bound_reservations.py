@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.engine import prepare
+from callgate.engine import Memo, prepare
 from callgate.gate import Gate, GateSettings
 from callgate.memstore import MemoryStore
 from callgate.policyfile import load_policy
@@ -23,6 +23,7 @@ from callgate.redisstore import RedisStore
 from callgate.rules import CallAttempt
 from callgate.store import Store
 from tests.fakes import FakeAudit, FakeChannels
+from tests.servers import eventually
 
 NY = ZoneInfo("America/New_York")
 TUE = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
@@ -58,9 +59,9 @@ async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator
 
 
 def gate(store: Store, **settings: float) -> tuple[Gate, FakeChannels]:
-    channels = FakeChannels()
+    channels, memo = FakeChannels(), Memo(POLICY)
     g = Gate(
-        lambda: POLICY,
+        lambda: memo,
         store,
         channels,
         FakeAudit(),
@@ -164,14 +165,15 @@ async def test_a_script_arriving_after_the_deadline_reserves_nothing(
     still on the wire runs when Redis resumes, after that deadline, and must reserve nothing."""
     g, _ = gate(redis_store, deadline=0.3)
     pid = int((await redis_store.client.info("server"))["process_id"])
-    p = prepare(POLICY, CallAttempt("LATE", "1001", CUBA, leg="ch"), TUE)
+    p = prepare(Memo(POLICY), CallAttempt("LATE", "1001", CUBA, leg="ch"), TUE)
     assert p.admission is not None
     on_the_wire = p.admission._replace(deadline_ms=int((time.time() + 0.3) * 1000))
     os.kill(pid, signal.SIGSTOP)
     try:
         script = asyncio.create_task(redis_store.admit(on_the_wire))
         d = await g.decide(CallAttempt("LATE", "1001", CUBA, leg="ch"))
-        await asyncio.sleep(0.5)  # well past the deadline before Redis runs the script
+        # Redis stays frozen until the script's deadline has passed (deciding took as long, mostly)
+        await eventually(lambda: time.time() * 1000 > on_the_wire.deadline_ms + 10, "the deadline")
     finally:
         os.kill(pid, signal.SIGCONT)
     assert (d.verdict, d.reason) == (Verdict.DENY, Reason.STORE_UNAVAILABLE)

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate import cli, engine
+from callgate.bursts import lockdown_rule, short_call_rule
 from callgate.engine import (
     RULES,
     Decision,
+    Memo,
     conclude,
     decide,
     on_store_failure,
@@ -54,7 +56,7 @@ extensions:
 
 
 def run(
-    policy: Policy,
+    policy: Policy | Memo,  # a policy: decided with a new Memo
     ext: str,
     dialled: str,
     at: datetime = TUE,
@@ -63,8 +65,9 @@ def run(
     call_id: str = "",
 ) -> Decision:
     store = store or MemoryStore()
+    memo = policy if isinstance(policy, Memo) else Memo(policy)
     prepared = prepare(
-        policy, CallAttempt(call_id or f"{ext}-{dialled}-{at.timestamp()}", ext, dialled), at
+        memo, CallAttempt(call_id or f"{ext}-{dialled}-{at.timestamp()}", ext, dialled), at
     )
     return conclude(prepared, store.admit_now(prepared.admission) if prepared.admission else None)
 
@@ -237,7 +240,7 @@ async def test_locks(lock: str, panic: bool, dialled: str, reason: Reason) -> No
 )
 def test_store_failure_modes(mode: FailMode, dialled: str, verdict: Verdict) -> None:
     """With the store down, on_store_error decides what the static rules did not already refuse."""
-    d = on_store_failure(prepare(EXAMPLE, CallAttempt("x", "1001", dialled), TUE), mode)
+    d = on_store_failure(prepare(Memo(EXAMPLE), CallAttempt("x", "1001", dialled), TUE), mode)
     assert d.verdict is verdict
     if d.reason is not Reason.EMERGENCY and d.rule == "store":
         assert d.reason is Reason.STORE_UNAVAILABLE
@@ -256,7 +259,7 @@ def test_same_call_id_gets_same_decision_once() -> None:
 def test_explain_lists_every_rule_without_counting() -> None:
     """peek-based decisions list every rule in order and change no counter."""
     store = MemoryStore()
-    prepared = prepare(EXAMPLE, CallAttempt("x", "1001", "011442079460000"), TUE)
+    prepared = prepare(Memo(EXAMPLE), CallAttempt("x", "1001", "011442079460000"), TUE)
     assert prepared.admission is not None
     d = peeked(prepared, store.read_now(prepared.admission))
     names = [r.rule for r in d.rules]
@@ -270,25 +273,45 @@ def test_explain_lists_every_rule_without_counting() -> None:
 def test_decide_is_one_pure_call() -> None:
     """decide() chains prepare, the counter read and conclude for callers that hold the counters."""
     store = MemoryStore()
-    d = decide(EXAMPLE, CallAttempt("y", "2000", "2125550123"), store.admit_now, TUE)
+    d = decide(Memo(EXAMPLE), CallAttempt("y", "2000", "2125550123"), store.admit_now, TUE)
     assert d.allowed
     assert d.profile == "office"
 
 
 def test_memo_never_changes_a_decision() -> None:
-    """Decisions made with a warm policy.memo are those of a fresh policy, and the memo stays bounded."""
+    """Decisions made with a warm Memo are those of a fresh policy, and the memo stays bounded."""
     calls = [
         (ext, dialled, at)
         for ext in ("1001", "2000", "3000", "9999", "1" * 200)
         for dialled in ("2125550123", "011442079460000", "19005550199", "911", "abc", "9" * 400)
         for at in (TUE, SAT, XMAS)
     ]
-    warm = [run(EXAMPLE, *call, call_id="m") for call in calls * 2][len(calls) :]
+    memo = Memo(EXAMPLE)
+    warm = [run(memo, *call, call_id="m") for call in calls * 2][len(calls) :]
+    fresh = load_policy(
+        resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8"),
+        "example",
+    )
     for call, decision in zip(calls, warm, strict=True):
-        fresh = load_policy(
-            resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8"),
-            "example",
-        )
-        assert run(fresh, *call, call_id="m") == decision
-    assert all(len(str(key)) < 300 for key in EXAMPLE.memo)  # hostile lengths are not kept
-    assert 0 < len(EXAMPLE.memo) <= engine.MEMO_MAX + 1
+        assert run(fresh, *call, call_id="m") == decision  # each with a new Memo
+    keys = [*memo.callers, *memo.destinations, *memo.hours, *memo.short_calls]
+    assert all(len(str(key)) < 300 for key in keys)  # hostile lengths are not kept
+    assert 0 < len(memo) <= engine.MEMO_MAX + 1
+
+
+def test_a_full_memo_is_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MEMO_MAX entries, counted over every table (the bursts' too), the next call empties the
+    memo before it fills it again; a hostile length is worked out and never kept."""
+    monkeypatch.setattr(engine, "MEMO_MAX", 4)
+    memo = Memo(EXAMPLE)
+    run(memo, "1001", "9" * 400)
+    assert len(memo) == 0
+    assert short_call_rule(memo, "1" * 200, 5) is None
+    assert len(memo) == 0
+    run(memo, "1001", "2125550123")  # the caller, the destination, the hours
+    assert (len(memo.callers), len(memo.destinations), len(memo.hours)) == (1, 1, 1)
+    assert lockdown_rule(memo, Reason.COUNTRY_NOT_ALLOWED) is not None
+    short_call_rule(memo, "1001", 5)
+    assert len(memo) == 5
+    run(memo, "1001", "2125550124")  # emptied first: the caller, this destination, the hours
+    assert (len(memo), len(memo.callers), len(memo.destinations), len(memo.hours)) == (3, 1, 1, 1)

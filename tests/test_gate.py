@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from callgate.engine import Memo
+from callgate.events import Locked
 from callgate.gate import TIMEOUT_SLACK, Gate, GateSettings
+from callgate.livepolicy import FilePolicy
 from callgate.memstore import MemoryStore
 from callgate.policyfile import load_policy
 from callgate.reasons import Reason, Verdict
@@ -29,9 +33,9 @@ POLICY = load_policy(
 def gate(
     store: Store | None = None, *, at: datetime = TUE, settings: GateSettings | None = None
 ) -> tuple[Gate, FakeChannels, FakeAudit]:
-    channels, audit = FakeChannels(), FakeAudit()
+    channels, audit, memo = FakeChannels(), FakeAudit(), Memo(POLICY)
     g = Gate(
-        lambda: POLICY,
+        lambda: memo,
         store or MemoryStore(),
         channels,
         audit,
@@ -138,16 +142,14 @@ async def test_lockdown_after_denied_attempts_then_unlock() -> None:
     """Five denied attempts lock the extension (international): its next call abroad is refused with
     extension_locked, a domestic call still goes, and unlocking restores it."""
     store = MemoryStore()
-    g, _, _ = gate(store)
-    events: list[tuple[str, dict[str, object]]] = []
-    g.listeners.append(lambda kind, details: events.append((kind, details)))
+    g, _, audit = gate(store)
     for i in range(5):
         denied = await g.handle(f"d{i}", CallAttempt(f"D{i}", "1001", "011537123456"))
         assert denied.reason is Reason.COUNTRY_NOT_ALLOWED
-    locks = [details for kind, details in events if kind == "lock"]
+    locks = [e for e in audit.seen if isinstance(e, Locked)]
     assert len(locks) == 1
-    assert locks[0]["extension"] == "1001"
-    assert sum(kind == "denied" for kind, _ in events) == 5
+    assert (locks[0].extension, locks[0].report) == ("1001", False)
+    assert sum(not d.allowed for d, _ in audit.decisions) == 5
     london = await g.handle("uk", CallAttempt("UK", "1001", "011442079460123"))
     assert london.reason is Reason.EXTENSION_LOCKED
     assert (await g.handle("us", CallAttempt("US", "1001", "2125550123"))).allowed
@@ -157,8 +159,8 @@ async def test_lockdown_after_denied_attempts_then_unlock() -> None:
 
 async def test_short_calls_lock_after_a_burst() -> None:
     """Answered calls shorter than short_calls.shorter_than, five within the window, lock."""
-    store, now = MemoryStore(), [TUE]
-    g = Gate(lambda: POLICY, store, FakeChannels(), FakeAudit(), clock=lambda: now[0])
+    store, now, memo = MemoryStore(), [TUE], Memo(POLICY)
+    g = Gate(lambda: memo, store, FakeChannels(), FakeAudit(), clock=lambda: now[0])
     for i in range(5):
         now[0] = TUE + timedelta(seconds=61 * i)  # under calls_per_minute: 4
         short = await g.handle(f"s{i}", CallAttempt(f"S{i}", "1002", f"21255501{i:02d}"))
@@ -190,3 +192,22 @@ async def test_a_call_that_waited_past_its_deadline_gets_the_store_failure_mode(
     assert (abroad.verdict, abroad.reason) == (Verdict.DENY, Reason.STORE_UNAVAILABLE)
     assert (home.verdict, home.reason) == (Verdict.ALLOW, Reason.STORE_UNAVAILABLE)
     assert store.reservations(POLICY.site.name) == 0
+
+
+async def test_a_new_policy_is_decided_with_a_new_memo(tmp_path: Path) -> None:
+    """A reloaded policy comes with an empty Memo: what the old one worked out for a number (here,
+    London allowed) is never read for the new one (London refused)."""
+    text = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    holder = FilePolicy(str(path))
+    g = Gate(holder.memo, MemoryStore(), FakeChannels(), FakeAudit(), clock=lambda: TUE)
+    assert (await g.decide(CallAttempt("A", "1001", "011442079460123"))).allowed
+    old = holder.memo()
+    assert len(old) > 0
+    path.write_text(text.replace("[US, CA, GB, DE, FR, MX]", "[US, CA, DE, FR, MX]"), "utf-8")
+    await holder.refresh()
+    assert holder.memo() is not old
+    assert holder.memo().policy is holder() is g.policy()
+    london = await g.decide(CallAttempt("B", "1001", "011442079460123"))
+    assert (london.verdict, london.reason) == (Verdict.DENY, Reason.COUNTRY_NOT_ALLOWED)

@@ -13,6 +13,7 @@ from callgate.errors import PolicyError
 from callgate.livepolicy import FilePolicy, RedisPolicy
 from callgate.policystore import PolicyStore, diff, read_for_push
 from callgate.redisstore import RedisStore
+from tests.servers import eventually
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DEFAULT = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")
@@ -96,10 +97,7 @@ async def test_redis_policy_follows_the_active_version(versions: PolicyStore) ->
     )
     stop = asyncio.Event()
     task = asyncio.create_task(holder.watch(stop))
-    for _ in range(50):
-        if holder().revision == 2:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: holder().revision == 2, "version 2 in force")
     stop.set()
     await task
     assert holder().revision == 2

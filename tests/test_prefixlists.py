@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate import prefixlists
-from callgate.engine import prepare
+from callgate.engine import Memo, prepare
 from callgate.errors import PolicyError, Problem
 from callgate.policy import Destinations, PrefixList, PrefixTable
 from callgate.policyfile import describe, load_policy, load_policy_file
@@ -432,6 +432,6 @@ def test_a_denied_number_names_the_list_it_is_on(
         LISTED.replace("MODE", mode), "p", read_list={"lists/carrier.txt": CARRIER}
     )
     at = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
-    prepared = prepare(policy, CallAttempt("c", "1001", dialled), at)
+    prepared = prepare(Memo(policy), CallAttempt("c", "1001", dialled), at)
     (result,) = (r for r in prepared.results if r.rule == "destinations.prefixes")
     assert (result.outcome, result.detail) == (outcome, detail)

@@ -6,7 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from callgate.audit import entry
-from callgate.engine import Decision, conclude, prepare
+from callgate.engine import Decision, Memo, conclude, prepare
 from callgate.memstore import MemoryStore
 from callgate.policyfile import load_policy
 from callgate.reasons import Reason, Verdict
@@ -39,7 +39,7 @@ extensions: [{match: "1001", profile: office}]
 
 
 def decide(store: MemoryStore, call_id: str, number: str) -> Decision:
-    p = prepare(POLICY, CallAttempt(call_id, "1001", number), TUE)
+    p = prepare(Memo(POLICY), CallAttempt(call_id, "1001", number), TUE)
     assert p.admission is not None
     return conclude(p, store.admit_now(p.admission))
 

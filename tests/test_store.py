@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callgate.admission import Admission, Check, CheckKind
+from callgate import keys
+from callgate.admission import LOCKED, PANIC, Admission, Check, CheckKind
 from callgate.memstore import MemoryStore
 from callgate.reasons import Reason
 from callgate.redisstore import RedisStore
@@ -61,7 +62,7 @@ def call(
 ) -> Admission:
     base = Admission(
         site=SITE, call_id=call_id, at_ms=at, checks=checks, rate=rate, increment=inc, max_seconds=3600,
-        hold=600, lock_key="lock:1001", international=False, reserve=True,
+        hold=600, extension="1001", international=False, reserve=True,
     )  # fmt: skip
     return base._replace(**kw)  # type: ignore[arg-type]
 
@@ -178,24 +179,120 @@ async def test_unsettled_reservation_expires_charged_in_full(store: Store) -> No
 
 
 @pytest.mark.parametrize(
-    ("lock", "panic", "international", "admitted"),
+    ("lock", "panic", "international", "refused"),
     [
-        ("", False, True, True),
-        ("international", False, False, True),
-        ("international", False, True, False),
-        ("all", False, False, False),
-        ("", True, True, False),
-        ("", True, False, True),
+        ("", False, True, ""),
+        ("international", False, False, ""),
+        ("international", False, True, LOCKED),
+        ("all", False, False, LOCKED),
+        ("", True, True, PANIC),
+        ("", True, False, ""),
+        ("international", True, True, LOCKED),  # the lock is named before the panic
+        ("all", True, False, LOCKED),
     ],
 )
 async def test_locks_and_panic(
-    store: Store, lock: str, panic: bool, international: bool, admitted: bool
+    store: Store, lock: str, panic: bool, international: bool, refused: str
 ) -> None:
-    """A lock or the panic switch keeps a call from being reserved, by its scope."""
+    """A lock or the panic switch keeps a call from being reserved, by its scope, and says which."""
     await store.set_lock(SITE, "1001", lock or None)
     await store.set_panic(SITE, panic)
     outcome = await store.admit(call("a", window(5), international=international))
-    assert (outcome.admitted, outcome.lock, outcome.panic) == (admitted, lock, panic)
+    assert (outcome.admitted, outcome.lock, outcome.panic) == (not refused, lock, panic)
+    assert (outcome.refused, outcome.failed) == (refused, None)
+    peeked = await store.peek(call("b", window(5), international=international))
+    assert (peeked.refused, peeked.admitted) == (refused, False)
+
+
+@pytest.mark.parametrize(
+    ("checks", "failed", "allowed"),
+    [
+        ((window(1), slots(5), spend(100_000_000)), 0, 0),
+        ((window(5), slots(1), spend(100_000_000)), 1, 0),
+        ((window(1), slots(1)), 0, 0),  # the first check that fails is named
+        ((window(5), spend(6_200_000)), None, 120),  # two minutes left under the cap
+        ((window(5), spend(6_050_000)), 1, 0),  # less than one increment left
+        ((window(5), slots(5), spend(100_000_000)), None, 3600),
+    ],
+)
+async def test_the_store_names_the_check_that_failed(
+    store: Store, checks: tuple[Check, ...], failed: int | None, allowed: int
+) -> None:
+    """After a first call (one in each window and slot, 6.00 reserved), the store names the check the
+    next call fails, the one the engine then reports, and how long the counters allow it."""
+    await store.admit(call("first", window(5), slots(5), spend(100_000_000)))
+    seen = await store.peek(call("peeked", *checks, at=T0 + 1000))
+    outcome = await store.admit(call("next", *checks, at=T0 + 1000))
+    assert (outcome.failed, outcome.admitted, outcome.allowed_seconds) == (
+        failed,
+        failed is None,
+        allowed,
+    )
+    assert (seen.failed, seen.allowed_seconds, seen.admitted) == (failed, allowed, False)
+
+
+async def test_a_refused_admission_is_still_judged(store: Store) -> None:
+    """A call a static rule refused (reserve=False) or a lock refuses gets its checks judged all the
+    same, so explain and the audit can name what else it would have failed; nothing is written."""
+    await store.admit(call("first", window(1)))
+    refused = await store.admit(call("static", window(1), spend(10_000_000), reserve=False))
+    assert (refused.admitted, refused.failed, refused.allowed_seconds) == (False, 0, 0)
+    free = await store.admit(call("free", spend(10_000_000), reserve=False))
+    assert (free.admitted, free.failed, free.allowed_seconds) == (False, None, 3600)
+    await store.set_lock(SITE, "1001", "all")
+    locked = await store.admit(call("locked", spend(10_000_000)))
+    assert (locked.admitted, locked.refused, locked.failed, locked.allowed_seconds) == (
+        False,
+        LOCKED,
+        None,
+        3600,
+    )
+    assert (await store.peek(call("after", window(1)))).values == (1,)
+
+
+async def test_a_replayed_admission_is_not_judged_again(store: Store) -> None:
+    """The same reservation id admitted again is handed its first admission, even though its own
+    reservation now fills the limits it was admitted under."""
+    a = call("linked", window(1), slots(1), spend(1_000_000))
+    first = await store.admit(a)
+    again = await store.admit(a._replace(at_ms=T0 + 5000))
+    assert (again.admitted, again.replayed, again.failed, again.values) == (
+        True,
+        True,
+        None,
+        (1, 1, 1_000_000),
+    )
+    assert (again.allowed_seconds, again.reserved) == (first.allowed_seconds, first.reserved)
+
+
+async def test_both_stores_record_the_same_reservation(redis_store: RedisStore) -> None:
+    """The reservation hash is the record of a live call: admit.lua and MemoryStore write the same
+    fields (keys.RESERVATION_FIELDS) with the same values; settling removes it."""
+    a = call(
+        "L1:ab12", window(5), slots(5), spend(10_000_000), international=True,
+        number="+442079460123", channel="1763391600.17", instance="pbx1",
+    )  # fmt: skip
+    memory = MemoryStore()
+    await memory.admit(a)
+    await redis_store.admit(a)
+    key = keys.site_prefix(SITE) + keys.reservation_key("L1:ab12")
+    held = await redis_store.client.hgetall(key)
+    assert held == memory.reservation(SITE, "L1:ab12", T0)
+    assert set(held) == set(keys.RESERVATION_FIELDS)
+    assert {f: held[f] for f in keys.RESERVATION_FIELDS[7:]} == {
+        "extension": "1001",
+        "number": "+442079460123",
+        "international": "1",
+        "channel": "1763391600.17",
+        "admitted_at": str(T0),
+        "instance": "pbx1",
+    }
+    assert held["spend"] == keys.site_prefix(SITE) + "s:ext:1001:2026-11-17"
+    assert 0 < await redis_store.client.pttl(key) <= (3600 + 600) * 1000
+    for store in (memory, redis_store):
+        await store.settle(SITE, "L1:ab12", 30, T0 + 1000)
+    assert await redis_store.client.exists(key) == 0
+    assert memory.reservation(SITE, "L1:ab12", T0 + 1000) == {}
 
 
 async def test_peek_and_refused_never_write(store: Store) -> None:

@@ -1,21 +1,27 @@
 -- callgate: read every check of one call and, if the call fits under all of them, reserve it.
--- Mirrors callgate.admission.judge and callgate.memstore.MemoryStore.admit_now; one round trip per call.
+-- Mirrors callgate.admission.barred and judge, and callgate.memstore.MemoryStore.admit_now; one round
+-- trip per call.
 --
 -- KEYS[1] reservation hash   KEYS[2] the extension's lock   KEYS[3] the site's panic flag
--- KEYS[4..] one key per check, in the admission's order
+-- KEYS[4..] one key per check, in the admission's order (every key is built by callgate.keys)
 -- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
---       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then per check: kind, limit,
+--       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then what the reservation records
+--       of the live call: extension, number (E.164), channel, instance; then per check: kind, limit,
 --       window (seconds), member
 -- KEYS[1] is the reservation id (callgate.engine.reservation_id): it is bound to the number, the rate,
 -- the extension and the channel, so an earlier reservation is only handed back to the same leg.
--- Returns {lock, panic, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
+-- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
+--   refused: 'lock', 'panic' or '' (what refused the call before any counter)
+--   failed: the index (from 0) of the first check the call does not fit under; -1: none
+--   allowed_seconds: admitted, what was reserved; else what the counters allow (0 when a check failed)
 
 local call_id, now = ARGV[1], tonumber(ARGV[2])
 local rate, inc, max_seconds = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hold, reserve, intl, peek = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
 local deadline = tonumber(ARGV[10])
+local extension, number, channel, instance = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local n = #KEYS - 3
-local ARGS = 10 -- fixed arguments before the per-check ones
+local ARGS = 14 -- fixed arguments before the per-check ones
 
 local function idiv(a, b) -- exact floor(a / b) for non-negative integers held in doubles
   local q = math.floor(a / b)
@@ -26,6 +32,12 @@ end
 
 local lock = redis.call('GET', KEYS[2]) or ''
 local panic = redis.call('EXISTS', KEYS[3])
+local refused = '' -- callgate.admission.barred
+if lock == 'all' or (intl and lock == 'international') then
+  refused = 'lock'
+elseif intl and panic == 1 then
+  refused = 'panic'
+end
 
 local values = {}
 for i = 1, n do
@@ -49,8 +61,8 @@ for i = 1, n do
   values[i] = v
 end
 
-local function reply(admitted, allowed, cost, replayed)
-  local out = {lock, panic, admitted, allowed, cost, replayed}
+local function reply(failed, admitted, allowed, cost, replayed)
+  local out = {lock, panic, refused, failed, admitted, allowed, cost, replayed}
   for i = 1, n do out[#out + 1] = values[i] end
   return out
 end
@@ -58,13 +70,13 @@ end
 if reserve and not peek then
   local held = redis.call('HMGET', KEYS[1], 'allowed', 'cost', 'until')
   if held[3] and tonumber(held[3]) > now then
-    return reply(1, tonumber(held[1]), tonumber(held[2]), 1)
+    return reply(-1, 1, tonumber(held[1]), tonumber(held[2]), 1) -- not judged again
   end
 end
 
 -- judge
 local ceiling = idiv(max_seconds, inc) * inc
-local allowed, failed = ceiling, false
+local allowed, failed = ceiling, -1
 for i = 1, n do
   local base = ARGS + (i - 1) * 4
   local kind, limit = ARGV[base + 1], tonumber(ARGV[base + 2])
@@ -75,21 +87,21 @@ for i = 1, n do
       if remaining < 0 then remaining = 0 end
       fit = idiv(math.min(idiv(remaining * 60, rate), ceiling), inc) * inc
     end
-    if fit < inc then failed = true end
+    if fit < inc and failed < 0 then failed = i - 1 end
     if fit < allowed then allowed = fit end
-  elseif values[i] >= limit then
-    failed = true
+  elseif values[i] >= limit and failed < 0 then
+    failed = i - 1
   end
 end
+if failed >= 0 or allowed < inc then allowed = 0 end
 
-local locked = lock == 'all' or (intl and (lock == 'international' or panic == 1))
-if peek or not reserve or locked or failed or allowed < inc then
-  return reply(0, 0, 0, 0)
+if peek or not reserve or refused ~= '' or allowed == 0 then
+  return reply(failed, 0, allowed, 0, 0)
 end
 if deadline > 0 then -- the gate has given up on this script and decided without it: reserve nothing
   local t = redis.call('TIME')
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
-    return reply(0, 0, 0, 0)
+    return reply(failed, 0, allowed, 0, 0)
   end
 end
 
@@ -118,7 +130,10 @@ for i = 1, n do
     slot_keys[#slot_keys + 1] = key
   end
 end
+-- the fields are callgate.keys.RESERVATION_FIELDS
 redis.call('HSET', KEYS[1], 'allowed', allowed, 'cost', cost, 'rate', rate, 'increment', inc,
-  'until', untl, 'spend', table.concat(spend_keys, '\n'), 'slots', table.concat(slot_keys, '\n'))
+  'until', untl, 'spend', table.concat(spend_keys, '\n'), 'slots', table.concat(slot_keys, '\n'),
+  'extension', extension, 'number', number, 'international', intl and 1 or 0, 'channel', channel,
+  'admitted_at', ARGV[2], 'instance', instance)
 redis.call('PEXPIRE', KEYS[1], (allowed + hold) * 1000)
-return reply(1, allowed, cost, 0)
+return reply(-1, 1, allowed, cost, 0)
