@@ -8,6 +8,20 @@ import pytest
 from callgate.redisstore import RedisStore
 from tests.servers import redis_server
 
+# The fixtures that start the session's real redis-server (``redis_store`` asks for ``redis_url``, so
+# its tests are caught too). A test that starts a server of its own carries ``@pytest.mark.redis``
+# itself, or its module does (``pytestmark``).
+REDIS_FIXTURES = frozenset({"redis_url", "redis_store"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a Redis fixture ``redis``: ``pytest -m "not redis and not asterisk
+    and not compiled"`` (``make fast``) then runs the pure unit tests without starting any server."""
+    for item in items:
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from callgate.ami import AmiConnection, Message
@@ -135,6 +137,19 @@ class Callgate:
         text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    async def health(self) -> dict[str, Any]:
+        """Its /health body (``links``, ``policy_version``...); {} while nothing answers."""
+        url = f"http://127.0.0.1:{self.env['CALLGATE_METRICS_PORT']}/health"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+                http.get(url) as reply,
+            ):
+                body = await reply.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return {}
+        return dict(body) if isinstance(body, dict) else {}
+
 
 def callgate_env(
     ast: AsteriskInstance, redis_url: str, policy: Path, **extra: str
@@ -230,6 +245,11 @@ class Watch:
 
     def find(self, predicate: Callable[[Message], bool]) -> list[Message]:
         return [m for m in self.messages if predicate(m)]
+
+    async def caught_up(self) -> None:
+        """Every event Asterisk raised before now has been read: the answer to a Ping comes after
+        them on the same connection."""
+        await self.conn.send("Ping")
 
     async def wait(
         self, predicate: Callable[[Message], bool], seconds: float = 10

@@ -1,14 +1,41 @@
-"""Real servers for the test suite, started on 127.0.0.1 ports chosen here and stopped after."""
+"""Real servers for the test suite, started on 127.0.0.1 ports chosen here and stopped after; and
+:func:`eventually`, the one way a test waits for something to happen."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+# How long a test waits for what it expects before it fails: generous, for a loaded shared machine.
+# A deadline, never a measurement: how fast things happen is printed by `make bench`.
+WAIT = 30.0
+
+
+async def eventually(
+    check: Callable[[], object], what: str | Callable[[], str] = "", seconds: float = WAIT
+) -> Any:
+    """Poll ``check`` (a function, or one that returns an awaitable) until what it returns is true,
+    and return that; fail the test after ``seconds``, saying what was awaited (``what``: a string, or
+    a function called only then, say for a log's tail)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"still waiting after {seconds:g} s: {said or check}")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

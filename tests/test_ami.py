@@ -14,6 +14,7 @@ from callgate.ami import AmiConnection, Message, parse_message
 from callgate.errors import AmiUnavailable
 from callgate.spend import SpendFeed, billable, call_id
 from callgate.store import Settlement, SettleStatus
+from tests.servers import eventually
 
 CDR = (
     "Event: Cdr\r\nAccountCode: \r\nSource: 1001\r\nDestination: 2125550123\r\n"
@@ -79,7 +80,7 @@ async def test_events_arrive_whole_even_when_split_mid_character(
         for i in range(len(CDR)):
             writer.write(CDR[i : i + 1])
             await writer.drain()
-        await asyncio.sleep(1)
+        await reader.read()  # until the client hangs up
         writer.close()
 
     port = await ami_server(handler)
@@ -121,7 +122,7 @@ async def test_frozen_peer_is_detected_by_the_ping_watchdog(
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _login(reader, writer)
-        await asyncio.sleep(5)  # frozen: reads nothing, answers nothing
+        await asyncio.Event().wait()  # frozen: reads nothing, answers nothing, until the test ends
 
     port = await ami_server(handler)
     conn = await AmiConnection.open("127.0.0.1", port, "cg", "s3cret")
@@ -231,6 +232,6 @@ async def test_spend_feed_settles_once_per_call_with_the_answered_seconds() -> N
             b"Event: Cdr\r\nLinkedID: L1\r\nDisposition: ANSWERED\r\nBillableSeconds: 9\r\n\r\n"
         )
     )
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(settled) == 3, "each call settled after its quiet time")
     await feed.flush()
     assert sorted(settled, key=lambda s: s[0]) == [("L1", 75), ("L2", 0), ("L3", None)]

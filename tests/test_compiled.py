@@ -21,6 +21,8 @@ TIGHT = (
     .replace("site_limits:", "site_limits:\n  calls_per_minute: {value: 2, mode: report}", 1)
 )
 
+pytestmark = pytest.mark.compiled
+
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -131,6 +131,7 @@ def sipp(rig: Rig, *args: str, timeout: float = 150) -> subprocess.CompletedProc
 
 
 @pytest.mark.asterisk
+@pytest.mark.redis  # the rig starts its own redis-server
 def test_weekend_attack_is_held(rig: Rig) -> None:
     """docker/sipp's attack (100 calls, 10 at a time, to Cuba, Sierra Leone, Iridium and London) from
     the registered phone: every call ends as the gate decides, no forbidden country is ever reached,

@@ -23,6 +23,7 @@ from callgate.livepolicy import FilePolicy, RedisPolicy
 from callgate.policy import Policy
 from callgate.policyfile import MAX_BYTES, MAX_NODES, MAX_PROBLEMS, load_policy, load_policy_file
 from callgate.policystore import PolicyStore, StoredPolicy
+from tests.servers import eventually
 
 HEAD = """\
 version: 1
@@ -361,11 +362,7 @@ class _Gate:
 
 
 async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
+    await eventually(condition, "the new policy in force")
 
 
 async def _loop_runs_while_held(gate: _Gate, holder: Callable[[], Policy], old: Policy) -> None:

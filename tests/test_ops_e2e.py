@@ -1,11 +1,13 @@
-"""Operating callgate against a real Asterisk: a pushed policy takes over within a second with no call
-lost, lockdown locks and unlock restores, panic hangs up a live international call, a report-only rule
+"""Operating callgate against a real Asterisk: a pushed policy decides the next call with no call lost
+(how soon after the push: `make bench`, row "policy"), lockdown locks and unlock restores, panic hangs up a live international call, a report-only rule
 never denies but is in the audit stream, and the reason reaches the CDR."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +34,9 @@ from tests.e2e import (
     shipped_configs,
     wait_until,
 )
-from tests.servers import redis_server
+from tests.servers import eventually, redis_server
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis-server too
 
 SITE = "ops"
 POLICY = """\
@@ -141,18 +143,29 @@ async def audit_of(redis: aioredis.Redis, dialled: str, seconds: float = 10) -> 
 async def refused(watch: Watch, dialled: str) -> bool:
     hangup = await watch.wait(caller_leg_hangup(dialled))
     assert hangup is not None
-    await asyncio.sleep(0.3)
+    assert await watch.wait(cdr_of(dialled), 15)  # the call's record: all of it is over
     return hangup.get("Cause") == "21" and not watch.find(
         lambda m: m.event == "UserEvent" and m.get("UserEvent") == "PstnReached"
         and m.get("Number", "").endswith(dialled[-10:])
     )  # fmt: skip
 
 
-async def test_pushed_policy_takes_over_within_a_second(
+async def in_force(rig: Rig, version: int) -> None:
+    """Wait until the gate runs policy ``version`` (its /health says so)."""
+    await eventually(
+        lambda: policy_version(rig, version), lambda: f"version {version}\n{rig.gate.tail()}"
+    )
+
+
+async def policy_version(rig: Rig, version: int) -> bool:
+    return bool((await rig.gate.health()).get("policy_version") == version)
+
+
+async def test_pushed_policy_decides_the_next_call(
     rig: Rig, watch: Watch, redis: aioredis.Redis
 ) -> None:
-    """A call in progress under v1 goes on to its end; one second after `policy push` of v2, the
-    next call is decided by v2, and the audit names the version that decided each call."""
+    """A call in progress under v1 goes on to its end; once the gate runs v2 after `policy push`,
+    the next call is decided by v2, and the audit names the version that decided each call."""
     first = UK.format(n=1)
     await watch.originate("1001", first, hold=6)
     assert await watch.wait(reached(first[3:])), rig.gate.tail()
@@ -160,9 +173,8 @@ async def test_pushed_policy_takes_over_within_a_second(
     stricter = rig.root / "v2.yaml"
     stricter.write_text(POLICY.replace("allow_countries: [US, GB]}\n    limits: {calls_per_minute: 500",
                                        "allow_countries: [US]}\n    limits: {calls_per_minute: 500"))  # fmt: skip
-    pushed_at = time.monotonic()
     assert "version 2 active" in cli(rig, "policy", "push", str(stricter))
-    await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - pushed_at)))
+    await in_force(rig, 2)
     second = UK.format(n=2)
     await watch.originate("1001", second)
     assert await refused(watch, second), rig.gate.tail()
@@ -173,7 +185,7 @@ async def test_pushed_policy_takes_over_within_a_second(
     assert cdr.get("Disposition") == "ANSWERED"
     assert int(cdr.get("BillableSeconds")) >= 5
     cli(rig, "policy", "rollback", "1")
-    await asyncio.sleep(1.0)
+    await in_force(rig, 1)  # for the tests after this one
 
 
 async def test_lockdown_after_five_denials_then_unlock(
@@ -201,17 +213,15 @@ async def test_lockdown_after_five_denials_then_unlock(
 
 
 async def test_panic_hangs_up_a_live_international_call(rig: Rig, watch: Watch) -> None:
-    """`callgate panic` hangs up an international call in progress within seconds, refuses new ones,
+    """`callgate panic` hangs up an international call in progress (not at its end), refuses new ones,
     lets domestic calls through; `callgate calm` ends it."""
     abroad = UK.format(n=5)
     await watch.originate("1003", abroad, hold=60)
     assert await watch.wait(reached(abroad[3:])), rig.gate.tail()
-    started = time.monotonic()
     cli(rig, "panic")
-    try:
-        hangup = await watch.wait(caller_leg_hangup(abroad), 10)
+    try:  # hung up, long before the far end's 60 s
+        hangup = await watch.wait(caller_leg_hangup(abroad), 30)
         assert hangup is not None, rig.gate.tail()
-        assert time.monotonic() - started < 10
         refused_abroad = UK.format(n=6)
         await watch.originate("1004", refused_abroad)
         assert await refused(watch, refused_abroad)
@@ -268,3 +278,29 @@ async def test_health_and_metrics_of_the_running_gate(rig: Rig, watch: Watch) ->
     assert body["links"] == {"ari": "up", "ami": "up", "redis": "up"}
     assert body["policy_version"] >= 1
     assert 'callgate_decisions_total{reason="allowed",verdict="ALLOW"}' in text
+
+
+def live_calls(rig: Rig, number: str) -> list[dict[str, Any]]:
+    """The live calls `callgate status --json` lists to ``number`` (E.164)."""
+    data = json.loads(cli(rig, "status", "--json", "--health", ""))
+    return [c for c in data["live_calls"]["calls"] if c["number"] == number]
+
+
+async def test_status_lists_the_live_calls_of_the_gate(rig: Rig, watch: Watch) -> None:
+    """A call up now is in `callgate status` as the gate's reservation recorded it (extension, number,
+    channel, the gate's host); once it has ended and settled it is gone."""
+    number = "+12125550171"
+    await watch.originate("1007", number[2:], hold=4)
+    assert await watch.wait(reached(number)), rig.gate.tail()
+    (call,) = live_calls(rig, number)
+    assert (call["extension"], call["international"], call["instance"]) == (
+        "1007",
+        False,
+        socket.gethostname(),
+    )
+    assert call["channel"]
+    assert call["allowed_seconds"] == 3600  # office: max_call_duration 1h
+    text = cli(rig, "status", "--health", "")
+    assert f"  1007 -> {number} (domestic) since " in text
+    assert f", channel {call['channel']} on {socket.gethostname()}" in text
+    assert wait_until(lambda: not live_calls(rig, number), 30), rig.gate.tail()

@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callgate.cli import main
+from callgate.engine import Memo
 from callgate.errors import SettingsError
 from callgate.gate import Gate
 from callgate.memstore import MemoryStore
@@ -199,8 +200,9 @@ def replayed(dst: str, dcontext: str = "from-internal") -> tuple[str, str]:
 
 
 async def live(dst: str) -> tuple[str, str]:
+    memo = Memo(POLICY)
     gate = Gate(
-        lambda: POLICY,
+        lambda: memo,
         MemoryStore(),
         FakeChannels(),
         FakeAudit(),
@@ -294,6 +296,7 @@ async def until(check: Any, seconds: float = 10.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.redis
 async def test_health_is_ok_with_ami_disabled(tmp_path: Path) -> None:
     """serve with [ami] enabled = false, ARI and Redis up: /health is 200 "ok", not "degraded",
     and AMI is not listed as a link that is down."""
@@ -317,6 +320,7 @@ async def test_health_is_ok_with_ami_disabled(tmp_path: Path) -> None:
     assert body["links"] == {"ari": "up", "redis": "up"}
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [

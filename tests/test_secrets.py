@@ -27,9 +27,10 @@ from callgate.cli import main
 from callgate.errors import SettingsError
 from callgate.serve import SecretFilter, serve
 from callgate.settings import Settings, load_settings, redact_url
-from tests.servers import free_port
+from tests.servers import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+LINKS_DOWN = ("ARI link down", "AMI link down", "Redis link down")  # what serve logs, once each
 ARI_USER, ARI_PASSWORD = "callgate", "Ari-Pa55word-1"
 AMI_SECRET = "40917362"  # numeric: it must not be echoed as a number either
 REDIS_PASSWORD = "R3dis-Secret"
@@ -283,8 +284,8 @@ async def test_failing_links_log_no_secret(
     caplog: pytest.LogCaptureFixture, redis_url: str, tmp_path: Path
 ) -> None:
     """serve against an ARI that refuses the websocket upgrade (401), an AMI that refuses the login
-    and a Redis that refuses the password, for a few retries: the failures are logged, at debug
-    level too, and no log record holds a secret."""
+    and a Redis that refuses the password, until each failure is logged: they are, at debug level
+    too, and no log record holds a secret."""
     caplog.set_level(logging.DEBUG)
     wrong_redis = redis_url.replace("redis://", f"redis://callgate:{REDIS_PASSWORD}@")
     async with fake_ari(accept=False) as ari_url, refusing_ami() as ami_port:
@@ -292,9 +293,14 @@ async def test_failing_links_log_no_secret(
         settings = load_settings(None, env)
         stop = asyncio.Event()
         running = asyncio.create_task(serve(settings, stop=stop))
-        await asyncio.sleep(2)
-        stop.set()
-        await running
+        try:
+            await eventually(
+                lambda: all(w in everything_logged(caplog) for w in (*LINKS_DOWN, "401")),
+                lambda: f"every link down in the log\n{everything_logged(caplog)[-3000:]}",
+            )
+        finally:
+            stop.set()
+            await running
         gc.unfreeze()  # serve froze what it found alive, this test process with it
     text = everything_logged(caplog)
     assert "ARI link down" in text
@@ -304,24 +310,38 @@ async def test_failing_links_log_no_secret(
     assert_clean(text, *SECRETS)
 
 
-def _run_serve(env: dict[str, str], seconds: float) -> str:
-    """`callgate serve` in a process of its own for ``seconds``, then SIGTERM; its whole output."""
+async def _run_serve(env: dict[str, str], output: Path) -> str:
+    """`callgate serve` in a process of its own until it has said that every link is down, then
+    SIGTERM; its whole output (stdout and stderr)."""
     import subprocess
 
     keep = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callgate.cli", "serve"],
-        env={**keep, **env},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "callgate.cli", "serve"],
+            env={**keep, **env},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def said() -> str:
+        return output.read_text(encoding="utf-8", errors="replace")
+
     try:
-        out, err = proc.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-    return out.decode() + err.decode()
+        await eventually(
+            lambda: proc.poll() is not None or all(w in said() for w in LINKS_DOWN),
+            lambda: f"every link down in serve's output\n{said()[-3000:]}",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return said()
 
 
 @pytest.mark.parametrize(
@@ -340,14 +360,12 @@ async def test_serve_process_prints_no_secret(
             f"redis://:{REDIS_PASSWORD}@127.0.0.1:{dead_port()}/0",
             policy,
         )
-        output = await asyncio.to_thread(_run_serve, {**env, "CALLGATE_LOG_FORMAT": log_format}, 2)
+        output = await _run_serve({**env, "CALLGATE_LOG_FORMAT": log_format}, tmp_path / "out")
     else:
         wrong_redis = redis_url.replace("redis://", f"redis://callgate:{REDIS_PASSWORD}@")
         async with fake_ari(accept=False) as ari_url, refusing_ami() as ami_port:
             env = serve_env(ari_url, ami_port, wrong_redis, policy)
-            output = await asyncio.to_thread(
-                _run_serve, {**env, "CALLGATE_LOG_FORMAT": log_format}, 2
-            )
+            output = await _run_serve({**env, "CALLGATE_LOG_FORMAT": log_format}, tmp_path / "out")
     assert "ARI link down" in output
     assert "AMI link down" in output
     assert "Redis link down" in output

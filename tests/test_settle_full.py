@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate.ami import Message, parse_message
+from callgate.engine import Memo
 from callgate.gate import Gate
 from callgate.memstore import MemoryStore
 from callgate.policyfile import load_policy
@@ -24,6 +25,7 @@ from callgate.rules import CallAttempt
 from callgate.spend import RESERVATION_VARIABLE, SpendFeed, billable
 from callgate.store import Settlement, SettleStatus
 from tests.fakes import FakeAudit, FakeChannels
+from tests.servers import eventually
 
 UP, RINGING = "6", "5"
 
@@ -124,7 +126,7 @@ async def test_cdr_records_that_cannot_be_read_charge_their_call_in_full() -> No
     feed.on_event(cdr("L3", "ANSWERED", None))
     feed.on_event(cdr("L4", "NO ANSWER", "0"))
     feed.on_event(cdr("L4", "ANSWERED", "30"))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(recorder.settled) == 4, "each call settled after its quiet time")
     await feed.flush()
     assert sorted(recorder.settled, key=lambda s: s[0]) == [
         ("L1", None),
@@ -406,7 +408,8 @@ async def test_hangup_without_answer_through_the_gate_charges_in_full_and_frees_
     and the extension's one concurrency slot is free for its next call."""
     store, channels = MemoryStore(), FakeChannels()
     at = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
-    gate = Gate(lambda: POLICY, store, channels, FakeAudit(), clock=lambda: at)
+    memo = Memo(POLICY)
+    gate = Gate(lambda: memo, store, channels, FakeAudit(), clock=lambda: at)
     first = await gate.handle("ch1", CallAttempt("1732.0", "1001", "2125550123"))
     assert first.allowed
     assert not (await gate.decide(CallAttempt("1733.0", "1001", "2125550124"))).allowed  # 1 slot
@@ -451,11 +454,11 @@ async def test_a_transferred_call_in_cdr_mode_adds_the_trunk_records() -> None:
     feed = SpendFeed(recorder, quiet=0.05)
     feed.on_event(trunk_answered("1732.2", "R:1"))
     feed.on_event(cdr("R:1", "ANSWERED", "10"))  # the phone's record, at the transfer
-    await asyncio.sleep(0.2)
-    assert recorder.settled == []
+    await eventually(lambda: "R:1" not in feed.timers, "the quiet time after the record")
+    assert (recorder.settled, feed.tasks) == ([], set())  # it passed: nothing settled
     feed.on_event(channel_event("Hangup", "1732.2", call="R:1"))
     feed.on_event(cdr("R:1", "ANSWERED", "50"))  # the trunk channel's record in its new bridge
-    await asyncio.sleep(0.2)
+    await eventually(lambda: recorder.settled, "the settlement after the trunk's record")
     await feed.flush()
     assert recorder.settled == [("R:1", 60)]
 

@@ -28,7 +28,7 @@ from tests.e2e import (
 )
 from tests.servers import redis_server
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis-server too
 MICRO = 1_000_000
 RATE = MICRO // 100  # the e2e policy's 0.01/min to the US (micro-units a minute), 1-second billing
 PER_SECOND = RATE // 60

@@ -26,7 +26,7 @@ from tests.e2e import (
 )
 from tests.servers import free_port, redis_server
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis-server too
 
 SCENARIOS = Path(__file__).parent / "sipp"
 REGISTER = Path(__file__).parent.parent / "docker" / "sipp" / "register.xml"  # the docker rig's own
