@@ -22,12 +22,12 @@ from zoneinfo import ZoneInfo
 
 from bench.latency import bench_latency
 from bench.prefixes import bench_prefixes
-from callgate.admission import Outcome
-from callgate.engine import Memo, peeked, prepare
-from callgate.policy import Policy
-from callgate.policyfile import load_policy
-from callgate.redisstore import RedisStore
-from callgate.rules import CallAttempt
+from callgate.core.admission import Outcome
+from callgate.core.engine import Memo, peeked, prepare
+from callgate.core.policy import Policy
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
+from callgate.store.redis import RedisStore
 from tests.servers import redis_server
 
 NY = ZoneInfo("America/New_York")

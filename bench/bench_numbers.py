@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from callgate import numbers
+from callgate.core import numbers
 
 OUTSIDE = ("9",)
 EMERGENCY = ("911", "933")

@@ -48,8 +48,8 @@ import redis.asyncio as aioredis
 
 from callgate.ami import AmiConnection, Message
 from callgate.ari import AriClient
+from callgate.core.keys import AUDIT, site_prefix
 from callgate.errors import AriUnavailable
-from callgate.keys import AUDIT, site_prefix
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until
 from tests.servers import redis_server

@@ -26,13 +26,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from callgate.alerts import Alert, Alerter, Webhook
-from callgate.livepolicy import POLL, RedisPolicy
-from callgate.metrics import STATE_TIMEOUT, Metrics, MetricsServer
-from callgate.policyfile import load_policy
-from callgate.policystore import PolicyStore
-from callgate.redisstore import RedisStore
-from callgate.status import fetch_health
+from callgate.core.policyfile import load_policy
+from callgate.ops.alerts import Alert, Alerter, Webhook
+from callgate.ops.livepolicy import POLL, RedisPolicy
+from callgate.ops.metrics import STATE_TIMEOUT, Metrics, MetricsServer
+from callgate.ops.policystore import PolicyStore
+from callgate.ops.status import fetch_health
+from callgate.store.redis import RedisStore
 from tests.servers import free_port, redis_server
 
 ALERTS = 10_000  # raise_alert calls timed

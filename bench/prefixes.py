@@ -19,10 +19,10 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from callgate.engine import Memo, prepare
-from callgate.policy import Policy
-from callgate.policyfile import load_policy
-from callgate.rules import CallAttempt
+from callgate.core.engine import Memo, prepare
+from callgate.core.policy import Policy
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
 
 AT = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 POLICY = """\

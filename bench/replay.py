@@ -15,11 +15,11 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import callgate.engine
+import callgate.core.engine
 from bench.gen_cdr import write_rows
-from callgate.cdr import in_start_order, read_cdr
-from callgate.policyfile import load_policy
-from callgate.replay import Totals, fewer_collections, replay
+from callgate.core.policyfile import load_policy
+from callgate.offline.cdr import in_start_order, read_cdr
+from callgate.offline.replay import Totals, fewer_collections, replay
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     path = Path(tempfile.gettempdir()) / f"callgate-bench-{rows}.csv"
     if not path.exists():
         write_rows(path, rows)
-    build = "compiled" if callgate.engine.__file__.endswith(".so") else "pure Python"
+    build = "compiled" if callgate.core.engine.__file__.endswith(".so") else "pure Python"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     totals = Totals()
     start = time.perf_counter()

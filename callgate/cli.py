@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 
+from callgate.core.policy import Policy
 from callgate.errors import CallgateError, PolicyError
-from callgate.policy import Policy
 
 
 def _load(path: str | None) -> Policy:
-    from callgate.policyfile import load_policy, load_policy_file
+    from callgate.core.policyfile import load_policy, load_policy_file
 
     if path:
         return load_policy_file(path)
@@ -38,7 +38,7 @@ def _when(text: str | None, policy: Policy) -> datetime:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from callgate.policyfile import describe
+    from callgate.core.policyfile import describe
 
     policy = _load(args.file)
     print(f"{args.file}: ok (sha256:{policy.digest[:12]})")
@@ -48,9 +48,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from callgate.engine import Memo, peeked, prepare
-    from callgate.report import explain_json, explain_text
-    from callgate.rules import CallAttempt
+    from callgate.core.engine import Memo, peeked, prepare
+    from callgate.core.rules import CallAttempt
+    from callgate.offline.report import explain_json, explain_text
 
     policy = _load(args.policy)
     at = _when(args.at, policy)
@@ -60,11 +60,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if prepared.admission is None:
             return None
         if args.redis:
-            from callgate.redisstore import connect
+            from callgate.store.redis import connect
 
             async with connect(args.redis) as store:
                 return await store.peek(prepared.admission)
-        from callgate.memstore import MemoryStore
+        from callgate.store.memory import MemoryStore
 
         return MemoryStore().read_now(prepared.admission)
 
@@ -75,9 +75,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from callgate.cdr import CdrError, in_start_order, read_cdr
-    from callgate.replay import Filter, fewer_collections, replay
-    from callgate.report import replay_table
+    from callgate.offline.cdr import CdrError, in_start_order, read_cdr
+    from callgate.offline.replay import Filter, fewer_collections, replay
+    from callgate.offline.report import replay_table
 
     policy = _load(args.policy)
     only = Filter(contexts=frozenset(args.context or ()), internal_digits=args.internal_digits)
@@ -154,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(run=cmd_replay)
 
-    from callgate.admin import add_parsers
+    from callgate.ops.admin import add_parsers
 
     add_parsers(sub, pol)
 

@@ -1,13 +1,13 @@
 """callgate's exceptions.
 
-A denial is never an exception: it is a :class:`callgate.engine.Decision`. Exceptions are for broken
+A denial is never an exception: it is a :class:`callgate.core.engine.Decision`. Exceptions are for broken
 configuration, broken policy files and dead backends. Foreign exceptions (redis, aiohttp, OSError) are
 translated once, at the seam that talks to the outside system, and raised ``from`` the original.
 
     CallgateError
     ├── PolicyError              a policy file that cannot be used; carries every problem found
     ├── SettingsError            a service setting that is missing or wrong
-    ├── CdrError                 (callgate.cdr) a Master.csv row that cannot be read
+    ├── CdrError                 (callgate.offline.cdr) a Master.csv row that cannot be read
     └── BackendUnavailable       an outside system did not answer
         ├── StoreUnavailable     Redis (the counter store)
         ├── AriUnavailable       Asterisk REST Interface

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from callgate.engine import Decision
+from callgate.core.engine import Decision
 
 log = logging.getLogger("callgate.events")
 
@@ -81,7 +81,7 @@ class PanicEnded:
 
 @dataclass(frozen=True, slots=True)
 class AlertRaised:
-    """An alert was raised (before its rate limit): ``kind`` is an :class:`~callgate.alerts.AlertKind`."""
+    """An alert was raised (before its rate limit): ``kind`` is an :class:`~callgate.ops.alerts.AlertKind`."""
 
     kind: str
     subject: str

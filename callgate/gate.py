@@ -1,7 +1,7 @@
 """The gate: decide one call with the live store, then tell Asterisk what to do with the channel.
 
 This is the imperative shell around the pure engine. It owns two seams, each a small Protocol: the
-counter store (:mod:`callgate.store`) and the channel control (ARI, :class:`ChannelControl`). What it
+counter store (:mod:`callgate.store.protocol`) and the channel control (ARI, :class:`ChannelControl`). What it
 does is told on one typed stream (:mod:`callgate.events`): each decision, locks, spend under a cap, the
 store failing and recovering; the audit, the metrics and the alerts subscribe. A decision never raises: a dead store or a store slower than the per-call
 deadline gives the policy's ``on_store_error`` decision, and a channel that hung up meanwhile is simply
@@ -18,16 +18,23 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from callgate.admission import CheckKind
-from callgate.bursts import lockdown_rule, short_call_rule
-from callgate.engine import RESERVATION_HOLD, Decision, Memo, conclude, on_store_failure, prepare
+from callgate.core.admission import BurstRule, CheckKind
+from callgate.core.bursts import lockdown_rule, short_call_rule
+from callgate.core.engine import (
+    RESERVATION_HOLD,
+    Decision,
+    Memo,
+    conclude,
+    on_store_failure,
+    prepare,
+)
+from callgate.core.policy import Policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import CallAttempt
 from callgate.errors import StoreUnavailable
 from callgate.events import Decided, Events, Locked, SpendCommitted, StoreFailed, StoreRecovered
 from callgate.identity import caller_extension
-from callgate.policy import Policy
-from callgate.reasons import Reason, Verdict
-from callgate.rules import CallAttempt
-from callgate.store import BurstRule, Settlement, SettleStatus, Store
+from callgate.store.protocol import Settlement, SettleStatus, Store
 
 log = logging.getLogger("callgate.gate")
 
@@ -61,7 +68,7 @@ class GateSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class LiveCall:
+class AdmittedCall:
     """An admitted call that has not been settled yet: what panic hangs up and short_calls looks at."""
 
     channel_id: str
@@ -101,7 +108,7 @@ class Gate:
         self.clock = clock
         self.store_down = False  # the last admission failed: the next success is a recovery
         # call id -> admitted call of this instance, until settled
-        self.live: dict[str, LiveCall] = {}
+        self.live: dict[str, AdmittedCall] = {}
 
     def policy(self) -> Policy:
         return self.memo().policy
@@ -164,7 +171,7 @@ class Gate:
         elapsed = time.perf_counter() - started
         self.events.emit(Decided(decision, channel_id, elapsed))
         if applied and decision.allowed and decision.reason is Reason.ALLOWED:
-            self.live[decision.reservation] = LiveCall(
+            self.live[decision.reservation] = AdmittedCall(
                 channel_id,
                 decision.extension,
                 decision.number.e164 or "",

@@ -14,7 +14,7 @@ snapshots): the caps, counters, locks and panic switch would then reset with it.
 every record through :class:`SecretFilter`, so no secret of the settings reaches a log line.
 
 SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
-are written. The policy follows its source (:mod:`callgate.livepolicy`): a watched file (SIGHUP re-reads it
+are written. The policy follows its source (:mod:`callgate.ops.livepolicy`): a watched file (SIGHUP re-reads it
 at once) or the version active in Redis; a broken policy keeps the running one and logs why. The site's
 panic flag is read every half second; when it goes up, this instance hangs up its international calls.
 """
@@ -33,21 +33,21 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
-from callgate.alerting import Alerting
 from callgate.ami import AmiConnection
 from callgate.ari import AriClient
-from callgate.audit import Audit
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.events import Events, PanicEnded, PanicStarted
 from callgate.gate import Gate
-from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.metrics import LINKS, Metrics, MetricsServer, site_state
-from callgate.policystore import PolicyStore
-from callgate.redisstore import RedisStore
+from callgate.ops.audit import Audit
+from callgate.ops.livepolicy import FilePolicy, RedisPolicy
+from callgate.ops.metrics import LINKS, Metrics, MetricsServer, site_state
+from callgate.ops.policystore import PolicyStore
+from callgate.ops.status import persistence
+from callgate.ops.triggers import AlertTriggers
 from callgate.settings import HIDDEN, Settings, redact_url
 from callgate.spend import SpendFeed
 from callgate.stasis import Router
-from callgate.status import persistence
+from callgate.store.redis import RedisStore
 
 log = logging.getLogger("callgate.serve")
 
@@ -194,7 +194,7 @@ def _monitoring(
     gate: Gate,
     policy: FilePolicy | RedisPolicy,
     *,
-    alerting: Alerting,
+    triggers: AlertTriggers,
     store: RedisStore,
     audit: Audit,
 ) -> tuple[Metrics, MetricsServer]:
@@ -207,7 +207,7 @@ def _monitoring(
     metrics.live_calls.set_function(lambda: len(gate.live))
     metrics.set_policy_version(policy().revision, policy().digest)
     policy.listeners.append(lambda new, _old: metrics.set_policy_version(new.revision, new.digest))
-    alerter = alerting.alerter
+    alerter = triggers.alerter
     for name, doc, read, counter in (
         (
             "callgate_audit_queue",
@@ -330,8 +330,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     gate = Gate(policy.memo, store, ari, events, settings=here)
     router = Router(gate, ari)
     feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
-    alerting = Alerting(settings, gate, policy)
-    metrics, web = _monitoring(settings, gate, policy, alerting=alerting, store=store, audit=audit)
+    triggers = AlertTriggers(settings, gate, policy)
+    metrics, web = _monitoring(settings, gate, policy, triggers=triggers, store=store, audit=audit)
     where = f"http://{settings.metrics_host}:{settings.metrics_port}/"
     if settings.metrics_enabled:
         try:
@@ -358,7 +358,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         asyncio.create_task(audit.run(audit_stop)),
         asyncio.create_task(policy.watch(stop)),
         asyncio.create_task(_watch_panic(gate, store, metrics, stop)),
-        asyncio.create_task(alerting.alerter.run(audit_stop)),
+        asyncio.create_task(triggers.alerter.run(audit_stop)),
         asyncio.create_task(_check_persistence(store, stop)),
     ]
     if settings.ami_enabled:

@@ -27,7 +27,14 @@ A leg is over when its trunk channel is over too. When the trunk answers, the di
 ``CDR(callgate)``) and raises ``UserEvent: CallgateTrunk``. The feed keeps such channels as the leg's
 *carriers* until their ``Hangup``: while one is up (the phone transferred the trunk call elsewhere and
 hung up), the leg is not settled, so its concurrency slot and its money stay held; the trunk channel's own
-records (CDR mode) or its hang-up (hangup mode) then complete the leg's seconds.
+records (CDR mode) or its hang-up (hangup mode) then complete the leg's seconds. The carrier's own
+``DialEnd`` (after a blind transfer the trunk channel dials the colleague itself, with the id on it) is
+never taken for the leg's, in whatever order it arrives around the phone's ``Hangup``; and once the gated
+channel has hung up, no other channel's event with the id reopens or changes its leg.
+
+Only an admitted call carries the id: the gate sets ``CALLGATE_CALL`` when it admits a call and leaves
+the variable alone when it refuses one, so a refused call's ``Hangup`` (``CALLGATE_CALL=`` empty) costs
+no store round trip however many a caller places.
 
 Settling is idempotent in the store, so a repeated or late event costs nothing twice. A leg whose events
 never arrive is charged in full when its reservation expires.
@@ -44,7 +51,7 @@ from typing import NamedTuple
 
 from callgate.ami import Message
 from callgate.errors import StoreUnavailable
-from callgate.store import Settlement
+from callgate.store.protocol import Settlement
 
 log = logging.getLogger("callgate.spend")
 
@@ -150,8 +157,8 @@ class SpendFeed:
 
     def _on_channel_event(self, message: Message) -> None:
         rid = message.variable(RESERVATION_VARIABLE)  # the event's Channel, never its DestChannel
-        if not rid:
-            return
+        if not rid or rid in self.deferred:
+            return  # not a gated channel; or the gated channel hung up and the leg waits for its trunk
         channel = message.get("Uniqueid")
         leg = self.legs.get(rid)
         if leg is not None and leg.channel != channel:
@@ -188,12 +195,14 @@ class SpendFeed:
                     for old in list(self.carriers)[: len(self.carriers) - self.limit // 2]:
                         del self.carriers[old]
             return True
-        if message.event != "Hangup":
+        if message.event not in ("Hangup", "DialEnd"):
             return False
         rid = message.variable(RESERVATION_VARIABLE)
         channels = self.carriers.get(rid)
         if not rid or channels is None or message.get("Uniqueid") not in channels:
             return False
+        if message.event == "DialEnd":
+            return True  # the trunk channel dials on (a blind transfer): not the gated leg's Dial
         channels.discard(message.get("Uniqueid"))
         if not channels:
             del self.carriers[rid]

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from callgate.ari import AriClient
+from callgate.core.numbers import emergency_forms
+from callgate.core.policy import Policy
+from callgate.core.rules import CallAttempt
 from callgate.errors import AriUnavailable
 from callgate.gate import Gate
 from callgate.identity import channel_endpoint
-from callgate.numbers import emergency_forms
-from callgate.policy import Policy
-from callgate.rules import CallAttempt
 
 IN_FLIGHT = 64  # calls decided at once by one gate
 
@@ -53,39 +53,39 @@ class Start:
     endpoint: str = ""  # the PJSIP endpoint that authenticated the channel, from its name
 
 
-def _text(value: object) -> str:
+def _field(value: object) -> str:
     return value[:MAX_FIELD] if isinstance(value, str) else ""
 
 
 def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | None:
     """The call attempt of a channel entering Stasis, or None when it has no channel id."""
-    channel_id = _text(channel.get("id"))
+    channel_id = _field(channel.get("id"))
     if not channel_id:
         return None
     named: dict[str, str] = {}
     forged = False
     for arg in args[1:]:
-        key, sep, value = _text(arg).partition("=")
+        key, sep, value = _field(arg).partition("=")
         if not sep or key not in _NAMED or key in named:
             forged = True
         named[key] = value
     call_id = named.get("call") or channel_id
     if not _CALL_ID.fullmatch(call_id):
         forged = True
-    dialled = _text(args[0]) if args else ""
+    dialled = _field(args[0]) if args else ""
     if forged:
         # the whole list, commas included: unreadable as a number, so refused as unparseable_number
-        dialled = ",".join(_text(a) for a in args)[:MAX_FIELD]
+        dialled = ",".join(_field(a) for a in args)[:MAX_FIELD]
         log.warning("channel %s: Stasis arguments were forged: %r", channel_id, dialled)
         call_id = channel_id if _CALL_ID.fullmatch(channel_id) else "forged"
     attempt = CallAttempt(
         call_id=call_id,
         extension=named.get("ext", "") if not forged else "",
         dialled=dialled,
-        account_code=named.get("account") or _text(channel.get("accountcode")),
+        account_code=named.get("account") or _field(channel.get("accountcode")),
         leg=channel_id,
     )
-    return Start(channel_id, attempt, channel_endpoint(_text(channel.get("name"))))
+    return Start(channel_id, attempt, channel_endpoint(_field(channel.get("name"))))
 
 
 # Asterisk global variables the shipped dialplan reads with GLOBAL() (a channel variable cannot shadow
@@ -97,7 +97,7 @@ EMERGENCY_DIALS = "CALLGATE_EMERGENCY_DIALS"  # what each form dials, at the sam
 def published_emergency(policy: Policy) -> tuple[str, str]:
     """The policy's emergency numbers as the shipped dialplan reads them before ``Stasis()``.
 
-    The dialled forms (:func:`callgate.numbers.emergency_forms`: each entry alone and behind each
+    The dialled forms (:func:`callgate.core.numbers.emergency_forms`: each entry alone and behind each
     outside-line prefix), '-' separated, and at the same position what each one dials. Kept in
     Asterisk's global variables, so an emergency call goes around the gate whatever the dialplan lists,
     even while callgate is down or restarting; after an Asterisk restart and until callgate connects,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from callgate.redisstore import RedisStore
+from callgate.store.redis import RedisStore
 from tests.servers import redis_server
 
 # The fixtures that start the session's real redis-server (``redis_store`` asks for ``redis_url``, so

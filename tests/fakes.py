@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from callgate.admission import Admission, Outcome
-from callgate.engine import Decision
+from callgate.core.admission import Admission, Outcome
+from callgate.core.engine import Decision
 from callgate.errors import StoreUnavailable
 from callgate.events import Decided, Event, Events
-from callgate.memstore import MemoryStore
+from callgate.store.memory import MemoryStore
 
 
 @dataclass

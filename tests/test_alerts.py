@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from callgate.alerts import (
+from callgate.ops.alerts import (
     Alert,
     Alerter,
     DenyBursts,
@@ -260,7 +260,7 @@ def test_docs_list_every_alert_kind_with_its_severity() -> None:
     import re
     from pathlib import Path
 
-    from callgate.alerts import SEVERITY, AlertKind
+    from callgate.ops.alerts import SEVERITY, AlertKind
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text("utf-8")
     documented: dict[str, str] = {}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from callgate.ami import AmiConnection, Message, parse_message
 from callgate.errors import AmiUnavailable
 from callgate.spend import SpendFeed, billable, call_id
-from callgate.store import Settlement, SettleStatus
+from callgate.store.protocol import Settlement, SettleStatus
 from tests.servers import eventually
 
 CDR = (

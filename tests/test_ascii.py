@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate import cli
-from callgate.engine import Memo, conclude, prepare
-from callgate.memstore import MemoryStore
-from callgate.numbers import read_number
-from callgate.policy import EXTENSION_MAX, ExtensionRule, Policy, Profile, is_extension
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.rules import CallAttempt
+from callgate.core.engine import Memo, conclude, prepare
+from callgate.core.numbers import read_number
+from callgate.core.policy import EXTENSION_MAX, ExtensionRule, Policy, Profile, is_extension
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import CallAttempt
+from callgate.store.memory import MemoryStore
 
 AT = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 

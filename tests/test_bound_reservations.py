@@ -14,14 +14,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.engine import Memo, prepare
+from callgate.core.engine import Memo, prepare
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import CallAttempt
 from callgate.gate import Gate, GateSettings
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.redisstore import RedisStore
-from callgate.rules import CallAttempt
-from callgate.store import Store
+from callgate.store.memory import MemoryStore
+from callgate.store.protocol import Store
+from callgate.store.redis import RedisStore
 from tests.fakes import FakeAudit, FakeChannels
 from tests.servers import eventually
 

@@ -1,4 +1,4 @@
-"""callgate.cdr: reading cdr_csv Master.csv rows, and putting them in start order."""
+"""callgate.offline.cdr: reading cdr_csv Master.csv rows, and putting them in start order."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.cdr import CdrError, CdrRow, in_start_order, read_cdr
-from callgate.numbers import read_number
+from callgate.core.numbers import read_number
+from callgate.offline.cdr import CdrError, CdrRow, in_start_order, read_cdr
 
 NY = ZoneInfo("America/New_York")
 HOUR = timedelta(hours=1)

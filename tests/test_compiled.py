@@ -49,7 +49,7 @@ def callgate(path: Path, *args: str) -> str:
 
 
 def engine_file(path: Path) -> str:
-    code = "import callgate.engine as e; print(e.__file__)"
+    code = "import callgate.core.engine as e; print(e.__file__)"
     env = {**os.environ, "PYTHONPATH": str(path)}
     return subprocess.run(
         [sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, check=True

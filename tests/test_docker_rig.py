@@ -15,7 +15,7 @@ import pytest
 import redis as sync_redis
 import yaml
 
-from callgate.policyfile import load_policy_file
+from callgate.core.policyfile import load_policy_file
 from callgate.settings import load_settings
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from callgate.core.policyfile import load_policy
 from callgate.errors import PolicyError
-from callgate.policyfile import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shared spec sits beside the repository in development; CI clones only the repository.

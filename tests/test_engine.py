@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate import cli, engine
-from callgate.bursts import lockdown_rule, short_call_rule
-from callgate.engine import (
+from callgate import cli
+from callgate.core import engine
+from callgate.core.bursts import lockdown_rule, short_call_rule
+from callgate.core.engine import (
     RULES,
     Decision,
     Memo,
@@ -21,11 +22,11 @@ from callgate.engine import (
     peeked,
     prepare,
 )
-from callgate.memstore import MemoryStore
-from callgate.policy import FailMode, Policy
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.rules import CallAttempt
+from callgate.core.policy import FailMode, Policy
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import CallAttempt
+from callgate.store.memory import MemoryStore
 
 NY = ZoneInfo("America/New_York")
 TUE = datetime(2026, 11, 17, 10, 0, tzinfo=NY)  # a Tuesday, inside office hours

@@ -10,15 +10,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.engine import Memo
+from callgate.core.engine import Memo
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import CallAttempt
 from callgate.events import Locked
 from callgate.gate import TIMEOUT_SLACK, Gate, GateSettings
-from callgate.livepolicy import FilePolicy
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.rules import CallAttempt
-from callgate.store import Store
+from callgate.ops.livepolicy import FilePolicy
+from callgate.store.memory import MemoryStore
+from callgate.store.protocol import Store
 from tests.fakes import BrokenStore, FakeAudit, FakeChannels
 
 NY = ZoneInfo("America/New_York")

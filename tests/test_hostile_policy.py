@@ -17,12 +17,20 @@ from typing import Any, cast
 
 import pytest
 
-from callgate import cli, livepolicy, policyfile, prefixlists
+from callgate import cli
+from callgate.core import policyfile, prefixlists
+from callgate.core.policy import Policy
+from callgate.core.policyfile import (
+    MAX_BYTES,
+    MAX_NODES,
+    MAX_PROBLEMS,
+    load_policy,
+    load_policy_file,
+)
 from callgate.errors import PolicyError, Problem
-from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.policy import Policy
-from callgate.policyfile import MAX_BYTES, MAX_NODES, MAX_PROBLEMS, load_policy, load_policy_file
-from callgate.policystore import PolicyStore, StoredPolicy
+from callgate.ops import livepolicy
+from callgate.ops.livepolicy import FilePolicy, RedisPolicy
+from callgate.ops.policystore import PolicyStore, StoredPolicy
 from tests.servers import eventually
 
 HEAD = """\

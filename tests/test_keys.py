@@ -1,4 +1,4 @@
-"""The Redis key layout has one home (callgate/keys.py): every key it builds parses back, the periods and
+"""The Redis key layout has one home (callgate/core/keys.py): every key it builds parses back, the periods and
 windows are the policy's, and the layout table in docs/design.md is its LAYOUT."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate import keys
-from callgate.keys import Key
-from callgate.policy import Limits, Spend
+from callgate.core import keys
+from callgate.core.keys import Key
+from callgate.core.policy import Limits, Spend
 
 SITE = "acme-nyc"
 P = keys.site_prefix(SITE)

@@ -18,12 +18,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from callgate.engine import Memo, decide, prepare
-from callgate.memstore import MemoryStore
-from callgate.metrics import DEFAULT_HOST, Metrics, MetricsServer, site_state
-from callgate.policyfile import load_policy
-from callgate.redisstore import RedisStore
-from callgate.rules import CallAttempt
+from callgate.core.engine import Memo, decide, prepare
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
+from callgate.ops.metrics import DEFAULT_HOST, Metrics, MetricsServer, site_state
+from callgate.store.memory import MemoryStore
+from callgate.store.redis import RedisStore
 from tests.servers import WAIT, free_port
 
 POLICY = load_policy(

@@ -1,4 +1,4 @@
-"""Tests for callgate.numbers: reading what a user dialled."""
+"""Tests for callgate.core.numbers: reading what a user dialled."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from callgate import numbers
-from callgate.numbers import MAX_DIGITS, NumberInfo, NumberType, read_number
+from callgate.core import numbers
+from callgate.core.numbers import MAX_DIGITS, NumberInfo, NumberType, read_number
 
 T = NumberType
 REGIONS = ["US", "GB", "DE", "FR", "AU"]

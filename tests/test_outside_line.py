@@ -21,7 +21,7 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from callgate.numbers import read_number
+from callgate.core.numbers import read_number
 
 OUTSIDE_LINE = "0"
 

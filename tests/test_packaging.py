@@ -361,7 +361,7 @@ COMMANDS = guide_commands() + inline_commands()
 
 def test_guide_explains_every_alert() -> None:
     """Section 5 of the guide has one row per alert kind callgate raises, and no row for another."""
-    from callgate.alerts import SEVERITY
+    from callgate.ops.alerts import SEVERITY
 
     section = GUIDE.read_text().partition("## 5.")[2].partition("\n## ")[0]
     rows = set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))

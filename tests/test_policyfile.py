@@ -14,10 +14,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callgate.core.numbers import NumberType
+from callgate.core.policy import Burst, FailMode, HolidayMode, Limits, LockScope, Policy, Spend
+from callgate.core.policyfile import describe, load_policy, load_policy_file, merge_limits
 from callgate.errors import PolicyError, Problem
-from callgate.numbers import NumberType
-from callgate.policy import Burst, FailMode, HolidayMode, Limits, LockScope, Policy, Spend
-from callgate.policyfile import describe, load_policy, load_policy_file, merge_limits
 
 DEFAULT = (
     resources.files("callgate").joinpath("data/default-policy.yaml").read_text(encoding="utf-8")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from callgate.errors import PolicyError
-from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.policystore import PolicyStore, diff, read_for_push
-from callgate.redisstore import RedisStore
+from callgate.ops.livepolicy import FilePolicy, RedisPolicy
+from callgate.ops.policystore import PolicyStore, diff, read_for_push
+from callgate.store.redis import RedisStore
 from tests.servers import eventually
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

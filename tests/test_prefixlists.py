@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callgate import prefixlists
-from callgate.engine import Memo, prepare
-from callgate.errors import PolicyError, Problem
-from callgate.policy import Destinations, PrefixList, PrefixTable
-from callgate.policyfile import describe, load_policy, load_policy_file
-from callgate.prefixlists import (
+from callgate.core import prefixlists
+from callgate.core.engine import Memo, prepare
+from callgate.core.policy import Destinations, PrefixList, PrefixTable
+from callgate.core.policyfile import describe, load_policy, load_policy_file
+from callgate.core.prefixlists import (
     MAX_PROBLEMS,
     ListFiles,
     ListSource,
@@ -25,7 +24,8 @@ from callgate.prefixlists import (
     read_builtin,
     read_prefix_list,
 )
-from callgate.rules import CallAttempt
+from callgate.core.rules import CallAttempt
+from callgate.errors import PolicyError, Problem
 
 GOOD = """\
 # source: Example Carrier IRSF advisory, 2026-11

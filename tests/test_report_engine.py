@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from callgate.audit import entry
-from callgate.engine import Decision, Memo, conclude, prepare
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.replay import replay
-from callgate.rules import REPORT, CallAttempt
+from callgate.core.engine import Decision, Memo, conclude, prepare
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import REPORT, CallAttempt
+from callgate.offline.replay import replay
+from callgate.ops.audit import entry
+from callgate.store.memory import MemoryStore
 from tests.test_cdr import cdr_line, read
 
 NY = ZoneInfo("America/New_York")

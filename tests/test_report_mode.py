@@ -6,9 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from callgate.errors import PolicyError, Problem
-from callgate.numbers import NumberType
-from callgate.policy import (
+from callgate.core.numbers import NumberType
+from callgate.core.policy import (
     Burst,
     HolidayMode,
     Limits,
@@ -18,7 +17,8 @@ from callgate.policy import (
     Spend,
     report_only,
 )
-from callgate.policyfile import describe, load_policy, merge_limits
+from callgate.core.policyfile import describe, load_policy, merge_limits
+from callgate.errors import PolicyError, Problem
 
 # Line numbers below are counted in this text (line 1 is "version: 1").
 POLICY = """\

@@ -21,15 +21,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from callgate.cli import main
-from callgate.engine import Memo
+from callgate.core.engine import Memo
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
 from callgate.errors import SettingsError
 from callgate.gate import Gate
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.replay import replay
-from callgate.rules import CallAttempt
+from callgate.offline.replay import replay
 from callgate.serve import serve
 from callgate.settings import Settings, load_settings
+from callgate.store.memory import MemoryStore
 from tests.fakes import FakeAudit, FakeChannels
 from tests.servers import free_port, redis_server
 from tests.test_cdr import cdr_line, read

@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.admission import LOCKED, PANIC, Outcome
-from callgate.engine import RULES, Memo, Prepared, peeked, prepare, rule_on
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.reasons import Reason, Verdict
-from callgate.rules import DENY, REPORT, CallAttempt
+from callgate.core.admission import LOCKED, PANIC, Outcome
+from callgate.core.engine import RULES, Memo, Prepared, peeked, prepare, rule_on
+from callgate.core.policyfile import load_policy
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import DENY, REPORT, CallAttempt
+from callgate.store.memory import MemoryStore
 
 TUE = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 SMALL = load_policy(

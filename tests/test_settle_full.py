@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate.ami import Message, parse_message
-from callgate.engine import Memo
+from callgate.core.engine import Memo
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
 from callgate.gate import Gate
-from callgate.memstore import MemoryStore
-from callgate.policyfile import load_policy
-from callgate.rules import CallAttempt
 from callgate.spend import RESERVATION_VARIABLE, SpendFeed, billable
-from callgate.store import Settlement, SettleStatus
+from callgate.store.memory import MemoryStore
+from callgate.store.protocol import Settlement, SettleStatus
 from tests.fakes import FakeAudit, FakeChannels
 from tests.servers import eventually
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from callgate.ami import Message
-from callgate.spend import RESERVATION_VARIABLE
+from callgate.ami import AmiConnection, Message
+from callgate.spend import RESERVATION_VARIABLE, TRUNK_EVENT
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import (
+    CALLGATE_AMI_SECRET,
     EXTENSIONS,
     POLICY,
     Callgate,
@@ -186,5 +187,95 @@ async def test_an_answer_not_seen_is_charged_in_full(
         assert not await redis.exists(f"cg:{{e2e}}:r:{rid}")
         assert not await redis.zscore("cg:{e2e}:c:ext:1005", rid)
         assert await spent(redis, "1005") == cost
+    finally:
+        await watch.close()
+
+
+def of_call(linkedid: str) -> Callable[[Message], bool]:
+    """The events of one call: its channels' own, and the DialEnd whose only channel is the dialled."""
+    return lambda m: linkedid in (m.get("Linkedid"), m.get("DestLinkedid"))
+
+
+async def test_the_callgate_ami_user_gets_only_the_events_the_feed_reads(
+    rig: tuple[AsteriskInstance, Callgate, str], redis: aioredis.Redis
+) -> None:
+    """The shipped eventfilter on the real Asterisk: of the many events of a call (the test's own AMI
+    user sees HangupRequest, Newchannel, the carrier's PstnReached user event...), the AMI user
+    ``callgate`` gets DialEnd, Hangup and the CallgateTrunk user event, and nothing else (this rig's
+    user reads no cdr class, so no Cdr)."""
+    ast, gate, _ = rig
+    watch = await Watch.open(ast)
+    conn = await AmiConnection.open("127.0.0.1", ast.ami_port, "callgate", CALLGATE_AMI_SECRET)
+    got: list[Message] = []
+
+    async def read() -> None:
+        async for message in conn.events(ping_every=30):
+            got.append(message)
+
+    reader = asyncio.create_task(read())
+    try:
+        await watch.originate("1006", "2125550163", hold=1)
+        _, rid = await gated_leg(watch, "2125550163")
+        assert await settled(redis, rid), gate.tail()
+        await conn.send("Ping")  # its answer comes after every event sent to the user before it
+        await watch.caught_up()
+        call = of_call(rid.partition(":")[0])
+        seen = {m.event for m in watch.find(call)}
+        assert {"Newchannel", "HangupRequest", "UserEvent", "DialEnd", "Hangup"} <= seen
+        assert {(m.event, m.get("UserEvent")) for m in got if call(m)} == {
+            ("DialEnd", ""),
+            ("Hangup", ""),
+            ("UserEvent", TRUNK_EVENT),
+        }
+        # FullyBooted is written to a session at its login, past the filter
+        assert {m.event for m in got} <= {"DialEnd", "Hangup", "UserEvent", "FullyBooted"}
+        assert {m.get("UserEvent") for m in got if m.event == "UserEvent"} == {TRUNK_EVENT}
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await conn.close()
+        await watch.close()
+
+
+async def test_a_trunk_call_transferred_into_a_refusal_still_settles_its_leg(
+    rig: tuple[AsteriskInstance, Callgate, str], redis: aioredis.Redis
+) -> None:
+    """The phone blind-transfers its answered trunk call to a number callgate refuses: the trunk
+    channel runs the phones' dialplan, enters the gate as nobody's call, is refused and hung up. The
+    refusal leaves the trunk channel's CALLGATE_CALL alone (only an admitted call gets one), so its
+    Hangup still ends the leg it carries: settled at once, from the answer to that hang-up, not held
+    until its reservation expires; and the refusal settles nothing of its own."""
+    ast, gate, _ = rig
+    number, cuba = "2125550164", "011532345678"
+    watch = await Watch.open(ast)
+    try:
+        await watch.originate("1007", number, hold=60)
+        channel, rid = await gated_leg(watch, number)
+        assert await watch.wait(reached("+1" + number)), gate.tail()
+        answer = await watch.wait(
+            lambda m: m.event == "DialEnd" and m.get("Channel") == channel, seconds=5
+        )
+        assert answer is not None
+        assert answer.get("DialStatus") == "ANSWER"
+        reply = await watch.conn.send(
+            "BlindTransfer", Channel=channel, Context="phones", Exten=cuba
+        )
+        assert reply.get("Response") == "Success", reply.headers
+        refused = await watch.wait(
+            lambda m: (
+                m.event == "Hangup"
+                and m.get("Channel").startswith(f"Local/+1{number}@pstn-")
+                and m.get("Exten") == cuba
+            )
+        )
+        assert refused is not None, gate.tail()
+        assert refused.variable(RESERVATION_VARIABLE) == rid  # the trunk kept the id it carries
+        charged, _, billsec = await settled(redis, rid, seconds=5)
+        assert 0 <= billsec <= 2, gate.tail()
+        assert charged == -(-RATE * billsec // 60)
+        linkedid = rid.partition(":")[0]
+        assert await redis.keys(f"cg:{{e2e}}:done:{linkedid}:*") == [f"cg:{{e2e}}:done:{rid}"]
+        assert not await redis.zscore("cg:{e2e}:c:ext:1007", rid)
+        assert f'"dialled": "{cuba}"' in gate.tail(10_000), "the trunk never reached the gate"
     finally:
         await watch.close()

@@ -8,11 +8,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from callgate.admission import Admission, Check, CheckKind
-from callgate.memstore import MemoryStore
-from callgate.reasons import Reason
-from callgate.redisstore import RedisStore
-from callgate.store import SettleStatus
+from callgate.core.admission import Admission, Check, CheckKind
+from callgate.core.reasons import Reason
+from callgate.store.memory import MemoryStore
+from callgate.store.protocol import SettleStatus
+from callgate.store.redis import RedisStore
 
 SITE = "inv"
 T0 = 1_795_000_000_000

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from callgate.rules import CallAttempt
+from callgate.core.rules import CallAttempt
 from callgate.stasis import MAX_FIELD, read_start, waiting_args
 
 CHANNEL: dict[str, Any] = {

@@ -14,15 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate.cli import main
-from callgate.engine import Memo, prepare
+from callgate.core.engine import Memo, prepare
+from callgate.core.keys import site_prefix
+from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
 from callgate.errors import StoreUnavailable
-from callgate.keys import site_prefix
-from callgate.metrics import Metrics, MetricsServer
-from callgate.policyfile import load_policy
-from callgate.policystore import PolicyStore
-from callgate.redisstore import RedisStore
-from callgate.rules import CallAttempt
-from callgate.status import (
+from callgate.ops.metrics import Metrics, MetricsServer
+from callgate.ops.policystore import PolicyStore
+from callgate.ops.status import (
     LiveCall,
     SpendLine,
     Status,
@@ -32,6 +31,7 @@ from callgate.status import (
     read_status,
     render_text,
 )
+from callgate.store.redis import RedisStore
 from tests.servers import free_port
 
 DEFAULT = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callgate import keys
-from callgate.admission import LOCKED, PANIC, Admission, Check, CheckKind
-from callgate.memstore import MemoryStore
-from callgate.reasons import Reason
-from callgate.redisstore import RedisStore
-from callgate.store import BurstRule, SettleStatus, Store
+from callgate.core import keys
+from callgate.core.admission import LOCKED, PANIC, Admission, BurstRule, Check, CheckKind
+from callgate.core.reasons import Reason
+from callgate.store.memory import MemoryStore
+from callgate.store.protocol import SettleStatus, Store
+from callgate.store.redis import RedisStore
 
 T0 = 1_795_000_000_000  # ms; a Tuesday in November 2026
 SITE = "test-site"

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
-from callgate.admission import billable, cost_micro, from_micro, money_text, to_micro
-from callgate.bursts import lockdown_rule, short_call_rule
-from callgate.cdr import CdrRow
-from callgate.engine import Memo, prepare, rule_on
-from callgate.memstore import MemoryStore
-from callgate.policy import Policy
-from callgate.reasons import Verdict
-from callgate.rules import REPORT, CallAttempt
+from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text, to_micro
+from callgate.core.bursts import lockdown_rule, short_call_rule
+from callgate.core.engine import Memo, prepare, rule_on
+from callgate.core.policy import Policy
+from callgate.core.reasons import Verdict
+from callgate.core.rules import REPORT, CallAttempt
+from callgate.offline.cdr import CdrRow
+from callgate.store.memory import MemoryStore
 
 # Destination contexts of calls coming in from a trunk (FreePBX and common plain-Asterisk names).
 INBOUND_CONTEXTS = frozenset(
@@ -185,10 +185,10 @@ def replay(
         outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
         ruling = rule_on(prepared, outcome, detail=False)
         rate = to_micro(prepared.rate) if prepared.rate is not None else 0
-        cost = cost_micro(rate, billable(row.billsec, increment))
+        cost = cost_micro(rate, billed_seconds(row.billsec, increment))
         if ruling.verdict is Verdict.ALLOW:
             seconds = row.billsec if ruling.seconds == 0 else min(row.billsec, ruling.seconds)
-            allowed_cost = cost_micro(rate, billable(seconds, increment))
+            allowed_cost = cost_micro(rate, billed_seconds(seconds, increment))
             if prepared.admission is not None:
                 ring_ms = max(row.duration - row.billsec, 0) * 1000
                 end_ms = start_ms + ring_ms + seconds * 1000

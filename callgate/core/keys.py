@@ -2,7 +2,7 @@
 
 Every key of site S starts with ``cg:{S}:`` (:func:`site_prefix`): the hash tag puts all of a site's keys
 in one Redis Cluster slot, so the Lua scripts run there unchanged. The engine writes the counted keys
-into an :class:`~callgate.admission.Admission` relative to that prefix; the stores add it and hand every
+into an :class:`~callgate.core.admission.Admission` relative to that prefix; the stores add it and hand every
 key a script touches in ``KEYS`` (``settle.lua`` reads the cap and slot keys back from the reservation
 hash, where ``admit.lua`` wrote them from its own ``KEYS``). ``status`` parses the keys it scans with
 :func:`parse`. ``LAYOUT`` is the table ``docs/design.md`` shows (a test keeps the two alike).
@@ -111,7 +111,7 @@ PANIC = "panic"
 AUDIT = "audit"
 POLICY = "policy"
 
-POLICY_PARTS = ("seq", "versions", "active", "log")  # policy:<part> (callgate.policystore)
+POLICY_PARTS = ("seq", "versions", "active", "log")  # policy:<part> (callgate.ops.policystore)
 BURSTS = ("denied", "short")  # x:ext:<extension>:<burst> (lockdown.after_denied, short_calls)
 
 
@@ -243,6 +243,6 @@ LAYOUT: tuple[tuple[str, str, str, str], ...] = (
     (f"`{AUDIT}`", "stream", "every decision (trimmed to about 1,000,000 entries)",
      "90 days after the last write"),
     (f"`{POLICY}:seq`, `:versions`, `:active`, `:log`", "string, hash, string, stream",
-     "the pushed policy versions and which is active (callgate.policystore)",
+     "the pushed policy versions and which is active (callgate.ops.policystore)",
      "none, on purpose: a policy outlives any idle period"),
 )  # fmt: skip

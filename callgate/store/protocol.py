@@ -1,11 +1,11 @@
 """The counter store seam: one small Protocol, two implementations.
 
-* :class:`callgate.memstore.MemoryStore`: in-process, for ``explain``, ``replay`` and unit tests;
-* :class:`callgate.redisstore.RedisStore`: Redis, shared by every gate of a site, one round trip per call.
+* :class:`callgate.store.memory.MemoryStore`: in-process, for ``explain``, ``replay`` and unit tests;
+* :class:`callgate.store.redis.RedisStore`: Redis, shared by every gate of a site, one round trip per call.
 
 Both keep the same semantics, checked by one shared test suite (``tests/test_store.py``):
 
-* ``admit`` reads every check of an :class:`~callgate.admission.Admission` and, when the call fits under
+* ``admit`` reads every check of an :class:`~callgate.core.admission.Admission` and, when the call fits under
   all of them (and the extension is not locked), reserves it on every one, atomically. Admitting a call id
   that already holds a reservation returns that reservation (``replayed``) and counts nothing again.
 * ``peek`` reads the same values and never writes (``explain``).
@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from callgate.admission import Admission, Outcome
+from callgate.core.admission import Admission, BurstRule, Outcome
 
 
 class SettleStatus(enum.StrEnum):
@@ -52,17 +52,6 @@ class Burst:
     count: int
     locked: bool  # this event set (or widened) the extension's lock
     lock: str  # the lock now held: "", "international" or "all"
-
-
-@dataclass(frozen=True, slots=True)
-class BurstRule:
-    """One burst rule (lockdown.after_denied, limits.short_calls) applied to one extension's event."""
-
-    name: str  # "denied" or "short": the window's key
-    within: int  # seconds
-    threshold: int
-    scope: str  # the lock it sets: "international" or "all"
-    report: bool = False  # count, never lock
 
 
 class Store(Protocol):

@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from callgate.numbers import NumberInfo
-from callgate.policy import ExtensionRule, HolidayMode, Policy, is_extension, report_only
-from callgate.reasons import Reason, number_type_reason
+from callgate.core.numbers import NumberInfo
+from callgate.core.policy import ExtensionRule, HolidayMode, Policy, is_extension, report_only
+from callgate.core.reasons import Reason, number_type_reason
 
 PASS, DENY, SKIP, REPORT = (
     "pass",

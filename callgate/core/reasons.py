@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from callgate.numbers import NumberType
+from callgate.core.numbers import NumberType
 
 
 class Verdict(enum.StrEnum):

@@ -23,11 +23,11 @@ import logging
 import os
 from collections.abc import Callable
 
-from callgate.engine import Memo
+from callgate.core.engine import Memo
+from callgate.core.policy import Policy
+from callgate.core.policyfile import load_policy_file
 from callgate.errors import BackendUnavailable, PolicyError, Problem
-from callgate.policy import Policy
-from callgate.policyfile import load_policy_file
-from callgate.policystore import PolicyStore
+from callgate.ops.policystore import PolicyStore
 
 log = logging.getLogger("callgate.policy")
 

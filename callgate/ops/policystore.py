@@ -29,11 +29,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callgate.core.keys import POLICY_PARTS, policy_key, site_prefix
+from callgate.core.policy import Policy
+from callgate.core.policyfile import load_policy, read_policy_text
+from callgate.core.prefixlists import ListFiles
 from callgate.errors import PolicyError, Problem, StoreUnavailable
-from callgate.keys import POLICY_PARTS, policy_key, site_prefix
-from callgate.policy import Policy
-from callgate.policyfile import load_policy, read_policy_text
-from callgate.prefixlists import ListFiles
+from callgate.store.redis import decoded
 
 LOG_MAXLEN = 10_000
 
@@ -195,7 +196,7 @@ class PolicyStore:
         entries = await self._call(self.client.xrevrange(self.keys[3], count=count))
         out = []
         for _id, fields in entries:
-            f = {_text(k): _text(v) for k, v in fields.items()}
+            f = {decoded(k): decoded(v) for k, v in fields.items()}
             out.append(Activation(int(f["version"]), f["action"], f["by"], f["at"]))
         return out
 
@@ -237,7 +238,3 @@ def diff(a: StoredPolicy, b: StoredPolicy) -> str:
             f"v{b.version} list {name}",
         )
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

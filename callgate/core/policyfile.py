@@ -1,4 +1,4 @@
-"""Reading the admin's policy YAML into a :class:`~callgate.policy.Policy`, naming every problem.
+"""Reading the admin's policy YAML into a :class:`~callgate.core.policy.Policy`, naming every problem.
 
 The text is composed, not constructed, with libyaml: every value keeps its line and the text exactly as
 written. So money is read from its digits (``0.05`` is ``Decimal("0.05")``, never a float), and ``NO``
@@ -21,18 +21,17 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
 import yaml
 
-from callgate import prefixlists
-from callgate.errors import PolicyError, Problem
-from callgate.keys import PERIODS
-from callgate.numbers import NumberType
-from callgate.policy import (
+from callgate.core import prefixlists
+from callgate.core.keys import PERIODS
+from callgate.core.numbers import NumberType
+from callgate.core.policy import (
     DEFAULT_MAX_CALL_DURATION,
     Alerts,
     Burst,
@@ -55,8 +54,9 @@ from callgate.policy import (
     Spend,
     Window,
 )
-from callgate.prefixlists import ListFiles, ListSource, read_prefix_list
-from callgate.windows import format_duration, parse_duration, parse_window
+from callgate.core.prefixlists import ListFiles, ListSource, read_prefix_list
+from callgate.core.windows import format_duration, parse_duration, parse_window
+from callgate.errors import PolicyError, Problem
 
 T = TypeVar("T")
 E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, RuleMode)
@@ -433,8 +433,7 @@ def _model(model: Callable[..., T], schema: Mapping[str, _Key]) -> Parse[T]:
 # --- report mode --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Moded(Generic[T]):
+class _Moded(NamedTuple, Generic[T]):  # a NamedTuple: mypyc cannot build a generic dataclass
     """A rule's value and whether it is in ``mode: report``; :func:`_section` unwraps it."""
 
     value: T
@@ -509,7 +508,7 @@ def _tuple(item: Parse[T], example: str) -> Parse[tuple[T, ...]]:
 # --- scalars ------------------------------------------------------------------------------------
 
 
-def _text(r: _Reader, node: Node, path: str, what: str = "text") -> str | None:
+def _scalar_text(r: _Reader, node: Node, path: str, what: str = "text") -> str | None:
     """The scalar as written, quoted or not; nothing, lists and mappings are problems."""
     if isinstance(node, yaml.ScalarNode) and node.tag != _NULL:
         return str(node.value)
@@ -521,7 +520,7 @@ def _pattern(pattern: re.Pattern[str], what: str, strip: int = 0) -> Parse[str]:
     """Text that ``pattern`` matches whole, less its first ``strip`` characters."""
 
     def parse(r: _Reader, node: Node, path: str) -> str | None:
-        text = _text(r, node, path, what)
+        text = _scalar_text(r, node, path, what)
         if text is None or pattern.fullmatch(text):
             return None if text is None else text[strip:]
         r.problem(node, path, f"expected {what}, got {_shown(node)}")
@@ -543,7 +542,7 @@ _e164_prefix = _pattern(
 
 
 def _money(r: _Reader, node: Node, path: str) -> Decimal | None:
-    text = _text(r, node, path, "an amount such as 0.05")
+    text = _scalar_text(r, node, path, "an amount such as 0.05")
     if text is None or _MONEY.fullmatch(text):
         return None if text is None else Decimal(text)
     why = "must not be negative" if text.startswith("-") else "expected an amount"
@@ -553,7 +552,7 @@ def _money(r: _Reader, node: Node, path: str) -> Decimal | None:
 
 def _whole(least: int, most: int = 10**9 - 1) -> Parse[int]:
     def parse(r: _Reader, node: Node, path: str) -> int | None:
-        text = _text(r, node, path, f"a whole number from {least}")
+        text = _scalar_text(r, node, path, f"a whole number from {least}")
         if text is not None and _WHOLE.fullmatch(text) and least <= int(text) <= most:
             return int(text)
         if text is not None:
@@ -566,7 +565,7 @@ def _whole(least: int, most: int = 10**9 - 1) -> Parse[int]:
 
 
 def _version(r: _Reader, node: Node, path: str) -> int | None:
-    text = _text(r, node, path, "1")
+    text = _scalar_text(r, node, path, "1")
     if text == "1":
         return 1
     if text is not None:
@@ -576,7 +575,7 @@ def _version(r: _Reader, node: Node, path: str) -> int | None:
 
 def _duration(most: int) -> Parse[int]:
     def parse(r: _Reader, node: Node, path: str) -> int | None:
-        text = _text(r, node, path, "a duration such as 10m")
+        text = _scalar_text(r, node, path, "a duration such as 10m")
         try:
             seconds = parse_duration(text) if text is not None else None
         except ValueError as exc:
@@ -607,7 +606,7 @@ def _call_length(r: _Reader, node: Node, path: str) -> int | None:
 
 
 def _window(r: _Reader, node: Node, path: str) -> Window | None:
-    text = _text(r, node, path, "a time window such as 'mon-fri 08:00-18:00'")
+    text = _scalar_text(r, node, path, "a time window such as 'mon-fri 08:00-18:00'")
     try:
         return parse_window(text) if text is not None else None
     except ValueError as exc:
@@ -626,7 +625,7 @@ def _choice(kind: type[E]) -> Parse[E]:
     names = [member.value for member in kind]
 
     def parse(r: _Reader, node: Node, path: str) -> E | None:
-        text = _text(r, node, path, f"one of {', '.join(names)}")
+        text = _scalar_text(r, node, path, f"one of {', '.join(names)}")
         if text is None or text in names:
             return None if text is None else kind(text)
         r.problem(node, path, f"unknown value {_shown(node)}{r.hint(text, names)}")
@@ -637,7 +636,7 @@ def _choice(kind: type[E]) -> Parse[E]:
 
 def _region(word: str) -> Parse[str]:
     def parse(r: _Reader, node: Node, path: str) -> str | None:
-        code = _text(r, node, path, f"a {word} code such as US")
+        code = _scalar_text(r, node, path, f"a {word} code such as US")
         if code is None or code in _REGIONS:
             return code
         upper = f"; write {code.upper()!r}" if code.upper() in _REGIONS else ""
@@ -649,7 +648,7 @@ def _region(word: str) -> Parse[str]:
 
 
 def _zone(r: _Reader, node: Node, path: str) -> ZoneInfo | None:
-    key = _text(r, node, path, "an IANA time zone such as America/New_York")
+    key = _scalar_text(r, node, path, "an IANA time zone such as America/New_York")
     if key is None:
         return None
     try:
@@ -663,7 +662,7 @@ def _zone(r: _Reader, node: Node, path: str) -> ZoneInfo | None:
 
 
 def _holiday(r: _Reader, node: Node, path: str) -> date | None:
-    text = _text(r, node, path, 'an ISO date such as "2026-12-25"')
+    text = _scalar_text(r, node, path, 'an ISO date such as "2026-12-25"')
     if text is None:
         return None
     try:
@@ -676,7 +675,7 @@ def _holiday(r: _Reader, node: Node, path: str) -> date | None:
 
 
 def _webhook(r: _Reader, node: Node, path: str) -> str | None:
-    url = _text(r, node, path, "an http(s) URL")
+    url = _scalar_text(r, node, path, "an http(s) URL")
     try:
         if url is None or (urlsplit(url).scheme in {"http", "https"} and urlsplit(url).hostname):
             return url
@@ -744,7 +743,9 @@ class _Prefixes:
 
 def _prefix_entries(example: str, mapping: str = "") -> Parse[_Prefixes]:
     """A list of "+digits" and ``{file: NAME}`` entries; ``mapping`` says why a mapping is wrong."""
-    list_file = {"file": _Key(_text, "the name of a list file, such as {file: lists/irsf.txt}")}
+    list_file = {
+        "file": _Key(_scalar_text, "the name of a list file, such as {file: lists/irsf.txt}")
+    }
 
     def parse(r: _Reader, node: Node, path: str) -> _Prefixes | None:
         if mapping and isinstance(node, yaml.MappingNode):
@@ -833,7 +834,7 @@ def _endpoints(r: _Reader, node: Node, path: str) -> dict[str, str]:
                 "expected an endpoint name of letters, digits, '.', '_' or '-'",
             )
             continue
-        extension = _text(r, value, _join(path, name), "an extension")
+        extension = _scalar_text(r, value, _join(path, name), "an extension")
         if extension is not None and not _NAME.fullmatch(extension):
             r.problem(
                 value,
@@ -846,7 +847,7 @@ def _endpoints(r: _Reader, node: Node, path: str) -> dict[str, str]:
 
 
 def _profile_ref(r: _Reader, node: Node, path: str) -> Profile | None:
-    name = _text(r, node, path, "a profile name")
+    name = _scalar_text(r, node, path, "a profile name")
     if name is None or name in r.profiles:
         return None if name is None else r.profiles[name]
     r.problem(node, path, f"unknown profile {name!r}{r.hint(name, r.profiles)}")

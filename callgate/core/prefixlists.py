@@ -15,7 +15,7 @@ A list is UTF-8 text, one prefix a line::
   the list comes from; several ``source`` lines are joined) and ``# expires: YYYY-MM-DD`` is optional
   (the last day the list is vouched for). Other comments, in the header or anywhere, are free text.
 * An expired list is still enforced: a stale list of fraud ranges is better than none. ``policy check``
-  names it, and :meth:`~callgate.policy.Policy.expired_lists` lets the running gate alert.
+  names it, and :meth:`~callgate.core.policy.Policy.expired_lists` lets the running gate alert.
 
 :func:`read_prefix_list` is pure (text in, list and problems out). Where the text comes from is the
 caller's choice: :class:`ListFiles` reads files (the default of ``load_policy``), a mapping of name to
@@ -34,7 +34,7 @@ from datetime import date
 from importlib import resources
 from pathlib import Path
 
-from callgate.policy import PrefixList
+from callgate.core.policy import PrefixList
 
 BUILTIN = "callgate:"
 MAX_BYTES = 16 * 1024 * 1024  # a provider's list of 100,000 ranges is under 2 MB

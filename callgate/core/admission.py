@@ -13,10 +13,11 @@ minute. Time is integer milliseconds since the epoch.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from callgate.reasons import Reason
+from callgate.core.reasons import Reason
 
 MICRO = 1_000_000
 # The limit a store sees for a rule in mode: report: counted and reserved as usual, never reached. Below
@@ -46,7 +47,7 @@ def cost_micro(rate_per_minute: int, seconds: int) -> int:
     return -(-rate_per_minute * seconds // 60)
 
 
-def billable(seconds: int, increment: int) -> int:
+def billed_seconds(seconds: int, increment: int) -> int:
     """Seconds rounded up to the billing increment."""
     return -(-seconds // increment) * increment
 
@@ -81,7 +82,7 @@ class Admission(NamedTuple):
     """Everything a store needs to admit (or only look at) one call, with no policy in sight.
 
     The store keys the reservation by ``call_id`` and reads the lock of ``extension``
-    (``callgate.keys``); the reservation also records the live call (``extension``, ``number``,
+    (``callgate.core.keys``); the reservation also records the live call (``extension``, ``number``,
     ``international``, ``channel``, ``at_ms``, ``instance``) for ``callgate status``.
     """
 
@@ -164,3 +165,14 @@ def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
     if failed is not None or allowed < admission.increment:
         return Judgement(failed, 0, 0)
     return Judgement(None, allowed, cost_micro(admission.rate, allowed))
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRule:
+    """One burst rule (lockdown.after_denied, limits.short_calls) applied to one extension's event."""
+
+    name: str  # "denied" or "short": the window's key
+    within: int  # seconds
+    threshold: int
+    scope: str  # the lock it sets: "international" or "all"
+    report: bool = False  # count, never lock

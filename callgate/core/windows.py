@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from callgate.policy import WEEKDAYS, Span, Window
+from callgate.core.policy import WEEKDAYS, Span, Window
 
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})", re.ASCII)
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)", re.ASCII)

@@ -13,8 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from callgate.keys import PERIODS
-from callgate.numbers import NumberType
+from callgate.core.keys import PERIODS
+from callgate.core.numbers import NumberType
 
 
 class FailMode(enum.StrEnum):
@@ -339,7 +339,7 @@ class Policy:
     source: str = "<policy>"
     digest: str = ""  # sha256 of the source text and its lists, stamped on every decision
     revision: int = (
-        0  # the version it was pushed as in Redis (callgate.policystore); 0: a local file
+        0  # the version it was pushed as in Redis (callgate.ops.policystore); 0: a local file
     )
     lists: tuple[PrefixList, ...] = ()  # the range lists the policy reads, by name
 

@@ -32,10 +32,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from callgate.engine import Decision
+from callgate.core.engine import Decision
+from callgate.core.policy import Policy
 from callgate.events import AlertRaised, Decided, Event
-from callgate.policy import Policy
-from callgate.status import Status, read_status
+from callgate.ops.status import Status, read_status
 
 log = logging.getLogger("callgate.metrics")
 

@@ -1,6 +1,6 @@
 """The Redis counter store: one Lua script admits a call in one round trip (``lua/admit.lua``).
 
-Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.keys` spells them all), so the hash tag
+Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.core.keys` spells them all), so the hash tag
 puts a site's keys in one Redis Cluster slot and the scripts run there unchanged; every key a script
 touches is passed in ``KEYS``. Every counter has a TTL. redis errors become
 :class:`~callgate.errors.StoreUnavailable` here, once.
@@ -16,20 +16,20 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from callgate import keys
-from callgate.admission import Admission, Outcome
+from callgate.core import keys
+from callgate.core.admission import Admission, BurstRule, Outcome
 from callgate.errors import StoreUnavailable
-from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleStatus
+from callgate.store.protocol import SETTLED_MEMORY, Burst, Settlement, SettleStatus
 
 T = TypeVar("T")
 
 
 def _lua(name: str) -> str:
-    return resources.files("callgate").joinpath(f"lua/{name}").read_text(encoding="utf-8")
+    return resources.files("callgate.store").joinpath(f"lua/{name}").read_text(encoding="utf-8")
 
 
 class RedisStore:
-    """A :class:`callgate.store.Store` on one Redis (or Cluster, or a Sentinel-managed primary)."""
+    """A :class:`callgate.store.protocol.Store` on one Redis (or Cluster, or a Sentinel-managed primary)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
@@ -165,3 +165,8 @@ async def connect(url: str) -> AsyncIterator[RedisStore]:
         yield store
     finally:
         await store.aclose()
+
+
+def decoded(value: Any) -> str:
+    """A Redis reply as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)

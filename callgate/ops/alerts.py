@@ -149,7 +149,7 @@ class Syslog:
     async def send(self, alert: Alert) -> None:
         level = {"critical": logging.CRITICAL, "error": logging.ERROR, "notice": logging.INFO}
         record = logging.LogRecord(
-            "callgate.alerts", level.get(alert.severity, logging.WARNING), "", 0, alert.line(),
+            "callgate.ops.alerts", level.get(alert.severity, logging.WARNING), "", 0, alert.line(),
             None, None,
         )  # fmt: skip
         self.handler.emit(record)

@@ -8,7 +8,7 @@ and the active policy version. It returns a frozen :class:`Status` tree and prin
 ``serve`` for its links; :func:`persistence` whether Redis keeps its data across its own restart
 (``serve`` warns at start-up when it does not: the caps would reset with it).
 
-The keys are read as :mod:`callgate.keys` spells them. A live call is its reservation (``r:<id>``, which
+The keys are read as :mod:`callgate.core.keys` spells them. A live call is its reservation (``r:<id>``, which
 the admission script writes with the call's extension, number, channel, time and gate): the reservations
 not yet settled nor expired are counted, and the first :data:`LIVE_SHOWN` by admission time are listed.
 
@@ -31,9 +31,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from callgate.admission import MICRO, to_micro
-from callgate.errors import StoreUnavailable
-from callgate.keys import (
+from callgate.core.admission import MICRO, to_micro
+from callgate.core.keys import (
     EXT,
     LOCK,
     PANIC,
@@ -55,7 +54,9 @@ from callgate.keys import (
     spend_key,
     spend_periods,
 )
-from callgate.policy import Limits, Policy
+from callgate.core.policy import Limits, Policy
+from callgate.errors import StoreUnavailable
+from callgate.store.redis import decoded
 
 SCAN_COUNT = 1000  # keys Redis looks at per SCAN step
 MAX_KEYS = 200_000  # a site with more matching keys is shown in part (``Status.truncated``)
@@ -178,16 +179,12 @@ def _glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _scan(client: aioredis.Redis, match: str, limit: int) -> tuple[list[str], bool]:
     found: list[str] = []
     cursor: Any = 0
     while True:
         cursor, batch = await client.scan(cursor, match=match, count=SCAN_COUNT)
-        found += map(_text, batch)
+        found += map(decoded, batch)
         if len(found) >= limit:
             return found[:limit], True
         if not int(cursor):
@@ -300,13 +297,13 @@ async def _read(
             if live_limit > 0:
                 live.append(_live_call(reservation, held, until, policy.site.timezone))
     values = core() if k.locks else []
-    locks = [(ext, _text(v)) for ext, v in zip(k.locks.values(), values, strict=True) if v]
+    locks = [(ext, decoded(v)) for ext, v in zip(k.locks.values(), values, strict=True) if v]
     panic = bool(core())
     active = optional()
 
     pipe = client.pipeline(transaction=False)
     if active is not None:
-        pipe.hget(prefix + policy_key("versions"), _text(active))
+        pipe.hget(prefix + policy_key("versions"), decoded(active))
     later = await pipe.execute(raise_on_error=False) if active is not None else []
     live.sort(key=lambda pair: (pair[0], pair[1].call_id))
     return Status(
@@ -382,7 +379,7 @@ def _counter_lines(
 
 def _int(value: Any) -> int:
     """A number Redis holds as text; 0 when absent or not a whole number."""
-    text = _text(value) if value is not None else ""
+    text = decoded(value) if value is not None else ""
     return int(text) if text.isdigit() else 0
 
 
@@ -390,7 +387,7 @@ def _live_call(
     reservation: str, held: dict[str, Any], until: int, zone: tzinfo
 ) -> tuple[int, LiveCall]:
     """(admitted at, epoch ms; the call) of a reservation hash's fields (absent ones read as empty)."""
-    f = {name: _text(v) if v is not None else "" for name, v in held.items()}
+    f = {name: decoded(v) if v is not None else "" for name, v in held.items()}
     at = _int(f["admitted_at"])
     when = datetime.fromtimestamp(at / 1000, zone).isoformat(timespec="seconds") if at else ""
     return at, LiveCall(
@@ -401,7 +398,7 @@ def _live_call(
 
 def _version(active: Any, raw: Any) -> PolicyVersion | None:
     try:
-        version = int(_text(active))
+        version = int(decoded(active))
         data = json.loads(raw) if isinstance(raw, str | bytes) else {}
     except ValueError:
         return None

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from callgate.engine import Memo
-from callgate.numbers import CACHE_MAX_INPUT
-from callgate.policy import Lockdown, ShortCallAction
-from callgate.reasons import Reason
-from callgate.store import BurstRule
+from callgate.core.admission import BurstRule
+from callgate.core.engine import Memo
+from callgate.core.numbers import CACHE_MAX_INPUT
+from callgate.core.policy import Lockdown, ShortCallAction
+from callgate.core.reasons import Reason
 
 # Denials that say nothing about the caller, so they never count toward a lockdown.
 NOT_THE_CALLERS = frozenset(

@@ -1,5 +1,5 @@
 """What in a running gate raises which alert: the glue between the gate's event stream
-(:mod:`callgate.events`), the policy holder and the :class:`~callgate.alerts.Alerter`. Built once by
+(:mod:`callgate.events`), the policy holder and the :class:`~callgate.ops.alerts.Alerter`. Built once by
 ``serve``; each alert raised goes back on the stream as :class:`~callgate.events.AlertRaised`."""
 
 from __future__ import annotations
@@ -8,17 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from callgate.alerts import (
-    Alert,
-    Alerter,
-    AlertKind,
-    DenyBursts,
-    Email,
-    SmtpSettings,
-    SpendWatch,
-    Syslog,
-    Webhook,
-)
+from callgate.core.policy import Policy
 from callgate.events import (
     AlertRaised,
     Decided,
@@ -31,8 +21,18 @@ from callgate.events import (
     StoreRecovered,
 )
 from callgate.gate import Gate
-from callgate.livepolicy import FilePolicy, RedisPolicy
-from callgate.policy import Policy
+from callgate.ops.alerts import (
+    Alert,
+    Alerter,
+    AlertKind,
+    DenyBursts,
+    Email,
+    SmtpSettings,
+    SpendWatch,
+    Syslog,
+    Webhook,
+)
+from callgate.ops.livepolicy import FilePolicy, RedisPolicy
 from callgate.settings import Settings
 
 
@@ -53,7 +53,7 @@ def channels(settings: Settings, policy: Policy) -> list[Any]:
     return out
 
 
-class Alerting:
+class AlertTriggers:
     """Turns the gate's events and the policy holder's changes into alerts."""
 
     def __init__(self, settings: Settings, gate: Gate, holder: FilePolicy | RedisPolicy) -> None:

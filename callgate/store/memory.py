@@ -2,7 +2,7 @@
 
 Used by ``explain`` and ``replay`` (no Redis needed) and by fast unit tests. Every key has an expiry, as in
 Redis, and expired keys are swept as time moves on, so a year of replay runs in bounded memory. The sync
-``*_now`` methods are what replay calls; the async methods satisfy :class:`callgate.store.Store`.
+``*_now`` methods are what replay calls; the async methods satisfy :class:`callgate.store.protocol.Store`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from typing import NamedTuple
 
-from callgate import keys
-from callgate.admission import (
+from callgate.core import keys
+from callgate.core.admission import (
     Admission,
+    BurstRule,
     CheckKind,
     Outcome,
     barred,
-    billable,
+    billed_seconds,
     cost_micro,
     judge,
 )
-from callgate.store import SETTLED_MEMORY, Burst, BurstRule, Settlement, SettleStatus
+from callgate.store.protocol import SETTLED_MEMORY, Burst, Settlement, SettleStatus
 
 _SWEEP_EVERY = 4096
 
@@ -209,7 +210,7 @@ class MemoryStore:
         if billsec is None or billsec < 0:
             seconds, charged = held.allowed, held.cost
         else:
-            seconds = billable(min(billsec, held.allowed), held.increment)
+            seconds = billed_seconds(min(billsec, held.allowed), held.increment)
             charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
         for key in held.spend:

@@ -19,9 +19,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from callgate.engine import Decision
+from callgate.core.engine import Decision
+from callgate.core.keys import AUDIT, site_prefix
 from callgate.events import Decided, Event
-from callgate.keys import AUDIT, site_prefix
 
 log = logging.getLogger("callgate.audit")
 

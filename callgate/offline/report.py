@@ -6,10 +6,10 @@ import json
 from collections.abc import Iterable
 from typing import TextIO
 
-from callgate.admission import from_micro
-from callgate.engine import Decision
-from callgate.policy import Policy
-from callgate.replay import Replayed, Totals
+from callgate.core.admission import from_micro
+from callgate.core.engine import Decision
+from callgate.core.policy import Policy
+from callgate.offline.replay import Replayed, Totals
 
 _MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
 

@@ -4,8 +4,8 @@ It never awaits, never reads the clock and never imports a backend. A decision i
 that a store can do the counted half atomically:
 
 * :func:`prepare` runs the rules that need no counter (emergency, extension, number, destinations, rate,
-  hours) and builds the :class:`~callgate.admission.Admission` for the counted rules;
-* a store admits (or, for ``explain``, only reads) it and returns an :class:`~callgate.admission.Outcome`;
+  hours) and builds the :class:`~callgate.core.admission.Admission` for the counted rules;
+* a store admits (or, for ``explain``, only reads) it and returns an :class:`~callgate.core.admission.Outcome`;
 * :func:`conclude` turns both into the :class:`Decision`.
 
 :func:`decide` chains the three for callers that already hold the counter values. The order of the rules is
@@ -21,11 +21,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from callgate.admission import (
+from callgate.core.admission import (
     LOCKED,
     PANIC,
     REPORT_LIMIT,
     Admission,
+    BurstRule,
     Check,
     CheckKind,
     Outcome,
@@ -36,7 +37,7 @@ from callgate.admission import (
     spend_seconds,
     to_micro,
 )
-from callgate.keys import (
+from callgate.core.keys import (
     PERIODS,
     SITE_SCOPE,
     WINDOWS,
@@ -49,16 +50,16 @@ from callgate.keys import (
     spend_periods,
     window_key,
 )
-from callgate.numbers import CACHE_MAX_INPUT, NumberInfo, emergency_forms, read_number
-from callgate.policy import (
+from callgate.core.numbers import CACHE_MAX_INPUT, NumberInfo, emergency_forms, read_number
+from callgate.core.policy import (
     DEFAULT_MAX_CALL_DURATION,
     ExtensionRule,
     FailMode,
     Limits,
     Policy,
 )
-from callgate.reasons import Reason, Verdict
-from callgate.rules import (
+from callgate.core.reasons import Reason, Verdict
+from callgate.core.rules import (
     CALLER_RULES,
     DENY,
     DESTINATION_RULES,
@@ -70,7 +71,6 @@ from callgate.rules import (
     RuleResult,
     deny,
 )
-from callgate.store import BurstRule
 
 # Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
 RESERVATION_HOLD = 600

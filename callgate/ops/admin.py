@@ -18,10 +18,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from callgate.core.policy import EXTENSION_MAX, is_extension
 from callgate.errors import CallgateError
-from callgate.policy import EXTENSION_MAX, is_extension
-from callgate.policystore import PolicyStore, diff, read_for_push
-from callgate.redisstore import RedisStore
+from callgate.ops.policystore import PolicyStore, diff, read_for_push
+from callgate.store.redis import RedisStore
 
 T = TypeVar("T")
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -229,8 +229,8 @@ def cmd_calm(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from callgate.policyfile import load_policy_file
-    from callgate.status import fetch_health, read_status, render_text
+    from callgate.core.policyfile import load_policy_file
+    from callgate.ops.status import fetch_health, read_status, render_text
 
     async def work(store: RedisStore) -> int:
         if args.policy:

@@ -1,0 +1,1 @@
+"""Offline runs of the same decision code: reading Asterisk CDR files, replay and its report."""
