@@ -8,7 +8,7 @@ stopped at the end. Both apps get the same dialplan but for the app's name: a Lo
 ``Stasis()``, is continued (or hung up) by the app, reports itself in one ``UserEvent`` and hangs up.
 Calls are AMI ``Originate`` (async) of ``Local/<number>@bench-<app>/n``.
 
-* ``bench-null``: the do-nothing app, on :class:`callgate.ari.AriClient` (callgate's own client), in a
+* ``bench-null``: the do-nothing app, on :class:`callgate.asterisk.ari.AriClient` (callgate's own client), in a
   process of its own like callgate; it continues every channel and does nothing else;
 * ``callgate serve`` with the shipped default policy, every rule in force but its counts raised for a
   benchmark's rate, and a mix of numbers of which one in ten is refused; real Redis, the spend feed on.
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from callgate.ami import AmiConnection, Message
-from callgate.ari import AriClient
+from callgate.asterisk.ami import AmiConnection, Message
+from callgate.asterisk.ari import AriClient
 from callgate.core.keys import AUDIT, site_prefix
 from callgate.errors import AriUnavailable
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix

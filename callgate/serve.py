@@ -33,11 +33,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
-from callgate.ami import AmiConnection
-from callgate.ari import AriClient
+from callgate.asterisk.ami import AmiConnection
+from callgate.asterisk.ari import AriClient
+from callgate.asterisk.events import Events, PanicEnded, PanicStarted
+from callgate.asterisk.gate import Gate
+from callgate.asterisk.spend import SpendFeed
+from callgate.asterisk.stasis import Router
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
-from callgate.events import Events, PanicEnded, PanicStarted
-from callgate.gate import Gate
 from callgate.ops.audit import Audit
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
 from callgate.ops.metrics import LINKS, Metrics, MetricsServer, site_state
@@ -45,8 +47,6 @@ from callgate.ops.policystore import PolicyStore
 from callgate.ops.status import persistence
 from callgate.ops.triggers import AlertTriggers
 from callgate.settings import HIDDEN, Settings, redact_url
-from callgate.spend import SpendFeed
-from callgate.stasis import Router
 from callgate.store.redis import RedisStore
 
 log = logging.getLogger("callgate.serve")

@@ -30,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.connection import parse_url as parse_redis_url
 
+from callgate.asterisk.gate import GateSettings
 from callgate.errors import SettingsError
-from callgate.gate import GateSettings
 from callgate.settingtable import (
     FALSE_WORDS,
     SECTIONS,
@@ -61,7 +61,7 @@ HIDDEN = "***"
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The settings read: one attribute per row of the table, ``<section>_<key>``, but [gate] is
-    :attr:`gate` (the gate's own :class:`~callgate.gate.GateSettings`). A test holds these attributes
+    :attr:`gate` (the gate's own :class:`~callgate.asterisk.gate.GateSettings`). A test holds these attributes
     and their types equal to the table."""
 
     ari_url: str

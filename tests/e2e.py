@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from callgate.ami import AmiConnection, Message
+from callgate.asterisk.ami import AmiConnection, Message
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.servers import free_port, redis_server
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from callgate.asterisk.events import Decided, Event, Events
 from callgate.core.admission import Admission, Outcome
 from callgate.core.engine import Decision
 from callgate.errors import StoreUnavailable
-from callgate.events import Decided, Event, Events
 from callgate.store.memory import MemoryStore
 
 

@@ -5,8 +5,8 @@
 It starts the test Asterisk (tests/asterisk_rig.py) with the shipped dialplan and configs
 (tests/e2e.py: ``EXTENSIONS``, ``shipped_configs``) and plays the Stasis app itself, in this process:
 a raw ARI events websocket for the app ``callgate`` whose every frame is written down before callgate's
-own :class:`~callgate.stasis.Router` (a real :class:`~callgate.gate.Gate` with a real
-:class:`~callgate.ari.AriClient`, and a :class:`~callgate.store.memory.MemoryStore` instead of Redis) acts
+own :class:`~callgate.asterisk.stasis.Router` (a real :class:`~callgate.asterisk.gate.Gate` with a real
+:class:`~callgate.asterisk.ari.AriClient`, and a :class:`~callgate.store.memory.MemoryStore` instead of Redis) acts
 on it. Beside it, the AMI user ``callgate`` of the shipped manager.conf, with its event filter, is read
 block by block: those are the very events the spend feed gets. The calls are driven by the tests' own
 AMI user (:class:`tests.e2e.Watch`), whose events are not recorded.
@@ -18,7 +18,7 @@ links in the order they reached this process, each with ``at``, seconds since th
     {"source": "ami", "at": 2.104, "lines": ["Event: Hangup", "Privilege: call,all", ...]}
 
 An AMI event is kept as its lines (without the ``\\r\\n``), in order, repeated headers included, so a
-test rebuilds the exact block for :func:`callgate.ami.parse_message`. The header says which Asterisk,
+test rebuilds the exact block for :func:`callgate.asterisk.ami.parse_message`. The header says which Asterisk,
 when, how to regenerate, what the driver did and what the gate decided. Nothing is scrubbed: the
 recorder refuses to write a file that holds one of the rig's passwords.
 """
@@ -39,12 +39,12 @@ from typing import Any
 
 import aiohttp
 
-from callgate.ami import TERMINATOR
-from callgate.ari import AriClient
+from callgate.asterisk.ami import TERMINATOR
+from callgate.asterisk.ari import AriClient
+from callgate.asterisk.gate import Gate
+from callgate.asterisk.stasis import Router
 from callgate.core.engine import Memo
 from callgate.core.policyfile import load_policy
-from callgate.gate import Gate
-from callgate.stasis import Router
 from callgate.store.memory import MemoryStore
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import (

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callgate.ami import AmiConnection, Message, parse_message
+from callgate.asterisk.ami import AmiConnection, Message, parse_message
+from callgate.asterisk.spend import SpendFeed, billable, call_id
 from callgate.errors import AmiUnavailable
-from callgate.spend import SpendFeed, billable, call_id
 from callgate.store.protocol import Settlement, SettleStatus
 from tests.servers import eventually
 

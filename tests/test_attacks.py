@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from callgate.ami import Message
+from callgate.asterisk.ami import Message
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
     DIALPLAN,

@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from callgate.asterisk.gate import Gate, GateSettings
 from callgate.core.engine import Memo, prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
-from callgate.gate import Gate, GateSettings
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Store
 from callgate.store.redis import RedisStore

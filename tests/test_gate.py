@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from callgate.asterisk.events import Locked
+from callgate.asterisk.gate import TIMEOUT_SLACK, Gate, GateSettings
 from callgate.core.engine import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
-from callgate.events import Locked
-from callgate.gate import TIMEOUT_SLACK, Gate, GateSettings
 from callgate.ops.livepolicy import FilePolicy
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Store

@@ -20,12 +20,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from callgate.asterisk.gate import Gate
 from callgate.cli import main
 from callgate.core.engine import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
 from callgate.errors import SettingsError
-from callgate.gate import Gate
 from callgate.offline.replay import replay
 from callgate.serve import serve
 from callgate.settings import Settings, load_settings

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from callgate import settingdoc
+from callgate.asterisk.gate import GateSettings
 from callgate.cli import main
 from callgate.errors import SettingsError
-from callgate.gate import GateSettings
 from callgate.settingdoc import BEGIN, END, GUIDE, guide_block, reference, sample
 from callgate.settings import Settings, load_settings
 from callgate.settingtable import (

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.ami import Message, parse_message
+from callgate.asterisk.ami import Message, parse_message
+from callgate.asterisk.gate import Gate
+from callgate.asterisk.spend import RESERVATION_VARIABLE, SpendFeed, billable
 from callgate.core.engine import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
-from callgate.gate import Gate
-from callgate.spend import RESERVATION_VARIABLE, SpendFeed, billable
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Settlement, SettleStatus
 from tests.fakes import FakeAudit, FakeChannels

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from callgate.ami import AmiConnection, Message
-from callgate.spend import RESERVATION_VARIABLE, TRUNK_EVENT
+from callgate.asterisk.ami import AmiConnection, Message
+from callgate.asterisk.spend import RESERVATION_VARIABLE, TRUNK_EVENT
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import (
     CALLGATE_AMI_SECRET,

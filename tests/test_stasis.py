@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from callgate.asterisk.stasis import MAX_FIELD, read_start, waiting_args
 from callgate.core.rules import CallAttempt
-from callgate.stasis import MAX_FIELD, read_start, waiting_args
 
 CHANNEL: dict[str, Any] = {
     "id": "1732000000.42",

@@ -25,13 +25,13 @@ from typing import Any, NamedTuple, cast
 
 import pytest
 
-from callgate.ami import TERMINATOR, Message, parse_message
-from callgate.ari import AriClient
+from callgate.asterisk.ami import TERMINATOR, Message, parse_message
+from callgate.asterisk.ari import AriClient
+from callgate.asterisk.gate import Gate
+from callgate.asterisk.spend import CALL_HEADER, QUIET, RESERVATION_VARIABLE, TRUNK_EVENT, SpendFeed
+from callgate.asterisk.stasis import Router, read_start
 from callgate.core.engine import Memo
 from callgate.core.policyfile import load_policy
-from callgate.gate import Gate
-from callgate.spend import CALL_HEADER, QUIET, RESERVATION_VARIABLE, TRUNK_EVENT, SpendFeed
-from callgate.stasis import Router, read_start
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Settlement, SettleStatus
 from tests import record_transcripts

@@ -330,7 +330,7 @@ class Policy:
     holidays: frozenset[date] = frozenset()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     extensions: tuple[ExtensionRule, ...] = ()
-    # PJSIP endpoint name -> the extension it is charged as, where the two differ (callgate.identity)
+    # PJSIP endpoint name -> the extension it is charged as, where the two differ (callgate.asterisk.identity)
     endpoints: Mapping[str, str] = field(default_factory=dict)
     site_limits: Limits = Limits()
     lockdown: Lockdown | None = None
@@ -347,7 +347,7 @@ class Policy:
         """The first ``extensions`` entry that matches, or None (the call is then refused).
 
         No entry, not even ``*``, matches the empty extension: a caller that could not be identified
-        (callgate.identity) is refused."""
+        (callgate.asterisk.identity) is refused."""
         if not extension:
             return None
         for rule in self.extensions:

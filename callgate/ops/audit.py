@@ -19,9 +19,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callgate.asterisk.events import Decided, Event
 from callgate.core.engine import Decision
 from callgate.core.keys import AUDIT, site_prefix
-from callgate.events import Decided, Event
 
 log = logging.getLogger("callgate.audit")
 
@@ -67,7 +67,7 @@ class Audit:
         self.dropped = 0
 
     def on_event(self, event: Event) -> None:
-        """An :class:`callgate.events.Events` subscriber: records each :class:`Decided`."""
+        """An :class:`callgate.asterisk.events.Events` subscriber: records each :class:`Decided`."""
         if isinstance(event, Decided):
             self.record(event.decision, event.channel_id, event.seconds * 1000)
 

@@ -32,9 +32,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from callgate.asterisk.events import AlertRaised, Decided, Event
 from callgate.core.engine import Decision
 from callgate.core.policy import Policy
-from callgate.events import AlertRaised, Decided, Event
 from callgate.ops.status import Status, read_status
 
 log = logging.getLogger("callgate.metrics")
@@ -146,7 +146,7 @@ class Metrics:
     # --- fed by the gate ----------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        """An :class:`callgate.events.Events` subscriber: decisions and alerts raised."""
+        """An :class:`callgate.asterisk.events.Events` subscriber: decisions and alerts raised."""
         if isinstance(event, Decided):
             self.observe_decision(event.decision, event.seconds)
         elif isinstance(event, AlertRaised):

@@ -1,6 +1,6 @@
 """What in a running gate raises which alert: the glue between the gate's event stream
-(:mod:`callgate.events`), the policy holder and the :class:`~callgate.ops.alerts.Alerter`. Built once by
-``serve``; each alert raised goes back on the stream as :class:`~callgate.events.AlertRaised`."""
+(:mod:`callgate.asterisk.events`), the policy holder and the :class:`~callgate.ops.alerts.Alerter`. Built once by
+``serve``; each alert raised goes back on the stream as :class:`~callgate.asterisk.events.AlertRaised`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from callgate.core.policy import Policy
-from callgate.events import (
+from callgate.asterisk.events import (
     AlertRaised,
     Decided,
     Event,
@@ -20,7 +19,8 @@ from callgate.events import (
     StoreFailed,
     StoreRecovered,
 )
-from callgate.gate import Gate
+from callgate.asterisk.gate import Gate
+from callgate.core.policy import Policy
 from callgate.ops.alerts import (
     Alert,
     Alerter,

@@ -74,7 +74,7 @@ class MemoryStore:
             self._strings[key] = scope
         else:
             self._strings.pop(key, None)
-            for burst in keys.BURSTS:  # as redisstore: forget what led to the lock
+            for burst in keys.BURSTS:  # as the Redis store: forget what led to the lock
                 self._windows.pop(prefix + keys.burst_key(extension, burst), None)
 
     async def set_panic(self, site: str, on: bool) -> None:

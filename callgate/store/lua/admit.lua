@@ -1,14 +1,14 @@
 -- callgate: read every check of one call and, if the call fits under all of them, reserve it.
--- Mirrors callgate.admission.barred and judge, and callgate.memstore.MemoryStore.admit_now; one round
+-- Mirrors callgate.core.admission.barred and judge, and callgate.store.memory.MemoryStore.admit_now; one round
 -- trip per call.
 --
 -- KEYS[1] reservation hash   KEYS[2] the extension's lock   KEYS[3] the site's panic flag
--- KEYS[4..] one key per check, in the admission's order (every key is built by callgate.keys)
+-- KEYS[4..] one key per check, in the admission's order (every key is built by callgate.core.keys)
 -- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
 --       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then what the reservation records
 --       of the live call: extension, number (E.164), channel, instance; then per check: kind, limit,
 --       window (seconds), member
--- KEYS[1] is the reservation id (callgate.engine.reservation_id): it is bound to the number, the rate,
+-- KEYS[1] is the reservation id (callgate.core.engine.reservation_id): it is bound to the number, the rate,
 -- the extension and the channel, so an earlier reservation is only handed back to the same leg.
 -- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
 --   refused: 'lock', 'panic' or '' (what refused the call before any counter)
@@ -32,7 +32,7 @@ end
 
 local lock = redis.call('GET', KEYS[2]) or ''
 local panic = redis.call('EXISTS', KEYS[3])
-local refused = '' -- callgate.admission.barred
+local refused = '' -- callgate.core.admission.barred
 if lock == 'all' or (intl and lock == 'international') then
   refused = 'lock'
 elseif intl and panic == 1 then
@@ -130,7 +130,7 @@ for i = 1, n do
     slot_keys[#slot_keys + 1] = key
   end
 end
--- the fields are callgate.keys.RESERVATION_FIELDS
+-- the fields are callgate.core.keys.RESERVATION_FIELDS
 redis.call('HSET', KEYS[1], 'allowed', allowed, 'cost', cost, 'rate', rate, 'increment', inc,
   'until', untl, 'spend', table.concat(spend_keys, '\n'), 'slots', table.concat(slot_keys, '\n'),
   'extension', extension, 'number', number, 'international', intl and 1 or 0, 'channel', channel,

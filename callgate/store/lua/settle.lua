@@ -1,5 +1,5 @@
 -- callgate: charge a call from its real billable seconds and release the rest of its reservation.
--- Idempotent by reservation id. Mirrors callgate.memstore.MemoryStore.settle_now.
+-- Idempotent by reservation id. Mirrors callgate.store.memory.MemoryStore.settle_now.
 --
 -- KEYS[1] reservation hash   KEYS[2] settled marker
 -- ARGV: billsec ('' when the call cannot be settled: charged in full), settled_memory (seconds), now_ms,

@@ -49,7 +49,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from callgate.ami import Message
+from callgate.asterisk.ami import Message
 from callgate.errors import StoreUnavailable
 from callgate.store.protocol import Settlement
 

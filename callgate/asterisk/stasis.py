@@ -7,7 +7,7 @@ The dialplan passes what callgate needs as ``Stasis()`` arguments (docs/install.
     Stasis(callgate,${OUTNUM},ext=${AMPUSER},call=${CHANNEL(linkedid)})              FreePBX predial hook
 
 The first argument is the dialled string. Then, by name only and each at most once: ``ext=`` (the
-extension, for channels that are not PJSIP endpoints: callgate.identity), ``call=`` (the call id that
+extension, for channels that are not PJSIP endpoints: callgate.asterisk.identity), ``call=`` (the call id that
 makes every trunk attempt of one call one decision; default: the channel id) and ``account=`` (default:
 the channel's account code). The caller id is never read: a phone sets its own.
 
@@ -29,13 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from callgate.ari import AriClient
+from callgate.asterisk.ari import AriClient
+from callgate.asterisk.gate import Gate
+from callgate.asterisk.identity import channel_endpoint
 from callgate.core.numbers import emergency_forms
 from callgate.core.policy import Policy
 from callgate.core.rules import CallAttempt
 from callgate.errors import AriUnavailable
-from callgate.gate import Gate
-from callgate.identity import channel_endpoint
 
 IN_FLIGHT = 64  # calls decided at once by one gate
 

@@ -2,7 +2,7 @@
 
 This is the imperative shell around the pure engine. It owns two seams, each a small Protocol: the
 counter store (:mod:`callgate.store.protocol`) and the channel control (ARI, :class:`ChannelControl`). What it
-does is told on one typed stream (:mod:`callgate.events`): each decision, locks, spend under a cap, the
+does is told on one typed stream (:mod:`callgate.asterisk.events`): each decision, locks, spend under a cap, the
 store failing and recovering; the audit, the metrics and the alerts subscribe. A decision never raises: a dead store or a store slower than the per-call
 deadline gives the policy's ``on_store_error`` decision, and a channel that hung up meanwhile is simply
 gone.
@@ -18,6 +18,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from callgate.asterisk.events import (
+    Decided,
+    Events,
+    Locked,
+    SpendCommitted,
+    StoreFailed,
+    StoreRecovered,
+)
+from callgate.asterisk.identity import caller_extension
 from callgate.core.admission import BurstRule, CheckKind
 from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.engine import (
@@ -32,8 +41,6 @@ from callgate.core.policy import Policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
 from callgate.errors import StoreUnavailable
-from callgate.events import Decided, Events, Locked, SpendCommitted, StoreFailed, StoreRecovered
-from callgate.identity import caller_extension
 from callgate.store.protocol import Settlement, SettleStatus, Store
 
 log = logging.getLogger("callgate.gate")
@@ -44,7 +51,7 @@ TIMEOUT_SLACK = 120
 
 
 class ChannelControl(Protocol):
-    """What the gate asks of Asterisk; :class:`callgate.ari.AriClient` is the real one."""
+    """What the gate asks of Asterisk; :class:`callgate.asterisk.ari.AriClient` is the real one."""
 
     async def set_variable(self, channel_id: str, variable: str, value: str) -> bool: ...
 
@@ -119,7 +126,7 @@ class Gate:
         """``late``: the call already waited its deadline for the gate; the store is not asked.
 
         ``endpoint``: the PJSIP endpoint that authenticated the channel; the caller is worked out from
-        it and the dialplan's ``ext=`` by :func:`callgate.identity.caller_extension`.
+        it and the dialplan's ``ext=`` by :func:`callgate.asterisk.identity.caller_extension`.
         """
         memo = self.memo()
         policy = memo.policy
