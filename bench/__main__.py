@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 from bench.latency import bench_latency
 from bench.prefixes import bench_prefixes
 from callgate.core.admission import Outcome
-from callgate.core.engine import Memo, peeked, prepare
+from callgate.core.engine import peeked
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt

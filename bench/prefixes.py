@@ -19,7 +19,8 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from callgate.core.engine import Memo, prepare
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt

@@ -38,7 +38,7 @@ def _when(text: str | None, policy: Policy) -> datetime:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from callgate.core.policyfile import describe
+    from callgate.core.policysummary import describe
 
     policy = _load(args.file)
     print(f"{args.file}: ok (sha256:{policy.digest[:12]})")
@@ -48,7 +48,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from callgate.core.engine import Memo, peeked, prepare
+    from callgate.core.engine import peeked
+    from callgate.core.memo import Memo
+    from callgate.core.plan import prepare
     from callgate.core.rules import CallAttempt
     from callgate.offline.report import explain_json, explain_text
 
@@ -171,15 +173,16 @@ def _redis_problem(args: argparse.Namespace) -> str | None:
     (``--redis`` or ``CALLGATE_REDIS_URL``), never quoting the URL's password."""
     import os
 
+    from callgate.settings import redact_url, redis_url_problem, setting
+
     if not hasattr(args, "redis"):
         return None
     url, source = args.redis, "--redis"
     if url is None and args.run is not cmd_explain:  # explain without --redis uses no Redis
-        url, source = os.environ.get("CALLGATE_REDIS_URL") or None, "CALLGATE_REDIS_URL"
+        env = setting("redis", "url").env
+        url, source = os.environ.get(env) or None, env
     if url is None:
         return None
-    from callgate.settings import redact_url, redis_url_problem
-
     problem = redis_url_problem(url)
     return f"{source}: {problem}; got {redact_url(url)!r}" if problem else None
 

@@ -1,8 +1,9 @@
 """callgate's exceptions.
 
-A denial is never an exception: it is a :class:`callgate.core.engine.Decision`. Exceptions are for broken
-configuration, broken policy files and dead backends. Foreign exceptions (redis, aiohttp, OSError) are
-translated once, at the seam that talks to the outside system, and raised ``from`` the original.
+A denial is never an exception: it is a :class:`callgate.core.decision.Decision`. Exceptions are for
+broken configuration, broken policy files and dead backends. Foreign exceptions (redis, aiohttp,
+OSError) are translated once, at the seam that talks to the outside system, and raised ``from`` the
+original.
 
     CallgateError
     ├── PolicyError              a policy file that cannot be used; carries every problem found

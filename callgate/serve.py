@@ -14,7 +14,12 @@ snapshots): the caps, counters, locks and panic switch would then reset with it.
 every record through :class:`SecretFilter`, so no secret of the settings reaches a log line.
 
 SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
-are written. The policy follows its source (:mod:`callgate.ops.livepolicy`): a watched file (SIGHUP re-reads it
+are written, then the queued audit entries and alerts. Each step waits a bounded time (``STOP_*``), so a
+stop takes seconds whatever Redis, ARI or AMI are doing; what a step could not finish is logged: a call
+still undecided stays waiting in Stasis for the next callgate, an unwritten settlement is charged in full
+when its reservation expires, an audit entry not streamed is in the log anyway.
+
+The policy follows its source (:mod:`callgate.ops.livepolicy`): a watched file (SIGHUP re-reads it
 at once) or the version active in Redis; a broken policy keeps the running one and logs why. The site's
 panic flag is read every half second; when it goes up, this instance hangs up its international calls.
 """
@@ -30,7 +35,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 
 from callgate.asterisk.ami import AmiConnection
@@ -40,6 +45,7 @@ from callgate.asterisk.gate import Gate
 from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
 from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
+from callgate.ops.alerts import FINAL_FLUSH
 from callgate.ops.audit import Audit
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
 from callgate.ops.metrics import LINKS, Metrics, MetricsServer, site_state
@@ -54,6 +60,15 @@ log = logging.getLogger("callgate.serve")
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
 PANIC_POLL = 0.5  # seconds between reads of the site's panic flag
 MIN_SCRUBBED = 4  # shorter secrets are not replaced in log lines: that would garble every line
+
+# How long a stop waits for each step (seconds): the calls being decided; then the links, the
+# settlements and the writers side by side; then the closes. At most about 10 s in all (the alerts'
+# last try is the longest), far below systemd's 60 s (packaging/callgate.service).
+STOP_APPLY = 2.0  # calls being decided: [gate] deadline for the store, plus this for ARI
+STOP_LINKS = 1.0  # the loops that read ARI, AMI, the panic flag and the policy (told at once)
+STOP_SETTLE = 2.0  # pending settlements: one last try each (callgate.asterisk.spend)
+STOP_WRITERS = FINAL_FLUSH + 1.0  # the audit queue (its own bound) and the alerts' last try
+STOP_CLOSE = 1.0  # the metrics server and the ARI and Redis clients
 
 
 class SecretFilter(logging.Filter):
@@ -123,7 +138,7 @@ async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio
     while not stop.is_set():
         started = time.monotonic()
         try:
-            await once()
+            await _until_stopped(once(), stop)  # a stop also ends a connect or a reconcile
         except (AriUnavailable, AmiUnavailable) as exc:
             log.warning("%s link down: %s; retrying in %.1fs", name, exc, delay)
         except Exception:  # a bug in one loop must not stop the gate
@@ -148,6 +163,22 @@ async def _until_stopped(aiter_once: Awaitable[None], stop: asyncio.Event) -> No
                 await reader
     if reader.done() and not reader.cancelled():
         reader.result()
+
+
+async def _bounded(tasks: Sequence[asyncio.Task[None]], within: float) -> None:
+    """Wait for ``tasks`` at most ``within`` seconds; cancel those still running, and say which."""
+    if not tasks:
+        return
+    done, late = await asyncio.wait(tasks, timeout=within)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed while stopping", task.get_name(), exc_info=task.exception())
+    if late:
+        names = ", ".join(sorted(task.get_name() for task in late))
+        log.warning("stopping: %s cut short after %gs", names, within)
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=STOP_CLOSE)
 
 
 async def _open_policy(settings: Settings, store: RedisStore) -> FilePolicy | RedisPolicy:
@@ -352,17 +383,19 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
     ami_once = functools.partial(_ami_once, settings, feed, metrics, stop)
 
-    audit_stop = asyncio.Event()
-    loops = [
-        asyncio.create_task(_forever("ARI", ari_once, stop)),
-        asyncio.create_task(audit.run(audit_stop)),
-        asyncio.create_task(policy.watch(stop)),
-        asyncio.create_task(_watch_panic(gate, store, metrics, stop)),
-        asyncio.create_task(triggers.alerter.run(audit_stop)),
-        asyncio.create_task(_check_persistence(store, stop)),
+    audit_stop = asyncio.Event()  # set once the calls being decided are done, so theirs are written
+    links = [
+        asyncio.create_task(_forever("ARI", ari_once, stop), name="ARI link"),
+        asyncio.create_task(policy.watch(stop), name="policy watch"),
+        asyncio.create_task(_watch_panic(gate, store, metrics, stop), name="panic watch"),
+        asyncio.create_task(_check_persistence(store, stop), name="Redis persistence check"),
     ]
     if settings.ami_enabled:
-        loops.append(asyncio.create_task(_forever("AMI", ami_once, stop)))
+        links.append(asyncio.create_task(_forever("AMI", ami_once, stop), name="AMI link"))
+    writers = [
+        asyncio.create_task(audit.run(audit_stop), name="audit stream"),
+        asyncio.create_task(triggers.alerter.run(audit_stop), name="alert delivery"),
+    ]
     log.info(
         "callgate serving site %r with policy sha256:%s", policy().site.name, policy().digest[:12]
     )
@@ -373,11 +406,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await stop.wait()
     finally:
         log.info("stopping: finishing calls in progress")
-        await router.drain()
-        await feed.flush()
+        await router.drain(settings.gate.deadline + STOP_APPLY)
         audit_stop.set()
-        await asyncio.gather(*loops, return_exceptions=True)
-        await web.stop()
-        await ari.aclose()
-        await store.aclose()
+        await asyncio.gather(
+            _bounded(links, STOP_LINKS),
+            feed.flush(STOP_SETTLE),
+            _bounded(writers, STOP_WRITERS),
+        )
+        closing = [
+            asyncio.create_task(web.stop(), name="metrics server"),
+            asyncio.create_task(ari.aclose(), name="ARI client"),
+            asyncio.create_task(store.aclose(), name="Redis client"),
+        ]
+        await _bounded(closing, STOP_CLOSE)
         log.info("stopped")

@@ -1,8 +1,10 @@
-"""The settings table written out for people: the sample ``packaging/callgate.toml`` and the settings
-reference in ``docs/operations.md``. Both are made here from :data:`callgate.settingtable.TABLE` and
-nothing else; tests hold the shipped copies equal to what this module writes. To regenerate::
+"""The settings table written out for people: the samples ``packaging/callgate.toml`` (the settings)
+and ``packaging/callgate.env`` (the secrets), and the settings reference in ``docs/operations.md``. All
+are made here from :data:`callgate.settingtable.TABLE` and nothing else; tests hold the shipped copies
+equal to what this module writes. To regenerate::
 
     python -m callgate.settings --sample > packaging/callgate.toml
+    python -m callgate.settings --env-file > packaging/callgate.env
     python -m callgate.settings --update-guide  # the block between the markers in the guide
 
 ``--reference`` prints that block.
@@ -107,6 +109,41 @@ def sample() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _needed(setting: Setting) -> bool:
+    """Whether callgate cannot start without it while the settings it depends on keep their defaults."""
+    when = setting.required_while
+    return setting.required or (
+        when is not None and _row(when.section, when.key).default == when.value
+    )
+
+
+def env_file() -> str:
+    """``packaging/callgate.env``: a ``NAME=value`` line, with its placeholder, for each secret and
+    each setting whose value may hold one; a "#" line for one callgate can start without."""
+    header = (
+        "/etc/callgate/callgate.env: callgate's secrets (owner root, mode 0600).\n\n"
+        "systemd reads this file (EnvironmentFile= in callgate.service) as root before it starts "
+        "callgate, so callgate.toml, which more people may read, holds no secret. Any setting can be "
+        "given here as CALLGATE_<SECTION>_<KEY>; a value here wins over callgate.toml.\n\n"
+        'Format: one NAME=value a line, no spaces around "=", no "export". Keep values free of '
+        'spaces, quotes, "$" and backslashes, and the same file can be read by a shell too '
+        "(docs/operations.md does, for the admin commands).\n\n"
+        "This file is made from callgate/settingtable.py by "
+        "`python -m callgate.settings --env-file`."
+    )
+    lines = _comment(header)
+    for setting in (s for s in TABLE if s.env_example is not None):
+        if setting.secret:
+            about = f"{setting.doc} {facts(setting)}".strip()
+        else:
+            about = (
+                "when it holds a password, set the whole value here rather than in callgate.toml."
+            )
+        lines += ["", *_comment(f"[{setting.section}] {setting.key}: {about}")]
+        lines.append(f"{'' if _needed(setting) else '#'}{setting.env}={setting.env_example}")
+    return "\n".join(lines) + "\n"
+
+
 def _values(setting: Setting) -> str:
     """The Values column: the type, the choices or the limits, the form of a text."""
     if setting.choices:
@@ -166,6 +203,7 @@ def main(argv: list[str]) -> int:
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--sample", action="store_true", help="print packaging/callgate.toml")
+    what.add_argument("--env-file", action="store_true", help="print packaging/callgate.env")
     what.add_argument("--reference", action="store_true", help="print the guide's reference")
     what.add_argument(
         "--update-guide", action="store_true", help=f"replace the reference in {GUIDE.name}"
@@ -173,6 +211,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.sample:
         print(sample(), end="")
+    elif args.env_file:
+        print(env_file(), end="")
     elif args.reference:
         print(reference())
     else:

@@ -10,9 +10,10 @@ of the table's secrets are never echoed (not even when written as a number), URL
 :func:`redact_url`, and a value that holds one of the secrets is not shown at all.
 :meth:`Settings.secrets` lists them for ``serve``'s log filter.
 
-``python -m callgate.settings --sample`` prints ``packaging/callgate.toml``, ``--update-guide`` rewrites
-the settings reference in ``docs/operations.md``; both are made from the table by
-:mod:`callgate.settingdoc`.
+``python -m callgate.settings --sample`` prints ``packaging/callgate.toml``, ``--env-file`` prints
+``packaging/callgate.env``, ``--update-guide`` rewrites the settings reference in ``docs/operations.md``;
+all are made from the table by :mod:`callgate.settingdoc`. Code that reads one setting by itself (the
+admin commands' ``CALLGATE_REDIS_URL``) takes its name and default from :func:`setting`.
 """
 
 from __future__ import annotations
@@ -48,10 +49,6 @@ from callgate.settingtable import (
 
 KEYS: Final = {section: {s.key: s for s in TABLE if s.section == section} for section in SECTIONS}
 BY_NAME: Final = {s.name: s for s in TABLE}
-# The old shape, section -> key -> (type, default); a default of None means required. A view of TABLE.
-SCHEMA: Final = {
-    section: {k: (s.kind, s.default) for k, s in keys.items()} for section, keys in KEYS.items()
-}
 URL_FORMS = frozenset({Form.ARI_URL, Form.REDIS_URL})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 REDIS_FORM = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
@@ -119,6 +116,13 @@ class Settings:
         if self.ari_password:  # as the Authorization header carries it
             found.append(basic_token(self.ari_user, self.ari_password))
         return tuple(dict.fromkeys(s for s in found if s))
+
+
+def setting(section: str, key: str) -> Setting:
+    """The table's row of ``[section] key``, for code that reads one setting by itself (the admin
+    commands read [redis] url and [policy] site): its environment name is ``.env``, its default
+    ``.default``. KeyError for a setting the table does not have."""
+    return KEYS[section][key]
 
 
 def basic_token(user: str, password: str) -> str:
@@ -337,7 +341,7 @@ def _raw_secrets(raw: Mapping[Setting, object]) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-if __name__ == "__main__":  # python -m callgate.settings --sample | --reference | --update-guide
+if __name__ == "__main__":  # python -m callgate.settings --sample | --env-file | --reference | ...
     from callgate.settingdoc import main
 
     sys.exit(main(sys.argv[1:]))

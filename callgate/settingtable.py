@@ -3,10 +3,11 @@
 Each :class:`Setting` row says where a setting is written (``[section] key`` in the TOML file), its type,
 its default, which values it allows, whether it is a secret, and what it is for. From this one table
 come the defaults and every per-setting check of :func:`callgate.settings.load_settings`, the names in
-the environment (``[ari] url`` is ``CALLGATE_ARI_URL``), the sample ``packaging/callgate.toml`` and the
-settings reference in ``docs/operations.md`` (:mod:`callgate.settingdoc` writes both; tests hold the
-shipped copies equal to what it writes). A mode is an :class:`enum.StrEnum`, whose members are the values
-it allows and which compares equal to the string written in the file.
+the environment (``[ari] url`` is ``CALLGATE_ARI_URL``), the samples ``packaging/callgate.toml`` and
+``packaging/callgate.env``, and the settings reference in ``docs/operations.md``
+(:mod:`callgate.settingdoc` writes all three; tests hold the shipped copies equal to what it writes).
+A mode is an :class:`enum.StrEnum`, whose members are the values it allows and which compares equal to
+the string written in the file.
 
 This module is plain data: no I/O, no import beyond the standard library.
 """
@@ -79,6 +80,9 @@ class Setting:
     required_while: When | None = None
     example: object = None  # what the sample writes instead of the default
     set_in_sample: bool = False  # the sample sets it, rather than showing it as "#key = default"
+    # Its line in packaging/callgate.env, with this placeholder; every secret has one, and so does a
+    # setting whose value may hold one. None: not in callgate.env.
+    env_example: str | None = None
 
     @property
     def name(self) -> str:
@@ -158,7 +162,10 @@ TABLE: Final = (
         "ari", "user", str, None, form=Form.USER_NAME, example="callgate",
         doc="The ari.conf user (FreePBX: Settings > Advanced Settings > Asterisk REST Interface).",
     ),
-    Setting("ari", "password", str, None, secret=True, doc="ari.conf's password for that user."),
+    Setting(
+        "ari", "password", str, None, secret=True, env_example="change-me-ari",
+        doc="ari.conf's password for that user.",
+    ),
     Setting(
         "ari", "app", str, "callgate",
         doc="The Stasis application name. The dialplan's Stasis() lines must use the same name, and "
@@ -173,7 +180,7 @@ TABLE: Final = (
         doc="The manager.conf user (read=cdr,call,user,system).",
     ),
     Setting(
-        "ami", "secret", str, "", secret=True, required_while=AMI_ON,
+        "ami", "secret", str, "", secret=True, required_while=AMI_ON, env_example="change-me-ami",
         doc="manager.conf's secret for that user.",
     ),
     Setting(
@@ -189,6 +196,7 @@ TABLE: Final = (
     ),
     Setting(
         "redis", "url", str, "redis://127.0.0.1:6379/0", form=Form.REDIS_URL,
+        env_example="redis://:change-me-redis@127.0.0.1:6379/0",
         doc="redis://host:port/db, rediss:// (TLS), or unix:///run/redis/redis.sock?db=0. With a "
         "password, redis://:PASSWORD@host:6379/0 or redis://USER:PASSWORD@host:6379/0: then give "
         "the whole URL in callgate.env instead. Sentinel and Cluster: section 9 of "
@@ -273,7 +281,7 @@ TABLE: Final = (
     Setting("alerts", "smtp_port", int, 25, doc="The SMTP server's port."),
     Setting("alerts", "smtp_starttls", bool, False, doc="true: STARTTLS before logging in."),
     Setting("alerts", "smtp_user", str, "", doc="The SMTP user, if the server wants a login."),
-    Setting("alerts", "smtp_password", str, "", secret=True, doc="Its password."),
+    Setting("alerts", "smtp_password", str, "", secret=True, env_example="", doc="Its password."),
     Setting("alerts", "mail_from", str, "callgate@localhost", doc="The sender of alert e-mail."),
     Setting("alerts", "mail_to", str, "", doc="The recipients: comma-separated addresses."),
     Setting("metrics", "enabled", bool, True, doc="false: serve neither /metrics nor /health."),

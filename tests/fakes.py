@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from callgate.asterisk.events import Decided, Event, Events
 from callgate.core.admission import Admission, Outcome
-from callgate.core.engine import Decision
+from callgate.core.decision import Decision
 from callgate.errors import StoreUnavailable
 from callgate.store.memory import MemoryStore
 

@@ -43,7 +43,7 @@ from callgate.asterisk.ami import TERMINATOR
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.gate import Gate
 from callgate.asterisk.stasis import Router
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.store.memory import MemoryStore
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix

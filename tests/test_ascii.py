@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate import cli
-from callgate.core.engine import Memo, conclude, prepare
+from callgate.core.engine import conclude
+from callgate.core.memo import Memo
 from callgate.core.numbers import read_number
+from callgate.core.plan import prepare
 from callgate.core.policy import EXTENSION_MAX, ExtensionRule, Policy, Profile, is_extension
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict

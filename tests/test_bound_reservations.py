@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate.asterisk.gate import Gate, GateSettings
-from callgate.core.engine import Memo, prepare
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt

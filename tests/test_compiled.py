@@ -32,7 +32,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "--target", str(target), str(ROOT)],
         env={**os.environ, "CALLGATE_COMPILE": "1"}, check=True, capture_output=True,
     )  # fmt: skip
-    assert list((target / "callgate").glob("engine.*.so")), "mypyc built no engine module"
+    assert list((target / "callgate" / "core").glob("engine.*.so")), "mypyc built no engine module"
     return target
 
 

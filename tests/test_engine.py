@@ -10,18 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate import cli
-from callgate.core import engine
+from callgate.core import plan
 from callgate.core.bursts import lockdown_rule, short_call_rule
-from callgate.core.engine import (
-    RULES,
-    Decision,
-    Memo,
-    conclude,
-    decide,
-    on_store_failure,
-    peeked,
-    prepare,
-)
+from callgate.core.decision import Decision
+from callgate.core.engine import RULES, conclude, decide, on_store_failure, peeked
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
@@ -297,13 +291,13 @@ def test_memo_never_changes_a_decision() -> None:
         assert run(fresh, *call, call_id="m") == decision  # each with a new Memo
     keys = [*memo.callers, *memo.destinations, *memo.hours, *memo.short_calls]
     assert all(len(str(key)) < 300 for key in keys)  # hostile lengths are not kept
-    assert 0 < len(memo) <= engine.MEMO_MAX + 1
+    assert 0 < len(memo) <= plan.MEMO_MAX + 1
 
 
 def test_a_full_memo_is_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MEMO_MAX entries, counted over every table (the bursts' too), the next call empties the
     memo before it fills it again; a hostile length is worked out and never kept."""
-    monkeypatch.setattr(engine, "MEMO_MAX", 4)
+    monkeypatch.setattr(plan, "MEMO_MAX", 4)
     memo = Memo(EXAMPLE)
     run(memo, "1001", "9" * 400)
     assert len(memo) == 0

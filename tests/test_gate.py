@@ -12,7 +12,7 @@ import pytest
 
 from callgate.asterisk.events import Locked
 from callgate.asterisk.gate import TIMEOUT_SLACK, Gate, GateSettings
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt

@@ -18,15 +18,10 @@ from typing import Any, cast
 import pytest
 
 from callgate import cli
-from callgate.core import policyfile, prefixlists
+from callgate.core import policyfile, policylists, policyyaml, prefixlists
 from callgate.core.policy import Policy
-from callgate.core.policyfile import (
-    MAX_BYTES,
-    MAX_NODES,
-    MAX_PROBLEMS,
-    load_policy,
-    load_policy_file,
-)
+from callgate.core.policyfile import load_policy, load_policy_file
+from callgate.core.policyyaml import MAX_BYTES, MAX_NODES, MAX_PROBLEMS
 from callgate.errors import PolicyError, Problem
 from callgate.ops import livepolicy
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
@@ -152,7 +147,7 @@ def test_aliases_of_ordinary_size_still_load() -> None:
 
 def test_too_many_nodes_without_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain size counts too: a node past MAX_NODES is refused where it is, before composing."""
-    monkeypatch.setattr(policyfile, "MAX_NODES", 500)
+    monkeypatch.setattr(policyyaml, "MAX_NODES", 500)
     prefixes = ", ".join(f'"44{n}": 0.01' for n in range(300))
     (problem,) = problems_of(HEAD.replace("{default: 0.05}", f"{{prefixes: {{{prefixes}}}}}"))
     assert (problem.line, problem.path) == (4, "rates.prefixes.44240")  # node 501: its key
@@ -234,7 +229,7 @@ def test_stored_range_lists_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     (problem,) = problems_of_lists(text.replace(", {file: b.txt}, {file: c.txt}", ""), lists)
     assert problem.message == f"cannot read the list 'a.txt': larger than {len(listed) - 1:,} bytes"
     monkeypatch.setattr(prefixlists, "MAX_BYTES", len(listed))
-    monkeypatch.setattr(policyfile, "MAX_LIST_BYTES", len(listed) + 1)
+    monkeypatch.setattr(policylists, "MAX_LIST_BYTES", len(listed) + 1)
     read.clear()
     with pytest.raises(PolicyError) as caught:
         load_policy(text, "p.yaml", read_list=lists)

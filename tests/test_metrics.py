@@ -18,7 +18,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from callgate.core.engine import Memo, decide, prepare
+from callgate.core.engine import decide
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
 from callgate.ops.metrics import DEFAULT_HOST, Metrics, MetricsServer, site_state

@@ -16,7 +16,8 @@ import pytest
 
 from callgate.cli import cmd_serve, parser
 from callgate.errors import SettingsError
-from callgate.settings import SCHEMA, Settings, load_settings
+from callgate.settings import KEYS, Settings, load_settings
+from callgate.settingtable import SECTIONS, TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging"
@@ -130,7 +131,8 @@ def shown_settings(text: str) -> list[tuple[str, str, object]]:
 
 
 def default(section: str, key: str) -> object:
-    return SCHEMA.get(section, {}).get(key, (object, "<not a setting>"))[1]
+    row = KEYS.get(section, {}).get(key)
+    return "<not a setting>" if row is None else row.default
 
 
 def test_optional_settings_show_their_defaults(tmp_path: Path) -> None:
@@ -152,23 +154,22 @@ def test_every_setting_is_in_the_samples() -> None:
     text = TOML.read_text()
     env_names = {name for name, _ in ENV_LINE.findall(ENV.read_text())}
     missing = []
-    for section, keys in SCHEMA.items():
+    for section in SECTIONS:
         start = re.search(rf"^\[{section}\]$", text, re.MULTILINE)
         if start is None:
             missing.append(f"[{section}]")
             continue
         end = re.search(r"^\[\w+\]$", text[start.end() :], re.MULTILINE)
         body = text[start.end() : start.end() + end.start() if end else len(text)]
-        for key in keys:
-            env = f"CALLGATE_{section}_{key}".upper()
-            if not re.search(rf"^#?{key} = ", body, re.MULTILINE) and env not in env_names:
-                missing.append(f"[{section}] {key} ({env})")
+        for s in (s for s in TABLE if s.section == section):
+            if not re.search(rf"^#?{s.key} = ", body, re.MULTILINE) and s.env not in env_names:
+                missing.append(f"[{section}] {s.key} ({s.env})")
     assert not missing, f"packaging/callgate.toml does not mention: {', '.join(missing)}"
 
 
 def test_env_sample_names_only_settings() -> None:
     """A misspelt variable would be ignored silently; every name in callgate.env is a setting."""
-    known = {f"CALLGATE_{s}_{k}".upper() for s, keys in SCHEMA.items() for k in keys}
+    known = {s.env for s in TABLE}
     names = [name for name, _ in ENV_LINE.findall(ENV.read_text())]
     assert names
     assert set(names) <= known, set(names) - known

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from callgate.core.numbers import NumberType
 from callgate.core.policy import Burst, FailMode, HolidayMode, Limits, LockScope, Policy, Spend
-from callgate.core.policyfile import describe, load_policy, load_policy_file, merge_limits
+from callgate.core.policyfile import load_policy, load_policy_file, merge_limits
+from callgate.core.policysummary import describe
 from callgate.errors import PolicyError, Problem
 
 DEFAULT = (

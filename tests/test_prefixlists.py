@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate.core import prefixlists
-from callgate.core.engine import Memo, prepare
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policy import Destinations, PrefixList, PrefixTable
-from callgate.core.policyfile import describe, load_policy, load_policy_file
+from callgate.core.policyfile import load_policy, load_policy_file
+from callgate.core.policysummary import describe
 from callgate.core.prefixlists import (
     MAX_PROBLEMS,
     ListFiles,

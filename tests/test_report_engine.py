@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from callgate.core.engine import Decision, Memo, conclude, prepare
+from callgate.core.decision import Decision
+from callgate.core.engine import conclude
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import REPORT, CallAttempt

@@ -17,7 +17,8 @@ from callgate.core.policy import (
     Spend,
     report_only,
 )
-from callgate.core.policyfile import describe, load_policy, merge_limits
+from callgate.core.policyfile import load_policy, merge_limits
+from callgate.core.policysummary import describe
 from callgate.errors import PolicyError, Problem
 
 # Line numbers below are counted in this text (line 1 is "version: 1").

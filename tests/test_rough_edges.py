@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from callgate.asterisk.gate import Gate
 from callgate.cli import main
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
 from callgate.errors import SettingsError

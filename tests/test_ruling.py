@@ -10,7 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate.core.admission import LOCKED, PANIC, Outcome
-from callgate.core.engine import RULES, Memo, Prepared, peeked, prepare, rule_on
+from callgate.core.engine import RULES, peeked, rule_on
+from callgate.core.memo import Memo
+from callgate.core.plan import Prepared, prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import DENY, REPORT, CallAttempt

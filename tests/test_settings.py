@@ -15,8 +15,9 @@ from callgate import settingdoc
 from callgate.asterisk.gate import GateSettings
 from callgate.cli import main
 from callgate.errors import SettingsError
-from callgate.settingdoc import BEGIN, END, GUIDE, guide_block, reference, sample
-from callgate.settings import Settings, load_settings
+from callgate.ops import admin
+from callgate.settingdoc import BEGIN, END, GUIDE, env_file, guide_block, reference, sample
+from callgate.settings import Settings, load_settings, setting
 from callgate.settingtable import (
     SECTIONS,
     TABLE,
@@ -190,13 +191,34 @@ def test_the_shipped_sample_is_the_table() -> None:
     assert (ROOT / "packaging" / "callgate.toml").read_text() == sample()
 
 
+def test_the_shipped_env_file_is_the_table() -> None:
+    """packaging/callgate.env is exactly what the table writes (python -m callgate.settings --env-file
+    > packaging/callgate.env to regenerate)."""
+    assert (ROOT / "packaging" / "callgate.env").read_text() == env_file()
+
+
+def test_the_env_file_sets_what_callgate_cannot_start_without() -> None:
+    """Each secret has a line in callgate.env; the ones callgate needs with the other settings at
+    their defaults are set (with a placeholder), the others shown as "#NAME=" lines."""
+    lines = dict(re.findall(r"^(#?CALLGATE_\w+)=(.*)$", env_file(), re.MULTILINE))
+    assert {s.env for s in TABLE if s.secret} <= {n.lstrip("#") for n in lines}
+    assert {n for n in lines if not n.startswith("#")} == {
+        "CALLGATE_ARI_PASSWORD",
+        "CALLGATE_AMI_SECRET",
+    }
+    assert lines["#CALLGATE_REDIS_URL"] == "redis://:change-me-redis@127.0.0.1:6379/0"
+
+
 def test_the_guide_reference_is_the_table() -> None:
     """The operations guide's settings reference is exactly what the table writes (python -m
     callgate.settings --update-guide to regenerate)."""
     assert guide_block(GUIDE.read_text(encoding="utf-8")) == reference()
 
 
-@pytest.mark.parametrize(("flag", "made"), [("--sample", sample()), ("--reference", reference())])
+@pytest.mark.parametrize(
+    ("flag", "made"),
+    [("--sample", sample()), ("--env-file", env_file()), ("--reference", reference())],
+)
 def test_python_m_callgate_settings_prints_them(flag: str, made: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "callgate.settings", flag],
@@ -238,6 +260,19 @@ def test_settings_attributes_are_the_table() -> None:
     assert GateSettings() == GateSettings(**defaults)
 
 
+def test_one_setting_by_itself_is_the_table_row() -> None:
+    """setting() gives the row a command reads by itself; the admin commands fall back on its
+    environment name and default, the same ones serve reads."""
+    url, site = setting("redis", "url"), setting("policy", "site")
+    assert (url.env, url.default) == ("CALLGATE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert (site.env, site.default) == ("CALLGATE_POLICY_SITE", "")
+    assert url is admin.REDIS_URL
+    assert site is admin.SITE
+    assert admin.HEALTH == "http://127.0.0.1:9464/health"  # [metrics] host and port, their defaults
+    with pytest.raises(KeyError):
+        setting("redis", "password")
+
+
 def test_the_table_is_well_formed() -> None:
     """Each row: a known section, a unique key, a default of its own type (None: required), an
     example where the sample must set it, a condition on a real setting, a secret never defaulted."""
@@ -253,6 +288,7 @@ def test_the_table_is_well_formed() -> None:
             assert s.example is not None, f"{s.name}: the sample needs an example value"
         if s.secret:
             assert s.default in {None, ""}, s.name
+            assert s.env_example is not None, f"{s.name}: a secret has a line in callgate.env"
         if s.limits:
             assert s.kind in {int, float}, s.name
             assert s.limits[0] <= float(str(s.default)) <= s.limits[1], s.name

@@ -19,7 +19,7 @@ import pytest
 from callgate.asterisk.ami import Message, parse_message
 from callgate.asterisk.gate import Gate
 from callgate.asterisk.spend import RESERVATION_VARIABLE, SpendFeed, billable
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
 from callgate.store.memory import MemoryStore

@@ -30,7 +30,7 @@ from callgate.asterisk.ari import AriClient
 from callgate.asterisk.gate import Gate
 from callgate.asterisk.spend import CALL_HEADER, QUIET, RESERVATION_VARIABLE, TRUNK_EVENT, SpendFeed
 from callgate.asterisk.stasis import Router, read_start
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Settlement, SettleStatus

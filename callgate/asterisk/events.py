@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from callgate.core.engine import Decision
+from callgate.core.decision import Decision
 
 log = logging.getLogger("callgate.events")
 

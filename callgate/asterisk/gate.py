@@ -29,14 +29,10 @@ from callgate.asterisk.events import (
 from callgate.asterisk.identity import caller_extension
 from callgate.core.admission import BurstRule, CheckKind
 from callgate.core.bursts import lockdown_rule, short_call_rule
-from callgate.core.engine import (
-    RESERVATION_HOLD,
-    Decision,
-    Memo,
-    conclude,
-    on_store_failure,
-    prepare,
-)
+from callgate.core.decision import Decision
+from callgate.core.engine import conclude, on_store_failure
+from callgate.core.memo import Memo
+from callgate.core.plan import RESERVATION_HOLD, prepare
 from callgate.core.policy import Policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
@@ -244,10 +240,10 @@ class Gate:
         # for allowed calls; a refused call never runs the dialplan again, so it is set here).
         variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
         limited = decision.verdict is Verdict.ALLOW and decision.reason is not Reason.EMERGENCY
-        if decision.reason is Reason.ALLOWED:
+        if "CALLGATE_CALL" in variables:  # an admitted call: the only kind that carries the id
             # The spend feed settles this leg from its CDR (cdr_manager.conf maps it as CallgateCall),
             # also when the caller hangs up before the dialplan dials: it then costs nothing.
-            variables["CDR(callgate)"] = decision.reservation
+            variables["CDR(callgate)"] = variables["CALLGATE_CALL"]
         if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         if not await self.channels.set_variable(channel_id, *as_array(variables)):

@@ -38,11 +38,16 @@ no store round trip however many a caller places.
 
 Settling is idempotent in the store, so a repeated or late event costs nothing twice. A leg whose events
 never arrive is charged in full when its reservation expires.
+
+A settlement the store refuses is retried for about 30 seconds. When ``serve`` stops, :meth:`SpendFeed.flush`
+settles what is gathered; a settlement waiting for its next retry gets one last try at once, and what is
+still unwritten after a few seconds (Redis down) is logged and left to reservation expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -74,6 +79,8 @@ LEGS = 100_000  # legs (and trunk channels) remembered until their Hangup
 TRUNK_EVENT = (
     "CallgateTrunk"  # UserEvent raised by the dialplan's [callgate-limit] on the trunk channel
 )
+ATTEMPTS = 5  # tries of one settlement, 1, 2, 4, 8 and 16 s apart: about 30 s of a store outage
+SHOWN = 20  # reservation ids named in the log line of what a stop left unsettled
 
 
 def call_id(message: Message) -> str:
@@ -130,6 +137,9 @@ class SpendFeed:
         self.pending: dict[str, int | None] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.settling: set[str] = set()  # reservation ids whose settlement is not written yet
+        self.stopping = asyncio.Event()  # set by flush(): no more waiting between retries
+        self.failure = ""  # why the store last refused a settlement
 
     def on_event(self, message: Message) -> None:
         if self._follow_trunk(message):
@@ -229,6 +239,7 @@ class SpendFeed:
                 del self.legs[old]
 
     def _start(self, rid: str, billsec: int | None) -> None:
+        self.settling.add(rid)
         task = asyncio.create_task(self._run(rid, billsec))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -240,21 +251,52 @@ class SpendFeed:
         self._start(rid, self.pending.pop(rid, 0))
 
     async def _run(self, rid: str, billsec: int | None) -> None:
-        for attempt in range(5):
+        """Settle one leg, retrying while the store is down. Once stopping, a failed try is the last:
+        the id stays in ``settling`` and :meth:`flush` reports it with the others."""
+        for attempt in range(ATTEMPTS):
             try:
                 result = await self._settle(rid, billsec)
             except StoreUnavailable as exc:
+                self.failure = str(exc)
+                if self.stopping.is_set():
+                    return
                 log.warning("settling %s failed (%s); retry %d", rid, exc, attempt + 1)
-                await asyncio.sleep(2**attempt)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait: one last try now
+                    await asyncio.wait_for(self.stopping.wait(), 2**attempt)
                 continue
+            except Exception:
+                self.settling.discard(rid)
+                raise
+            self.settling.discard(rid)
             log.debug("settled %s: %s", rid, result)
             return
-        log.error("could not settle %s; its reservation will be charged in full at expiry", rid)
+        if not self.stopping.is_set():
+            self.settling.discard(rid)
+            log.error("could not settle %s; its reservation will be charged in full at expiry", rid)
 
-    async def flush(self) -> None:
-        """Settle everything gathered so far (at shutdown)."""
+    async def flush(self, within: float | None = None) -> list[str]:
+        """Settle everything gathered so far (at shutdown), for at most ``within`` seconds.
+
+        A settlement waiting for its next retry tries once more at once, and no more. Returns the
+        reservation ids left unsettled (logged once, together): each is charged in full when its
+        reservation expires, as for any leg whose settlement never arrives."""
+        self.stopping.set()
         for rid, timer in list(self.timers.items()):
             timer.cancel()
             self._due(rid)
         if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            _, late = await asyncio.wait(set(self.tasks), timeout=within)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+                self.failure = self.failure or f"no answer within {within:g}s"
+        left = sorted(self.settling)
+        if left:
+            more = f" and {len(left) - SHOWN} more" if len(left) > SHOWN else ""
+            log.error(
+                "could not settle %d call%s before stopping (%s): %s%s; each is charged in full when "
+                "its reservation expires",
+                len(left), "" if len(left) == 1 else "s", self.failure, ", ".join(left[:SHOWN]), more,
+            )  # fmt: skip
+        return left

@@ -213,6 +213,21 @@ class Router:
             log.info("found %d channel(s) waiting in Stasis app %r", found, self.ari.app)
         return found
 
-    async def drain(self) -> None:
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+    async def drain(self, within: float | None = None) -> int:
+        """Wait for the calls being decided (at shutdown), for at most ``within`` seconds. Returns how
+        many were still undecided then: they are dropped, logged, and stay waiting in Stasis, where the
+        next callgate to connect decides them (:meth:`reconcile`)."""
+        if not self.tasks:
+            return 0
+        _, late = await asyncio.wait(set(self.tasks), timeout=within)
+        left = len(self.busy)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+        if left:
+            log.warning(
+                "stopping: %d call%s still being decided after %gs left waiting in Stasis; the next "
+                "callgate to connect decides them", left, "" if left == 1 else "s", within or 0,
+            )  # fmt: skip
+        return left

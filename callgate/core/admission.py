@@ -87,7 +87,7 @@ class Admission(NamedTuple):
     """
 
     site: str
-    call_id: str  # the reservation id (engine.reservation_id)
+    call_id: str  # the reservation id (plan.reservation_id)
     at_ms: int
     checks: tuple[Check, ...]
     rate: int  # micro-units per minute

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from callgate.core.admission import BurstRule
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.numbers import CACHE_MAX_INPUT
 from callgate.core.policy import Lockdown, ShortCallAction
 from callgate.core.reasons import Reason

@@ -150,7 +150,7 @@ def emergency_forms(emergency: tuple[str, ...], outside_line: tuple[str, ...]) -
     ``112``). An entry dialled as it is wins over the same string read behind a prefix.
 
     The one home of this rule: the reader, the number the gate hands the dialplan
-    (``engine.Decision.dial``) and the list callgate publishes to Asterisk (``stasis``) all use it.
+    (``decision.Decision.dial``) and the list callgate publishes to Asterisk (``stasis``) all use it.
     Do not mutate the result (it is cached)."""
     forms = {number: number for number in emergency}
     for prefix in outside_line:

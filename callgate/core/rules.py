@@ -226,7 +226,7 @@ def _hours(c: Context) -> RuleResult:
 
 # The rules that need no counter, in the order policy.md gives. "lock" and the counted rules follow
 # them in the decision's rule list (see engine.RULES). They come in three groups by what they look at,
-# and the engine memoises each group's results on exactly that (engine.prepare):
+# and the engine memoises each group's results on exactly that (plan.prepare, memo.Memo):
 # - the caller rule: the extension and its entry;
 # - the destination rules: the entry, the number (a function of the dialled string) and the policy;
 # - the time rule: the entry, whether the number is readable and international, the local minute.

@@ -20,7 +20,9 @@ from typing import NamedTuple
 
 from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text, to_micro
 from callgate.core.bursts import lockdown_rule, short_call_rule
-from callgate.core.engine import Memo, prepare, rule_on
+from callgate.core.engine import rule_on
+from callgate.core.memo import Memo
+from callgate.core.plan import prepare
 from callgate.core.policy import Policy
 from callgate.core.reasons import Verdict
 from callgate.core.rules import REPORT, CallAttempt
@@ -192,7 +194,7 @@ def replay(
             if prepared.admission is not None:
                 ring_ms = max(row.duration - row.billsec, 0) * 1000
                 end_ms = start_ms + ring_ms + seconds * 1000
-                # settled under the reservation id it was admitted with (engine.reservation_id)
+                # settled under the reservation id it was admitted with (plan.reservation_id)
                 reservation = prepared.admission.call_id
                 heapq.heappush(ending, (end_ms, reservation, seconds, row.src))
             verdict, allowed_seconds = "allow", ruling.seconds or row.billsec

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from callgate.core.admission import from_micro
-from callgate.core.engine import Decision
+from callgate.core.decision import Decision
 from callgate.core.policy import Policy
 from callgate.offline.replay import Replayed, Totals
 

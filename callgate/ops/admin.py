@@ -1,8 +1,9 @@
 """The admin commands that change or read a site's shared state in Redis.
 
 ``policy push / show / history / diff / rollback``, ``lock / unlock / locks``, ``panic / calm``. Each
-needs the Redis URL (``--redis``, else ``CALLGATE_REDIS_URL``, else the local default) and the site
-(``--site``, else ``CALLGATE_POLICY_SITE``; ``policy push`` reads it from the policy itself).
+needs the Redis URL (``--redis``, else ``CALLGATE_REDIS_URL``, else the default of ``[redis] url``) and
+the site (``--site``, else ``CALLGATE_POLICY_SITE``; ``policy push`` reads it from the policy itself):
+the same variables ``serve`` reads, named and defaulted by the settings table.
 """
 
 from __future__ import annotations
@@ -21,26 +22,30 @@ from typing import TypeVar
 from callgate.core.policy import EXTENSION_MAX, is_extension
 from callgate.errors import CallgateError
 from callgate.ops.policystore import PolicyStore, diff, read_for_push
+from callgate.settings import setting
 from callgate.store.redis import RedisStore
 
 T = TypeVar("T")
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+REDIS_URL = setting("redis", "url")  # --redis: else its environment variable, else its default
+SITE = setting("policy", "site")  # --site: else its environment variable
+# status --health: the /health of a gate serving on the default [metrics] host and port
+HEALTH = f"http://{setting('metrics', 'host').default}:{setting('metrics', 'port').default}/health"
 
 
 def add_common(p: argparse.ArgumentParser, *, site: bool = True) -> None:
-    p.add_argument("--redis", help=f"Redis URL (default: $CALLGATE_REDIS_URL or {DEFAULT_REDIS})")
+    p.add_argument("--redis", help=f"Redis URL (default: ${REDIS_URL.env} or {REDIS_URL.default})")
     if site:
-        p.add_argument("--site", help="site name (default: $CALLGATE_POLICY_SITE)")
+        p.add_argument("--site", help=f"site name (default: ${SITE.env})")
 
 
 def _url(args: argparse.Namespace) -> str:
-    return str(args.redis or os.environ.get("CALLGATE_REDIS_URL") or DEFAULT_REDIS)
+    return str(args.redis or os.environ.get(REDIS_URL.env) or REDIS_URL.default)
 
 
 def _site(args: argparse.Namespace) -> str:
-    site = getattr(args, "site", None) or os.environ.get("CALLGATE_POLICY_SITE")
+    site = getattr(args, "site", None) or os.environ.get(SITE.env)
     if not site:
-        raise CallgateError("which site? give --site NAME or set CALLGATE_POLICY_SITE")
+        raise CallgateError(f"which site? give --site NAME or set {SITE.env}")
     return str(site)
 
 
@@ -230,7 +235,8 @@ def cmd_calm(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from callgate.core.policyfile import load_policy_file
-    from callgate.ops.status import fetch_health, read_status, render_text
+    from callgate.ops.status import fetch_health, read_status
+    from callgate.ops.statustext import as_json, render_text
 
     async def work(store: RedisStore) -> int:
         if args.policy:
@@ -243,7 +249,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = await read_status(store.client, policy, datetime.now(UTC))
         health = await fetch_health(args.health) if args.health else None
         status = replace(status, health=health)
-        print(status.as_json() if args.json else render_text(status))
+        print(as_json(status) if args.json else render_text(status))
         return 0
 
     return _with_store(args, work)
@@ -309,7 +315,7 @@ def add_parsers(
     st.add_argument("--policy", help="the policy's caps (default: the active version in Redis)")
     st.add_argument(
         "--health",
-        default="http://127.0.0.1:9464/health",
+        default=HEALTH,
         help="a running gate's /health URL ('' to skip; default %(default)s)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")

@@ -22,6 +22,7 @@ import logging
 import logging.handlers
 import random
 import smtplib
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -171,7 +172,11 @@ class SmtpSettings:
 
 
 class Email:
-    """One message per alert over SMTP (smtplib in a worker thread, so the loop never blocks)."""
+    """One message per alert over SMTP (smtplib in a thread of its own, so the loop never blocks).
+
+    A daemon thread, not ``asyncio.to_thread``: the default executor's threads are waited for when the
+    process exits, so a mail server that never answers would hold a stopping ``serve`` for as long as
+    smtplib's timeout, once per socket operation."""
 
     name = "email"
 
@@ -179,7 +184,20 @@ class Email:
         self.settings = settings
 
     async def send(self, alert: Alert) -> None:
-        await asyncio.to_thread(self._send, alert)
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+
+        def work() -> None:
+            error: Exception | None = None
+            try:
+                self._send(alert)
+            except Exception as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, sent, error)
+
+        threading.Thread(target=work, name="callgate-smtp", daemon=True).start()
+        await sent
 
     def _send(self, alert: Alert) -> None:
         s = self.settings
@@ -261,18 +279,34 @@ class Alerter:
             del self.held[key]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop``; then one last attempt at what is queued."""
+        """Deliver until ``stop``; then one last attempt at what is queued, the delivery under way
+        included, all within ``FINAL_FLUSH`` seconds: stopping must not hang on a receiver."""
+        sending: asyncio.Future[None] | None = None
         while not stop.is_set():
             self.flush_summaries()
             while self.queue and not stop.is_set():
-                await self._deliver(self.queue.popleft(), stop)
+                sending = asyncio.ensure_future(self._deliver(self.queue.popleft(), stop))
+                await _first(asyncio.shield(sending), stop.wait())
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(self.wake.wait(), stop.wait()), 1.0)
-        with contextlib.suppress(TimeoutError):  # a last try, bounded: stopping must not hang
+        in_flight = sending is not None and not sending.done()
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FINAL_FLUSH):
+                if sending is not None:
+                    await sending
+                in_flight = False
                 while self.queue:
-                    await self._deliver(self.queue.popleft(), stop, retry=False)
+                    last = self.queue.popleft()
+                    in_flight = True
+                    await self._deliver(last, stop, retry=False)
+                    in_flight = False
+        unsent = len(self.queue) + int(in_flight)
+        if unsent:
+            log.error(
+                "stopping: %d alert%s not delivered within %gs",
+                unsent, "" if unsent == 1 else "s", FINAL_FLUSH,
+            )  # fmt: skip
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.aclose()
@@ -339,6 +373,15 @@ class SpendWatch:
             for old in list(self.crossed)[:50_000]:
                 del self.crossed[old]
         return AlertKind.SPEND_100 if step == 100 else AlertKind.SPEND_80
+
+
+def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

@@ -2,7 +2,9 @@
 
 The stream write never delays a decision: entries go into a bounded queue that one task drains in
 pipelined batches. When Redis is down, entries wait in the queue (up to ``QUEUE_LIMIT``; beyond that the
-oldest are dropped and counted), and the log line is always written.
+oldest are dropped and counted), and the log line is always written. When ``serve`` stops, the queue gets
+``FLUSH_WITHIN`` seconds and no retry; what is left then is counted in the log (each of those decisions has
+its own log line).
 
 Stream: ``cg:{site}:audit``, trimmed to about ``STREAM_MAXLEN`` entries and expiring ``STREAM_TTL`` after
 the last decision (every key has a TTL).
@@ -20,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from callgate.asterisk.events import Decided, Event
-from callgate.core.engine import Decision
+from callgate.core.decision import Decision
 from callgate.core.keys import AUDIT, site_prefix
 
 log = logging.getLogger("callgate.audit")
@@ -29,6 +31,7 @@ QUEUE_LIMIT = 100_000
 STREAM_MAXLEN = 1_000_000
 STREAM_TTL = 90 * 86400
 BATCH = 500
+FLUSH_WITHIN = 2.0  # seconds the queue may take to reach the stream once serve stops
 
 
 def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, str]:
@@ -81,23 +84,39 @@ class Audit:
         self.queue.append(fields)
         self.wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Write queued entries until ``stop`` is set and the queue is empty (or Redis is gone)."""
+    async def run(self, stop: asyncio.Event, *, within: float = FLUSH_WITHIN) -> None:
+        """Write queued entries until ``stop`` is set and the queue is empty; once stopping, for at most
+        ``within`` seconds and until a write fails. What is then left is counted in the log."""
+        try:
+            await self._drain(stop, within)
+        finally:  # also when serve cuts this task short
+            if stop.is_set() and self.queue:
+                left = len(self.queue)
+                log.warning(
+                    "stopping: %d audit %s not written to the Redis stream; each decision is in this "
+                    "log", left, "entry" if left == 1 else "entries",
+                )  # fmt: skip
+
+    async def _drain(self, stop: asyncio.Event, within: float) -> None:
+        deadline: float | None = None
         while not (stop.is_set() and not self.queue):
             if not self.queue:
                 self.wake.clear()
                 await _first(self.wake.wait(), stop.wait())
                 continue
+            if stop.is_set() and deadline is None:
+                deadline = asyncio.get_running_loop().time() + within
             batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
             try:
-                await self._write(batch)
-            except (RedisError, OSError) as exc:
+                async with asyncio.timeout_at(deadline):
+                    await self._write(batch)
+            except (RedisError, OSError) as exc:  # OSError: TimeoutError too
                 self.queue.extendleft(reversed(batch))
+                if stop.is_set():
+                    return
                 log.warning(
                     "audit stream unavailable (%r); %d entries queued", exc, len(self.queue)
                 )
-                if stop.is_set():
-                    return
                 await _first(asyncio.sleep(1.0), stop.wait())
 
     async def _write(self, batch: list[dict[str, str]]) -> None:

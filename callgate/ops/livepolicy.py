@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from callgate.core.engine import Memo
+from callgate.core.memo import Memo
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy_file
 from callgate.errors import BackendUnavailable, PolicyError, Problem

@@ -33,15 +33,19 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from callgate.asterisk.events import AlertRaised, Decided, Event
-from callgate.core.engine import Decision
+from callgate.core.decision import Decision
 from callgate.core.policy import Policy
-from callgate.ops.status import Status, read_status
+from callgate.ops.status import read_status
+from callgate.ops.statustree import Status
+from callgate.settings import setting
 
 log = logging.getLogger("callgate.metrics")
 
 LINKS = ("ari", "ami", "redis")
 NEEDED = ("ari", "redis")  # health fails without these
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9464
+# the [metrics] defaults, from the settings table (loopback: the endpoint has no authentication)
+DEFAULT_HOST = str(setting("metrics", "host").default)
+DEFAULT_PORT = int(str(setting("metrics", "port").default))
 # 0.1 ms (a decision from a warm Redis on loopback) to 1 s (the default [gate] deadline)
 DECISION_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

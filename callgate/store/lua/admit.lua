@@ -8,7 +8,7 @@
 --       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then what the reservation records
 --       of the live call: extension, number (E.164), channel, instance; then per check: kind, limit,
 --       window (seconds), member
--- KEYS[1] is the reservation id (callgate.core.engine.reservation_id): it is bound to the number, the rate,
+-- KEYS[1] is the reservation id (callgate.core.plan.reservation_id): it is bound to the number, the rate,
 -- the extension and the channel, so an earlier reservation is only handed back to the same leg.
 -- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
 --   refused: 'lock', 'panic' or '' (what refused the call before any counter)

@@ -1,0 +1,286 @@
+"""The first half of a decision: the rules that need no counter, and the plan of the counted ones.
+
+:func:`prepare` runs the static rules (emergency, extension, number, destinations, rate, hours; the
+table is ``rules.py``'s) and builds the :class:`~callgate.core.admission.Admission` a store admits: one
+:class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the extension,
+its profile group and the site. What depends on neither the counters nor the time comes from the policy's
+:class:`~callgate.core.memo.Memo`. The engine (:mod:`callgate.core.engine`) rules on the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+from callgate.core.admission import REPORT_LIMIT, Admission, Check, CheckKind, to_micro
+from callgate.core.keys import (
+    PERIODS,
+    SITE_SCOPE,
+    WINDOWS,
+    distinct_key,
+    extension_scope,
+    profile_scope,
+    same_number_key,
+    slots_key,
+    spend_key,
+    spend_periods,
+    window_key,
+)
+from callgate.core.memo import Caller, Destination, Memo, ScopeChecks
+from callgate.core.numbers import CACHE_MAX_INPUT, NumberInfo, read_number
+from callgate.core.policy import DEFAULT_MAX_CALL_DURATION, ExtensionRule, Limits, Policy
+from callgate.core.reasons import Reason
+from callgate.core.rules import (
+    CALLER_RULES,
+    DENY,
+    DESTINATION_RULES,
+    PASS,
+    TIME_RULES,
+    CallAttempt,
+    Context,
+    RuleResult,
+)
+
+# Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
+RESERVATION_HOLD = 600
+# A Memo holds at most this many entries; past it, prepare empties it (bounded memory whatever is
+# dialled).
+MEMO_MAX = 50_000
+
+# The reason each sliding window (keys.WINDOWS) and each spend period (keys.PERIODS) denies with.
+_WINDOW_REASONS = {
+    "calls_per_minute": Reason.VELOCITY_MINUTE,
+    "calls_per_hour": Reason.VELOCITY_HOUR,
+    "international_calls_per_hour": Reason.VELOCITY_INTERNATIONAL_HOUR,
+}
+_SPEND_REASONS = dict(
+    zip(PERIODS, (Reason.SPEND_CAP_HOUR, Reason.SPEND_CAP_DAY, Reason.SPEND_CAP_MONTH), strict=True)
+)
+# The policy keys of the scopes a call is counted in (extension, profile group, site), in the order
+# prepare plans them; each scope's counted limits but spend, in that order; then every scope's spend.
+# engine.RULES lists the counted rules in this same order.
+SCOPE_LIMITS = ("limits", "profile_limits", "site_limits")
+COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "distinct_numbers")
+
+
+class Prepared(NamedTuple):
+    """The first half of a decision: the static rules' results and the counted rules' plan."""
+
+    policy: Policy
+    attempt: CallAttempt
+    at: datetime
+    number: NumberInfo
+    rule: ExtensionRule | None
+    results: tuple[RuleResult, ...]
+    admission: Admission | None  # None for emergency calls: they are never counted
+    rate: Decimal | None
+    max_seconds: int
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def denial(self) -> RuleResult | None:
+        return next((r for r in self.results if r.outcome == DENY), None)
+
+
+# The caller rule looks at no number; what stands in for one when it runs.
+_NO_NUMBER = NumberInfo("", None, None, frozenset(), True, False, "not read")
+_NOT_EMERGENCY = RuleResult("emergency", PASS, "not an emergency number")
+
+
+def _scope(prefix: str, scope: str, limits: Limits, international: bool) -> ScopeChecks:
+    counts: list[Check] = []
+    for w in WINDOWS:
+        limit = getattr(limits, w.limit)
+        if limit is not None and (international or not w.international):
+            window = Check(
+                f"{prefix}.{w.limit}", _WINDOW_REASONS[w.limit], CheckKind.WINDOW,
+                window_key(scope, w.name), limit, w.seconds,
+            )  # fmt: skip
+            counts.append(_moded(window, w.limit in limits.report))
+    if limits.concurrent_calls is not None:
+        slots = Check(
+            f"{prefix}.concurrent_calls", Reason.CONCURRENT_CALLS, CheckKind.CONCURRENT,
+            slots_key(scope), limits.concurrent_calls,
+        )  # fmt: skip
+        counts.append(_moded(slots, "concurrent_calls" in limits.report))
+    same = distinct = None
+    if limits.same_number is not None:
+        b = limits.same_number
+        same = Check(
+            f"{prefix}.same_number", Reason.SAME_NUMBER, CheckKind.WINDOW,
+            same_number_key(scope), b.count, b.within,
+        )  # fmt: skip
+        same = _moded(same, "same_number" in limits.report)
+    if limits.distinct_numbers is not None:
+        b = limits.distinct_numbers
+        distinct = Check(
+            f"{prefix}.distinct_numbers", Reason.DISTINCT_NUMBERS, CheckKind.DISTINCT,
+            distinct_key(scope), b.count, b.within,
+        )  # fmt: skip
+        distinct = _moded(distinct, "distinct_numbers" in limits.report)
+    spend: list[tuple[str, Check]] = []
+    for period, cap in limits.spend.items():
+        check = Check(
+            f"{prefix}.spend.{period}", _SPEND_REASONS[period], CheckKind.SPEND,
+            spend_key(scope), to_micro(cap),
+        )  # fmt: skip
+        spend.append((period, _moded(check, f"spend.{period}" in limits.report)))
+    return ScopeChecks(tuple(counts), same, distinct, tuple(spend))
+
+
+def _moded(check: Check, report: bool) -> Check:
+    """A check in mode: report keeps its limit aside and shows the store one it never reaches."""
+    return check._replace(limit=REPORT_LIMIT, report=check.limit) if report else check
+
+
+def _caller(policy: Policy, attempt: CallAttempt, local: datetime) -> Caller:
+    rule = policy.rule_for(attempt.extension)
+    c = Context(policy, attempt, _NO_NUMBER, rule, local, None, None, None)
+    (result,) = (check(c) for _, check in CALLER_RULES)
+    if rule is None:
+        return Caller(None, -1, result, ((), ()), DEFAULT_MAX_CALL_DURATION)
+    scopes = tuple(
+        zip(
+            SCOPE_LIMITS,
+            (extension_scope(attempt.extension), profile_scope(rule.profile.name), SITE_SCOPE),
+            (rule.limits, rule.profile.group_limits, policy.site_limits),
+            strict=True,
+        )
+    )
+    national, international = (
+        tuple(_scope(prefix, scope, limits, intl) for prefix, scope, limits in scopes)
+        for intl in (False, True)
+    )
+    max_seconds = rule.limits.max_call_duration or DEFAULT_MAX_CALL_DURATION
+    return Caller(
+        rule, policy.extensions.index(rule), result, (national, international), max_seconds
+    )
+
+
+def _destination(
+    policy: Policy, attempt: CallAttempt, rule: ExtensionRule | None, local: datetime
+) -> Destination:
+    site = policy.site
+    number = read_number(
+        attempt.dialled,
+        region=site.region,
+        outside_line=site.outside_line,
+        emergency=policy.emergency,
+    )
+    rate_prefix, rate = policy.rates.per_minute(number.e164) if number.e164 else (None, None)
+    excepted = None
+    if rule is not None and number.e164:
+        excepted = rule.profile.destinations.allowed(number.e164[1:])  # at most 15 probes
+    c = Context(policy, attempt, number, rule, local, rate_prefix, rate, excepted)
+    results = tuple(check(c) for _, check in DESTINATION_RULES)
+    return Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
+
+
+def _time(
+    policy: Policy, attempt: CallAttempt, caller: Caller, dest: Destination, local: datetime
+) -> RuleResult:
+    c = Context(policy, attempt, dest.number, caller.rule, local, None, dest.rate, None)
+    (result,) = (check(c) for _, check in TIME_RULES)
+    return result
+
+
+def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
+    """Run the rules of ``memo``'s policy that need no counter and plan the counted ones.
+
+    What depends on neither the counters nor the time is worked out once per policy and kept in its
+    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the time rule
+    per (entry, kind of number, minute).
+    """
+    policy = memo.policy
+    if len(memo) > MEMO_MAX:
+        memo.clear()
+    if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
+        memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
+    local = at.astimezone(policy.site.timezone)
+    caller = memo.callers.get(attempt.extension)
+    if caller is None:
+        caller = memo.callers[attempt.extension] = _caller(policy, attempt, local)
+    dest = memo.destinations.get((caller.entry, attempt.dialled))
+    if dest is None:
+        dest = memo.destinations[caller.entry, attempt.dialled] = _destination(
+            policy, attempt, caller.rule, local
+        )
+    number, rule = dest.number, caller.rule
+    if number.emergency:
+        result = RuleResult(
+            "emergency",
+            PASS,
+            f"{attempt.dialled} is an emergency number: always allowed, never counted",
+        )
+        return Prepared(policy, attempt, at, number, rule, (result,), None, None, 0)
+    at_ms = int(at.timestamp() * 1000)
+    # tzdata's offsets are whole minutes (since 1972), so one UTC minute is one local minute
+    minute = (caller.entry, number.e164 is None, number.international, at_ms // 60_000)
+    hours = memo.hours.get(minute)
+    if hours is None:
+        hours = memo.hours[minute] = _time(policy, attempt, caller, dest, local)
+    results = (_NOT_EMERGENCY, caller.result, *dest.results, hours)
+    counted: list[Check] = []
+    spent: list[Check] = []
+    e164 = number.e164 or ""
+    if rule is not None:
+        periods = spend_periods(local)
+        # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
+        # _replace): this runs a dozen times per call
+        new = tuple.__new__
+        for scope in caller.scopes[number.international]:
+            counted += scope.counts
+            if scope.same_number is not None:
+                r, why, kind, key, limit, window, _, report = scope.same_number
+                counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report)))
+            if scope.distinct is not None:
+                r, why, kind, key, limit, window, _, report = scope.distinct
+                counted.append(new(Check, (r, why, kind, key, limit, window, e164, report)))
+            for period, (r, why, kind, key, limit, _, _, report) in scope.spend:
+                bucket, ttl = periods[period]
+                spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report)))
+    checks = (*counted, *spent)
+    admission = Admission(
+        site=policy.site.name,
+        call_id=reservation_id(attempt, e164, dest.rate_micro, number.international),
+        at_ms=at_ms,
+        checks=checks,
+        rate=dest.rate_micro,
+        increment=policy.rates.increment,
+        max_seconds=caller.max_seconds,
+        hold=RESERVATION_HOLD,
+        extension=attempt.extension,
+        international=number.international,
+        reserve=not any(r.outcome == DENY for r in results),
+        number=e164,
+        channel=attempt.leg,
+    )
+    return Prepared(
+        policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
+        checks,
+    )  # fmt: skip
+
+
+def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bool) -> str:
+    """The id a call's reservation is held under: bound to what it was granted for.
+
+    A second admission under the same id is handed the first one's decision without being counted
+    again: that is how a trunk failover (same channel, same number, same rate) stays one call. Anything
+    else that reuses a call id (another number, another rate, another extension, another channel: a ring
+    group's parallel legs, a transfer, a forged ``call=``) gets an id of its own and is judged and
+    counted in full. The id starts with the call id, so the audit and the store read alike.
+    """
+    bound = "\x1f".join(
+        (
+            attempt.call_id,
+            attempt.leg,
+            attempt.extension,
+            e164,
+            str(rate),
+            "1" if international else "0",
+        )
+    )
+    digest = hashlib.blake2b(bound.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{attempt.call_id}:{digest}"
