@@ -111,7 +111,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from callgate.serve import serve, setup_logging
+    from callgate.ops.logs import setup_logging
+    from callgate.serve import serve
     from callgate.settings import load_settings
 
     settings = load_settings(args.config, os.environ)
@@ -173,16 +174,14 @@ def _redis_problem(args: argparse.Namespace) -> str | None:
     (``--redis`` or ``CALLGATE_REDIS_URL``), never quoting the URL's password."""
     import os
 
-    from callgate.settings import redact_url, redis_url_problem, setting
+    from callgate.ops.admin import redis_url
+    from callgate.settings import redact_url, redis_url_problem
 
     if not hasattr(args, "redis"):
         return None
-    url, source = args.redis, "--redis"
-    if url is None and args.run is not cmd_explain:  # explain without --redis uses no Redis
-        env = setting("redis", "url").env
-        url, source = os.environ.get(env) or None, env
-    if url is None:
+    if args.redis is None and args.run is cmd_explain:  # explain without --redis uses no Redis
         return None
+    url, source = redis_url(args.redis, os.environ)
     problem = redis_url_problem(url)
     return f"{source}: {problem}; got {redact_url(url)!r}" if problem else None
 

@@ -10,8 +10,9 @@ restart of callgate:
 * audit: drain decisions into the Redis stream.
 
 At start-up it warns when Redis keeps nothing across its own restart (no append-only file, no RDB
-snapshots): the caps, counters, locks and panic switch would then reset with it. Its log handler runs
-every record through :class:`SecretFilter`, so no secret of the settings reaches a log line.
+snapshots): the caps, counters, locks and panic switch would then reset with it. Its log
+(:mod:`callgate.ops.logs`, set up by the command line) runs every record through a filter, so no secret
+of the settings reaches a log line.
 
 SIGTERM/SIGINT stop it: no new events are read, calls being decided are finished, pending settlements
 are written, then the queued audit entries and alerts. Each step waits a bounded time (``STOP_*``), so a
@@ -30,12 +31,11 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from callgate.asterisk.ami import AmiConnection
@@ -48,18 +48,23 @@ from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.ops.alerts import FINAL_FLUSH
 from callgate.ops.audit import Audit
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
-from callgate.ops.metrics import LINKS, Metrics, MetricsServer, site_state
+from callgate.ops.metrics import LINKS, Link, Metrics, MetricsServer, site_state
 from callgate.ops.policystore import PolicyStore
 from callgate.ops.status import persistence
 from callgate.ops.triggers import AlertTriggers
-from callgate.settings import HIDDEN, Settings, redact_url
+from callgate.ops.waits import until_stopped
+from callgate.settings import Settings, redact_url
+from callgate.settingtable import PolicySource
 from callgate.store.redis import RedisStore
 
 log = logging.getLogger("callgate.serve")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
 PANIC_POLL = 0.5  # seconds between reads of the site's panic flag
-MIN_SCRUBBED = 4  # shorter secrets are not replaced in log lines: that would garble every line
+# Seconds a Redis connect or reply may take: short, so a dead or frozen Redis gives the policy's
+# on_store_error within the [gate] deadline (1 s) rather than a call kept waiting. The admin commands
+# wait longer (callgate.ops.admin.REDIS_TIMEOUT): a person at a shell would rather have the answer.
+REDIS_TIMEOUT = 0.5
 
 # How long a stop waits for each step (seconds): the calls being decided; then the links, the
 # settlements and the writers side by side; then the closes. At most about 10 s in all (the alerts'
@@ -71,74 +76,13 @@ STOP_WRITERS = FINAL_FLUSH + 1.0  # the audit queue (its own bound) and the aler
 STOP_CLOSE = 1.0  # the metrics server and the ARI and Redis clients
 
 
-class SecretFilter(logging.Filter):
-    """Replaces each secret with ``***`` in a record's message, arguments and traceback, whoever
-    logged it (a library's repr of a request, asyncio's "exception was never retrieved"). The last
-    guard, behind messages that are written never to hold a secret."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        kept = {s for s in secrets if len(s) >= MIN_SCRUBBED}
-        self.secrets = sorted(kept, key=len, reverse=True)  # a secret inside another goes last
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, HIDDEN)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: logging reports it itself
-            return True
-        clean = self.scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.scrub(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.scrub(record.stack_info)
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        decision = getattr(record, "decision", None)
-        if isinstance(decision, dict):
-            line = {"level": line["level"], "logger": record.name, "event": "decision", **decision}
-        if record.exc_info:
-            line["error"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
-def setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter(settings.secrets()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-
-
 async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Run ``once`` again and again with capped backoff while it fails, until ``stop``."""
     delay = BACKOFF_FIRST
     while not stop.is_set():
         started = time.monotonic()
         try:
-            await _until_stopped(once(), stop)  # a stop also ends a connect or a reconcile
+            await until_stopped(once(), stop)  # a stop also ends a connect or a reconcile
         except (AriUnavailable, AmiUnavailable) as exc:
             log.warning("%s link down: %s; retrying in %.1fs", name, exc, delay)
         except Exception:  # a bug in one loop must not stop the gate
@@ -148,21 +92,6 @@ async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, BACKOFF_MAX)
-
-
-async def _until_stopped(aiter_once: Awaitable[None], stop: asyncio.Event) -> None:
-    reader = asyncio.ensure_future(aiter_once)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not reader.done():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-    if reader.done() and not reader.cancelled():
-        reader.result()
 
 
 async def _bounded(tasks: Sequence[asyncio.Task[None]], within: float) -> None:
@@ -182,7 +111,7 @@ async def _bounded(tasks: Sequence[asyncio.Task[None]], within: float) -> None:
 
 
 async def _open_policy(settings: Settings, store: RedisStore) -> FilePolicy | RedisPolicy:
-    if settings.policy_source == "redis":
+    if settings.policy_source == PolicySource.REDIS:
         return await RedisPolicy.start(
             PolicyStore(store.client, settings.policy_site), settings.policy_file
         )
@@ -198,12 +127,12 @@ async def _watch_panic(
     while not stop.is_set():
         try:
             on = await store.panic(gate.policy().site.name)
-            metrics.set_link("redis", True)
+            metrics.set_link(Link.REDIS, True)
             if not was_up:
                 log.info("Redis link up again")
             was_up = True
         except StoreUnavailable as exc:
-            metrics.set_link("redis", False)
+            metrics.set_link(Link.REDIS, False)
             if was_up:
                 log.warning("Redis link down: %s; calls follow the policy's on_store_error", exc)
             was_up = False
@@ -232,12 +161,12 @@ def _monitoring(
     """The metrics, each fed from its live source, and the /metrics + /health server."""
     # AMI turned off is not a degradation: its link is not watched at all
     metrics = Metrics(
-        links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != "ami")
+        links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != Link.AMI)
     )
     gate.events.subscribe(metrics.on_event)
     metrics.live_calls.set_function(lambda: len(gate.live))
     metrics.set_policy_version(policy().revision, policy().digest)
-    policy.listeners.append(lambda new, _old: metrics.set_policy_version(new.revision, new.digest))
+    policy.listeners.append(lambda new: metrics.set_policy_version(new.revision, new.digest))
     alerter = triggers.alerter
     for name, doc, read, counter in (
         (
@@ -285,7 +214,7 @@ async def _ari_once(ari: AriClient, router: Router, metrics: Metrics, stop: asyn
     """Connect the events websocket (that registers the app), decide what waits, route events."""
     async with ari.event_stream() as events:
         log.info("ARI connected: Stasis app %r at %s", ari.app, redact_url(ari.base))
-        metrics.set_link("ari", True)
+        metrics.set_link(Link.ARI, True)
         try:
             await router.reconcile()
 
@@ -293,9 +222,9 @@ async def _ari_once(ari: AriClient, router: Router, metrics: Metrics, stop: asyn
                 async for event in events:
                     router.dispatch(event)
 
-            await _until_stopped(read(), stop)
+            await until_stopped(read(), stop)
         finally:
-            metrics.set_link("ari", False)
+            metrics.set_link(Link.ARI, False)
 
 
 async def _ami_once(
@@ -306,16 +235,16 @@ async def _ami_once(
         settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret
     )
     log.info("AMI connected: %s:%d", settings.ami_host, settings.ami_port)
-    metrics.set_link("ami", True)
+    metrics.set_link(Link.AMI, True)
 
     async def read() -> None:
         async for message in conn.events():
             feed.on_event(message)
 
     try:
-        await _until_stopped(read(), stop)
+        await until_stopped(read(), stop)
     finally:
-        metrics.set_link("ami", False)
+        metrics.set_link(Link.AMI, False)
         await conn.close()
 
 
@@ -350,7 +279,7 @@ async def _check_persistence(store: RedisStore, stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    store = RedisStore.from_url(settings.redis_url)
+    store = RedisStore.from_url(settings.redis_url, timeout=REDIS_TIMEOUT)
     policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
     audit = Audit(store.client, policy().site.name)

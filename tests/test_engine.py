@@ -10,16 +10,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callgate import cli
-from callgate.core import plan
+from callgate.core import memo as memo_module
+from callgate.core.admission import from_micro, money_text
 from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.decision import Decision
-from callgate.core.engine import RULES, conclude, decide, on_store_failure, peeked
+from callgate.core.engine import conclude, decide, on_store_failure, peeked
 from callgate.core.memo import Memo
 from callgate.core.plan import prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
-from callgate.core.rules import CallAttempt
+from callgate.core.rules import RULES, CallAttempt
 from callgate.store.memory import MemoryStore
 
 NY = ZoneInfo("America/New_York")
@@ -291,13 +292,13 @@ def test_memo_never_changes_a_decision() -> None:
         assert run(fresh, *call, call_id="m") == decision  # each with a new Memo
     keys = [*memo.callers, *memo.destinations, *memo.hours, *memo.short_calls]
     assert all(len(str(key)) < 300 for key in keys)  # hostile lengths are not kept
-    assert 0 < len(memo) <= plan.MEMO_MAX + 1
+    assert 0 < len(memo) <= memo_module.MEMO_MAX + 1
 
 
 def test_a_full_memo_is_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MEMO_MAX entries, counted over every table (the bursts' too), the next call empties the
     memo before it fills it again; a hostile length is worked out and never kept."""
-    monkeypatch.setattr(plan, "MEMO_MAX", 4)
+    monkeypatch.setattr(memo_module, "MEMO_MAX", 4)
     memo = Memo(EXAMPLE)
     run(memo, "1001", "9" * 400)
     assert len(memo) == 0
@@ -310,3 +311,19 @@ def test_a_full_memo_is_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(memo) == 5
     run(memo, "1001", "2125550124")  # emptied first: the caller, this destination, the hours
     assert (len(memo), len(memo.callers), len(memo.destinations), len(memo.hours)) == (3, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("micro", "text", "short"),
+    [
+        (0, "0.000000", "0.00"),
+        (12_500_000, "12.500000", "12.50"),
+        (1_234, "0.001234", "0.001234"),
+        (3_610_000, "3.610000", "3.61"),
+        (-5, "-0.000005", "-0.000005"),
+    ],
+)
+def test_money_text_is_exact(micro: int, text: str, short: str) -> None:
+    """Micro-units as text: what str(from_micro) gives, or with short at least two decimals."""
+    assert money_text(micro) == text == str(from_micro(micro))
+    assert money_text(micro, short=True) == short

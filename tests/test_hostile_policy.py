@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 
 from callgate import cli
-from callgate.core import policyfile, policylists, policyyaml, prefixlists
+from callgate.core import policyfile, policyprefixes, policyyaml, prefixlists
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy, load_policy_file
 from callgate.core.policyyaml import MAX_BYTES, MAX_NODES, MAX_PROBLEMS
@@ -229,7 +229,7 @@ def test_stored_range_lists_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     (problem,) = problems_of_lists(text.replace(", {file: b.txt}, {file: c.txt}", ""), lists)
     assert problem.message == f"cannot read the list 'a.txt': larger than {len(listed) - 1:,} bytes"
     monkeypatch.setattr(prefixlists, "MAX_BYTES", len(listed))
-    monkeypatch.setattr(policylists, "MAX_LIST_BYTES", len(listed) + 1)
+    monkeypatch.setattr(policyprefixes, "MAX_LIST_BYTES", len(listed) + 1)
     read.clear()
     with pytest.raises(PolicyError) as caught:
         load_policy(text, "p.yaml", read_list=lists)

@@ -4,11 +4,14 @@
     store     the counter store: its Protocol, memory, Redis and the Lua scripts        -> core
     asterisk  ARI, AMI, Stasis routing, the gate, the spend feed, the event stream      -> store, core
     offline   CDR files, replay, its report                                             -> store, core
-    ops       policy versions and holder, admin commands, status, metrics, alerts, audit
+    ops       policy versions and holder, admin commands, status, metrics, alerts, audit, logs
                                                                                         -> asterisk, store, core
-    (top)     cli, serve (the composition root), settings, errors                       -> anything
+    (top)     cli, serve (the composition root), settings (settingtable, the table of them;
+              settingdoc, what is written from it), errors                              -> anything
 
-``errors`` (the exception tree) is open to every layer. ruff keeps the core pure of I/O and clocks
+``errors`` (the exception tree) is open to every layer. ``settingtable`` (plain data, the standard
+library only) is open to the layers whose behaviour a setting's mode picks: asterisk (``[ami]
+settle_from``) and ops (``[log] format``). ruff keeps the core pure of I/O and clocks
 (callgate/core/ruff.toml); this keeps the direction between folders.
 """
 
@@ -24,10 +27,10 @@ LAYERS = ("core", "store", "asterisk", "offline", "ops")
 MAY_IMPORT = {
     "core": {"core"},
     "store": {"store", "core"},
-    "asterisk": {"asterisk", "store", "core"},
+    "asterisk": {"asterisk", "store", "core", "settingtable"},
     "offline": {"offline", "store", "core"},
     # the alert triggers read the [alerts] settings; settings reads nothing of ops
-    "ops": {"ops", "asterisk", "store", "core", "settings"},
+    "ops": {"ops", "asterisk", "store", "core", "settings", "settingtable"},
 }
 OPEN_TO_ALL = {"errors"}
 

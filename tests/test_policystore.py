@@ -11,7 +11,7 @@ import pytest
 
 from callgate.errors import PolicyError
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
-from callgate.ops.policystore import PolicyStore, diff, read_for_push
+from callgate.ops.policystore import VERSIONS, PolicyStore, diff, read_for_push
 from callgate.store.redis import RedisStore
 from tests.servers import eventually
 
@@ -91,7 +91,7 @@ async def test_redis_policy_follows_the_active_version(versions: PolicyStore) ->
     holder = await RedisPolicy.start(versions)
     assert holder().revision == 1
     seen: list[int] = []
-    holder.listeners.append(lambda new, old: seen.append(new.revision))
+    holder.listeners.append(lambda new: seen.append(new.revision))
     await versions.push(
         edited("calls_per_minute: 4", "calls_per_minute: 9"), "p.yaml", {}, by="a", at=AT
     )
@@ -145,10 +145,10 @@ async def test_an_active_version_this_callgate_cannot_load_falls_back_to_an_olde
     await versions.push(
         edited("calls_per_minute: 4", "calls_per_minute: 7"), "p.yaml", {}, by="a", at=AT
     )
-    raw = await versions.client.hget(versions.keys[1], "2")
+    raw = await versions.client.hget(versions.key[VERSIONS], "2")
     assert raw is not None
     broken = str(raw).replace("calls_per_minute: 7", "calls_per_minute: 7\\n      future_key: 1")
-    await versions.client.hset(versions.keys[1], "2", broken)
+    await versions.client.hset(versions.key[VERSIONS], "2", broken)
     holder = await RedisPolicy.start(versions)
     assert holder().revision == 1
     refused: list[str] = []

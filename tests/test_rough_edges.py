@@ -27,6 +27,7 @@ from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
 from callgate.errors import SettingsError
 from callgate.offline.replay import replay
+from callgate.ops.admin import redis_url
 from callgate.serve import serve
 from callgate.settings import Settings, load_settings
 from callgate.store.memory import MemoryStore
@@ -94,6 +95,28 @@ def test_malformed_redis_environment_is_one_line(
     assert err.startswith("callgate: CALLGATE_REDIS_URL: ")
     assert err.count("\n") == 1
     assert SECRET not in err
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "expected"),
+    [
+        ("redis://a/1", {"CALLGATE_REDIS_URL": "redis://b/2"}, ("redis://a/1", "--redis")),
+        ("", {"CALLGATE_REDIS_URL": "redis://b/2"}, ("", "--redis")),  # refused as malformed
+        (None, {"CALLGATE_REDIS_URL": "redis://b/2"}, ("redis://b/2", "CALLGATE_REDIS_URL")),
+        (
+            None,
+            {"CALLGATE_REDIS_URL": ""},
+            ("redis://127.0.0.1:6379/0", "the default of [redis] url"),
+        ),
+        (None, {}, ("redis://127.0.0.1:6379/0", "the default of [redis] url")),
+    ],
+)
+def test_one_resolver_of_the_redis_url(
+    given: str | None, environ: dict[str, str], expected: tuple[str, str]
+) -> None:
+    """The Redis URL of the command line (the check of main, the admin commands): --redis, else
+    CALLGATE_REDIS_URL when not empty, else the settings table's default; and where it came from."""
+    assert redis_url(given, environ) == expected
 
 
 def test_a_section_written_as_a_value_is_a_settings_error(tmp_path: Path) -> None:

@@ -3,19 +3,22 @@ come in the Outcome (admit.lua and MemoryStore judge once), and the rules come i
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from callgate.core.admission import LOCKED, PANIC, Outcome
-from callgate.core.engine import RULES, peeked, rule_on
+from callgate.core.admission import Outcome, Refusal
+from callgate.core.engine import conclude, on_store_failure, peeked, rule_on
 from callgate.core.memo import Memo
 from callgate.core.plan import Prepared, prepare
+from callgate.core.policy import FailMode, LockScope
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
-from callgate.core.rules import DENY, REPORT, CallAttempt
+from callgate.core.rules import DENY, ORDER, REPORT, RULES, CallAttempt, RuleGroup
 from callgate.store.memory import MemoryStore
 
 TUE = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
@@ -54,6 +57,7 @@ def small_call() -> Prepared:
 CPM = "limits.calls_per_minute"
 SLOTS = "limits.concurrent_calls"
 LOCK = ["lock"]
+LOCKED = Refusal.LOCKED
 
 
 @pytest.mark.parametrize(
@@ -64,8 +68,8 @@ LOCK = ["lock"]
         ((1, 2, 0), {"failed": 1}, Reason.CONCURRENT_CALLS, [SLOTS], [CPM]),
         # the store's judgement is taken as it is: the values are not judged again
         ((0, 0, 0), {"failed": 2}, Reason.SPEND_CAP_DAY, ["limits.spend.day"], []),
-        ((0, 0, 0), {"refused": LOCKED, "lock": "all"}, Reason.EXTENSION_LOCKED, LOCK, []),
-        ((0, 0, 0), {"refused": PANIC, "panic": True}, Reason.SITE_PANIC, LOCK, []),
+        ((0, 0, 0), {"refused": LOCKED, "lock": LockScope.ALL}, Reason.EXTENSION_LOCKED, LOCK, []),
+        ((0, 0, 0), {"refused": Refusal.PANIC, "panic": True}, Reason.SITE_PANIC, LOCK, []),
         # the lock comes first in RULES: it gives the reason
         ((0, 2, 0), {"refused": LOCKED, "failed": 1}, Reason.EXTENSION_LOCKED, [*LOCK, SLOTS], []),
         # nothing failed, yet nothing admitted (the store's deadline passed): nothing reserved
@@ -149,3 +153,58 @@ def test_the_rules_come_in_rules_order(extension: str, dialled: str) -> None:
     assert names[:3] == ["emergency", "extension", "lock"]
     assert places == sorted(places)
     assert names[-1] == "limits.max_call_duration"
+
+
+CALLS = [
+    (extension, dialled)
+    for extension in ("1001", "2000", "9999")
+    for dialled in ("2125550123", "011442079460000", "19005550199", "911", "abc")
+]
+
+
+@pytest.mark.parametrize(("extension", "dialled"), CALLS)
+@pytest.mark.parametrize("lock", ["", "international", "all"])
+async def test_every_decision_lists_its_rules_in_rules_order(
+    extension: str, dialled: str, lock: str
+) -> None:
+    """Whatever decides (an admission, explain's peek, replay's undescribed ruling, each
+    on_store_error with the store down), the rules listed and the rule that gave the reason are in
+    RULES, in its order."""
+    store = MemoryStore()
+    await store.set_lock("acme-nyc", extension, lock or None)
+    p = prepare(Memo(EXAMPLE), CallAttempt("c", extension, dialled, leg="ch"), TUE)
+    admitted = store.admit_now(p.admission) if p.admission is not None else None
+    seen = store.read_now(p.admission) if p.admission is not None else None
+    listed = [
+        (d.rule, d.rules)
+        for d in (
+            conclude(p, admitted),
+            peeked(p, seen),
+            *(on_store_failure(p, mode) for mode in FailMode),
+        )
+    ]
+    undescribed = rule_on(p, admitted, detail=False)
+    for rule, results in [*listed, (undescribed.rule, undescribed.results)]:
+        places = [RULES.index(r.rule) for r in results]
+        assert places == sorted(places)
+        assert rule in (*RULES, "")
+
+
+def test_policy_md_lists_the_rules_in_rules_order() -> None:
+    """docs/policy.md's "The order of the rules" names the rules (by their first name in each step:
+    the policy key of a counted one) in RULES order, each step of it, and every kind of rule."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = text.split("## The order of the rules", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^\d+\. ([^\n]*)", section, re.MULTILINE)
+    named = []
+    for step in steps:
+        for word in re.findall(r"`([a-z_.]+)`", step):
+            rule = word if word in RULES else f"limits.{word}"
+            if rule in RULES:
+                named.append(rule)
+                break
+    assert len(named) == len(steps)
+    places = [RULES.index(rule) for rule in named]
+    assert places == sorted(places)
+    groups = {group for name, group, _ in ORDER if name in named}
+    assert groups == set(RuleGroup)

@@ -25,7 +25,8 @@ from aiohttp import web
 
 from callgate.cli import main
 from callgate.errors import SettingsError
-from callgate.serve import SecretFilter, serve
+from callgate.ops.logs import SecretFilter
+from callgate.serve import serve
 from callgate.settings import Settings, load_settings, redact_url
 from tests.servers import eventually, free_port
 

@@ -18,10 +18,12 @@ import pytest
 
 from callgate.asterisk.ami import Message, parse_message
 from callgate.asterisk.gate import Gate
-from callgate.asterisk.spend import RESERVATION_VARIABLE, SpendFeed, billable
+from callgate.asterisk.spend import SpendFeed, billable
+from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
+from callgate.settingtable import SettleFrom
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Settlement, SettleStatus
 from tests.fakes import FakeAudit, FakeChannels
@@ -138,7 +140,7 @@ async def test_cdr_records_that_cannot_be_read_charge_their_call_in_full() -> No
 
 def hangup_feed() -> tuple[SpendFeed, Recorder, list[float]]:
     recorder, now = Recorder(), [1000.0]
-    return SpendFeed(recorder, source="hangup", clock=lambda: now[0]), recorder, now
+    return SpendFeed(recorder, source=SettleFrom.HANGUP, clock=lambda: now[0]), recorder, now
 
 
 async def settle_all(feed: SpendFeed) -> None:
@@ -414,7 +416,7 @@ async def test_hangup_without_answer_through_the_gate_charges_in_full_and_frees_
     assert first.allowed
     assert not (await gate.decide(CallAttempt("1733.0", "1001", "2125550124"))).allowed  # 1 slot
     rid = channels.variables("ch1").get(RESERVATION_VARIABLE) or first.reservation
-    feed = SpendFeed(gate.settle, source="hangup")
+    feed = SpendFeed(gate.settle, source=SettleFrom.HANGUP)
     feed.on_event(channel_event("Hangup", "ch1", call=rid, state=UP))
     await settle_all(feed)
     assert store.reservations("full") == 0

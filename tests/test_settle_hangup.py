@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from callgate.asterisk.ami import AmiConnection, Message
-from callgate.asterisk.spend import RESERVATION_VARIABLE, TRUNK_EVENT
+from callgate.asterisk.spend import TRUNK_EVENT
+from callgate.core.decision import RESERVATION_VARIABLE
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import (
     CALLGATE_AMI_SECRET,

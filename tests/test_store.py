@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from callgate.core import keys
-from callgate.core.admission import LOCKED, PANIC, Admission, BurstRule, Check, CheckKind
+from callgate.core.admission import Admission, BurstRule, Check, CheckKind, Refusal
+from callgate.core.keys import BURSTS
+from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import SettleStatus, Store
@@ -181,24 +183,25 @@ async def test_unsettled_reservation_expires_charged_in_full(store: Store) -> No
 @pytest.mark.parametrize(
     ("lock", "panic", "international", "refused"),
     [
-        ("", False, True, ""),
-        ("international", False, False, ""),
-        ("international", False, True, LOCKED),
-        ("all", False, False, LOCKED),
-        ("", True, True, PANIC),
-        ("", True, False, ""),
-        ("international", True, True, LOCKED),  # the lock is named before the panic
-        ("all", True, False, LOCKED),
+        ("", False, True, None),
+        ("international", False, False, None),
+        ("international", False, True, Refusal.LOCKED),
+        ("all", False, False, Refusal.LOCKED),
+        ("", True, True, Refusal.PANIC),
+        ("", True, False, None),
+        ("international", True, True, Refusal.LOCKED),  # the lock is named before the panic
+        ("all", True, False, Refusal.LOCKED),
     ],
 )
 async def test_locks_and_panic(
-    store: Store, lock: str, panic: bool, international: bool, refused: str
+    store: Store, lock: str, panic: bool, international: bool, refused: Refusal | None
 ) -> None:
     """A lock or the panic switch keeps a call from being reserved, by its scope, and says which."""
     await store.set_lock(SITE, "1001", lock or None)
     await store.set_panic(SITE, panic)
     outcome = await store.admit(call("a", window(5), international=international))
-    assert (outcome.admitted, outcome.lock, outcome.panic) == (not refused, lock, panic)
+    held = LockScope(lock) if lock else None
+    assert (outcome.admitted, outcome.lock, outcome.panic) == (refused is None, held, panic)
     assert (outcome.refused, outcome.failed) == (refused, None)
     peeked = await store.peek(call("b", window(5), international=international))
     assert (peeked.refused, peeked.admitted) == (refused, False)
@@ -243,7 +246,7 @@ async def test_a_refused_admission_is_still_judged(store: Store) -> None:
     locked = await store.admit(call("locked", spend(10_000_000)))
     assert (locked.admitted, locked.refused, locked.failed, locked.allowed_seconds) == (
         False,
-        LOCKED,
+        Refusal.LOCKED,
         None,
         3600,
     )
@@ -350,31 +353,32 @@ async def test_redis_admission_is_one_round_trip(
 
 async def test_burst_locks_at_threshold_once(store: Store) -> None:
     """A burst rule counts events in its window and sets the lock at the threshold, once."""
-    rule = BurstRule("denied", 600, 3, "international")
+    rule = BurstRule(BURSTS.denied, 600, 3, LockScope.INTERNATIONAL)
     seen = [await store.count_burst(SITE, "1001", f"c{i}", T0 + i * 1000, rule) for i in range(4)]
     assert [(b.count, b.locked, b.lock) for b in seen] == [
-        (1, False, ""),
-        (2, False, ""),
-        (3, True, "international"),
-        (4, False, "international"),
+        (1, False, None),
+        (2, False, None),
+        (3, True, LockScope.INTERNATIONAL),
+        (4, False, LockScope.INTERNATIONAL),
     ]
     assert await store.locks(SITE) == {"1001": "international"}
     outcome = await store.admit(call("intl", international=True))
-    assert (outcome.admitted, outcome.lock) == (False, "international")
+    assert (outcome.admitted, outcome.lock) == (False, LockScope.INTERNATIONAL)
 
 
 async def test_burst_window_slides_and_report_never_locks(store: Store) -> None:
     """Old events leave the window; a report-only rule counts but never locks; a lock can widen."""
-    rule = BurstRule("short", 60, 2, "all")
+    rule = BurstRule(BURSTS.short, 60, 2, LockScope.ALL)
     await store.count_burst(SITE, "1002", "a", T0, rule)
     late = await store.count_burst(SITE, "1002", "b", T0 + 60_000, rule)
     assert (late.count, late.locked) == (1, False)
-    report = BurstRule("denied", 600, 1, "all", report=True)
+    report = BurstRule(BURSTS.denied, 600, 1, LockScope.ALL, report=True)
     assert (await store.count_burst(SITE, "1003", "x", T0, report)).locked is False
     assert await store.locks(SITE) == {}
     await store.set_lock(SITE, "1004", "international")
-    widened = await store.count_burst(SITE, "1004", "y", T0, BurstRule("denied", 600, 1, "all"))
-    assert (widened.locked, widened.lock) == (True, "all")
+    wide = BurstRule(BURSTS.denied, 600, 1, LockScope.ALL)
+    widened = await store.count_burst(SITE, "1004", "y", T0, wide)
+    assert (widened.locked, widened.lock) == (True, LockScope.ALL)
 
 
 async def test_locks_and_panic_read_back(store: Store) -> None:
@@ -392,7 +396,7 @@ async def test_locks_and_panic_read_back(store: Store) -> None:
 
 async def test_unlock_forgets_the_burst_that_locked(store: Store) -> None:
     """After unlock, the next refusal starts a fresh count instead of relocking at once."""
-    rule = BurstRule("denied", 600, 2, "international")
+    rule = BurstRule(BURSTS.denied, 600, 2, LockScope.INTERNATIONAL)
     await store.count_burst(SITE, "1001", "a", T0, rule)
     assert (await store.count_burst(SITE, "1001", "b", T0 + 1000, rule)).locked
     await store.set_lock(SITE, "1001", None)

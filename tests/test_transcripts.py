@@ -28,10 +28,12 @@ import pytest
 from callgate.asterisk.ami import TERMINATOR, Message, parse_message
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.gate import Gate
-from callgate.asterisk.spend import CALL_HEADER, QUIET, RESERVATION_VARIABLE, TRUNK_EVENT, SpendFeed
+from callgate.asterisk.spend import CALL_HEADER, QUIET, TRUNK_EVENT, SpendFeed
 from callgate.asterisk.stasis import Router, read_start
+from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
+from callgate.settingtable import SettleFrom
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import Settlement, SettleStatus
 from tests import record_transcripts
@@ -307,7 +309,7 @@ class Player:
         self.fed = 0
         self.settled: list[Settled] = []
         self.feed = SpendFeed(
-            self._settle, quiet=QUIET * SCALE, source=source, clock=lambda: self.now
+            self._settle, quiet=QUIET * SCALE, source=SettleFrom(source), clock=lambda: self.now
         )
 
     async def _settle(self, reservation: str, billsec: int | None) -> Settlement:

@@ -31,7 +31,7 @@ KEEPALIVE_SECONDS = 10.0  # under Asterisk's session_keep_alive of 15 s
 POOL_LIMIT = 32  # Asterisk's sessionlimit is 100 for everyone
 GONE = frozenset({404, 409})  # no such channel / channel not in Stasis
 
-Event = dict[str, Any]
+AriEvent = dict[str, Any]  # an ARI event (or REST object) as JSON; not an asterisk.events.Event
 
 
 class AriClient:
@@ -133,7 +133,7 @@ class AriClient:
         if status >= 300:
             raise AriUnavailable(f"ARI POST /asterisk/variable: HTTP {status}")
 
-    async def channels(self) -> list[Event]:
+    async def channels(self) -> list[AriEvent]:
         status, data = await self._request("GET", "/channels")
         if status != 200 or not isinstance(data, list):
             raise AriUnavailable(f"ARI GET /channels: HTTP {status}")
@@ -142,7 +142,9 @@ class AriClient:
     # -- events -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def event_stream(self, *, heartbeat: float = 5.0) -> AsyncIterator[AsyncIterator[Event]]:
+    async def event_stream(
+        self, *, heartbeat: float = 5.0
+    ) -> AsyncIterator[AsyncIterator[AriEvent]]:
         """Connect the events websocket (the app is registered once this returns), then read events.
 
         The iterator ends by raising :class:`AriUnavailable` when the websocket closes or stops answering
@@ -160,7 +162,7 @@ class AriClient:
             await ws.close()
 
 
-async def _read_events(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Event]:
+async def _read_events(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[AriEvent]:
     try:
         async for message in ws:
             if message.type is aiohttp.WSMsgType.TEXT:

@@ -29,7 +29,7 @@ from callgate.asterisk.events import (
 from callgate.asterisk.identity import caller_extension
 from callgate.core.admission import BurstRule, CheckKind
 from callgate.core.bursts import lockdown_rule, short_call_rule
-from callgate.core.decision import Decision
+from callgate.core.decision import RESERVATION_VARIABLE, Decision
 from callgate.core.engine import conclude, on_store_failure
 from callgate.core.memo import Memo
 from callgate.core.plan import RESERVATION_HOLD, prepare
@@ -240,10 +240,10 @@ class Gate:
         # for allowed calls; a refused call never runs the dialplan again, so it is set here).
         variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
         limited = decision.verdict is Verdict.ALLOW and decision.reason is not Reason.EMERGENCY
-        if "CALLGATE_CALL" in variables:  # an admitted call: the only kind that carries the id
+        if RESERVATION_VARIABLE in variables:  # an admitted call: the only kind that carries the id
             # The spend feed settles this leg from its CDR (cdr_manager.conf maps it as CallgateCall),
             # also when the caller hangs up before the dialplan dials: it then costs nothing.
-            variables["CDR(callgate)"] = variables["CALLGATE_CALL"]
+            variables["CDR(callgate)"] = variables[RESERVATION_VARIABLE]
         if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         if not await self.channels.set_variable(channel_id, *as_array(variables)):

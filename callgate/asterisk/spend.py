@@ -55,16 +55,15 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from callgate.asterisk.ami import Message
+from callgate.core.decision import RESERVATION_VARIABLE  # set by the gate; in events: channelvars
 from callgate.errors import StoreUnavailable
+from callgate.settingtable import SettleFrom
 from callgate.store.protocol import Settlement
 
 log = logging.getLogger("callgate.spend")
 
 QUIET = 1.0  # seconds to wait for more records of the same call
 CALL_HEADER = "CallgateCall"  # cdr_manager.conf [mappings] callgate => CallgateCall
-RESERVATION_VARIABLE = (
-    "CALLGATE_CALL"  # set by the gate; in events through manager.conf channelvars
-)
 
 # Asterisk's dispositions of a record that was not answered (cdr.c ast_cdr_disp2str): it cost nothing.
 UNANSWERED = frozenset({"NO ANSWER", "FAILED", "BUSY", "CONGESTION", "CANCEL"})
@@ -121,12 +120,12 @@ class SpendFeed:
         settle: Callable[[str, int | None], Awaitable[Settlement]],
         *,
         quiet: float = QUIET,
-        source: str = "cdr",
+        source: SettleFrom = SettleFrom.CDR,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settle = settle
         self.quiet = quiet
-        self.source = source  # "cdr" | "hangup"
+        self.source = SettleFrom(source)
         self.clock = clock
         self.legs: dict[str, _Leg] = {}  # hangup mode: reservation id -> its leg, until its Hangup
         # reservation id -> the trunk channels (Uniqueid) that carry it and are still up
@@ -144,7 +143,7 @@ class SpendFeed:
     def on_event(self, message: Message) -> None:
         if self._follow_trunk(message):
             return
-        if self.source == "hangup":
+        if self.source is SettleFrom.HANGUP:
             self._on_channel_event(message)
             return
         if message.event != "Cdr":
@@ -221,7 +220,7 @@ class SpendFeed:
 
     def _trunk_over(self, rid: str) -> None:
         """The last trunk channel of a leg hung up: the leg may now be settled."""
-        if self.source == "hangup":
+        if self.source is SettleFrom.HANGUP:
             if rid in self.deferred:
                 answered = self.deferred.pop(rid)
                 self._start(rid, None if answered is None else int(self.clock() - answered))

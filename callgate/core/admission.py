@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
+from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 
 MICRO = 1_000_000
@@ -36,10 +37,14 @@ def from_micro(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
 
 
-def money_text(micro: int) -> str:
-    """Micro-units as the text ``str(from_micro(micro))`` gives, without building a Decimal."""
+def money_text(micro: int, *, short: bool = False) -> str:
+    """Micro-units as exact text: six decimals, as ``str(from_micro(micro))`` gives without building a
+    Decimal; with ``short``, at least two and no trailing zeros (12500000 -> 12.50, 1234 -> 0.001234)."""
     sign, whole = ("-", -micro) if micro < 0 else ("", micro)
-    return f"{sign}{whole // MICRO}.{whole % MICRO:06d}"
+    fraction = f"{whole % MICRO:06d}"
+    if short:
+        fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}{whole // MICRO}.{fraction}"
 
 
 def cost_micro(rate_per_minute: int, seconds: int) -> int:
@@ -112,27 +117,41 @@ class Outcome(NamedTuple):
     """
 
     values: tuple[int, ...]
-    lock: str = ""  # "", "international" or "all": the extension's lock
+    lock: LockScope | None = None  # the extension's lock (:func:`held_lock`)
     panic: bool = False
     admitted: bool = False
     allowed_seconds: int = 0  # admitted: reserved for; else what the counters would allow
     reserved: int = 0  # micro-units
     replayed: bool = False  # the call id was already admitted; this is that admission again
-    refused: str = ""  # LOCKED or PANIC: what refused the call before any counter; "" for neither
+    refused: Refusal | None = None  # what refused the call before any counter
     failed: int | None = None  # index of the first check the call does not fit under
 
 
-LOCKED = "lock"  # the extension's lock refuses the call
-PANIC = "panic"  # the site's panic switch refuses the (international) call
+class Refusal(enum.StrEnum):
+    """What refuses a call before any counter (``lua/admit.lua`` returns these values)."""
+
+    LOCKED = "lock"  # the extension's lock
+    PANIC = "panic"  # the site's panic switch (international calls only)
 
 
-def barred(lock: str, panic: bool, international: bool) -> str:
-    """What refuses a call before any counter: LOCKED, PANIC or "". Mirrored by ``lua/admit.lua``."""
-    if lock == "all" or (international and lock == "international"):
-        return LOCKED
+def held_lock(value: str) -> LockScope | None:
+    """An extension's lock as a store holds it (its text; "" for none): its scope, or None. A value
+    that is no scope refuses nothing, as ``lua/admit.lua`` reads it."""
+    if not value:
+        return None
+    try:
+        return LockScope(value)
+    except ValueError:
+        return None
+
+
+def barred(lock: LockScope | None, panic: bool, international: bool) -> Refusal | None:
+    """What refuses a call before any counter, if anything. Mirrored by ``lua/admit.lua``."""
+    if lock is LockScope.ALL or (international and lock is LockScope.INTERNATIONAL):
+        return Refusal.LOCKED
     if international and panic:
-        return PANIC
-    return ""
+        return Refusal.PANIC
+    return None
 
 
 class Judgement(NamedTuple):
@@ -171,8 +190,8 @@ def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
 class BurstRule:
     """One burst rule (lockdown.after_denied, limits.short_calls) applied to one extension's event."""
 
-    name: str  # "denied" or "short": the window's key
+    name: str  # one of keys.BURSTS: the window's key
     within: int  # seconds
     threshold: int
-    scope: str  # the lock it sets: "international" or "all"
+    scope: LockScope  # the lock it sets
     report: bool = False  # count, never lock

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from callgate.core.admission import BurstRule
+from callgate.core.keys import BURSTS
 from callgate.core.memo import Memo
 from callgate.core.numbers import CACHE_MAX_INPUT
-from callgate.core.policy import Lockdown, ShortCallAction
+from callgate.core.policy import Lockdown, LockScope, ShortCallAction
 from callgate.core.reasons import Reason
 
 # Denials that say nothing about the caller, so they never count toward a lockdown.
@@ -27,10 +28,10 @@ def lockdown_rule(memo: Memo, reason: Reason) -> BurstRule | None:
 
 def _lockdown(lockdown: Lockdown) -> BurstRule:
     return BurstRule(
-        "denied",
+        BURSTS.denied,
         lockdown.after_denied.within,
         lockdown.after_denied.count,
-        lockdown.locks.value,
+        lockdown.locks,
         report="after_denied" in lockdown.report,
     )
 
@@ -48,6 +49,6 @@ def short_call_rule(memo: Memo, extension: str, billsec: int) -> BurstRule | Non
     short = rule.limits.short_calls if rule is not None else None
     if rule is None or short is None or not 0 < billsec < short.shorter_than:
         return None
-    scope = policy.lockdown.locks.value if policy.lockdown else "international"
+    scope = policy.lockdown.locks if policy.lockdown else LockScope.INTERNATIONAL
     report = short.then is ShortCallAction.ALERT or "short_calls" in rule.limits.report
-    return BurstRule("short", short.within, short.calls, scope, report=report)
+    return BurstRule(BURSTS.short, short.within, short.calls, scope, report=report)

@@ -12,6 +12,8 @@ from callgate.core.numbers import NumberInfo
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import REPORT, RuleResult
 
+RESERVATION_VARIABLE = "CALLGATE_CALL"  # an admitted call's reservation id (see Decision.variables)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -64,5 +66,5 @@ class Decision:
             "CALLGATE_MAX_SECONDS": str(self.allowed_seconds),
         }
         if self.reason is Reason.ALLOWED:
-            variables["CALLGATE_CALL"] = self.reservation
+            variables[RESERVATION_VARIABLE] = self.reservation
         return variables

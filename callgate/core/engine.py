@@ -11,8 +11,8 @@ that a store can do the counted half atomically:
 * here, :func:`rule_on` gives the verdict on both, and :func:`conclude` dresses it as a
   :class:`~callgate.core.decision.Decision`.
 
-:func:`decide` chains the three for callers that already hold the counter values. The order of the rules
-is ``RULES``; ``explain``, the audit log and the docs list that same tuple.
+:func:`decide` chains the three for callers that already hold the counter values. A decision lists its
+rules in the order of ``rules.ORDER`` (``rules.RULES``, its names), the one table of that order.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from datetime import datetime
 from typing import NamedTuple
 
 from callgate.core.admission import (
-    LOCKED,
-    PANIC,
     Admission,
     Check,
     CheckKind,
     Outcome,
+    Refusal,
     barred,
     from_micro,
     judge,
@@ -35,48 +34,27 @@ from callgate.core.admission import (
     spend_seconds,
 )
 from callgate.core.decision import Decision
-from callgate.core.keys import PERIODS
 from callgate.core.memo import Memo
 from callgate.core.numbers import NumberInfo, emergency_forms
-from callgate.core.plan import COUNTED, SCOPE_LIMITS, Prepared, prepare
+from callgate.core.plan import Prepared, prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.reasons import Reason, Verdict
-from callgate.core.rules import (
-    CALLER_RULES,
-    DENY,
-    DESTINATION_RULES,
-    PASS,
-    REPORT,
-    TIME_RULES,
-    CallAttempt,
-    RuleResult,
-    deny,
-)
+from callgate.core.rules import DENY, PASS, REPORT, RULES, CallAttempt, RuleResult, deny
 
-# The rules that run before the store's lock check: prepare's results up to there.
-_BEFORE_LOCK = ("emergency", *(name for name, _ in CALLER_RULES))
-_LOCK_AT = len(_BEFORE_LOCK)
-# Every rule a decision can list, in the order it lists them (the stores judge the counted ones in
-# this order too: the first that fails gives the reason).
-RULES: tuple[str, ...] = (
-    *_BEFORE_LOCK,
-    "lock",
-    *(name for name, _ in (*DESTINATION_RULES, *TIME_RULES)),
-    *(f"{scope}.{name}" for scope in SCOPE_LIMITS for name in COUNTED),
-    *(f"{scope}.spend.{period}" for scope in SCOPE_LIMITS for period in PERIODS),
-    "limits.max_call_duration",
-)
+# prepare's results are the rules of rules.ORDER that it judges, in order; those before "lock" are
+# all prepare's, so the store's lock check goes in at "lock"'s place.
+_LOCK_AT = RULES.index("lock")
 
 
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
     """The lock rule, as the store judged it (``Outcome.refused``)."""
-    if outcome.refused == LOCKED:
+    if outcome.refused is Refusal.LOCKED:
         return deny(
             "lock",
             Reason.EXTENSION_LOCKED,
             f"extension {p.attempt.extension} is locked ({outcome.lock})",
         )
-    if outcome.refused == PANIC:
+    if outcome.refused is Refusal.PANIC:
         return deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
     return RuleResult(
         "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
@@ -139,10 +117,10 @@ def conclude(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> De
 def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Ruling:
     """The verdict of :func:`conclude`, without building the :class:`Decision`.
 
-    The rules come in ``RULES`` order: prepare's results, with the store's lock check after the caller
-    rule, then the counted rules. With ``detail=False`` (replay: a million calls) the counted rules
-    are not described: ``rules`` then holds the static rules, the lock, the rule that denied, if one
-    did, and those in mode: report that would have. The verdict, reason and seconds are the same
+    The rules come in ``rules.RULES`` order: prepare's results, with the store's lock check after the
+    caller rule, then the counted rules. With ``detail=False`` (replay: a million calls) the counted
+    rules are not described: ``rules`` then holds the static rules, the lock, the rule that denied, if
+    one did, and those in mode: report that would have. The verdict, reason and seconds are the same
     either way.
     """
     if p.admission is None or outcome is None:
@@ -179,7 +157,7 @@ def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
     verdict = judge(p.admission, outcome.values)
     refused = barred(outcome.lock, outcome.panic, p.admission.international)
     would = outcome._replace(
-        admitted=not refused and verdict.failed is None and verdict.allowed_seconds > 0,
+        admitted=refused is None and verdict.failed is None and verdict.allowed_seconds > 0,
         allowed_seconds=verdict.allowed_seconds,
         reserved=verdict.cost,
         refused=refused,

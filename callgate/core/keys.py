@@ -1,7 +1,8 @@
 """The Redis key layout of a site: the one place that spells a key.
 
 Every key of site S starts with ``cg:{S}:`` (:func:`site_prefix`): the hash tag puts all of a site's keys
-in one Redis Cluster slot, so the Lua scripts run there unchanged. The engine writes the counted keys
+in one Redis Cluster slot, so the Lua scripts would run there unchanged (the store's client is a
+single-node one: Cluster is not supported yet, issue 11). The engine writes the counted keys
 into an :class:`~callgate.core.admission.Admission` relative to that prefix; the stores add it and hand every
 key a script touches in ``KEYS`` (``settle.lua`` reads the cap and slot keys back from the reservation
 hash, where ``admit.lua`` wrote them from its own ``KEYS``). ``status`` parses the keys it scans with
@@ -26,8 +27,9 @@ from typing import NamedTuple
 PERIODS: tuple[str, ...] = ("hour", "day", "month")  # the spend periods, shortest first
 
 
-class Window(NamedTuple):
-    """One sliding-window counter of admitted calls (``w:<scope>:<name>``)."""
+class CounterWindow(NamedTuple):
+    """One sliding-window counter of admitted calls (``w:<scope>:<name>``); not the policy's hours
+    (``policy.Window``)."""
 
     name: str  # the key's last part
     limit: str  # the policy key it counts against
@@ -35,10 +37,10 @@ class Window(NamedTuple):
     international: bool  # counts international calls only
 
 
-WINDOWS: tuple[Window, ...] = (
-    Window("cpm", "calls_per_minute", 60, False),
-    Window("cph", "calls_per_hour", 3600, False),
-    Window("iph", "international_calls_per_hour", 3600, True),
+WINDOWS: tuple[CounterWindow, ...] = (
+    CounterWindow("cpm", "calls_per_minute", 60, False),
+    CounterWindow("cph", "calls_per_hour", 3600, False),
+    CounterWindow("iph", "international_calls_per_hour", 3600, True),
 )
 WINDOW_BY_NAME = {w.name: w for w in WINDOWS}
 
@@ -112,7 +114,16 @@ AUDIT = "audit"
 POLICY = "policy"
 
 POLICY_PARTS = ("seq", "versions", "active", "log")  # policy:<part> (callgate.ops.policystore)
-BURSTS = ("denied", "short")  # x:ext:<extension>:<burst> (lockdown.after_denied, short_calls)
+
+
+class Bursts(NamedTuple):
+    """The burst windows of an extension (``x:ext:<extension>:<burst>``), by the rule that counts them."""
+
+    denied: str  # lockdown.after_denied: denied attempts
+    short: str  # limits.short_calls: answered calls shorter than the limit
+
+
+BURSTS = Bursts("denied", "short")
 
 
 def site_prefix(site: str) -> str:
@@ -236,7 +247,7 @@ LAYOUT: tuple[tuple[str, str, str, str], ...] = (
      "`callgate status` lists", "allowed seconds + hold"),
     (f"`{SETTLED}:{{reservation_id}}`", "string",
      "a settled reservation (so a second settle is a no-op)", "2 days"),
-    (f"`{BURST}:{EXT}:{{ext}}:denied`, `:short`", "sorted set",
+    (f"`{BURST}:{EXT}:{{ext}}:{BURSTS.denied}`, `:{BURSTS.short}`", "sorted set",
      "denied attempts and short calls of an extension (lockdown, short_calls)", "the window"),
     (f"`{LOCK}:{{ext}}`, `{PANIC}`", "string", "an admin's lock and the site's panic switch",
      "none, on purpose: a lock lasts until an admin lifts it"),

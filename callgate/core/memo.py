@@ -15,6 +15,9 @@ from callgate.core.numbers import NumberInfo
 from callgate.core.policy import ExtensionRule, Policy
 from callgate.core.rules import RuleResult
 
+# A Memo holds at most this many entries; past it, it is emptied (bounded memory whatever is dialled).
+MEMO_MAX = 50_000
+
 
 class ScopeChecks(NamedTuple):
     """One scope's counted checks (ext, profile group or site) for national or international calls,
@@ -51,9 +54,10 @@ class Memo:
     at). Whoever holds a policy makes its Memo with it (the live holder, replay, explain), and the
     engine reads the policy from the Memo, so a new policy always starts with a new, empty one.
 
-    Together the tables hold at most ``plan.MEMO_MAX`` entries (then all are emptied, in
-    :func:`~callgate.core.plan.prepare`); nothing is kept of a call whose extension and number together
-    are longer than ``CACHE_MAX_INPUT`` (nor, in ``short_calls``, of a longer extension)."""
+    Together the tables hold at most ``MEMO_MAX`` entries (:meth:`keep_bounded`, which
+    :func:`~callgate.core.plan.prepare` calls first); nothing is kept of a call whose extension and
+    number together are longer than ``CACHE_MAX_INPUT`` (nor, in ``short_calls``, of a longer
+    extension)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -72,6 +76,11 @@ class Memo:
             + len(self.short_calls)
             + (self.lockdown is not None)
         )
+
+    def keep_bounded(self) -> None:
+        """Empty every table once together they hold more than ``MEMO_MAX`` entries."""
+        if len(self) > MEMO_MAX:
+            self.clear()
 
     def clear(self) -> None:
         self.callers.clear()

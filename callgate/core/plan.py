@@ -37,6 +37,7 @@ from callgate.core.rules import (
     DENY,
     DESTINATION_RULES,
     PASS,
+    SCOPE_LIMITS,
     TIME_RULES,
     CallAttempt,
     Context,
@@ -45,9 +46,6 @@ from callgate.core.rules import (
 
 # Seconds a reservation outlives its call's allowed seconds (ringing before the answer, settling after).
 RESERVATION_HOLD = 600
-# A Memo holds at most this many entries; past it, prepare empties it (bounded memory whatever is
-# dialled).
-MEMO_MAX = 50_000
 
 # The reason each sliding window (keys.WINDOWS) and each spend period (keys.PERIODS) denies with.
 _WINDOW_REASONS = {
@@ -58,11 +56,6 @@ _WINDOW_REASONS = {
 _SPEND_REASONS = dict(
     zip(PERIODS, (Reason.SPEND_CAP_HOUR, Reason.SPEND_CAP_DAY, Reason.SPEND_CAP_MONTH), strict=True)
 )
-# The policy keys of the scopes a call is counted in (extension, profile group, site), in the order
-# prepare plans them; each scope's counted limits but spend, in that order; then every scope's spend.
-# engine.RULES lists the counted rules in this same order.
-SCOPE_LIMITS = ("limits", "profile_limits", "site_limits")
-COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "distinct_numbers")
 
 
 class Prepared(NamedTuple):
@@ -194,8 +187,7 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     per (entry, kind of number, minute).
     """
     policy = memo.policy
-    if len(memo) > MEMO_MAX:
-        memo.clear()
+    memo.keep_bounded()
     if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
         memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
     local = at.astimezone(policy.site.timezone)

@@ -372,7 +372,7 @@ def report_only(policy: Policy, rule: ExtensionRule | None, name: str) -> bool:
     """Whether rule ``name`` is in ``mode: report`` for the calls of ``rule`` (None: no entry matched).
 
     A report-only rule is still checked; when it would deny, the call goes on to the next rule and the
-    decision records what it would have denied. ``name`` is an engine result name (``engine.RULES``)
+    decision records what it would have denied. ``name`` is a rule name (``rules.RULES``)
     or the key path of a rule, as the policy file writes it below an extension's scope:
 
     ================================  ===================================================================

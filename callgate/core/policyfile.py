@@ -1,6 +1,6 @@
 """Reading the admin's policy YAML into a :class:`~callgate.core.policy.Policy`, naming every problem.
 
-The schema of a policy file is the tables of :class:`~callgate.core.policyshapes.Key` at the end of
+The schema of a policy file is the tables of :class:`~callgate.core.policyshapes.Field` at the end of
 this module, section by section; the entry points :func:`load_policy`, :func:`load_policy_file` and
 :func:`read_policy_text` read a file by them. Reading never stops at the first problem: the whole file
 is checked, and one :class:`~callgate.errors.PolicyError` carries every
@@ -15,7 +15,7 @@ How the reading is layered, each module using the ones before it:
 - ``policyyaml``: the text to YAML nodes within bounds, the :class:`Reader` that collects problems;
 - ``policyvalues``: the scalars (money, counts, durations, windows, names, codes, dates);
 - ``policyshapes``: a mapping read by a schema, lists, a rule in ``mode: report``;
-- ``policylists``: prefix entries and the range lists they name;
+- ``policyprefixes``: prefix entries and the range lists they name;
 - this module: the sections a table alone cannot read (a check across keys, what a later section
   needs), the schema tables, and the entry points.
 
@@ -53,10 +53,11 @@ from callgate.core.policy import (
     Site,
     Spend,
 )
-from callgate.core.policylists import prefix_entries
-from callgate.core.policyshapes import Key, moded, moded_model, model, section, set_of, tuple_of
+from callgate.core.policyprefixes import prefix_entries
+from callgate.core.policyshapes import Field, moded, moded_model, model, section, set_of, tuple_of
 from callgate.core.policyvalues import (
     NAME,
+    amount,
     call_length,
     choice,
     currency,
@@ -65,7 +66,6 @@ from callgate.core.policyvalues import (
     extension_match,
     flag,
     holiday,
-    money,
     rate_prefix,
     region,
     seconds,
@@ -167,7 +167,7 @@ def _prefix_rates(r: Reader, node: Node, path: str) -> dict[str, Decimal]:
     for name, key, value in pairs(
         r, node, path, 'a mapping of prefixes to rates, such as {"44": 0.02}'
     ):
-        prefix, rate = rate_prefix(r, key, join(path, name)), money(r, value, join(path, name))
+        prefix, rate = rate_prefix(r, key, join(path, name)), amount(r, value, join(path, name))
         if prefix is not None and rate is not None:
             out[prefix] = rate
     return out
@@ -298,88 +298,90 @@ def _first(over: T | None, base: T | None) -> T | None:
 _count, _at_least_one = whole(0), whole(1)
 _country = region("country")
 _RATES = {
-    "default": Key(money),
-    "increment": Key(whole(1, 3600)),
-    "prefixes": Key(_prefix_rates),
+    "default": Field(amount),
+    "increment": Field(whole(1, 3600)),
+    "prefixes": Field(_prefix_rates),
 }
 _SITE = {
-    "name": Key(site_name, "a site name such as acme-nyc"),
-    "region": Key(region("region"), "a libphonenumber region such as US"),
-    "timezone": Key(zone, "an IANA time zone such as America/New_York"),
-    "currency": Key(currency, "an ISO 4217 currency code such as USD"),
-    "outside_line": Key(tuple_of(dialled, '["9"]')),
-    "on_store_error": Key(choice(FailMode)),
+    "name": Field(site_name, "a site name such as acme-nyc"),
+    "region": Field(region("region"), "a libphonenumber region such as US"),
+    "timezone": Field(zone, "an IANA time zone such as America/New_York"),
+    "currency": Field(currency, "an ISO 4217 currency code such as USD"),
+    "outside_line": Field(tuple_of(dialled, '["9"]')),
+    "on_store_error": Field(choice(FailMode)),
 }
 _NO_MODE = "allow_prefixes has no mode: it only lets calls through"
 _DESTINATIONS = {
-    "allow_countries": Key(moded(set_of(_country, "[US, CA]"), "[US, CA]")),
-    "deny_countries": Key(moded(set_of(_country, "[CU]"), "[CU]")),
-    "allow_number_types": Key(
+    "allow_countries": Field(moded(set_of(_country, "[US, CA]"), "[US, CA]")),
+    "deny_countries": Field(moded(set_of(_country, "[CU]"), "[CU]")),
+    "allow_number_types": Field(
         moded(set_of(choice(NumberType), "[fixed_line, mobile]"), "[fixed_line, mobile]")
     ),
-    "deny_number_types": Key(moded(set_of(choice(NumberType), "[premium_rate]"), "[premium_rate]")),
-    "deny_prefixes": Key(
+    "deny_number_types": Field(
+        moded(set_of(choice(NumberType), "[premium_rate]"), "[premium_rate]")
+    ),
+    "deny_prefixes": Field(
         moded(prefix_entries('["+1900", {file: callgate:irsf-starter}]'), '["+1900"]')
     ),
-    "allow_prefixes": Key(prefix_entries('["+18005551"]', _NO_MODE)),
-    "max_rate": Key(moded(money, '"0.50"')),
+    "allow_prefixes": Field(prefix_entries('["+18005551"]', _NO_MODE)),
+    "max_rate": Field(moded(amount, '"0.50"')),
 }
 _HOURS = {
-    "international": Key(moded(window, '"mon-fri 08:00-18:00"')),
-    "any": Key(moded(window, '"mon-sun 00:00-24:00"')),
-    "on_holidays": Key(moded(choice(HolidayMode), "domestic_only")),
+    "international": Field(moded(window, '"mon-fri 08:00-18:00"')),
+    "any": Field(moded(window, '"mon-sun 00:00-24:00"')),
+    "on_holidays": Field(moded(choice(HolidayMode), "domestic_only")),
 }
-_WITHIN = Key(within, "a sliding window such as 10m")
-_COUNT = Key(moded(_count, "4"))
-_CALLS_WITHIN = {"calls": Key(_at_least_one, "a count", "count"), "within": _WITHIN}
-_NUMBERS_WITHIN = {"numbers": Key(_at_least_one, "a count", "count"), "within": _WITHIN}
+_WITHIN = Field(within, "a sliding window such as 10m")
+_COUNT = Field(moded(_count, "4"))
+_CALLS_WITHIN = {"calls": Field(_at_least_one, "a count", "count"), "within": _WITHIN}
+_NUMBERS_WITHIN = {"numbers": Field(_at_least_one, "a count", "count"), "within": _WITHIN}
 _GROUP_LIMITS = {
     "calls_per_minute": _COUNT,
     "calls_per_hour": _COUNT,
     "international_calls_per_hour": _COUNT,
     "concurrent_calls": _COUNT,
-    "same_number": Key(moded_model(Burst, _CALLS_WITHIN)),
-    "distinct_numbers": Key(moded_model(Burst, _NUMBERS_WITHIN)),
-    "spend": Key(moded_model(Spend, {period: Key(money) for period in PERIODS})),
+    "same_number": Field(moded_model(Burst, _CALLS_WITHIN)),
+    "distinct_numbers": Field(moded_model(Burst, _NUMBERS_WITHIN)),
+    "spend": Field(moded_model(Spend, {period: Field(amount) for period in PERIODS})),
 }
 _SHORT_CALLS = {
-    "calls": Key(_at_least_one, "how many short calls"),
-    "shorter_than": Key(seconds, "a duration such as 15s"),
+    "calls": Field(_at_least_one, "how many short calls"),
+    "shorter_than": Field(seconds, "a duration such as 15s"),
     "within": _WITHIN,
-    "then": Key(choice(ShortCallAction)),
+    "then": Field(choice(ShortCallAction)),
 }
 _LIMITS = {
     **_GROUP_LIMITS,
-    "short_calls": Key(moded_model(ShortCalls, _SHORT_CALLS)),
-    "max_call_duration": Key(moded(call_length, "2h")),
+    "short_calls": Field(moded_model(ShortCalls, _SHORT_CALLS)),
+    "max_call_duration": Field(moded(call_length, "2h")),
 }
 _PROFILE = {
-    "destinations": Key(_destinations),
-    "hours": Key(model(Hours, _HOURS)),
-    "limits": Key(model(Limits, _LIMITS)),
-    "profile_limits": Key(model(Limits, _GROUP_LIMITS), attr="group_limits"),
+    "destinations": Field(_destinations),
+    "hours": Field(model(Hours, _HOURS)),
+    "limits": Field(model(Limits, _LIMITS)),
+    "profile_limits": Field(model(Limits, _GROUP_LIMITS), attr="group_limits"),
 }
 _RULE = {
-    "match": Key(extension_match, 'an extension, a range such as "1001-1020", or "*"'),
-    "profile": Key(_profile_ref, "a profile name"),
-    "limits": Key(model(Limits, _LIMITS)),
+    "match": Field(extension_match, 'an extension, a range such as "1001-1020", or "*"'),
+    "profile": Field(_profile_ref, "a profile name"),
+    "limits": Field(model(Limits, _LIMITS)),
 }
 _LOCKDOWN = {
-    "after_denied": Key(moded_model(Burst, _CALLS_WITHIN), "{calls: N, within: DURATION}"),
-    "locks": Key(choice(LockScope)),
+    "after_denied": Field(moded_model(Burst, _CALLS_WITHIN), "{calls: N, within: DURATION}"),
+    "locks": Field(choice(LockScope)),
 }
 _TOP = {  # read in this order: rates (the increment) before limits, profiles before extensions
-    "version": Key(version, "the policy format version: version: 1"),
-    "site": Key(model(Site, _SITE), "a mapping with name, region, timezone and currency"),
-    "emergency": Key(
+    "version": Field(version, "the policy format version: version: 1"),
+    "site": Field(model(Site, _SITE), "a mapping with name, region, timezone and currency"),
+    "emergency": Field(
         tuple_of(emergency, '["911"]'), 'the emergency numbers, such as ["911"], or []'
     ),
-    "rates": Key(_rates, "a rate table with a default and/or prefixes"),
-    "holidays": Key(set_of(holiday, '["2026-12-25"]')),
-    "site_limits": Key(model(Limits, _GROUP_LIMITS)),
-    "profiles": Key(_profiles, "a mapping of profile names to profiles"),
-    "extensions": Key(_extensions, "a list of {match, profile} entries"),
-    "endpoints": Key(_endpoints),
-    "lockdown": Key(model(Lockdown, _LOCKDOWN)),
-    "alerts": Key(model(Alerts, {"webhook": Key(webhook), "syslog": Key(flag)})),
+    "rates": Field(_rates, "a rate table with a default and/or prefixes"),
+    "holidays": Field(set_of(holiday, '["2026-12-25"]')),
+    "site_limits": Field(model(Limits, _GROUP_LIMITS)),
+    "profiles": Field(_profiles, "a mapping of profile names to profiles"),
+    "extensions": Field(_extensions, "a list of {match, profile} entries"),
+    "endpoints": Field(_endpoints),
+    "lockdown": Field(model(Lockdown, _LOCKDOWN)),
+    "alerts": Field(model(Alerts, {"webhook": Field(webhook), "syslog": Field(flag)})),
 }

@@ -1,6 +1,6 @@
-"""The shapes a policy's values take: a mapping read by a schema of :class:`Key`, a list, a rule's mode.
+"""The shapes a policy's values take: a mapping read by a schema of :class:`Field`, a list, a rule's mode.
 
-``policyfile`` writes the schema as tables of :class:`Key` (one per key: its reader, whether it is
+``policyfile`` writes the schema as tables of :class:`Field` (one per key: its reader, whether it is
 required, the model's field) and builds each section with :func:`model`; :func:`section` reads a
 mapping by such a table, in the table's order, naming unknown, misplaced, duplicate and missing keys.
 :func:`list_of`, :func:`set_of` and :func:`tuple_of` read lists of one reader's items. A rule may be
@@ -33,7 +33,7 @@ _MISPLACED = {  # keys that exist, but not where they were written
 
 
 @dataclass(frozen=True, slots=True)
-class Key:
+class Field:
     """One key of a schema: how its value is read, what it must be when required, the model's name."""
 
     parse: Parse[Any]
@@ -45,7 +45,7 @@ class Key:
 
 
 def section(
-    r: Reader, node: Node, path: str, schema: Mapping[str, Key], *, line: int | None = None
+    r: Reader, node: Node, path: str, schema: Mapping[str, Field], *, line: int | None = None
 ) -> dict[str, Any] | None:
     """Read a mapping by its schema: the model's keyword arguments, or None when it cannot be built.
 
@@ -83,7 +83,7 @@ def section(
     return values if complete else None
 
 
-def model(build: Callable[..., T], schema: Mapping[str, Key]) -> Parse[T]:
+def model(build: Callable[..., T], schema: Mapping[str, Field]) -> Parse[T]:
     """A parser that reads a mapping by ``schema`` and builds the model ``build`` from it."""
 
     def parse(r: Reader, node: Node, path: str) -> T | None:
@@ -112,7 +112,10 @@ def _report_names(key: str, value: object) -> set[str]:
 
 def moded(parse: Parse[T], example: str) -> Parse[Moded[T]]:
     """A rule written as its value, or in long form ``{value: ..., mode: report}``."""
-    schema = {"value": Key(parse, f"the rule's value: {example}"), "mode": Key(choice(RuleMode))}
+    schema = {
+        "value": Field(parse, f"the rule's value: {example}"),
+        "mode": Field(choice(RuleMode)),
+    }
 
     def read(r: Reader, node: Node, path: str) -> Moded[T] | None:
         if not isinstance(node, yaml.MappingNode):
@@ -126,9 +129,9 @@ def moded(parse: Parse[T], example: str) -> Parse[Moded[T]]:
     return read
 
 
-def moded_model(build: Callable[..., T], schema: Mapping[str, Key]) -> Parse[Moded[T]]:
+def moded_model(build: Callable[..., T], schema: Mapping[str, Field]) -> Parse[Moded[T]]:
     """A rule whose value is a mapping: ``mode: report`` is one more key of it."""
-    with_mode = {**schema, "mode": Key(choice(RuleMode))}
+    with_mode = {**schema, "mode": Field(choice(RuleMode))}
 
     def read(r: Reader, node: Node, path: str) -> Moded[T] | None:
         values = section(r, node, path, with_mode)

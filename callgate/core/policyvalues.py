@@ -21,7 +21,7 @@ import yaml
 from callgate.core.numbers import NumberType
 from callgate.core.policy import FailMode, HolidayMode, LockScope, RuleMode, ShortCallAction, Window
 from callgate.core.policyyaml import Node, Parse, Reader, scalar_text, shown
-from callgate.core.windows import format_duration, parse_duration, parse_window
+from callgate.core.windows import format_duration, parse_date, parse_duration, parse_window
 
 E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, RuleMode)
 
@@ -30,7 +30,6 @@ _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?", re.ASCII)  # micro-units stay 
 _WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,15}", re.ASCII)
 _PLUS_DIGITS = re.compile(r"\+[0-9]{1,15}", re.ASCII)
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)  # sites, profiles, endpoints
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 _MATCH = re.compile(r"\*|[A-Za-z0-9_.@#+-]{1,80}\*?", re.ASCII)
@@ -60,7 +59,8 @@ e164_prefix = _pattern(
 )
 
 
-def money(r: Reader, node: Node, path: str) -> Decimal | None:
+def amount(r: Reader, node: Node, path: str) -> Decimal | None:
+    """An amount of money as written (at most six decimals), a Decimal: never through a float."""
     text = scalar_text(r, node, path, "an amount such as 0.05")
     if text is None or _MONEY.fullmatch(text):
         return None if text is None else Decimal(text)
@@ -189,12 +189,10 @@ def holiday(r: Reader, node: Node, path: str) -> date | None:
     if text is None:
         return None
     try:
-        if _ISO_DATE.fullmatch(text):
-            return date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
-        pass
-    r.problem(node, path, f'expected an ISO date YYYY-MM-DD such as "2026-12-25", got {text!r}')
-    return None
+        r.problem(node, path, f'expected an ISO date YYYY-MM-DD such as "2026-12-25", got {text!r}')
+        return None
 
 
 def webhook(r: Reader, node: Node, path: str) -> str | None:

@@ -6,7 +6,7 @@ Before anything is composed, libyaml's events are checked against the bounds bel
 each alias counted as all it repeats, depth, aliases inside their own anchor, tags): a hostile file is
 refused while it has cost little (docs/policy.md, "Limits").
 
-Every reader of a value, here and in ``policyvalues``, ``policyshapes``, ``policylists`` and
+Every reader of a value, here and in ``policyvalues``, ``policyshapes``, ``policyprefixes`` and
 ``policyfile``, is a :data:`Parse`: it takes the :class:`Reader`, a node and its key path, records what
 is wrong as a :class:`~callgate.errors.Problem` with the node's line, and returns the value or None.
 This module also holds the readers of nodes as such: a mapping's entries, a list's items, a scalar's text.

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from callgate.core.policy import PrefixList
+from callgate.core.windows import parse_date
 
 BUILTIN = "callgate:"
 MAX_BYTES = 16 * 1024 * 1024  # a provider's list of 100,000 ranges is under 2 MB
@@ -46,7 +47,6 @@ ListSource = Callable[[str], str] | Mapping[str, str]
 
 _PREFIX = re.compile(r"\+[0-9]{1,15}", re.ASCII)
 _HEADER = re.compile(r"#\s*([A-Za-z][A-Za-z_-]*)\s*:(.*)", re.ASCII)
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _BUILTIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.ASCII)
 _HEADER_KEYS = ("source", "expires")
 # The quick reading (``_quick``): the header's comment and blank lines; a line of the body that is a
@@ -168,12 +168,12 @@ def _read_lines(lines: list[str]) -> _Read:
 
 def _expiry(text: str, line: int, problems: list[tuple[int, str]]) -> date | None:
     try:
-        if _ISO_DATE.fullmatch(text):
-            return date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
-        pass
-    problems.append((line, f"expires: expected a date YYYY-MM-DD such as 2027-11-30, got {text!r}"))
-    return None
+        problems.append(
+            (line, f"expires: expected a date YYYY-MM-DD such as 2027-11-30, got {text!r}")
+        )
+        return None
 
 
 def builtin_names() -> list[str]:

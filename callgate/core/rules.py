@@ -1,16 +1,22 @@
-"""The rules that need no counter: plain data and small functions over a :class:`Context`.
+"""The rules of a decision, in one ordered table (``ORDER``), and those that need no counter: small
+functions over a :class:`Context`.
 
-``STATIC_RULES`` is the ordered table the engine runs; ``explain``, the audit log and the docs list it.
+``ORDER`` names every rule a decision can list, in the order it lists them, with who judges each; the
+engine's groups (``CALLER_RULES``, ``DESTINATION_RULES``, ``TIME_RULES``) and ``RULES`` (the names) are
+read from it. A decision's ``rules`` come in that order, as ``explain`` shows them, and docs/policy.md's
+"The order of the rules" lists it (tests/test_ruling.py keeps both).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
+from callgate.core.keys import PERIODS, WINDOWS
 from callgate.core.numbers import NumberInfo
 from callgate.core.policy import ExtensionRule, HolidayMode, Policy, is_extension, report_only
 from callgate.core.reasons import Reason, number_type_reason
@@ -77,14 +83,15 @@ def deny(rule: str, reason: Reason, detail: str) -> RuleResult:
     return RuleResult(rule, DENY, detail, reason)
 
 
-# A refusal one key of a rule would give: (the key's name for report_only, or None: always enforced).
-Refusal = tuple[str | None, Reason, str]
+# An objection one key of a rule raises: (the key's name for report_only, or None: always enforced),
+# the reason it would deny with, and why.
+Objection = tuple[str | None, Reason, str]
 
 
-def _verdict(c: Context, rule: str, refusals: list[Refusal], passed: str) -> RuleResult:
-    """The first enforced refusal denies; else the first report-only one is reported; else a pass."""
+def _verdict(c: Context, rule: str, objections: list[Objection], passed: str) -> RuleResult:
+    """The first enforced objection denies; else the first report-only one is reported; else a pass."""
     reported = None
-    for key, reason, detail in refusals:
+    for key, reason, detail in objections:
         if key is not None and report_only(c.policy, c.rule, key):
             reported = reported or RuleResult(rule, REPORT, f"{detail} (mode: report)", reason)
         else:
@@ -123,13 +130,13 @@ def _countries(c: Context) -> RuleResult:
     if c.excepted:
         return RuleResult(rule, PASS, f"allow_prefixes +{c.excepted}")
     d, country = c.rule.profile.destinations, c.number.country
-    refusals: list[Refusal] = []
+    objections: list[Objection] = []
     if d.allow_countries is not None and country not in d.allow_countries:
         where = country or "non-geographic"
-        refusals.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{where} is not in allow_countries"))
+        objections.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{where} is not in allow_countries"))
     if country in d.deny_countries:
-        refusals.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries"))
-    return _verdict(c, rule, refusals, country or "non-geographic")
+        objections.append((rule, Reason.COUNTRY_NOT_ALLOWED, f"{country} is in deny_countries"))
+    return _verdict(c, rule, objections, country or "non-geographic")
 
 
 def _number_types(c: Context) -> RuleResult:
@@ -140,17 +147,17 @@ def _number_types(c: Context) -> RuleResult:
     if c.excepted:
         return RuleResult(rule, PASS, f"{kinds}; allow_prefixes +{c.excepted}")
     d = c.rule.profile.destinations
-    refusals: list[Refusal] = []
+    objections: list[Objection] = []
     denied = [kind for kind in sorted(c.number.types) if kind in d.deny_number_types]
     if denied:
-        refusals.append(
+        objections.append(
             (rule, number_type_reason(denied[0]), f"{denied[0]} is in deny_number_types")
         )
     if d.allow_number_types is not None and not c.number.types & d.allow_number_types:
         first = min(c.number.types) if c.number.types else None
         reason = number_type_reason(first) if first else Reason.NUMBER_TYPE_UNKNOWN
-        refusals.append((rule, reason, f"{kinds} not in allow_number_types"))
-    return _verdict(c, rule, refusals, kinds)
+        objections.append((rule, reason, f"{kinds} not in allow_number_types"))
+    return _verdict(c, rule, objections, kinds)
 
 
 def _prefixes(c: Context) -> RuleResult:
@@ -165,8 +172,8 @@ def _prefixes(c: Context) -> RuleResult:
         return RuleResult(rule, PASS, "no deny_prefixes entry matches")
     listed = d.prefix_lists.get(prefix)
     where = f" (list {listed})" if listed else ""
-    refusal = (rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes{where}")
-    return _verdict(c, rule, [refusal], "")
+    objection = (rule, Reason.PREFIX_DENIED, f"+{prefix} is in deny_prefixes{where}")
+    return _verdict(c, rule, [objection], "")
 
 
 def _rate(c: Context) -> RuleResult:
@@ -177,16 +184,16 @@ def _rate(c: Context) -> RuleResult:
         return deny(rule, Reason.NO_RATE, "no rates prefix matches and rates.default is not set")
     source = f"+{c.rate_prefix}" if c.rate_prefix else "default"
     limit = c.rule.profile.destinations.max_rate
-    refusals: list[Refusal] = []
+    objections: list[Objection] = []
     if limit is not None and c.rate > limit:
-        refusals.append(
+        objections.append(
             (
                 "destinations.max_rate",
                 Reason.RATE_ABOVE_MAX,
                 f"{c.rate}/min ({source}) is above max_rate {limit}",
             )
         )
-    return _verdict(c, rule, refusals, f"{c.rate}/min ({source})")
+    return _verdict(c, rule, objections, f"{c.rate}/min ({source})")
 
 
 def _hours(c: Context) -> RuleResult:
@@ -198,46 +205,83 @@ def _hours(c: Context) -> RuleResult:
         c.number.international,
         f"{_DAYS[c.local.weekday()]} {c.local.hour:02d}:{c.local.minute:02d}",
     )
-    refusals: list[Refusal] = []
+    objections: list[Objection] = []
     if c.local.date() in c.policy.holidays:
         day = c.local.date()
         if hours.on_holidays is HolidayMode.CLOSED:
-            refusals.append(("hours.on_holidays", Reason.HOLIDAY, f"{day} is a holiday: closed"))
+            objections.append(("hours.on_holidays", Reason.HOLIDAY, f"{day} is a holiday: closed"))
         if hours.on_holidays is HolidayMode.DOMESTIC_ONLY and intl:
-            refusals.append(
+            objections.append(
                 ("hours.on_holidays", Reason.HOLIDAY, f"{day} is a holiday: domestic only")
             )
     if hours.any is not None and not hours.any.contains(c.local):
-        refusals.append(
+        objections.append(
             ("hours.any", Reason.OUTSIDE_HOURS, f"{when} is outside any: {hours.any.text}")
         )
     if intl and hours.international is not None and not hours.international.contains(c.local):
-        refusals.append(
+        objections.append(
             (
                 "hours.international",
                 Reason.OUTSIDE_HOURS,
                 f"{when} is outside international: {hours.international.text}",
             )
         )
-    if refusals:
-        return _verdict(c, rule, refusals, "")
+    if objections:
+        return _verdict(c, rule, objections, "")
     return RuleResult(rule, PASS, f"{when} {c.policy.site.timezone.key}")
 
 
-# The rules that need no counter, in the order policy.md gives. "lock" and the counted rules follow
-# them in the decision's rule list (see engine.RULES). They come in three groups by what they look at,
-# and the engine memoises each group's results on exactly that (plan.prepare, memo.Memo):
-# - the caller rule: the extension and its entry;
-# - the destination rules: the entry, the number (a function of the dialled string) and the policy;
-# - the time rule: the entry, whether the number is readable and international, the local minute.
-# A rule that looks at more must go in a group that is keyed on it.
-CALLER_RULES: tuple[tuple[str, StaticRule], ...] = (("extension", _extension),)
-DESTINATION_RULES: tuple[tuple[str, StaticRule], ...] = (
-    ("number", _number),
-    ("destinations.countries", _countries),
-    ("destinations.number_types", _number_types),
-    ("destinations.prefixes", _prefixes),
-    ("rates", _rate),
+class RuleGroup(enum.StrEnum):
+    """Who judges a rule. The static rules come in three groups by what they look at, and the engine
+    memoises each group's results on exactly that (plan.prepare, memo.Memo): a rule that looks at more
+    must go in a group that is keyed on it."""
+
+    PREPARE = "prepare"  # plan.prepare itself: is the number an emergency one
+    CALLER = "caller"  # the extension and its entry
+    DESTINATION = (
+        "destination"  # the entry, the number (a function of the dialled string), the policy
+    )
+    TIME = "time"  # the entry, whether the number is readable and international, the local minute
+    STORE = "store"  # the store: the lock and the panic switch; or on_store_error when it is down
+    COUNTERS = "counters"  # the store's reading of the admission's checks (engine._limit_results)
+
+
+# The scopes a call is counted in (extension, profile group, site) by the policy key of their limits,
+# in the order plan.prepare plans them; each scope's counted limits but spend, in that order; then
+# every scope's spend.
+SCOPE_LIMITS = ("limits", "profile_limits", "site_limits")
+COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "distinct_numbers")
+
+# Every rule a decision can list, in the order it lists them (the order of docs/policy.md), with who
+# judges it and, for a static rule, its check. A store judges the counted ones in this order too: the
+# first that fails gives the reason. "store" stands where the lock and the counted rules would be when
+# the store cannot be reached (engine.on_store_failure).
+ORDER: tuple[tuple[str, RuleGroup, StaticRule | None], ...] = (
+    ("emergency", RuleGroup.PREPARE, None),
+    ("extension", RuleGroup.CALLER, _extension),
+    ("lock", RuleGroup.STORE, None),
+    ("number", RuleGroup.DESTINATION, _number),
+    ("destinations.countries", RuleGroup.DESTINATION, _countries),
+    ("destinations.number_types", RuleGroup.DESTINATION, _number_types),
+    ("destinations.prefixes", RuleGroup.DESTINATION, _prefixes),
+    ("rates", RuleGroup.DESTINATION, _rate),
+    ("hours", RuleGroup.TIME, _hours),
+    ("store", RuleGroup.STORE, None),
+    *((f"{scope}.{name}", RuleGroup.COUNTERS, None) for scope in SCOPE_LIMITS for name in COUNTED),
+    *(
+        (f"{scope}.spend.{period}", RuleGroup.COUNTERS, None)
+        for scope in SCOPE_LIMITS
+        for period in PERIODS
+    ),
+    ("limits.max_call_duration", RuleGroup.COUNTERS, None),
 )
-TIME_RULES: tuple[tuple[str, StaticRule], ...] = (("hours", _hours),)
-STATIC_RULES: tuple[tuple[str, StaticRule], ...] = (*CALLER_RULES, *DESTINATION_RULES, *TIME_RULES)
+RULES: tuple[str, ...] = tuple(name for name, _, _ in ORDER)
+
+
+def _group(group: RuleGroup) -> tuple[tuple[str, StaticRule], ...]:
+    return tuple((name, check) for name, by, check in ORDER if by is group and check is not None)
+
+
+CALLER_RULES = _group(RuleGroup.CALLER)
+DESTINATION_RULES = _group(RuleGroup.DESTINATION)
+TIME_RULES = _group(RuleGroup.TIME)

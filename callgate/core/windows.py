@@ -1,4 +1,4 @@
-"""The small grammars inside a policy: weekly time windows and durations.
+"""The small grammars inside a policy: weekly time windows, durations and dates.
 
 A window is one or more spans separated by ``,``; a span is days then times::
 
@@ -7,7 +7,8 @@ A window is one or more spans separated by ``,``; a span is days then times::
 Days are ``mon`` .. ``sun`` or a range of them (``fri-mon`` wraps over the weekend). Times are ``HH:MM``
 from ``00:00`` to ``24:00`` (``24:00`` only as an end); the end must be after the start, so a window
 that crosses midnight is written as two spans. A duration is a whole number with an optional unit:
-``15s``, ``10m``, ``1h``, ``1d``, or plain seconds (``90``).
+``15s``, ``10m``, ``1h``, ``1d``, or plain seconds (``90``). A date is ISO ``YYYY-MM-DD`` (holidays, a
+range list's ``expires``).
 
 Every parser raises :class:`ValueError` with a message that says what was expected.
 """
@@ -15,12 +16,14 @@ Every parser raises :class:`ValueError` with a message that says what was expect
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from callgate.core.policy import WEEKDAYS, Span, Window
 
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})", re.ASCII)
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)", re.ASCII)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _EXAMPLE = "such as 'mon-fri 08:00-18:00'"
 _MIDNIGHT = (
     "split a window that crosses midnight into two spans, "
@@ -94,6 +97,13 @@ def parse_duration(text: str) -> int:
             "s, m, h or d, such as 15s, 10m, 1h, 1d or 90"
         )
     return int(found[1]) * _UNITS[found[2]]
+
+
+def parse_date(text: str) -> date:
+    """An ISO date, ``YYYY-MM-DD`` and nothing else (``date.fromisoformat`` alone takes ``20261225``)."""
+    if not _DATE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date; expected YYYY-MM-DD such as 2026-12-25")
+    return date.fromisoformat(text)
 
 
 def format_duration(seconds: int) -> str:

@@ -14,12 +14,12 @@ import getpass
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from callgate.core.policy import EXTENSION_MAX, is_extension
+from callgate.core.policy import EXTENSION_MAX, LockScope, is_extension
 from callgate.errors import CallgateError
 from callgate.ops.policystore import PolicyStore, diff, read_for_push
 from callgate.settings import setting
@@ -27,6 +27,10 @@ from callgate.store.redis import RedisStore
 
 T = TypeVar("T")
 REDIS_URL = setting("redis", "url")  # --redis: else its environment variable, else its default
+# Seconds a Redis connect or reply may take: an admin at a shell would rather wait for the answer (a
+# policy push of megabytes of lists, the SCAN of `status`) than be told Redis is down. `serve` waits far
+# less (callgate.serve.REDIS_TIMEOUT), so that a dead Redis never holds a call past its deadline.
+REDIS_TIMEOUT = 5.0
 SITE = setting("policy", "site")  # --site: else its environment variable
 # status --health: the /health of a gate serving on the default [metrics] host and port
 HEALTH = f"http://{setting('metrics', 'host').default}:{setting('metrics', 'port').default}/health"
@@ -38,8 +42,15 @@ def add_common(p: argparse.ArgumentParser, *, site: bool = True) -> None:
         p.add_argument("--site", help=f"site name (default: ${SITE.env})")
 
 
-def _url(args: argparse.Namespace) -> str:
-    return str(args.redis or os.environ.get(REDIS_URL.env) or REDIS_URL.default)
+def redis_url(given: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The Redis URL a command uses and where it comes from: ``--redis`` (``given``) when given,
+    else ``CALLGATE_REDIS_URL`` when set and not empty, else the default of ``[redis] url``."""
+    if given is not None:
+        return given, "--redis"
+    from_env = environ.get(REDIS_URL.env)
+    if from_env:
+        return from_env, REDIS_URL.env
+    return str(REDIS_URL.default), f"the default of [{REDIS_URL.section}] {REDIS_URL.key}"
 
 
 def _site(args: argparse.Namespace) -> str:
@@ -59,7 +70,8 @@ def _who() -> str:
 
 def _with_store(args: argparse.Namespace, work: Callable[[RedisStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        store = RedisStore.from_url(_url(args), timeout=5)
+        url, _ = redis_url(args.redis, os.environ)
+        store = RedisStore.from_url(url, timeout=REDIS_TIMEOUT)
         try:
             return await work(store)
         finally:
@@ -169,7 +181,7 @@ def _extension(args: argparse.Namespace) -> str:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    scope = "all" if args.all else "international"
+    scope = LockScope.ALL if args.all else LockScope.INTERNATIONAL
     extension = _extension(args)
 
     async def work(store: RedisStore) -> int:

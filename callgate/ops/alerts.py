@@ -25,7 +25,7 @@ import smtplib
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -33,6 +33,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
+
+from callgate.ops.waits import first_done
 
 log = logging.getLogger("callgate.alerts")
 
@@ -105,11 +107,16 @@ class Alert:
         )
 
 
-class Channel(Protocol):
+class AlertChannel(Protocol):
+    """Where alerts go: :class:`Webhook`, :class:`Syslog`, :class:`Email`."""
+
     name: str
 
     async def send(self, alert: Alert) -> None:
         """Deliver or raise; the alerter retries."""
+
+    async def aclose(self) -> None:
+        """Let go of what it holds (a session, a socket); the alerter calls it once it stops."""
 
 
 class Webhook:
@@ -228,7 +235,7 @@ class Alerter:
 
     def __init__(
         self,
-        channels: list[Any],
+        channels: list[AlertChannel],
         *,
         min_interval: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -286,10 +293,10 @@ class Alerter:
             self.flush_summaries()
             while self.queue and not stop.is_set():
                 sending = asyncio.ensure_future(self._deliver(self.queue.popleft(), stop))
-                await _first(asyncio.shield(sending), stop.wait())
+                await first_done(asyncio.shield(sending), stop.wait())
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(self.wake.wait(), stop.wait()), 1.0)
+                await asyncio.wait_for(first_done(self.wake.wait(), stop.wait()), 1.0)
         in_flight = sending is not None and not sending.done()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FINAL_FLUSH):
@@ -314,7 +321,9 @@ class Alerter:
     async def _deliver(self, alert: Alert, stop: asyncio.Event, *, retry: bool = True) -> None:
         await asyncio.gather(*(self._to(c, alert, stop, retry) for c in self.channels))
 
-    async def _to(self, channel: Any, alert: Alert, stop: asyncio.Event, retry: bool) -> None:
+    async def _to(
+        self, channel: AlertChannel, alert: Alert, stop: asyncio.Event, retry: bool
+    ) -> None:
         delay, started = RETRY_FIRST, self.clock()
         while True:
             try:
@@ -382,12 +391,3 @@ def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-async def _first(*waits: Awaitable[Any]) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

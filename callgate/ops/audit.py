@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from callgate.asterisk.events import Decided, Event
 from callgate.core.decision import Decision
 from callgate.core.keys import AUDIT, site_prefix
+from callgate.ops.waits import first_done
 
 log = logging.getLogger("callgate.audit")
 
@@ -102,7 +103,7 @@ class Audit:
         while not (stop.is_set() and not self.queue):
             if not self.queue:
                 self.wake.clear()
-                await _first(self.wake.wait(), stop.wait())
+                await first_done(self.wake.wait(), stop.wait())
                 continue
             if stop.is_set() and deadline is None:
                 deadline = asyncio.get_running_loop().time() + within
@@ -117,7 +118,7 @@ class Audit:
                 log.warning(
                     "audit stream unavailable (%r); %d entries queued", exc, len(self.queue)
                 )
-                await _first(asyncio.sleep(1.0), stop.wait())
+                await first_done(asyncio.sleep(1.0), stop.wait())
 
     async def _write(self, batch: list[dict[str, str]]) -> None:
         assert self.client is not None
@@ -127,12 +128,3 @@ class Audit:
             pipe.xadd(self.key, data, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.expire(self.key, STREAM_TTL)
         await pipe.execute()
-
-
-async def _first(*waits: Any) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

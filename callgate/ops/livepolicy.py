@@ -33,7 +33,7 @@ log = logging.getLogger("callgate.policy")
 
 POLL = 0.5  # seconds between checks of the active version (Redis) or the file's stat (file)
 
-Listener = Callable[[Policy, Policy | None], None]  # (new policy, the one it replaces)
+Listener = Callable[[Policy], None]  # (the new policy)
 Refused = Callable[[str, str], None]  # (what was refused, why)
 
 
@@ -55,7 +55,7 @@ class _Holder:
         return self._memo
 
     def _activate(self, policy: Policy) -> None:
-        old, self._memo = self.current, Memo(policy)  # a new policy starts with an empty memo
+        self._memo = Memo(policy)  # a new policy starts with an empty memo
         log.info(
             "policy active: %s sha256:%s%s",
             policy.source,
@@ -63,7 +63,7 @@ class _Holder:
             f" version {policy.revision}" if policy.revision else "",
         )
         for listener in self.listeners:
-            listener(policy, old)
+            listener(policy)
 
     def _refuse(self, what: str, why: str) -> None:
         log.error("policy %s refused; keeping sha256:%s\n%s", what, self.current.digest[:12], why)

@@ -22,27 +22,36 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from callgate.asterisk.events import AlertRaised, Decided, Event
 from callgate.core.decision import Decision
-from callgate.core.policy import Policy
+from callgate.core.policy import LockScope, Policy
 from callgate.ops.status import read_status
 from callgate.ops.statustree import Status
 from callgate.settings import setting
 
 log = logging.getLogger("callgate.metrics")
 
-LINKS = ("ari", "ami", "redis")
-NEEDED = ("ari", "redis")  # health fails without these
+
+class Link(StrEnum):
+    """A link of the gate to the outside: ``callgate_link_up{link=...}`` and /health's ``links``."""
+
+    ARI = "ari"
+    AMI = "ami"
+    REDIS = "redis"
+
+
+LINKS = tuple(Link)
+NEEDED = (Link.ARI, Link.REDIS)  # health fails without these
 # the [metrics] defaults, from the settings table (loopback: the endpoint has no authentication)
 DEFAULT_HOST = str(setting("metrics", "host").default)
 DEFAULT_PORT = int(str(setting("metrics", "port").default))
@@ -199,7 +208,7 @@ class Metrics:
         self.reservations.set(status.reservations)
         self.reserved.set(status.reserved)
         self.panic.set(1 if status.panic else 0)
-        for scope in ("international", "all"):
+        for scope in LockScope:
             self.locked.labels(scope).set(sum(1 for _, held in status.locks if held == scope))
 
     # --- read by the server -------------------------------------------------------------------
@@ -215,9 +224,6 @@ class Metrics:
             "uptime_s": round(self.clock() - self.started, 1),
         }
         return ok, body
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 def site_state(

@@ -1,13 +1,12 @@
 """Versioned policies in Redis: what ``policy push / show / history / diff / rollback`` change, and what
 every running ``callgate serve`` of the site follows.
 
-Keys of site S (they carry the site's hash tag, like every other key; they have no TTL, on purpose: a
-policy must outlive any idle period, and there are few of them)::
-
-    cg:{S}:policy:seq        the last version number handed out (INCR)
-    cg:{S}:policy:versions   hash: version -> JSON {digest, pushed_by, pushed_at, source, text, lists}
-    cg:{S}:policy:active     the active version
-    cg:{S}:policy:log        stream of activations {action: push|rollback, version, by, at}, ~10,000 kept
+The keys are the site's ``policy:<part>`` keys, one per part of :data:`callgate.core.keys.POLICY_PARTS`
+(its ``LAYOUT``, which docs/design.md shows): :data:`SEQ` the last version number handed out (INCR),
+:data:`VERSIONS` a hash of version -> :class:`StoredPolicy` JSON, :data:`ACTIVE` the active version,
+:data:`LOG` a stream of :class:`Activation` (about ``LOG_MAXLEN`` kept). Like every key they carry the
+site's hash tag; they have no TTL, on purpose: a policy must outlive any idle period, and there are few
+of them.
 
 A push validates the text first (with the very loader ``policy check`` uses) and never stores a policy
 that does not load; it carries the text of every range list the policy names, so a gate on another
@@ -37,6 +36,8 @@ from callgate.errors import PolicyError, Problem, StoreUnavailable
 from callgate.store.redis import decoded
 
 LOG_MAXLEN = 10_000
+# The policy keys' parts, in the order the scripts below take them: KEYS[1], ..., KEYS[4].
+SEQ, VERSIONS, ACTIVE, LOG = POLICY_PARTS
 
 _PUSH = """
 local active = redis.call('GET', KEYS[3])
@@ -140,8 +141,8 @@ class PolicyStore:
         self.client = client
         self.site = site
         prefix = site_prefix(site)
-        # KEYS[1..4] of the scripts: policy:seq, policy:versions, policy:active, policy:log
-        self.keys = [prefix + policy_key(part) for part in POLICY_PARTS]
+        self.key = {part: prefix + policy_key(part) for part in POLICY_PARTS}
+        self.script_keys = list(self.key.values())  # KEYS[1..4], in POLICY_PARTS order
         self._push = client.register_script(_PUSH)
         self._rollback = client.register_script(_ROLLBACK)
 
@@ -157,7 +158,7 @@ class PolicyStore:
         stored = StoredPolicy(0, policy.digest, by, at.isoformat(), source, text, dict(lists))
         created, version = await self._call(
             self._push(
-                keys=self.keys,
+                keys=self.script_keys,
                 args=[stored.to_json(), policy.digest, by, at.isoformat(), LOG_MAXLEN],
             )
         )
@@ -168,7 +169,7 @@ class PolicyStore:
         return PushResult(replace(stored, version=int(version)), True)
 
     async def active_version(self) -> int | None:
-        raw = await self._call(self.client.get(self.keys[2]))
+        raw = await self._call(self.client.get(self.key[ACTIVE]))
         return int(raw) if raw is not None else None
 
     async def get(self, version: int | None = None) -> StoredPolicy | None:
@@ -177,14 +178,14 @@ class PolicyStore:
             version = await self.active_version()
             if version is None:
                 return None
-        raw = await self._call(self.client.hget(self.keys[1], str(version)))
+        raw = await self._call(self.client.hget(self.key[VERSIONS], str(version)))
         if raw is None:
             return None
         return await asyncio.to_thread(StoredPolicy.from_json, version, raw)  # megabytes of lists
 
     async def versions(self) -> list[StoredPolicy]:
         """Every stored version, oldest first."""
-        raw = await self._call(self.client.hgetall(self.keys[1]))
+        raw = await self._call(self.client.hgetall(self.key[VERSIONS]))
 
         def decoded() -> list[StoredPolicy]:
             return [StoredPolicy.from_json(int(k), v) for k, v in raw.items()]
@@ -193,7 +194,7 @@ class PolicyStore:
 
     async def activations(self, count: int = 100) -> list[Activation]:
         """The latest activations, newest first."""
-        entries = await self._call(self.client.xrevrange(self.keys[3], count=count))
+        entries = await self._call(self.client.xrevrange(self.key[LOG], count=count))
         out = []
         for _id, fields in entries:
             f = {decoded(k): decoded(v) for k, v in fields.items()}
@@ -207,7 +208,7 @@ class PolicyStore:
             raise KeyError(version)
         stored.load()  # raises PolicyError: this callgate cannot run it, so it is not activated
         done = await self._call(
-            self._rollback(keys=self.keys, args=[version, by, at.isoformat(), LOG_MAXLEN])
+            self._rollback(keys=self.script_keys, args=[version, by, at.isoformat(), LOG_MAXLEN])
         )
         if not done:
             raise KeyError(version)

@@ -34,6 +34,7 @@ from callgate.core.keys import (
     LOCK,
     PANIC,
     RESERVATION,
+    RESERVATION_FIELDS,
     SITE_SCOPE,
     SLOTS,
     SPEND,
@@ -49,6 +50,7 @@ from callgate.core.keys import (
 )
 from callgate.core.policy import Policy
 from callgate.errors import StoreUnavailable
+from callgate.ops.policystore import ACTIVE, VERSIONS
 from callgate.ops.statustree import (
     LiveCall,
     PolicyVersion,
@@ -66,9 +68,22 @@ LIVE_SHOWN = 50  # live calls listed one by one; all are counted
 _SCANNED = (
     "[" + "".join(sorted({kind[0] for kind in (SPEND, WINDOW, SLOTS, RESERVATION, LOCK)})) + "]*"
 )
-# What status reads of a reservation hash (keys.RESERVATION_FIELDS): its money, and the live call it is.
-_HELD = ("cost", "until")
-_LIVE = ("allowed", "extension", "number", "international", "channel", "admitted_at", "instance")
+
+
+def _reservation_fields(*names: str) -> tuple[str, ...]:
+    """``names``, each a field of a reservation hash as :data:`keys.RESERVATION_FIELDS` has it: a field
+    renamed or dropped there fails here, at import, rather than reading as absent."""
+    unknown = [name for name in names if name not in RESERVATION_FIELDS]
+    if unknown:
+        raise ImportError(f"not in callgate.core.keys.RESERVATION_FIELDS: {', '.join(unknown)}")
+    return names
+
+
+# What status reads of a reservation hash: its money, and the live call it is.
+_HELD = _reservation_fields("cost", "until")
+_LIVE = _reservation_fields(
+    "allowed", "extension", "number", "international", "channel", "admitted_at", "instance"
+)
 
 
 def _glob(text: str) -> str:
@@ -176,7 +191,7 @@ async def _read(
     if k.locks:
         pipe.mget(list(k.locks))
     pipe.exists(prefix + PANIC)
-    pipe.get(prefix + policy_key("active"))
+    pipe.get(prefix + policy_key(ACTIVE))
     core, optional = _replies(await pipe.execute(raise_on_error=False))
 
     values = core() if k.spend else []
@@ -199,7 +214,7 @@ async def _read(
 
     pipe = client.pipeline(transaction=False)
     if active is not None:
-        pipe.hget(prefix + policy_key("versions"), decoded(active))
+        pipe.hget(prefix + policy_key(VERSIONS), decoded(active))
     later = await pipe.execute(raise_on_error=False) if active is not None else []
     live.sort(key=lambda pair: (pair[0], pair[1].call_id))
     return Status(

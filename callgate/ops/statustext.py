@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Any
 
-from callgate.core.admission import MICRO
+from callgate.core.admission import money_text
 from callgate.ops.status import MAX_KEYS
 from callgate.ops.statustree import Status
 
 
 def money(micro: int) -> str:
     """Exact amount with at least two decimals: 12500000 -> 12.50, 1234 -> 0.001234."""
-    text = str((Decimal(micro) / MICRO).quantize(Decimal("0.000001")))
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
+    return money_text(micro, short=True)
 
 
 def _links_text(health: dict[str, Any]) -> str:

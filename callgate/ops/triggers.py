@@ -23,6 +23,7 @@ from callgate.asterisk.gate import Gate
 from callgate.core.policy import Policy
 from callgate.ops.alerts import (
     Alert,
+    AlertChannel,
     Alerter,
     AlertKind,
     DenyBursts,
@@ -33,12 +34,13 @@ from callgate.ops.alerts import (
     Webhook,
 )
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
+from callgate.ops.metrics import Link
 from callgate.settings import Settings
 
 
-def channels(settings: Settings, policy: Policy) -> list[Any]:
+def channels(settings: Settings, policy: Policy) -> list[AlertChannel]:
     """The delivery channels: the policy's webhook and syslog, the settings' SMTP server."""
-    out: list[Any] = []
+    out: list[AlertChannel] = []
     if policy.alerts.webhook:
         out.append(Webhook(policy.alerts.webhook))
     if policy.alerts.syslog:
@@ -101,10 +103,10 @@ class AlertTriggers:
                     self._raise(step, key, f"{event.rule} at {pct}% of its cap", asdict(event))
             case StoreFailed(mode=mode):
                 message = f"Redis unreachable; on_store_error: {mode} applies to every call"
-                self._raise(AlertKind.STORE_FAILURE, "redis", message, asdict(event))
+                self._raise(AlertKind.STORE_FAILURE, Link.REDIS, message, asdict(event))
             case StoreRecovered():
                 message = "Redis reachable again; counters and caps apply"
-                self._raise(AlertKind.STORE_RECOVERED, "redis", message, {})
+                self._raise(AlertKind.STORE_RECOVERED, Link.REDIS, message, {})
             case PanicStarted():
                 message = (
                     "panic: every international call is refused; calls abroad in progress hung up"
@@ -116,7 +118,7 @@ class AlertTriggers:
             case _:
                 pass
 
-    def on_policy(self, new: Policy, old: Policy | None) -> None:
+    def on_policy(self, new: Policy) -> None:
         self.alerter.channels = channels(self.settings, new)
         version = f"version {new.revision}" if new.revision else new.source
         message = f"policy {version} sha256:{new.digest[:12]} active"

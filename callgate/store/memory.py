@@ -19,9 +19,11 @@ from callgate.core.admission import (
     barred,
     billed_seconds,
     cost_micro,
+    held_lock,
     judge,
 )
-from callgate.store.protocol import SETTLED_MEMORY, Burst, Settlement, SettleStatus
+from callgate.core.policy import LockScope
+from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
 _SWEEP_EVERY = 4096
 
@@ -86,7 +88,7 @@ class MemoryStore:
 
     async def count_burst(
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
-    ) -> Burst:
+    ) -> BurstCount:
         return self.count_burst_now(site, extension, call_id, at_ms, rule)
 
     async def locks(self, site: str) -> dict[str, str]:
@@ -101,7 +103,7 @@ class MemoryStore:
 
     def count_burst_now(
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
-    ) -> Burst:
+    ) -> BurstCount:
         """Mirrors ``lua/burst.lua``."""
         prefix = keys.site_prefix(site)
         key = prefix + keys.burst_key(extension, rule.name)
@@ -112,11 +114,15 @@ class MemoryStore:
         events[:] = [e for e in events if e[1] != call_id]
         insort(events, (at_ms, call_id))
         self._expire(key, at_ms + rule.within * 1000)
-        held = self._strings.get(lock_key, "")
-        if len(events) >= rule.threshold and not rule.report and held not in ("all", rule.scope):
-            self._strings[lock_key] = rule.scope
-            return Burst(len(events), True, rule.scope)
-        return Burst(len(events), False, held)
+        held = held_lock(self._strings.get(lock_key, ""))
+        if (
+            len(events) >= rule.threshold
+            and not rule.report
+            and held not in (LockScope.ALL, rule.scope)
+        ):
+            self._strings[lock_key] = rule.scope.value
+            return BurstCount(len(events), True, rule.scope)
+        return BurstCount(len(events), False, held)
 
     # -- the work ----------------------------------------------------------------------------------
     def _values(self, a: Admission, prefix: str) -> tuple[int, ...]:
@@ -140,7 +146,7 @@ class MemoryStore:
         prefix = keys.site_prefix(a.site)
         self._tick(a.at_ms)
         values = self._values(a, prefix)
-        lock = self._strings.get(prefix + keys.lock_key(a.extension), "")
+        lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
         panic = prefix + keys.PANIC in self._strings
         verdict = judge(a, values)
         refused = barred(lock, panic, a.international)
@@ -156,13 +162,13 @@ class MemoryStore:
         if held is not None and self._alive(rkey, a.at_ms):
             self._tick(a.at_ms)
             values = self._values(a, prefix)
-            lock = self._strings.get(prefix + keys.lock_key(a.extension), "")
+            lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
             panic = prefix + keys.PANIC in self._strings
             refused = barred(lock, panic, a.international)
             # handed back as it was admitted: not judged again
             return Outcome(values, lock, panic, True, held.allowed, held.cost, True, refused)
         seen = self.read_now(a)
-        if not a.reserve or seen.refused or seen.allowed_seconds <= 0:
+        if not a.reserve or seen.refused is not None or seen.allowed_seconds <= 0:
             return seen
         allowed = seen.allowed_seconds
         cost = cost_micro(a.rate, allowed)
@@ -226,7 +232,7 @@ class MemoryStore:
         return result
 
     def reservations(self, site: str) -> int:
-        """How many reservations of ``site`` are held (for tests and status)."""
+        """How many reservations of ``site`` are held (for tests)."""
         return sum(1 for key in self._reservations if key.startswith(keys.site_prefix(site)))
 
     def reservation(self, site: str, reservation_id: str, at_ms: int) -> dict[str, str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from callgate.core.admission import Admission, BurstRule, Outcome
+from callgate.core.policy import LockScope
 
 
 class SettleStatus(enum.StrEnum):
@@ -46,12 +47,12 @@ SETTLED_MEMORY = (
 
 
 @dataclass(frozen=True, slots=True)
-class Burst:
+class BurstCount:
     """What counting one event of a burst rule saw: events in the window, and the lock it set."""
 
     count: int
     locked: bool  # this event set (or widened) the extension's lock
-    lock: str  # the lock now held: "", "international" or "all"
+    lock: LockScope | None  # the lock now held
 
 
 class Store(Protocol):
@@ -69,7 +70,7 @@ class Store(Protocol):
 
     async def count_burst(
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
-    ) -> Burst: ...
+    ) -> BurstCount: ...
 
     async def locks(self, site: str) -> dict[str, str]: ...
 

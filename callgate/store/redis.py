@@ -1,9 +1,10 @@
 """The Redis counter store: one Lua script admits a call in one round trip (``lua/admit.lua``).
 
-Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.core.keys` spells them all), so the hash tag
-puts a site's keys in one Redis Cluster slot and the scripts run there unchanged; every key a script
-touches is passed in ``KEYS``. Every counter has a TTL. redis errors become
-:class:`~callgate.errors.StoreUnavailable` here, once.
+Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.core.keys` spells them all) and every key a
+script touches is passed in ``KEYS``, so the scripts are Cluster-safe in principle: the hash tag puts a
+site's keys in one slot. The client is a single-node one, though: connecting through Sentinel or to a
+Cluster is not supported yet (issue 11; docs/operations.md, section 9). Every counter has a TTL. redis
+errors become :class:`~callgate.errors.StoreUnavailable` here, once.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from callgate.core import keys
-from callgate.core.admission import Admission, BurstRule, Outcome
+from callgate.core.admission import Admission, BurstRule, Outcome, Refusal, held_lock
 from callgate.errors import StoreUnavailable
-from callgate.store.protocol import SETTLED_MEMORY, Burst, Settlement, SettleStatus
+from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
 T = TypeVar("T")
 
@@ -28,8 +29,14 @@ def _lua(name: str) -> str:
     return resources.files("callgate.store").joinpath(f"lua/{name}").read_text(encoding="utf-8")
 
 
+# Seconds a command may take before it is a failure: short, because a decision waits on it (serve
+# passes its own, the same; the admin commands wait longer, ops.admin.REDIS_TIMEOUT).
+DECISION_TIMEOUT = 0.5
+
+
 class RedisStore:
-    """A :class:`callgate.store.protocol.Store` on one Redis (or Cluster, or a Sentinel-managed primary)."""
+    """A :class:`callgate.store.protocol.Store` on one Redis server (not through Sentinel, not on a
+    Cluster: issue 11)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
@@ -38,7 +45,9 @@ class RedisStore:
         self._burst = client.register_script(_lua("burst.lua"))
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 0.5, max_connections: int = 50) -> RedisStore:
+    def from_url(
+        cls, url: str, *, timeout: float = DECISION_TIMEOUT, max_connections: int = 50
+    ) -> RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -78,13 +87,13 @@ class RedisStore:
         lock, panic, refused, failed, admitted, allowed, cost, replayed, *values = reply
         return Outcome(
             values=tuple(int(v) for v in values),
-            lock=str(lock or ""),
+            lock=held_lock(str(lock or "")),
             panic=bool(int(panic)),
             admitted=bool(int(admitted)),
             allowed_seconds=int(allowed),
             reserved=int(cost),
             replayed=bool(int(replayed)),
-            refused=str(refused or ""),
+            refused=Refusal(str(refused)) if refused else None,
             failed=None if int(failed) < 0 else int(failed),
         )
 
@@ -123,7 +132,7 @@ class RedisStore:
 
     async def count_burst(
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
-    ) -> Burst:
+    ) -> BurstCount:
         prefix = keys.site_prefix(site)
         names = [prefix + keys.burst_key(extension, rule.name), prefix + keys.lock_key(extension)]
         args: list[Any] = [
@@ -131,11 +140,11 @@ class RedisStore:
             at_ms,
             rule.within,
             rule.threshold,
-            rule.scope,
+            rule.scope.value,
             int(rule.report),
         ]
         count, locked, lock = await self._call(lambda: self._burst(keys=names, args=args))
-        return Burst(int(count), bool(int(locked)), str(lock))
+        return BurstCount(int(count), bool(int(locked)), held_lock(str(lock)))
 
     async def locks(self, site: str) -> dict[str, str]:
         prefix = keys.site_prefix(site) + keys.lock_key("")
@@ -150,9 +159,6 @@ class RedisStore:
     async def panic(self, site: str) -> bool:
         key = keys.site_prefix(site) + keys.PANIC
         return bool(await self._call(lambda: self._redis.exists(key)))
-
-    async def ping(self) -> bool:
-        return bool(await self._call(self._redis.ping))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

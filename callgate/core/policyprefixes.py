@@ -1,4 +1,4 @@
-"""A policy's prefix entries, and the range lists they name (``deny_prefixes``, ``allow_prefixes``).
+"""A policy's prefix entries (``deny_prefixes``, ``allow_prefixes``) and the range lists they name.
 
 An entry is ``"+digits"`` or ``{file: NAME}``: a range list, whose format ``prefixlists`` reads. Each
 list is read once per policy, through the reading's ``read_list`` (files beside the policy, lists
@@ -16,7 +16,7 @@ import yaml
 
 from callgate.core import prefixlists
 from callgate.core.policy import PrefixList
-from callgate.core.policyshapes import Key, section
+from callgate.core.policyshapes import Field, section
 from callgate.core.policyvalues import e164_prefix
 from callgate.core.policyyaml import Node, Parse, Reader, items_of, join, scalar_text
 from callgate.core.prefixlists import ListFiles, read_prefix_list
@@ -37,7 +37,7 @@ class Prefixes:
 def prefix_entries(example: str, mapping: str = "") -> Parse[Prefixes]:
     """A list of "+digits" and ``{file: NAME}`` entries; ``mapping`` says why a mapping is wrong."""
     list_file = {
-        "file": Key(scalar_text, "the name of a list file, such as {file: lists/irsf.txt}")
+        "file": Field(scalar_text, "the name of a list file, such as {file: lists/irsf.txt}")
     }
 
     def parse(r: Reader, node: Node, path: str) -> Prefixes | None:
