@@ -57,10 +57,10 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
     """Every module of a folder imports callgate modules of its own or lower layers only."""
-    modules = sorted((PACKAGE / layer).glob("*.py"))
+    modules = sorted((PACKAGE / layer).rglob("*.py"))
     assert modules, f"callgate/{layer}/ is empty"
     wrong = {
-        f"{layer}/{m.name} imports callgate.{name}"
+        f"{m.relative_to(PACKAGE)} imports callgate.{name}"
         for m in modules
         for name in _imports(m) - MAY_IMPORT[layer] - OPEN_TO_ALL
     }
