@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 
+from callgate.core.origins import Origin
 from callgate.core.policy import Policy
 from callgate.errors import CallgateError, PolicyError
 
@@ -56,7 +57,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     policy = _load(args.policy)
     at = _when(args.at, policy)
-    prepared = prepare(Memo(policy), CallAttempt(args.call_id, args.extension, args.number), at)
+    attempt = CallAttempt(
+        args.call_id, args.extension, args.number, origin=Origin(args.origin), via=args.via
+    )
+    prepared = prepare(Memo(policy), attempt, at)
 
     async def look() -> object:
         if prepared.admission is None:
@@ -136,7 +140,17 @@ def parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", help="the decision for one call and every rule that took part")
     ex.add_argument("number", help="the dialled string, as the extension dialled it")
-    ex.add_argument("--from", dest="extension", required=True, help="the calling extension")
+    ex.add_argument(
+        "--from", dest="extension", required=True, help="the calling (or causing) extension"
+    )
+    ex.add_argument(
+        "--origin",
+        default="dialled",
+        choices=[origin.value for origin in Origin],
+        help="who caused the leg: the extension's phone (dialled, the default) or its forward, a "
+        "transfer, DISA, voicemail, an IVR, an originate (judged by the policy's origins too)",
+    )
+    ex.add_argument("--via", default="", help="the inbound DID or trunk (recorded only)")
     ex.add_argument("--at", help="ISO time; without a zone, the site's time zone (default: now)")
     ex.add_argument("--policy", help="policy file (default: the embedded example policy)")
     ex.add_argument("--redis", help="read live counters from this Redis URL (never changes them)")
@@ -160,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     from callgate.ops.admin import add_parsers
 
     add_parsers(sub, pol)
+
+    from callgate.ops.doctor.command import add_parser as add_doctor
+
+    add_doctor(sub)
 
     sv = sub.add_parser("serve", help="run the Stasis app and the AMI spend feed")
     sv.add_argument(

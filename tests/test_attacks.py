@@ -55,6 +55,15 @@ exten => _X.,1,Stasis(callgate,${{EXTEN}},ext=1005,call=ATTACK)
  same => n,Dial(Local/${{CALLGATE_NUMBER}}@pstn,,L(${{CALLGATE_MAX_SECONDS}}000))
  same => n(no),Hangup(21)
 
+; A hand-written gate in its simplest documented form, Stasis(callgate,${{EXTEN}}): no filter, and only
+; the dialled string passed. Phone 1003 dials from here.
+[bare]
+exten => _X.,1,Stasis(callgate,${{EXTEN}})
+ same => n,GotoIf($["${{STASISSTATUS}}" != "SUCCESS"]?no)
+ same => n,GotoIf($["${{CALLGATE_VERDICT}}" != "ALLOW"]?no)
+ same => n,Dial(Local/${{CALLGATE_NUMBER}}@pstn,,L(${{CALLGATE_MAX_SECONDS}}000))
+ same => n(no),Hangup(21)
+
 [pstn]
 exten => _+X.,1,Goto(pstn,${{EXTEN:1}},1)
 exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
@@ -96,6 +105,8 @@ extensions:
   - {match: "1001-1004", profile: office}
   - {match: "1005", profile: vip}
   - {match: "3000", profile: short}
+origins:
+  forward: {allow_countries: [US, GB]}   # so that a phone passing as 1005's forward could reach GB
 """
 
 # A phone whose password was stolen: identified by its digest username, with no fixed caller id, so
@@ -120,6 +131,26 @@ password = {SECRET}
 [1002]
 type = aor
 max_contacts = 1
+
+[1003]
+type = endpoint
+context = bare
+disallow = all
+allow = ulaw
+auth = 1003
+aors = 1003
+identify_by = auth_username
+transport = transport-udp
+
+[1003]
+type = auth
+auth_type = userpass
+username = 1003
+password = {SECRET}
+
+[1003]
+type = aor
+max_contacts = 1
 """
 
 
@@ -140,11 +171,12 @@ async def watch(rig: Serving) -> AsyncIterator[Watch]:
     await w.close()
 
 
-def phone_call(rig: Serving, number: str, *, from_user: str = "1002") -> None:
-    """One INVITE from the PJSIP phone 1002 (digest auth), its From: user chosen by the attacker."""
+def phone_call(rig: Serving, number: str, *, from_user: str = "1002", phone: str = "1002") -> None:
+    """One INVITE from a PJSIP phone (1002, or 1003 in [bare]; digest auth), its From: user chosen by
+    the attacker."""
     args = ["sipp", "-sf", str(SCENARIOS / "call-refused.xml"), f"127.0.0.1:{rig.ast.sip_port}"]
     args += ["-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1"]
-    args += ["-set", "user", from_user, "-set", "number", number, "-au", "1002", "-ap", SECRET]
+    args += ["-set", "user", from_user, "-set", "number", number, "-au", phone, "-ap", SECRET]
     args += ["-nostdin", "-timeout", "15s", "-timeout_error"]
     subprocess.run(
         args, capture_output=True, text=True, timeout=40, cwd=rig.ast.workdir, check=False
@@ -185,6 +217,13 @@ INJECTIONS = [
     pytest.param(f"{CUBA}%00", id="nul"),
     pytest.param("0115323456%EF%BC%97", id="fullwidth-digit"),
     pytest.param("9" * 600, id="very-long-uri"),
+    # issue 10: a phone passing its own call off as a leg it did not dial (a forward of 1005)
+    pytest.param(f"{LONDON},origin=forward,ext=1005", id="comma-origin"),
+    pytest.param(f"{LONDON},origin=forward", id="comma-origin-alone"),
+    pytest.param(f"{LONDON}&origin=forward&ext=1005", id="ampersand-origin"),
+    pytest.param(f"{LONDON};origin=forward;ext=1005", id="semicolon-origin"),
+    pytest.param(f"{LONDON}%2Corigin%3Dforward%2Cext%3D1005", id="percent-encoded-origin"),
+    pytest.param(f"{LONDON},via=2125550100,origin=forward", id="comma-via-origin"),
 ]
 
 
@@ -202,6 +241,44 @@ async def test_the_dialled_string_cannot_add_arguments(
         assert d["verdict"] == "DENY", d
         assert d["extension"] in ("1002", ""), d
         assert "ATTACK" not in d["call_id"], d
+
+
+@pytest.mark.parametrize(
+    "dialled",
+    [f"{LONDON},origin=forward,ext=1005", f"{LONDON},ext=1005,origin=forward,call=ATTACK"],
+)
+async def test_a_phone_cannot_pass_its_call_off_as_a_forward(
+    rig: Serving, watch: Watch, dialled: str
+) -> None:
+    """Issue 10, new: phone 1003 (office: US only) behind a hand-written Stasis(callgate,${EXTEN}),
+    which neither filters nor passes every name, dials London with ",origin=forward,ext=1005" (1005
+    may call London, and so may a forward). A leg that no phone dialled is charged to its ext= whatever
+    the endpoint, so this would be 1005's forward: callgate sees that the channel's own extension holds
+    a comma and treats the arguments as forged: the call stays the phone's own, unreadable, and London
+    is never reached."""
+    before = len(rig.decisions())
+    await asyncio.to_thread(phone_call, rig, dialled, phone="1003", from_user="1003")
+    await over(rig, watch, "PJSIP/1003-")
+    assert trunk_numbers(watch) == []
+    mine = rig.decisions()[before:]
+    # the phone's own call (its endpoint), its arguments forged: unreadable
+    assert [(d["extension"], d["origin"], d["reason"]) for d in mine] == [
+        ("1003", "dialled", "unparseable_number")
+    ]
+    assert mine[0]["endpoint"] == "1003"
+
+
+async def test_the_bare_gate_still_charges_the_phone(rig: Serving, watch: Watch) -> None:
+    """The control for the row above: the same phone dialling London plainly is itself (office: US
+    only) and is refused for the country."""
+    before = len(rig.decisions())
+    await asyncio.to_thread(phone_call, rig, LONDON, phone="1003", from_user="1005")
+    await over(rig, watch, "PJSIP/1003-")
+    assert trunk_numbers(watch) == []
+    mine = rig.decisions()[before:]
+    assert [(d["extension"], d["origin"], d["reason"]) for d in mine] == [
+        ("1003", "dialled", "country_not_allowed")
+    ]
 
 
 # --- finding 3: the caller says it is somebody else ------------------------------------------------
@@ -424,7 +501,11 @@ async def test_preset_verdict_variables_do_not_open_the_gate(rig: Serving, watch
     """New: a call that arrives with CALLGATE_VERDICT=ALLOW and a number already set (from an inherited
     variable) is still refused when callgate refuses it, and when callgate is down."""
     preset = ",CALLGATE_VERDICT=ALLOW,CALLGATE_NUMBER=+532345678,CALLGATE_MAX_SECONDS=7200"
+    before = len(rig.decisions())
     await watch.originate("1001", CUBA, variables=preset)
+    # decided before callgate stops: a call that enters Stasis while it stops waits there for the
+    # next callgate (Router.drain), which this test starts only at its end
+    assert (await rig.decision(CUBA, before))["verdict"] == "DENY"
     rig.gate.stop()
     try:
         await watch.originate("1001", CUBA, variables=preset)

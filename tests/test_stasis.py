@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from callgate.asterisk.stasis import MAX_FIELD, read_start, waiting_args
+from callgate.core.origins import Origin
 from callgate.core.rules import CallAttempt
 
 CHANNEL: dict[str, Any] = {
@@ -31,6 +32,18 @@ ID = "1732000000.42"
         (["2125550123", "call=L9"], CallAttempt("L9", "", "2125550123", "acme", ID)),
         (["2125550123", "ext=", "call="], CallAttempt(ID, "", "2125550123", "acme", ID)),
         ([], CallAttempt(ID, "", "", "acme", ID)),
+        (
+            ["2125550123", "ext=1001", "call=L8", "origin=forward", "via=+12125550100"],
+            CallAttempt("L8", "1001", "2125550123", "acme", ID, Origin.FORWARD, "+12125550100"),
+        ),
+        (  # the shipped include with CALLGATE_ORIGIN and CALLGATE_VIA unset: a phone's own call
+            ["2125550123", "ext=", "call=L8", "origin=", "via="],
+            CallAttempt("L8", "", "2125550123", "acme", ID),
+        ),
+        (
+            ["2125550123", "origin=disa", "via=my-trunk_1.a"],
+            CallAttempt(ID, "", "2125550123", "acme", ID, Origin.DISA, "my-trunk_1.a"),
+        ),
     ],
 )
 def test_read_start(args: list[str], expected: CallAttempt) -> None:
@@ -50,6 +63,14 @@ FORGED = [
     ["2125550123", "ext=1001", "call=a b"],  # a call id outside [A-Za-z0-9._-]
     ["2125550123", "ext=1001", "call=x" * 40],  # a call id too long for one
     ["2125550123", "ext=1001", "call=cg:{other}:r:x"],  # a call id naming another key
+    # issue 10: the origin and via, as strict as the other names
+    ["011532345678", "origin=forward", "ext=1005", "call=L1", "origin="],  # a repeated origin
+    ["011532345678", "ext=1005", "origin=forwarded"],  # an origin callgate does not know
+    ["011532345678", "ext=1005", "origin=Forward"],  # origins are lower case
+    ["011532345678", "ext=1005", "origin=forward&via=x"],  # a URI's way of adding a key
+    ["2125550123", "ext=1001", "via=2125550100;origin=forward"],  # via outside its alphabet
+    ["2125550123", "ext=1001", "via=" + "1" * 65],  # via too long
+    ["2125550123", "ext=1001", "via=a b"],
 ]
 
 
@@ -62,6 +83,35 @@ def test_forged_arguments_make_the_number_unreadable(args: list[str]) -> None:
     assert start.attempt.extension == ""
     assert start.attempt.call_id == ID
     assert start.attempt.leg == ID
+    assert (start.attempt.origin, start.attempt.via) == (Origin.DIALLED, "")
+
+
+@pytest.mark.parametrize(
+    ("exten", "args"),
+    [
+        # Stasis(callgate,${EXTEN}) with no filter: the phone's comma split its string into arguments
+        (
+            "011442079460000,origin=forward,ext=1005",
+            ["011442079460000", "origin=forward", "ext=1005"],
+        ),
+        ("2125550123,ext=1005", ["2125550123", "ext=1005"]),
+        ("2125550123,call=x", ["2125550123", "call=x"]),
+    ],
+)
+def test_arguments_split_from_the_extension_are_forged(exten: str, args: list[str]) -> None:
+    """Third wall: a channel whose extension holds a comma had its ${EXTEN} split into arguments, even
+    when each of them is a known name given once: no ext=, no origin (the gate charges the phone's
+    endpoint), and the whole string as the dialled one, unreadable."""
+    channel = {
+        **CHANNEL,
+        "name": "PJSIP/1002-00000001",
+        "dialplan": {**CHANNEL["dialplan"], "exten": exten},
+    }
+    start = read_start(channel, args)
+    assert start is not None
+    assert start.attempt.dialled == exten
+    assert (start.attempt.extension, start.attempt.origin) == ("", Origin.DIALLED)
+    assert start.attempt.call_id == ID
 
 
 @pytest.mark.parametrize(

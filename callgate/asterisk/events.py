@@ -26,6 +26,7 @@ class Decided:
     decision: Decision
     channel_id: str
     seconds: float  # StasisStart to continue or hang-up, as the gate measured it
+    endpoint: str = ""  # the PJSIP endpoint of the channel, charged or not (asterisk.identity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.decision import RESERVATION_VARIABLE, Decision
 from callgate.core.engine import conclude, on_store_failure
 from callgate.core.memo import Memo
+from callgate.core.origins import Origin
 from callgate.core.plan import RESERVATION_HOLD, prepare
 from callgate.core.policy import Policy
 from callgate.core.reasons import Reason, Verdict
@@ -79,6 +80,7 @@ class AdmittedCall:
     number: str
     international: bool
     until: float  # monotonic time after which it is surely over (allowed seconds + hold)
+    origin: Origin = Origin.DIALLED  # short_calls counts the extension's own calls only
 
 
 def as_array(variables: dict[str, str]) -> tuple[str, str]:
@@ -126,7 +128,7 @@ class Gate:
         """
         memo = self.memo()
         policy = memo.policy
-        extension = caller_extension(policy.endpoints, endpoint, attempt.extension)
+        extension = caller_extension(policy.endpoints, endpoint, attempt.extension, attempt.origin)
         if extension != attempt.extension:
             attempt = replace(attempt, extension=extension)
         p = prepare(memo, attempt, self.clock())
@@ -172,7 +174,7 @@ class Gate:
             # rather than charge its whole reservation when it expires
             await self._release(decision)
         elapsed = time.perf_counter() - started
-        self.events.emit(Decided(decision, channel_id, elapsed))
+        self.events.emit(Decided(decision, channel_id, elapsed, endpoint))
         if applied and decision.allowed and decision.reason is Reason.ALLOWED:
             self.live[decision.reservation] = AdmittedCall(
                 channel_id,
@@ -180,9 +182,10 @@ class Gate:
                 decision.number.e164 or "",
                 decision.number.international,
                 time.monotonic() + decision.allowed_seconds + RESERVATION_HOLD,
+                decision.origin,
             )
         elif not decision.allowed:
-            rule = lockdown_rule(self.memo(), decision.reason)
+            rule = lockdown_rule(self.memo(), decision.reason, decision.origin)
             if rule is not None:  # lockdown.after_denied: N denied attempts in the window lock
                 await self._burst(
                     decision.extension,
@@ -267,7 +270,8 @@ class Gate:
         call = self.live.pop(call_id, None)
         self._forget_ended()
         if call is not None and settled.status is SettleStatus.SETTLED:
-            short = short_call_rule(memo, call.extension, billsec or 0)  # None: length unknown
+            # None: length unknown
+            short = short_call_rule(memo, call.extension, billsec or 0, call.origin)
             if short is not None:  # limits.short_calls: a burst of very short answered calls
                 await self._burst(call.extension, call_id, short, f"short call ({billsec}s)")
         return settled

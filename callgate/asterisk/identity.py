@@ -12,11 +12,25 @@ so caller id is shown, never trusted. The identity of a call comes from, in this
    ``AMPUSER``; a ``CALLGATE_EXTENSION`` set by the context or by the endpoint's ``set_var``).
 
 When both exist and disagree, the call is charged to nobody: it is refused as an unknown extension.
+
+A leg that no phone dialled (an ``origin=`` other than ``dialled``: a forward, a transfer, DISA...) is
+charged to the extension that caused it, which only the dialplan knows: ``ext=``, and nothing else.
+Its channel is usually not that extension's: the inbound trunk's PJSIP channel, a Local channel, or the
+phone of whoever called the forwarding extension. So the endpoint is not required to agree (it is
+recorded in the audit), and without ``ext=`` the leg is charged to nobody and refused.
+
+Why a phone cannot use this to escape its endpoint: the origin and ``ext=`` come only from the Stasis
+arguments the dialplan builds from variables the admin sets (``CALLGATE_ORIGIN``,
+``CALLGATE_EXTENSION``); a phone sets no channel variable, and what it dials cannot add or change an
+argument (the dialplan's filter, and callgate.asterisk.stasis refusing unknown, repeated and
+split-from-the-extension arguments). And an origin only narrows what the extension may call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from callgate.core.origins import Origin
 
 
 def channel_endpoint(channel_name: str) -> str:
@@ -30,8 +44,12 @@ def channel_endpoint(channel_name: str) -> str:
     return endpoint
 
 
-def caller_extension(endpoints: Mapping[str, str], endpoint: str, ext: str) -> str:
+def caller_extension(
+    endpoints: Mapping[str, str], endpoint: str, ext: str, origin: Origin = Origin.DIALLED
+) -> str:
     """The extension a call is charged to; "" (refused as unknown) when it cannot be told."""
+    if origin is not Origin.DIALLED:  # the causing extension, as the dialplan names it
+        return ext
     if not endpoint:
         return ext
     extension = endpoints.get(endpoint, endpoint)

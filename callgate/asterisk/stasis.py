@@ -3,20 +3,28 @@
 The dialplan passes what callgate needs as ``Stasis()`` arguments (docs/install.md)::
 
     Stasis(callgate,${EXTEN})                                                plain Asterisk, PJSIP phones
-    Stasis(callgate,${EXTEN},ext=${CALLGATE_EXTENSION},call=${CHANNEL(linkedid)})   the shipped include
-    Stasis(callgate,${OUTNUM},ext=${AMPUSER},call=${CHANNEL(linkedid)})              FreePBX predial hook
+    Stasis(callgate,${EXTEN},ext=${CALLGATE_EXTENSION},call=${CHANNEL(linkedid)},
+           origin=${CALLGATE_ORIGIN},via=${CALLGATE_VIA})                        the shipped include
+    Stasis(callgate,<OUTPREFIX digits>${DIAL_NUMBER},ext=${AMPUSER},call=${CHANNEL(linkedid)})
+                                                                FreePBX predial hooks (trunk, DUNDi)
 
 The first argument is the dialled string. Then, by name only and each at most once: ``ext=`` (the
 extension, for channels that are not PJSIP endpoints: callgate.asterisk.identity), ``call=`` (the call id that
-makes every trunk attempt of one call one decision; default: the channel id) and ``account=`` (default:
-the channel's account code). The caller id is never read: a phone sets its own.
+makes every trunk attempt of one call one decision; default: the channel id), ``account=`` (default:
+the channel's account code), ``origin=`` (who caused the leg, :class:`~callgate.core.origins.Origin`;
+default, or empty: ``dialled``) and ``via=`` (the inbound DID or trunk that brought the call in, 0 to 64
+of ``A-Z a-z 0-9 + . _ -``; recorded only). The caller id is never read: a phone sets its own.
 
 Asterisk substitutes ``${EXTEN}`` before it splits the arguments on commas, so a phone that dials
 ``011532345678,ext=1005,call=ATTACK`` adds arguments of its own. The shipped dialplan refuses such a
 string before ``Stasis()``; here, as a second wall, any argument that is not one of the known names, a
-name given twice, a bare value or a call id outside ``[A-Za-z0-9._-]`` makes the whole argument list
-the dialled string: the number reader cannot read a comma, so the call is refused as
-``unparseable_number``. Nothing the phone dialled is ever trimmed into something else.
+name given twice, a bare value, a call id outside ``[A-Za-z0-9._-]``, an origin that is not one or a
+``via`` outside its alphabet makes the whole argument list the dialled string: the number reader cannot
+read a comma, so the call is refused as ``unparseable_number``. A third wall holds where the dialplan
+neither filters the string nor passes every name (``Stasis(callgate,${EXTEN})``): a channel whose
+extension holds a comma is treated the same way, since its ``${EXTEN}`` was split into arguments. So a
+phone can never name an origin (and with it escape its endpoint, callgate.asterisk.identity) by what it
+dials. Nothing the phone dialled is ever trimmed into something else.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from callgate.asterisk.ari import AriClient
 from callgate.asterisk.gate import Gate
 from callgate.asterisk.identity import channel_endpoint
 from callgate.core.numbers import emergency_forms
+from callgate.core.origins import Origin
 from callgate.core.policy import Policy
 from callgate.core.rules import CallAttempt
 from callgate.errors import AriUnavailable
@@ -42,8 +51,10 @@ IN_FLIGHT = 64  # calls decided at once by one gate
 log = logging.getLogger("callgate.stasis")
 
 MAX_FIELD = 128
-_NAMED = frozenset({"ext", "call", "account"})
+_NAMED = frozenset({"ext", "call", "account", "origin", "via"})
 _CALL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+_VIA = re.compile(r"[A-Za-z0-9+._-]{0,64}", re.ASCII)  # a DID or a trunk's name; empty: not said
+_ORIGINS = {origin.value: origin for origin in Origin}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +74,21 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
     if not channel_id:
         return None
     named: dict[str, str] = {}
-    forged = False
+    # Asterisk's own fact: the extension the channel runs. One with a comma is a dialled string that
+    # Stasis() split into arguments (``Stasis(callgate,${EXTEN})`` with EXTEN "...,origin=forward"),
+    # whatever names they use: the third wall, for dialplans that neither filter nor pass every key.
+    dialplan = channel.get("dialplan")
+    exten = dialplan.get("exten") if isinstance(dialplan, Mapping) else None
+    forged = isinstance(exten, str) and "," in exten  # all of it: a comma past MAX_FIELD counts too
     for arg in args[1:]:
         key, sep, value = _field(arg).partition("=")
         if not sep or key not in _NAMED or key in named:
             forged = True
         named[key] = value
     call_id = named.get("call") or channel_id
-    if not _CALL_ID.fullmatch(call_id):
+    origin = _ORIGINS.get(named.get("origin") or Origin.DIALLED.value)
+    via = named.get("via", "")
+    if not _CALL_ID.fullmatch(call_id) or origin is None or not _VIA.fullmatch(via):
         forged = True
     dialled = _field(args[0]) if args else ""
     if forged:
@@ -84,6 +102,8 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
         dialled=dialled,
         account_code=named.get("account") or _field(channel.get("accountcode")),
         leg=channel_id,
+        origin=origin if origin is not None and not forged else Origin.DIALLED,
+        via=via if not forged else "",
     )
     return Start(channel_id, attempt, channel_endpoint(_field(channel.get("name"))))
 

@@ -7,6 +7,7 @@ from callgate.core.admission import BurstRule
 from callgate.core.keys import BURSTS
 from callgate.core.memo import Memo
 from callgate.core.numbers import CACHE_MAX_INPUT
+from callgate.core.origins import Origin
 from callgate.core.policy import Lockdown, LockScope, ShortCallAction
 from callgate.core.reasons import Reason
 
@@ -16,10 +17,14 @@ NOT_THE_CALLERS = frozenset(
 )
 
 
-def lockdown_rule(memo: Memo, reason: Reason) -> BurstRule | None:
-    """The rule of ``memo``'s policy that a denial with ``reason`` counts toward, if any."""
+def lockdown_rule(memo: Memo, reason: Reason, origin: Origin = Origin.DIALLED) -> BurstRule | None:
+    """The rule of ``memo``'s policy that a denial with ``reason`` counts toward, if any.
+
+    Only an extension's own calls count (``origin`` dialled): a leg that no phone dialled is set off by
+    somebody else (an outside caller reaching a forward or DISA), who must not be able to lock the
+    extension by calling it again and again."""
     lockdown = memo.policy.lockdown
-    if lockdown is None or reason in NOT_THE_CALLERS:
+    if lockdown is None or reason in NOT_THE_CALLERS or origin is not Origin.DIALLED:
         return None
     if memo.lockdown is None:
         memo.lockdown = _lockdown(lockdown)
@@ -36,9 +41,13 @@ def _lockdown(lockdown: Lockdown) -> BurstRule:
     )
 
 
-def short_call_rule(memo: Memo, extension: str, billsec: int) -> BurstRule | None:
+def short_call_rule(
+    memo: Memo, extension: str, billsec: int, origin: Origin = Origin.DIALLED
+) -> BurstRule | None:
     """The rule of ``memo``'s policy that an answered call of ``billsec`` seconds counts toward, if it
-    is short enough."""
+    is short enough. Only an extension's own calls count, as for :func:`lockdown_rule`."""
+    if origin is not Origin.DIALLED:
+        return None
     policy = memo.policy
     if extension in memo.short_calls:
         rule = memo.short_calls[extension]

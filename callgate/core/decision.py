@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from callgate.core.numbers import NumberInfo
+from callgate.core.origins import Origin
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import REPORT, RuleResult
 
@@ -36,6 +37,9 @@ class Decision:
         ""  # the id the store holds this call's reservation under (plan.reservation_id)
     )
     dial: str = ""  # what the dialplan dials: the E.164 number, or the emergency number as listed
+    # who caused the leg (core.origins); ``extension`` is whom it is charged to
+    origin: Origin = Origin.DIALLED
+    via: str = ""  # the inbound DID or trunk that brought the call in, as the dialplan said
 
     @property
     def allowed(self) -> bool:

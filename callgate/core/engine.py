@@ -4,7 +4,7 @@ It never awaits, never reads the clock and never imports a backend. A decision i
 that a store can do the counted half atomically:
 
 * :func:`~callgate.core.plan.prepare` runs the rules that need no counter (emergency, extension, number,
-  destinations, rate, hours) and builds the :class:`~callgate.core.admission.Admission` for the
+  destinations, rate, origin, hours) and builds the :class:`~callgate.core.admission.Admission` for the
   counted rules;
 * a store admits (or, for ``explain``, only reads) it and returns an
   :class:`~callgate.core.admission.Outcome`;
@@ -218,6 +218,8 @@ def _decision(p: Prepared, r: Ruling) -> Decision:
         policy_revision=p.policy.revision,
         reservation=p.admission.call_id if p.admission is not None else "",
         dial=_dial(p.policy, p.number),
+        origin=p.attempt.origin,
+        via=p.attempt.via,
     )
 
 

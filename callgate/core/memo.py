@@ -2,7 +2,7 @@
 
 Each table is keyed by exactly what its results depend on (``rules.py`` groups the static rules by what
 they look at); none depends on a counter or on the clock. :func:`~callgate.core.plan.prepare` fills the
-caller, destination and hours tables, :mod:`callgate.core.bursts` the burst rules'.
+caller, destination, origin and hours tables, :mod:`callgate.core.bursts` the burst rules'.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from callgate.core.admission import BurstRule, Check
 from callgate.core.numbers import NumberInfo
+from callgate.core.origins import Origin
 from callgate.core.policy import ExtensionRule, Policy
 from callgate.core.rules import RuleResult
 
@@ -63,6 +64,9 @@ class Memo:
         self.policy = policy
         self.callers: dict[str, Caller] = {}  # by extension
         self.destinations: dict[tuple[int, str], Destination] = {}  # by (entry, dialled string)
+        # the origin rule of a leg that no phone dialled, by (origin, dialled string): its own table,
+        # as it looks at the origin and never at the entry
+        self.origins: dict[tuple[Origin, str], RuleResult] = {}
         # the time rule, by (entry, number unread, international, UTC minute)
         self.hours: dict[tuple[int, bool, bool, int], RuleResult] = {}
         self.short_calls: dict[str, ExtensionRule | None] = {}  # bursts: the entry, by extension
@@ -72,6 +76,7 @@ class Memo:
         return (
             len(self.callers)
             + len(self.destinations)
+            + len(self.origins)
             + len(self.hours)
             + len(self.short_calls)
             + (self.lockdown is not None)
@@ -85,6 +90,7 @@ class Memo:
     def clear(self) -> None:
         self.callers.clear()
         self.destinations.clear()
+        self.origins.clear()
         self.hours.clear()
         self.short_calls.clear()
         self.lockdown = None

@@ -1,9 +1,9 @@
 """The first half of a decision: the rules that need no counter, and the plan of the counted ones.
 
-:func:`prepare` runs the static rules (emergency, extension, number, destinations, rate, hours; the
-table is ``rules.py``'s) and builds the :class:`~callgate.core.admission.Admission` a store admits: one
-:class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the extension,
-its profile group and the site. What depends on neither the counters nor the time comes from the policy's
+:func:`prepare` runs the static rules (emergency, extension, number, destinations, rate, origin,
+hours; the table is ``rules.py``'s) and builds the :class:`~callgate.core.admission.Admission` a store
+admits: one :class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the
+extension, its profile group and the site. What depends on neither the counters nor the time comes from the policy's
 :class:`~callgate.core.memo.Memo`. The engine (:mod:`callgate.core.engine`) rules on the result.
 """
 
@@ -30,12 +30,15 @@ from callgate.core.keys import (
 )
 from callgate.core.memo import Caller, Destination, Memo, ScopeChecks
 from callgate.core.numbers import CACHE_MAX_INPUT, NumberInfo, read_number
+from callgate.core.origins import Origin
 from callgate.core.policy import DEFAULT_MAX_CALL_DURATION, ExtensionRule, Limits, Policy
 from callgate.core.reasons import Reason
 from callgate.core.rules import (
     CALLER_RULES,
     DENY,
     DESTINATION_RULES,
+    DIALLED_ORIGIN,
+    ORIGIN_RULES,
     PASS,
     SCOPE_LIMITS,
     TIME_RULES,
@@ -171,6 +174,13 @@ def _destination(
     return Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
 
 
+def _origin(policy: Policy, attempt: CallAttempt, dest: Destination, local: datetime) -> RuleResult:
+    """The origin rule: it looks at the origin, the number and its rate, never at the entry (None)."""
+    c = Context(policy, attempt, dest.number, None, local, None, dest.rate, None)
+    (result,) = (check(c) for _, check in ORIGIN_RULES)
+    return result
+
+
 def _time(
     policy: Policy, attempt: CallAttempt, caller: Caller, dest: Destination, local: datetime
 ) -> RuleResult:
@@ -183,8 +193,8 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     """Run the rules of ``memo``'s policy that need no counter and plan the counted ones.
 
     What depends on neither the counters nor the time is worked out once per policy and kept in its
-    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the time rule
-    per (entry, kind of number, minute).
+    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the origin rule
+    per (origin, dialled string), the time rule per (entry, kind of number, minute).
     """
     policy = memo.policy
     memo.keep_bounded()
@@ -213,7 +223,15 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     hours = memo.hours.get(minute)
     if hours is None:
         hours = memo.hours[minute] = _time(policy, attempt, caller, dest, local)
-    results = (_NOT_EMERGENCY, caller.result, *dest.results, hours)
+    judged = DIALLED_ORIGIN
+    if attempt.origin is not Origin.DIALLED:
+        found = memo.origins.get((attempt.origin, attempt.dialled))
+        if found is None:
+            found = memo.origins[attempt.origin, attempt.dialled] = _origin(
+                policy, attempt, dest, local
+            )
+        judged = found
+    results = (_NOT_EMERGENCY, caller.result, *dest.results, judged, hours)
     counted: list[Check] = []
     spent: list[Check] = []
     e164 = number.e164 or ""
@@ -260,19 +278,16 @@ def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bo
 
     A second admission under the same id is handed the first one's decision without being counted
     again: that is how a trunk failover (same channel, same number, same rate) stays one call. Anything
-    else that reuses a call id (another number, another rate, another extension, another channel: a ring
-    group's parallel legs, a transfer, a forged ``call=``) gets an id of its own and is judged and
-    counted in full. The id starts with the call id, so the audit and the store read alike.
+    else that reuses a call id (another number, another rate, another extension, another channel, another
+    origin: a ring group's parallel legs, a transfer, a forged ``call=``) gets an id of its own and is
+    judged and counted in full. A channel admitted as its phone's own call and sent to the gate again as
+    a forward is judged by the forward's block, never handed the looser decision. The id starts with the
+    call id, so the audit and the store read alike.
     """
-    bound = "\x1f".join(
-        (
-            attempt.call_id,
-            attempt.leg,
-            attempt.extension,
-            e164,
-            str(rate),
-            "1" if international else "0",
-        )
-    )
+    parts = [attempt.call_id, attempt.leg, attempt.extension, e164, str(rate)]
+    parts.append("1" if international else "0")
+    if attempt.origin is not Origin.DIALLED:  # a dialled call's id is as it always was
+        parts.append(attempt.origin.value)
+    bound = "\x1f".join(parts)
     digest = hashlib.blake2b(bound.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
     return f"{attempt.call_id}:{digest}"

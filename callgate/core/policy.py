@@ -7,6 +7,7 @@ seconds; time windows are read in the site's time zone.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from callgate.core.keys import PERIODS
 from callgate.core.numbers import NumberType
+from callgate.core.origins import SAFE_DENIED_TYPES, Origin
 
 
 class FailMode(enum.StrEnum):
@@ -342,6 +344,16 @@ class Policy:
         0  # the version it was pushed as in Redis (callgate.ops.policystore); 0: a local file
     )
     lists: tuple[PrefixList, ...] = ()  # the range lists the policy reads, by name
+    # what a leg of each origin the policy names may reach (``origins:``), over its extension's profile
+    origins: Mapping[Origin, Destinations] = field(default_factory=dict)
+
+    def origin_block(self, origin: Origin) -> tuple[Destinations, bool]:
+        """What a leg of ``origin`` may reach besides its extension's profile, and whether the policy
+        says so (False: the safe default, :func:`safe_origin_block`). Not for ``dialled``."""
+        written = self.origins.get(origin)
+        if written is not None:
+            return written, True
+        return safe_origin_block(self.site.region), False
 
     def rule_for(self, extension: str) -> ExtensionRule | None:
         """The first ``extensions`` entry that matches, or None (the call is then refused).
@@ -358,6 +370,16 @@ class Policy:
     def expired_lists(self, today: date) -> tuple[PrefixList, ...]:
         """The range lists past their ``# expires:`` date: still enforced, to be reported."""
         return tuple(found for found in self.lists if found.expired(today))
+
+
+@functools.lru_cache(maxsize=16)
+def safe_origin_block(region: str) -> Destinations:
+    """What a leg that no phone dialled may reach when the policy's ``origins:`` does not name its
+    origin: the site's own country only, and no number type that pays the called party
+    (:data:`~callgate.core.origins.SAFE_DENIED_TYPES`). Cached: the same region, the same block."""
+    return Destinations(
+        allow_countries=frozenset({region}), deny_number_types=frozenset(SAFE_DENIED_TYPES)
+    )
 
 
 # Engine result names that are not a policy key themselves, and the keys whose mode they take.

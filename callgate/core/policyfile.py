@@ -34,6 +34,7 @@ import yaml
 
 from callgate.core.keys import PERIODS
 from callgate.core.numbers import NumberType
+from callgate.core.origins import NARROWED, Origin
 from callgate.core.policy import (
     Alerts,
     Burst,
@@ -231,6 +232,33 @@ def _endpoints(r: Reader, node: Node, path: str) -> dict[str, str]:
     return out
 
 
+_ORIGIN_NAMES = tuple(origin.value for origin in NARROWED)
+
+
+def _origins(r: Reader, node: Node, path: str) -> dict[Origin, Destinations]:
+    """``origins: {forward: {allow_countries: [US]}}``: what a leg that no phone dialled may reach,
+    each origin's block read as a profile's ``destinations`` (report mode too)."""
+    out: dict[Origin, Destinations] = {}
+    what = f"a mapping of origins ({', '.join(_ORIGIN_NAMES)}) to destinations"
+    for name, key, value in pairs(r, node, path, what):
+        if name == Origin.DIALLED.value:
+            r.problem(
+                key,
+                join(path, name),
+                "not an origin to narrow: a dialled call is judged by its extension's profile; "
+                "say where it may call in the profile's destinations",
+            )
+        elif name not in _ORIGIN_NAMES:
+            expected = f"expected one of {', '.join(_ORIGIN_NAMES)}"
+            hint = r.hint(name, _ORIGIN_NAMES)
+            r.problem(key, join(path, name), f"unknown origin {name!r}: {expected}{hint}")
+        else:
+            block = _destinations(r, value, join(path, name))
+            if block is not None:
+                out[Origin(name)] = block
+    return out
+
+
 def _profile_ref(r: Reader, node: Node, path: str) -> Profile | None:
     name = scalar_text(r, node, path, "a profile name")
     if name is None or name in r.profiles:
@@ -382,6 +410,7 @@ _TOP = {  # read in this order: rates (the increment) before limits, profiles be
     "profiles": Field(_profiles, "a mapping of profile names to profiles"),
     "extensions": Field(_extensions, "a list of {match, profile} entries"),
     "endpoints": Field(_endpoints),
+    "origins": Field(_origins),
     "lockdown": Field(model(Lockdown, _LOCKDOWN)),
     "alerts": Field(model(Alerts, {"webhook": Field(webhook), "syslog": Field(flag)})),
 }

@@ -2,8 +2,9 @@
 
 It reads only the built :class:`~callgate.core.policy.Policy` (never the YAML), one line per item: the
 site, emergency numbers, rates, each profile's destinations, hours and limits, the extensions in match
-order, the site's limits, the range lists (and any past their expiry date), the rules in ``mode:
-report`` by their key paths in the file, lockdown and alerts.
+order, the site's limits, what a leg of each origin that no phone dialled may reach, the range lists
+(and any past their expiry date), the rules in ``mode: report`` by their key paths in the file,
+lockdown and alerts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 
 from callgate.core.keys import PERIODS
-from callgate.core.policy import DEFAULT_MAX_CALL_DURATION, Limits, Policy, Profile, Spend
+from callgate.core.origins import NARROWED
+from callgate.core.policy import (
+    DEFAULT_MAX_CALL_DURATION,
+    Destinations,
+    Limits,
+    Policy,
+    Profile,
+    Spend,
+)
 from callgate.core.windows import format_duration
 
 
@@ -45,6 +54,7 @@ def describe(policy: Policy, today: date | None = None) -> list[str]:
     if not any(rule.match == "*" for rule in policy.extensions):
         lines.append("  any other extension is refused (unknown_extension)")
     lines.append(f"site limits (all extensions together): {_caps(policy.site_limits)}")
+    lines += _describe_origins(policy)
     lines += _describe_lists(policy, today)
     report = ", ".join(_report_paths(policy)) or "none"
     lines.append(f"report only (checked and logged, never denied): {report}")
@@ -60,7 +70,23 @@ def describe(policy: Policy, today: date | None = None) -> list[str]:
 
 
 def _describe_profile(profile: Profile) -> list[str]:
-    d, h = profile.destinations, profile.hours
+    h = profile.hours
+    when = [
+        f"international {h.international.text}" if h.international else "",
+        f"any {h.any.text}" if h.any else "",
+        f"holidays {h.on_holidays}",
+    ]
+    return [
+        f"profile {profile.name}:",
+        f"  destinations: {_where(profile.destinations)}",
+        f"  hours: {'; '.join(w for w in when if w)}",
+        f"  limits per extension: {_caps(profile.limits, True)}",
+        f"  limits over its extensions together: {_caps(profile.group_limits)}",
+    ]
+
+
+def _where(d: Destinations) -> str:
+    """``countries US, CA; not types premium_rate`` for a profile's destinations or an origin's block."""
     where = [
         _listed("countries", d.allow_countries),
         _listed("not countries", d.deny_countries or None),
@@ -70,18 +96,16 @@ def _describe_profile(profile: Profile) -> list[str]:
         _listed_prefixes("always", d.allow_prefixes, d.prefix_lists),
         f"rate at most {d.max_rate}/min" if d.max_rate is not None else "",
     ]
-    when = [
-        f"international {h.international.text}" if h.international else "",
-        f"any {h.any.text}" if h.any else "",
-        f"holidays {h.on_holidays}",
-    ]
-    return [
-        f"profile {profile.name}:",
-        f"  destinations: {'; '.join(w for w in where if w) or 'any'}",
-        f"  hours: {'; '.join(w for w in when if w)}",
-        f"  limits per extension: {_caps(profile.limits, True)}",
-        f"  limits over its extensions together: {_caps(profile.group_limits)}",
-    ]
+    return "; ".join(w for w in where if w) or "any"
+
+
+def _describe_origins(policy: Policy) -> list[str]:
+    """One line per origin a leg that no phone dialled may have: its block, or the safe default."""
+    lines = ["legs no phone dialled (each also within its extension's profile):"]
+    for origin in NARROWED:
+        block, written = policy.origin_block(origin)
+        lines.append(f"  {origin}: {_where(block)}{'' if written else ' (the default)'}")
+    return lines
 
 
 def _changed(base: Limits, limits: Limits) -> Limits:
@@ -144,6 +168,8 @@ def _report_paths(policy: Policy) -> list[str]:
         own = sorted(rule.limits.report - rule.profile.limits.report)
         paths += [f"extensions[{n}].limits.{key}" for key in own]
     paths += [f"site_limits.{key}" for key in sorted(policy.site_limits.report)]
+    for origin, block in policy.origins.items():
+        paths += [f"origins.{origin}.{key}" for key in sorted(block.report)]
     lockdown = policy.lockdown.report if policy.lockdown is not None else frozenset()
     return paths + [f"lockdown.{key}" for key in sorted(lockdown)]
 

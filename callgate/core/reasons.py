@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from callgate.core.numbers import NumberType
+from callgate.core.origins import Origin
 
 
 class Verdict(enum.StrEnum):
@@ -39,6 +40,13 @@ class Reason(enum.StrEnum):
     PREFIX_DENIED = "prefix_denied"
     NO_RATE = "no_rate"
     RATE_ABOVE_MAX = "rate_above_max"
+    # a leg that no phone dialled, refused by its origin's block (policy ``origins:``): one per origin
+    FORWARD_NOT_ALLOWED = "forward_not_allowed"
+    TRANSFER_NOT_ALLOWED = "transfer_not_allowed"
+    DISA_NOT_ALLOWED = "disa_not_allowed"
+    VOICEMAIL_NOT_ALLOWED = "voicemail_not_allowed"
+    IVR_NOT_ALLOWED = "ivr_not_allowed"
+    ORIGINATE_NOT_ALLOWED = "originate_not_allowed"
     HOLIDAY = "holiday"
     OUTSIDE_HOURS = "outside_hours"
     VELOCITY_MINUTE = "velocity_minute"
@@ -56,3 +64,11 @@ class Reason(enum.StrEnum):
 def number_type_reason(kind: NumberType) -> Reason:
     """The reason for a call refused because of its number type."""
     return Reason(f"number_type_{kind.value}")
+
+
+def origin_reason(origin: Origin) -> Reason:
+    """The reason for a leg refused by its origin's block (``forward_not_allowed``); there is none for
+    ``dialled``, which has no block (ValueError)."""
+    if origin is Origin.DIALLED:
+        raise ValueError("a dialled call is judged by its extension's profile alone")
+    return Reason(f"{origin.value}_not_allowed")

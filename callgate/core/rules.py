@@ -2,9 +2,9 @@
 functions over a :class:`Context`.
 
 ``ORDER`` names every rule a decision can list, in the order it lists them, with who judges each; the
-engine's groups (``CALLER_RULES``, ``DESTINATION_RULES``, ``TIME_RULES``) and ``RULES`` (the names) are
-read from it. A decision's ``rules`` come in that order, as ``explain`` shows them, and docs/policy.md's
-"The order of the rules" lists it (tests/test_ruling.py keeps both).
+engine's groups (``CALLER_RULES``, ``DESTINATION_RULES``, ``ORIGIN_RULES``, ``TIME_RULES``) and
+``RULES`` (the names) are read from it. A decision's ``rules`` come in that order, as ``explain`` shows
+them, and docs/policy.md's "The order of the rules" lists it (tests/test_ruling.py keeps both).
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ from typing import NamedTuple
 
 from callgate.core.keys import PERIODS, WINDOWS
 from callgate.core.numbers import NumberInfo
-from callgate.core.policy import ExtensionRule, HolidayMode, Policy, is_extension, report_only
-from callgate.core.reasons import Reason, number_type_reason
+from callgate.core.origins import Origin
+from callgate.core.policy import (
+    Destinations,
+    ExtensionRule,
+    HolidayMode,
+    Policy,
+    is_extension,
+    report_only,
+)
+from callgate.core.reasons import Reason, number_type_reason, origin_reason
 
 PASS, DENY, SKIP, REPORT = (
     "pass",
@@ -40,6 +48,10 @@ class CallAttempt:
     # The channel that asked (its Asterisk unique id): a trunk failover re-enters on the same channel,
     # a ring group's or a transfer's other legs do not. Part of what a reservation is bound to.
     leg: str = ""
+    # Who caused the leg: its phone dialled it, or a forward, transfer, DISA... of ``extension``
+    # (core.origins). Set by the dialplan, never by the caller; any other origin only narrows.
+    origin: Origin = Origin.DIALLED
+    via: str = ""  # the inbound DID or trunk that brought the call in (the dialplan's): recorded
 
 
 class RuleResult(NamedTuple):
@@ -231,8 +243,67 @@ def _hours(c: Context) -> RuleResult:
     return RuleResult(rule, PASS, f"{when} {c.policy.site.timezone.key}")
 
 
+# The origin rule of a phone's own call: its extension's profile alone judges it.
+DIALLED_ORIGIN = RuleResult("origin", SKIP, "dialled by the extension: its profile alone")
+
+
+def _origin(c: Context) -> RuleResult:
+    """A leg that no phone dialled must also fit its origin's block (``origins:``, or the safe default):
+    the block only narrows, the extension's profile has been judged already. Looks at the origin, the
+    number and its rate, nothing else (memoised per origin and dialled string)."""
+    rule, origin = "origin", c.attempt.origin
+    if origin is Origin.DIALLED:
+        return DIALLED_ORIGIN
+    if not c.number.readable:
+        return RuleResult(rule, SKIP, "")
+    block, written = c.policy.origin_block(origin)
+    where = f"origins.{origin.value}"
+    default = "" if written else f" (the default for {origin}: domestic only, no premium types)"
+    # the block's allow_prefixes win over its countries, types and deny_prefixes, not its max_rate
+    excepted = block.allowed((c.number.e164 or "").lstrip("+"))
+    reason = origin_reason(origin)
+    objections = [
+        (key, reason, f"{origin.value}: {why} {where}.{key}{default}")
+        for key, why in _outside(block, c)
+        if not excepted or key == "max_rate"
+    ]
+    reported = None
+    for key, why, detail in objections:
+        if key not in block.report:
+            return deny(rule, why, detail)
+        reported = reported or RuleResult(rule, REPORT, f"{detail} (mode: report)", why)
+    if reported is None and excepted:
+        return RuleResult(rule, PASS, f"{origin.value}: +{excepted} is in {where}.allow_prefixes")
+    return reported or RuleResult(rule, PASS, f"{origin.value}: within {where}{default}")
+
+
+def _outside(block: Destinations, c: Context) -> list[tuple[str, str]]:
+    """(the key, what of the number it objects to) for each key of ``block`` that the number is
+    outside of, in the order of the destination rules: countries, number types, prefixes, rate."""
+    number, country = c.number, c.number.country
+    where = country or "non-geographic"
+    out: list[tuple[str, str]] = []
+    if block.allow_countries is not None and country not in block.allow_countries:
+        out.append(("allow_countries", f"{where} is not in"))
+    if country in block.deny_countries:
+        out.append(("deny_countries", f"{where} is in"))
+    denied = [kind for kind in sorted(number.types) if kind in block.deny_number_types]
+    if denied:
+        out.append(("deny_number_types", f"{denied[0]} is in"))
+    if block.allow_number_types is not None and not number.types & block.allow_number_types:
+        kinds = ", ".join(sorted(number.types)) or "unknown"
+        out.append(("allow_number_types", f"{kinds} is not in"))
+    prefix = block.denied((number.e164 or "").lstrip("+"))
+    if prefix is not None:
+        listed = block.prefix_lists.get(prefix)
+        out.append(("deny_prefixes", f"+{prefix}{f' (list {listed})' if listed else ''} is in"))
+    if block.max_rate is not None and c.rate is not None and c.rate > block.max_rate:
+        out.append(("max_rate", f"{c.rate}/min is above"))
+    return out
+
+
 class RuleGroup(enum.StrEnum):
-    """Who judges a rule. The static rules come in three groups by what they look at, and the engine
+    """Who judges a rule. The static rules come in four groups by what they look at, and the engine
     memoises each group's results on exactly that (plan.prepare, memo.Memo): a rule that looks at more
     must go in a group that is keyed on it."""
 
@@ -241,6 +312,8 @@ class RuleGroup(enum.StrEnum):
     DESTINATION = (
         "destination"  # the entry, the number (a function of the dialled string), the policy
     )
+    # the origin and the number with its rate (functions of the dialled string): never the entry
+    ORIGIN = "origin"
     TIME = "time"  # the entry, whether the number is readable and international, the local minute
     STORE = "store"  # the store: the lock and the panic switch; or on_store_error when it is down
     COUNTERS = "counters"  # the store's reading of the admission's checks (engine._limit_results)
@@ -265,6 +338,7 @@ ORDER: tuple[tuple[str, RuleGroup, StaticRule | None], ...] = (
     ("destinations.number_types", RuleGroup.DESTINATION, _number_types),
     ("destinations.prefixes", RuleGroup.DESTINATION, _prefixes),
     ("rates", RuleGroup.DESTINATION, _rate),
+    ("origin", RuleGroup.ORIGIN, _origin),
     ("hours", RuleGroup.TIME, _hours),
     ("store", RuleGroup.STORE, None),
     *((f"{scope}.{name}", RuleGroup.COUNTERS, None) for scope in SCOPE_LIMITS for name in COUNTED),
@@ -284,4 +358,5 @@ def _group(group: RuleGroup) -> tuple[tuple[str, StaticRule], ...]:
 
 CALLER_RULES = _group(RuleGroup.CALLER)
 DESTINATION_RULES = _group(RuleGroup.DESTINATION)
+ORIGIN_RULES = _group(RuleGroup.ORIGIN)
 TIME_RULES = _group(RuleGroup.TIME)

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from callgate.core.admission import from_micro
 from callgate.core.decision import Decision
+from callgate.core.origins import Origin
 from callgate.core.policy import Policy
 from callgate.offline.replay import Replayed, Totals
 
@@ -21,6 +22,9 @@ def explain_text(decision: Decision, policy: Policy) -> str:
         f"{d.verdict.value} {d.reason.value}" + (f"  (rule {d.rule})" if d.rule else ""),
         f"  call      {d.extension} -> {n.dialled!r} = {n.e164 or 'unreadable'} ({where}"
         + (", international)" if n.international else ")"),
+        f"  origin    {d.origin.value}"
+        + (f" via {d.via}" if d.via else "")
+        + ("" if d.origin is Origin.DIALLED else f" (caused by {d.extension or '-'})"),
         f"  at        {d.at.astimezone(policy.site.timezone).isoformat()} ({policy.site.timezone.key})",
         f"  profile   {d.profile or '-'}",
         f"  rate      {d.rate if d.rate is not None else '-'} {policy.site.currency}/min",
@@ -42,6 +46,8 @@ def explain_json(decision: Decision) -> str:
             "rule": d.rule,
             "call_id": d.call_id,
             "extension": d.extension,
+            "origin": d.origin.value,
+            "via": d.via,
             "profile": d.profile,
             "dialled": d.number.dialled,
             "number": d.number.e164,

@@ -35,14 +35,23 @@ BATCH = 500
 FLUSH_WITHIN = 2.0  # seconds the queue may take to reach the stream once serve stops
 
 
-def entry(decision: Decision, channel_id: str, elapsed_ms: float) -> dict[str, str]:
-    """The fields of one decision, as strings (the stream's and the log line's shape)."""
+def entry(
+    decision: Decision, channel_id: str, elapsed_ms: float, endpoint: str = ""
+) -> dict[str, str]:
+    """The fields of one decision, as strings (the stream's and the log line's shape).
+
+    ``extension`` is whom the call is charged to; ``origin`` who caused it (``dialled``: its phone),
+    ``via`` the DID or trunk the dialplan says brought it in, ``endpoint`` the PJSIP endpoint of the
+    channel (for a forward, often the inbound trunk's)."""
     return {
         "at": decision.at.isoformat(),
         "call_id": decision.call_id,
         "reservation": decision.reservation,
         "channel": channel_id,
         "extension": decision.extension,
+        "origin": decision.origin.value,
+        "via": decision.via,
+        "endpoint": endpoint,
         "profile": decision.profile or "",
         "dialled": decision.number.dialled,
         "number": decision.number.e164 or "",
@@ -73,10 +82,12 @@ class Audit:
     def on_event(self, event: Event) -> None:
         """An :class:`callgate.asterisk.events.Events` subscriber: records each :class:`Decided`."""
         if isinstance(event, Decided):
-            self.record(event.decision, event.channel_id, event.seconds * 1000)
+            self.record(event.decision, event.channel_id, event.seconds * 1000, event.endpoint)
 
-    def record(self, decision: Decision, channel_id: str, elapsed_ms: float) -> None:
-        fields = entry(decision, channel_id, elapsed_ms)
+    def record(
+        self, decision: Decision, channel_id: str, elapsed_ms: float, endpoint: str = ""
+    ) -> None:
+        fields = entry(decision, channel_id, elapsed_ms, endpoint)
         log.info("decision %s", json.dumps(fields), extra={"decision": fields})
         if self.client is None:
             return
