@@ -82,11 +82,31 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from callgate.offline.cdr import CdrError, in_start_order, read_cdr
-    from callgate.offline.replay import Filter, fewer_collections, replay
+    from callgate.offline.replay import (
+        INBOUND_CONTEXTS,
+        TRANSFER_CONTEXTS,
+        Filter,
+        fewer_collections,
+        replay,
+    )
     from callgate.offline.report import replay_table
 
     policy = _load(args.policy)
-    only = Filter(contexts=frozenset(args.context or ()), internal_digits=args.internal_digits)
+    via = []
+    for pair in args.via or ():
+        key, equals, extension = pair.partition("=")
+        if not (equals and key and extension):
+            raise SystemExit(f"callgate: --via {pair!r} is not DID=EXT or TRUNK=EXT")
+        via.append((key, extension))
+    only = Filter(
+        contexts=frozenset(args.context or ()),
+        inbound=INBOUND_CONTEXTS | frozenset(args.inbound_context or ()),
+        internal_digits=args.internal_digits,
+        transfer=TRANSFER_CONTEXTS | frozenset(args.transfer_context or ()),
+        forward=frozenset(args.forward_context or ()),
+        trunks=frozenset(args.trunk or ()),
+        via=tuple(via),
+    )
     bad = 0
 
     def skip(error: CdrError) -> None:
@@ -169,6 +189,30 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--internal-digits", type=int, default=5, help="dialled strings this short are internal"
     )
+    rp.add_argument(
+        "--via",
+        action="append",
+        metavar="DID=EXT",
+        help="a call that came in on this DID (the inbound row's dst), or on this trunk, is for EXT: "
+        "its forwards the CDR cannot tie to an extension are charged to EXT (repeatable)",
+    )
+    rp.add_argument(
+        "--trunk", action="append", metavar="ENDPOINT", help="a trunk endpoint (repeatable; "
+        "endpoints that bring calls into an inbound context are found without it)",
+    )  # fmt: skip
+    rp.add_argument(
+        "--inbound-context", action="append", metavar="CONTEXT",
+        help="one more dcontext of calls coming in from a trunk (repeatable)",
+    )  # fmt: skip
+    rp.add_argument(
+        "--transfer-context", action="append", metavar="CONTEXT",
+        help="one more dcontext of a transferred caller's leg, besides from-internal-xfer "
+        "(plain Asterisk: your TRANSFER_CONTEXT; repeatable)",
+    )  # fmt: skip
+    rp.add_argument(
+        "--forward-context", action="append", metavar="CONTEXT",
+        help="a dcontext whose outbound legs are forwards (repeatable)",
+    )  # fmt: skip
     rp.set_defaults(run=cmd_replay)
 
     from callgate.ops.admin import add_parsers

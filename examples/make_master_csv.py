@@ -1,4 +1,4 @@
-"""Write ``examples/Master.csv``: four weeks of a small New York office, and one weekend attack.
+"""Write ``examples/Master.csv``: four weeks of a small New York office, its forwards, and two attacks.
 
 The site is the one of callgate's default policy (acme-nyc, America/New_York, outside line 9):
 twenty office extensions 1001-1020, the owner on 2000, a lobby phone on 3001, one main number
@@ -17,6 +17,12 @@ ended, in local time:
   going to revenue-share destinations (Iridium +881 and +882, Cuba, Sierra Leone, Jamaica dialled
   as 1-876 like a domestic call, UK +4470 personal numbers) and, for a while, to rural Iowa
   numbers (+1 712, access stimulation).
+* Legs that no phone dialled (forwarded()): 1004 forwards to his mobile through a Local channel,
+  2000's direct line rings her desk then her mobile from the inbound context, 1001's follow-me rings
+  her mobile and home at once; all to US numbers, all legitimate.
+* Friday 27 November 22:40 to 02:10 (transfer_attack()): calls to 1019's direct line, answered on its
+  phished softphone, blind-transferred to premium numbers abroad (the trunk's channel goes on in
+  ``from-internal-xfer``).
 
 Deterministic: the same seed writes the same bytes. Standard library only.
 
@@ -76,6 +82,10 @@ class Call:
     callee_chan: str  # "" when no channel was created
     lastapp: str
     lastdata: str
+    channel: str = (
+        ""  # the whole channel name, when rows of one call share it (else from caller_chan)
+    )
+    dstchannel: str = ""  # likewise for the callee's channel
 
 
 def us_number(rng: random.Random, areas: tuple[str, ...] = US_AREAS) -> str:
@@ -322,6 +332,148 @@ def attack(rng: random.Random) -> list[Call]:
     return calls
 
 
+# Calls that went out again without a phone dialling them. Channel names are given whole, since the rows
+# of one call share them: the trunk's channel of an inbound call, the two halves of a Local channel.
+MOBILE_1004 = "19175550142"  # Tom Becker's mobile: his extension forwards there (FreePBX CF, Local)
+MOBILE_2000 = "16465550120"  # Dana Whitfield's mobile: the dialplan tries her desk, then this
+DID_2000 = "2125550120"
+FOLLOW_ME_1001 = ("19175550111", "12015550112")  # Maria Lopez's follow-me: mobile, then home
+DID_1019 = "2125550119"
+XFER_START = datetime(2026, 11, 27, 22, 40, tzinfo=TZ)  # Friday night after Thanksgiving
+XFER_END = datetime(2026, 11, 28, 2, 10, tzinfo=TZ)
+XFER_BY = "1019"
+
+
+class Channels:
+    """Names of channels, numbered from far above the ones rows() numbers."""
+
+    def __init__(self) -> None:
+        self.n = 0x4000
+
+    def trunk(self) -> str:
+        self.n += 1
+        return f"PJSIP/{TRUNK}-{self.n:08x}"
+
+    def phone(self, ext: str) -> str:
+        self.n += 1
+        return f"PJSIP/{ext}-{self.n:08x}"
+
+    def local(self, number: str) -> str:
+        self.n += 1
+        return f"Local/{number}@from-internal-{self.n:08x};"
+
+
+def forwarded(rng: random.Random, names: Channels) -> list[Call]:
+    """Legitimate legs no phone dialled: forwards to staff mobiles and follow-me, as Asterisk writes them.
+
+    * 1004 forwards his extension to his mobile on Tuesday and Thursday afternoons (FreePBX's call
+      forward with a ring time: the inbound channel dials ``Local/<mobile>@from-internal``, whose ``;2``
+      half dials the trunk); callers reach him on ``from-did-direct``.
+    * Calls to 2000's own number (DID 2125550120) ring her desk for 20 s, then her mobile: the inbound
+      context's own ``Dial(PJSIP/<mobile>@voipco)`` on the same trunk channel (``dst`` is the DID).
+    * 1001's follow-me rings her desk, mobile and home at once (``Local`` channels from
+      ``ext-findmefollow``): each external leg is a row of its own.
+    """
+    calls: list[Call] = []
+    for n in range(DAYS):
+        day = FIRST_DAY + timedelta(days=n)
+        if day.weekday() >= 5 or day in (THANKSGIVING, THANKSGIVING + timedelta(days=1)):
+            continue
+        noon = datetime(day.year, day.month, day.day, tzinfo=TZ)
+        if day.weekday() in (1, 3):  # 1004 out at customers
+            for _ in range(rng.randrange(2, 5)):
+                start = noon + timedelta(hours=rng.uniform(13, 17.5))
+                caller = us_number(rng, US_AREAS + US_FAR)
+                inbound, local = names.trunk(), names.local(MOBILE_1004)
+                ring, talk, disposition = outcome(rng)
+                calls.append(Call(start, ring, talk, disposition, caller, "1004", "from-did-direct",
+                                  f'"{caller}" <{caller}>', "", "", "Dial",
+                                  f"Local/{MOBILE_1004}@from-internal/n,,HhTtr",
+                                  inbound, local + "1"))  # fmt: skip
+                calls.append(Call(start + timedelta(seconds=1), max(ring - 1, 0), talk, disposition,
+                                  caller, MOBILE_1004, "from-internal", f'"{caller}" <{caller}>',
+                                  "", "", "Dial", f"PJSIP/{MOBILE_1004}@{TRUNK},300,T",
+                                  local + "2", names.trunk()))  # fmt: skip
+        for _ in range(rng.randrange(0, 3)):  # 2000's direct line: desk, then mobile
+            start = noon + timedelta(hours=rng.uniform(9, 18))
+            caller = us_number(rng, US_AREAS + US_FAR)
+            inbound = names.trunk()
+            calls.append(Call(start, 20, 0, "NO ANSWER", caller, DID_2000, "from-trunk",
+                              f'"{caller}" <{caller}>', "", "", "Dial", "PJSIP/2000,20,t",
+                              inbound, names.phone("2000")))  # fmt: skip
+            ring, talk, disposition = outcome(rng)
+            calls.append(Call(start + timedelta(seconds=20), ring, talk, disposition, caller,
+                              DID_2000, "from-trunk", f'"{caller}" <{caller}>', "", "", "Dial",
+                              f"PJSIP/{MOBILE_2000}@{TRUNK},300,t", inbound, names.trunk()))  # fmt: skip
+        for _ in range(rng.randrange(1, 4)):  # 1001's follow-me: desk, mobile and home at once
+            start = noon + timedelta(hours=rng.uniform(8.5, 18))
+            caller = us_number(rng, US_AREAS + US_FAR)
+            clid = f'"{caller}" <{caller}>'
+            inbound = names.trunk()
+            ring = rng.randrange(6, 25)
+            talk = int(rng.lognormvariate(4.8, 0.9)) + 5
+            who = rng.choice(("desk", *FOLLOW_ME_1001))
+            calls.append(Call(start, ring, talk if who == "desk" else 0,
+                              "ANSWERED" if who == "desk" else "NO ANSWER", caller, "1001",
+                              "ext-findmefollow", clid, "", "", "Dial", "PJSIP/1001,25,Ttr",
+                              inbound, names.phone("1001")))  # fmt: skip
+            for number in FOLLOW_ME_1001:
+                local = names.local(number)
+                answered = who == number
+                calls.append(Call(start, ring, talk if answered else 0,
+                                  "ANSWERED" if answered else "NO ANSWER", caller, "1001",
+                                  "ext-findmefollow", clid, "", "", "Dial",
+                                  f"Local/{number}@from-internal/n,25,Ttr",
+                                  inbound, local + "1"))  # fmt: skip
+                calls.append(Call(start + timedelta(seconds=1), ring - 1, talk if answered else 0,
+                                  "ANSWERED" if answered else "NO ANSWER", caller, number,
+                                  "from-internal", clid, "", "", "Dial",
+                                  f"PJSIP/{number}@{TRUNK},300,T", local + "2", names.trunk()))  # fmt: skip
+    return calls
+
+
+def transfer_attack(rng: random.Random, names: Channels) -> list[Call]:
+    """Friday 27 November, 22:40 to 02:10: the fraudster's own calls to 1019's direct line, answered by
+    his softphone on 1019's phished password, each blind-transferred (FreePBX ``##``, so the caller's
+    channel goes on in ``from-internal-xfer``) to premium numbers abroad: the trunk's channel of an
+    inbound call places the outbound leg, which no phone dialled."""
+    calls: list[Call] = []
+
+    def abroad() -> str:
+        r = rng.random()
+        if r < 0.3:
+            return f"011371900{rng.randrange(10**5):05d}"  # Latvia, premium 90x
+        if r < 0.5:
+            return f"0115372{rng.randrange(10**5, 10**6)}"  # Cuba, Havana
+        if r < 0.7:
+            return f"01144909{rng.randrange(10**6, 10**7)}"  # UK premium rate 09
+        return f"01144207946{rng.randrange(1000):04d}"  # London: an office destination
+
+    lines = [XFER_START + timedelta(seconds=rng.randrange(0, 900)) for _ in range(4)]
+    while True:
+        i = min(range(len(lines)), key=lines.__getitem__)
+        start = lines[i]
+        if start >= XFER_END:
+            break
+        caller = f"4420794{rng.randrange(10**5, 10**6)}"  # a London-looking CLI, as sent
+        clid = f'"{caller}" <{caller}>'
+        inbound = names.trunk()
+        answer = rng.randrange(3, 8)
+        held = rng.randrange(8, 20)  # answered, then transferred
+        calls.append(Call(start, answer, held, "ANSWERED", caller, DID_1019, "from-trunk", clid,
+                          "", "", "Dial", f"PJSIP/{XFER_BY},20,Ttr",
+                          inbound, names.phone(XFER_BY)))  # fmt: skip
+        number = abroad()
+        ring = rng.randrange(2, 6)
+        talk = min(int(rng.lognormvariate(7.2, 0.4)), 2 * 3600)  # ~22 minutes
+        went = start + timedelta(seconds=answer + held)
+        calls.append(Call(went, ring, talk, "ANSWERED", caller, number, "from-internal-xfer", clid,
+                          "", "", "Dial", f"PJSIP/{number}@{TRUNK},300,T",
+                          inbound, names.trunk()))  # fmt: skip
+        lines[i] = went + timedelta(seconds=ring + talk + rng.randrange(5, 60))
+    return calls
+
+
 def calls_of(seed: int = SEED) -> list[Call]:
     rng = random.Random(seed)
     calls: list[Call] = []
@@ -337,6 +489,9 @@ def calls_of(seed: int = SEED) -> list[Call]:
         calls += lobby_day(rng, day)
     calls += honest_mistakes(rng)
     calls += attack(rng)
+    names = Channels()
+    calls += forwarded(random.Random(f"{seed}-forwarded"), names)
+    calls += transfer_attack(random.Random(f"{seed}-transfer"), names)
     return calls
 
 
@@ -349,10 +504,12 @@ def rows(calls: list[Call]) -> list[str]:
         end = call.start + timedelta(seconds=call.ring + call.talk)
         answer = f'"{(call.start + timedelta(seconds=call.ring)):{stamp}}"' if call.talk else ""
         callee = f"PJSIP/{call.callee_chan}-{seq + 1:08x}" if call.callee_chan else ""
+        caller = call.channel or f"PJSIP/{call.caller_chan}-{seq:08x}"
+        callee = call.dstchannel or callee
         clid = call.clid.replace('"', '""')
         written.append((end, seq, (
             f'"","{call.src}","{call.dst}","{call.dcontext}","{clid}",'
-            f'"PJSIP/{call.caller_chan}-{seq:08x}","{callee}","{call.lastapp}","{call.lastdata}",'
+            f'"{caller}","{callee}","{call.lastapp}","{call.lastdata}",'
             f'"{call.start:{stamp}}",{answer},"{end:{stamp}}",{call.ring + call.talk},{call.talk},'
             f'"{call.disposition}","DOCUMENTATION","{int(call.start.timestamp())}.{seq}",""\n'
         )))  # fmt: skip

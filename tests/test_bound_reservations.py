@@ -210,7 +210,7 @@ def test_replay_settles_each_call_under_its_reservation_id() -> None:
         [sys.executable, "-m", "callgate.cli", "replay", "examples/Master.csv"],
         capture_output=True, text=True, cwd=root, timeout=300, check=True,
     )  # fmt: skip
-    assert "allowed 1318 (9 cut short), denied 851" in done.stdout
+    assert "allowed 1439 (9 cut short), denied 886" in done.stdout
     assert [line.split()[-1] for line in done.stdout.splitlines() if "concurrent_calls  " in line][
         -1:
     ] == ["3"]

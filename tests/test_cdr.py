@@ -64,22 +64,25 @@ def read(text: str, tz: tzinfo = NY) -> tuple[list[CdrRow], list[CdrError]]:
 
 
 @pytest.mark.parametrize(
-    ("extra", "uniqueid", "userfield"),
+    ("extra", "uniqueid", "userfield", "linkedid"),
     [
-        ((), None, None),
-        (("1794927600.26",), "1794927600.26", None),
-        (("1794927600.26", "vip"), "1794927600.26", "vip"),
-        (("", "1794927600.26", "3"), None, None),  # newcdrcolumns: peeraccount, linkedid, sequence
-        (("1794927600.26", "", "1794927600.26", "3"), "1794927600.26", None),
-        (("1794927600.26", "vip", "", "1794927600.26", "3"), "1794927600.26", "vip"),
+        ((), None, None, None),
+        (("1794927600.26",), "1794927600.26", None, None),
+        (("1794927600.26", "vip"), "1794927600.26", "vip", None),
+        (("", "1794927600.20", "3"), None, None, "1794927600.20"),  # peeraccount, linkedid, sequence
+        (("1794927600.26", "", "1794927600.20", "3"), "1794927600.26", None, "1794927600.20"),
+        (("1794927600.26", "vip", "", "1794927600.20", "3"), "1794927600.26", "vip", "1794927600.20"),
     ],
-)
-def test_field_counts(extra: tuple[str, ...], uniqueid: str | None, userfield: str | None) -> None:
-    """16, 17 and 18 fields (loguniqueid, loguserfield), and the three newcdrcolumns after them."""
+)  # fmt: skip
+def test_field_counts(
+    extra: tuple[str, ...], uniqueid: str | None, userfield: str | None, linkedid: str | None
+) -> None:
+    """16, 17 and 18 fields (loguniqueid, loguserfield), and the three newcdrcolumns after them (of
+    which linkedid is kept)."""
     rows, errors = read(cdr_line(extra))
     assert errors == []
     [row] = rows
-    assert (row.uniqueid, row.userfield) == (uniqueid, userfield)
+    assert (row.uniqueid, row.userfield, row.linkedid) == (uniqueid, userfield, linkedid)
     assert (row.line, row.src, row.dst, row.dcontext, row.clid) == (
         1, "1001", "912125550123", "from-internal", '"Alice" <1001>',
     )  # fmt: skip

@@ -9,8 +9,9 @@ field is doubled) except the two integers and an empty date, in this order::
 
 ``uniqueid`` is written with ``loguniqueid=yes`` and ``userfield`` with ``loguserfield=yes``
 (cdr.conf's sample sets both); ``newcdrcolumns=yes`` appends the last three. So a row has 16 to 21
-fields: 17 or 20 fields are read as having a ``uniqueid`` but no ``userfield``; the three newer
-columns are checked (the last is an integer) and not kept. There is no header line, but a first
+fields: 17 or 20 fields are read as having a ``uniqueid`` but no ``userfield``; of the three newer
+columns (checked: the last is an integer) ``linkedid`` is kept, the id of the call's first channel
+that every channel of the call shares (replay links a call's legs by it). There is no header line, but a first
 line whose first field is ``accountcode`` (as spreadsheet exports add) is skipped.
 
 A row is refused, with the line it starts on, when its quotes do not balance (cdr_csv doubles a
@@ -83,6 +84,7 @@ class CdrRow(NamedTuple):
     amaflags: str
     uniqueid: str | None  # None unless loguniqueid=yes
     userfield: str | None  # None unless loguserfield=yes
+    linkedid: str | None = None  # None unless newcdrcolumns=yes
 
 
 class CdrError(CallgateError, ValueError):
@@ -170,6 +172,7 @@ def read_cdr(
                 fields[15],
                 fields[16] if kept > 16 else None,
                 fields[17] if kept > 17 else None,
+                fields[-2] if n > 18 else None,
             ),
         )
 

@@ -1,5 +1,9 @@
 """Replay an Asterisk ``Master.csv`` through a policy: what would have been stopped, and what it saves.
 
+Each outbound leg is judged with its :class:`~callgate.core.origins.Origin` and the extension that caused
+it, told from the CDR's own columns by :class:`Linker` (a phone's own call, a forward, a follow-me or
+ring group leg through a ``Local`` channel, a transfer); never from the outside caller's number.
+
 Rows are streamed and reordered by start time within a bounded horizon (cdr_csv writes a row when a call
 ends). Each outbound call is decided by the very engine ``serve`` runs, on the in-process store, at its
 start time; an allowed call lasts its real billable seconds cut to its allowed seconds, and is settled when
@@ -11,17 +15,18 @@ from __future__ import annotations
 import gc
 import heapq
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text, to_micro
 from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.engine import rule_on
 from callgate.core.memo import Memo
+from callgate.core.origins import Origin
 from callgate.core.plan import prepare
 from callgate.core.policy import Policy
 from callgate.core.reasons import Verdict
@@ -33,7 +38,12 @@ from callgate.store.memory import MemoryStore
 INBOUND_CONTEXTS = frozenset(
     {"from-pstn", "from-trunk", "ext-did", "from-did-direct", "from-external", "from-sip-external"}
 )
+# Destination contexts of a blind transfer's transferee (FreePBX's; plain Asterisk: TRANSFER_CONTEXT).
+TRANSFER_CONTEXTS = frozenset({"from-internal-xfer"})
 _SHORT_CODE = re.compile(r"[0-9*#]+", re.ASCII)  # an extension or a feature code, when short
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_LINK_HORIZON_MS = 24 * 3600 * 1000  # how long replay remembers a channel (the longest call)
+_T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z]+", re.ASCII)  # s, h, i, t, fax: the dialplan's own extensions
 
 
@@ -53,6 +63,11 @@ class Replayed(NamedTuple):
     allowed_micro: int  # what it would have cost under the policy, micro-units
     start: str = ""
     reported: tuple[str, ...] = ()  # reasons of the rules in mode: report that would have denied
+    origin: str = "dialled"  # who caused the leg (core.origins.Origin)
+    extension: str | None = (
+        None  # whom it is charged to ("" when the CDR cannot tell); None: skipped
+    )
+    via: str = ""  # the inbound DID (or the trunk) that brought the call in, when known
 
     @property
     def cost(self) -> Decimal:
@@ -76,6 +91,9 @@ class Replayed(NamedTuple):
             "cost": money_text(self.cost_micro),
             "allowed_cost": money_text(self.allowed_micro),
             "reported": list(self.reported),
+            "origin": self.origin,
+            "extension": self.extension,
+            "via": self.via,
         }
 
 
@@ -90,6 +108,8 @@ class Totals:
     cost: int = 0  # micro-units, as the CDR happened
     allowed_cost: int = 0  # micro-units, under the policy
     by_report: Counter[str] = field(default_factory=Counter)  # mode: report rules that would deny
+    by_origin: Counter[tuple[str, str]] = field(default_factory=Counter)  # (origin, verdict)
+    unattributed: int = 0  # legs no phone dialled whose extension the CDR could not tell
 
     @property
     def saved(self) -> Decimal:
@@ -100,6 +120,9 @@ class Totals:
         if r.verdict == "skip":
             return
         self.calls += 1
+        if r.origin != "dialled":
+            self.by_origin[r.origin, r.verdict] += 1
+            self.unattributed += not r.extension
         self.cost += r.cost_micro
         self.allowed_cost += r.allowed_micro
         if r.reported:
@@ -130,6 +153,12 @@ class Filter:
     internal_digits: int = (
         5  # a dialled string of at most this many digits is an internal extension
     )
+    transfer: frozenset[str] = TRANSFER_CONTEXTS  # dcontexts of a transferee's leg
+    forward: frozenset[str] = frozenset()  # dcontexts whose outbound legs are forwards
+    trunks: frozenset[str] = frozenset()  # trunk endpoints, besides those seen bringing calls in
+    via: tuple[
+        tuple[str, str], ...
+    ] = ()  # (DID or trunk, extension): who a call that came in on it is for
 
     def outbound(self, row: CdrRow, emergency: frozenset[str] = frozenset()) -> bool:
         """``emergency``: the policy's emergency numbers, also behind each outside-line prefix
@@ -150,6 +179,183 @@ def emergency_numbers(policy: Policy) -> frozenset[str]:
     return alone | {p + e for p in policy.site.outside_line for e in alone}
 
 
+class Cause(NamedTuple):
+    """Who an outbound leg is charged to, and why."""
+
+    extension: str  # "" when the CDR cannot tell
+    origin: Origin
+    via: str = ""  # the inbound DID, or the trunk when the DID is not in the CDR
+
+
+class _Seen(NamedTuple):
+    """What a channel's earlier rows said: the cause of its own legs and the phone it last reached."""
+
+    cause: Cause
+    phone: str  # the extension of the phone it last reached, "" if none
+    answered: bool  # that phone answered
+
+
+def endpoint(channel: str) -> tuple[str, str]:
+    """``PJSIP/voipco-0000001a`` -> ``("PJSIP", "voipco")``; a Local channel's name without ``;1``/``;2``:
+    ``Local/19175550142@from-internal-0000002b;2`` -> ``("Local", "19175550142@from-internal-0000002b")``."""
+    tech, _, rest = channel.partition("/")
+    if tech == "Local":
+        return tech, rest[:-2] if rest[-2:] in (";1", ";2") else rest
+    name, dash, _ = rest.rpartition("-")
+    return tech, name if dash else rest
+
+
+def dial_target(lastdata: str, trunk: str) -> str | None:
+    """The number ``Dial()``'s arguments send to the endpoint ``trunk``: ``PJSIP/NUMBER@trunk``, or
+    ``SIP/trunk/NUMBER`` (also IAX2, DAHDI...); the first such target of an ``&`` list, else None."""
+    for target in lastdata.partition(",")[0].split("&"):
+        rest = target.partition("/")[2]
+        number, at, name = rest.rpartition("@")
+        if at and name == trunk and number:
+            return number
+        name, slash, number = rest.partition("/")
+        if slash and name == trunk and number and "/" not in number:
+            return number
+    return None
+
+
+class Linker:
+    """Tells, from a row and the call's earlier rows, whether the row is an outbound leg, the string it
+    dialled and who caused it (a :class:`Cause`). Rows must come in start order.
+
+    A channel's earlier rows are remembered by channel name (unique within a call), a ``Local`` channel's
+    cause by its name without ``;1``/``;2``, and a call's inbound side by ``linkedid`` (newcdrcolumns), for
+    a day (bounded). Trunks are the endpoints given, and every endpoint seen bringing a call into an
+    inbound context. The outside caller's number (``src`` of a trunk's or a Local channel's row) is
+    never used. docs/operations.md lists the shapes and what each needs from the admin.
+    """
+
+    def __init__(self, only: Filter, endpoints: Mapping[str, str] | None = None) -> None:
+        self.only = only
+        self.via = dict(only.via)
+        self.trunks = set(only.trunks)
+        self.endpoints = endpoints or {}
+        self.channels: dict[str, tuple[int, _Seen]] = {}
+        self.locals: dict[str, tuple[int, Cause]] = {}
+        self.calls: dict[str, tuple[int, Cause]] = {}
+        self.expiry: deque[tuple[int, int, str]] = deque()  # (start ms, table, key)
+
+    def leg(
+        self, row: CdrRow, start_ms: int, emergency: frozenset[str] = frozenset()
+    ) -> tuple[str, Cause] | None:
+        """The dialled string and cause of ``row`` when it is an outbound leg, else None; the row is
+        remembered either way."""
+        only = self.only
+        self._forget(start_ms - _LINK_HORIZON_MS)
+        tech, name = endpoint(row.channel)
+        inbound = row.dcontext in only.inbound
+        if inbound and tech != "Local" and name:
+            self.trunks.add(name)
+        dtech, dname = endpoint(row.dstchannel) if row.dstchannel else ("", "")
+        outbound = only.outbound(row, emergency)
+        target = None
+        if dname and dtech != "Local" and not (outbound and dname in self.trunks):
+            target = dial_target(row.lastdata, dname)
+            if target is not None:  # Dial(PJSIP/NUMBER@endpoint) reached that endpoint: a trunk
+                self.trunks.add(dname)
+        seen = self._get(self.channels, row.channel)
+        if tech == "Local":
+            cause = self._get(self.locals, name) or self._get(self.calls, row.linkedid or "")
+            if cause is None:
+                cause = Cause("", Origin.FORWARD)
+        elif name in self.trunks:  # a call that came in: src is the outside caller
+            if seen is not None:
+                cause = seen.cause
+            else:
+                via = row.dst if inbound and row.dst and not _is_short(row.dst, only) else name
+                cause = Cause(self.via.get(via) or self.via.get(name, ""), Origin.FORWARD, via)
+        elif seen is not None and not seen.phone:
+            cause = seen.cause  # a phone's channel that the far end transferred
+        else:
+            cause = Cause(row.src, Origin.DIALLED)
+        if seen is not None and seen.phone:  # a phone was reached on this channel before
+            origin = Origin.TRANSFER if seen.answered else Origin.FORWARD
+            cause = Cause(seen.phone, origin, cause.via)
+        dialled: str | None = None
+        if outbound:
+            dialled = row.dst
+        elif (
+            target is not None
+            and not (only.contexts and row.dcontext not in only.contexts)
+            and (inbound or cause.origin is not Origin.DIALLED or _DIGITS.fullmatch(row.dst))
+        ):  # a Dial() to a trunk from an inbound context, a call that came in, or an extension
+            dialled = target
+            if cause.origin is Origin.DIALLED:
+                cause = Cause(self._extension(row.dst, cause), Origin.FORWARD, cause.via)
+        if row.dcontext in only.transfer:
+            cause = cause._replace(origin=Origin.TRANSFER)
+        elif row.dcontext in only.forward and cause.origin is Origin.DIALLED:
+            cause = cause._replace(origin=Origin.FORWARD)
+        self._remember(row, start_ms, tech, name, dtech, dname, cause, seen)
+        return None if dialled is None else (dialled, cause)
+
+    def _extension(self, dst: str, cause: Cause) -> str:
+        """The extension a call reached when it went on elsewhere: ``dst`` when it is an extension, the
+        extension of the DID ``dst`` (``via``), else the cause's own."""
+        if len(dst) <= self.only.internal_digits and _DIGITS.fullmatch(dst):
+            return dst
+        return self.via.get(dst) or cause.extension
+
+    def _remember(  # noqa: PLR0917
+        self,
+        row: CdrRow,
+        start_ms: int,
+        tech: str,
+        name: str,
+        dtech: str,
+        dname: str,
+        cause: Cause,
+        seen: _Seen | None,
+    ) -> None:
+        base = cause if seen is None else seen.cause
+        phone, answered = ("", False) if seen is None else (seen.phone, seen.answered)
+        if row.dstchannel and dtech != "Local" and dname not in self.trunks:
+            phone, answered = self.endpoints.get(dname, dname), row.billsec > 0
+            if tech != "Local" and name in self.trunks and answered:  # the far end may transfer it
+                self._put(self.channels, 0, row.dstchannel, start_ms,
+                          _Seen(Cause(phone, Origin.TRANSFER, base.via), "", False))  # fmt: skip
+        if phone or base.origin is not Origin.DIALLED:  # else a later row is the phone's own too
+            self._put(self.channels, 0, row.channel, start_ms, _Seen(base, phone, answered))
+        if dtech == "Local":
+            if cause.origin is Origin.DIALLED and not _is_short(row.dst, self.only):
+                leg = cause  # a phone's own call that goes out through a Local channel
+            else:
+                origin = Origin.TRANSFER if cause.origin is Origin.TRANSFER else Origin.FORWARD
+                leg = Cause(self._extension(row.dst, cause), origin, cause.via)
+            self._put(self.locals, 1, dname, start_ms, leg)
+        linked = row.linkedid
+        if linked and tech != "Local" and name in self.trunks and linked not in self.calls:
+            self._put(self.calls, 2, linked, start_ms, base)
+
+    def _get(self, table: dict[str, tuple[int, _T]], key: str) -> _T | None:
+        found = table.get(key)
+        return None if found is None else found[1]
+
+    def _put(
+        self, table: dict[str, tuple[int, _T]], kind: int, key: str, ms: int, value: _T
+    ) -> None:
+        table[key] = (ms, value)
+        self.expiry.append((ms, kind, key))
+
+    def _forget(self, before_ms: int) -> None:
+        expiry = self.expiry
+        while expiry and expiry[0][0] < before_ms:
+            ms, kind, key = expiry.popleft()
+            table: dict[str, tuple[int, object]] = (self.channels, self.locals, self.calls)[kind]  # type: ignore[assignment]
+            found = table.get(key)
+            if found is not None and found[0] == ms:
+                del table[key]
+
+
+def _is_short(dst: str, only: Filter) -> bool:
+    return len(dst) <= only.internal_digits and _SHORT_CODE.fullmatch(dst) is not None
+
+
 def replay(
     policy: Policy,
     rows: Iterable[CdrRow],
@@ -157,18 +363,24 @@ def replay(
     only: Filter = Filter(),
     store: MemoryStore | None = None,
 ) -> Iterator[Replayed]:
-    """Decide every row (in start order) and yield what happened to it."""
+    """Decide every row (in start order) and yield what happened to it.
+
+    Each outbound leg is judged as the leg of its origin, charged to the extension that caused it
+    (:class:`Linker`); ``dst`` of a :class:`Replayed` is the string judged: the row's ``dst``, or the
+    number ``Dial()`` sent to the trunk when ``dst`` is the DID or extension the call came in on."""
     store = store or MemoryStore()
     memo = Memo(policy)
+    linker = Linker(only, policy.endpoints)
     site, emergency, increment = policy.site.name, emergency_numbers(policy), policy.rates.increment
-    # (end ms, call id, billsec, extension) of the allowed calls in progress
-    ending: list[tuple[int, str, int, str]] = []
+    # (end ms, call id, billsec, extension, origin) of the allowed calls in progress
+    ending: list[tuple[int, str, int, str, Origin]] = []
     for row in rows:
         start_ms = int(row.start.timestamp() * 1000)
         while ending and ending[0][0] <= start_ms:
             _settle(memo, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
-        if not only.outbound(row, emergency):
+        leg = linker.leg(row, start_ms, emergency)
+        if leg is None:
             yield Replayed(
                 call_id,
                 row.src,
@@ -183,7 +395,9 @@ def replay(
                 0,
             )
             continue
-        prepared = prepare(memo, CallAttempt(call_id, row.src, row.dst, row.accountcode), row.start)
+        dialled, (extension, origin, via) = leg
+        attempt = CallAttempt(call_id, extension, dialled, row.accountcode, origin=origin, via=via)
+        prepared = prepare(memo, attempt, row.start)
         outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
         ruling = rule_on(prepared, outcome, detail=False)
         rate = to_micro(prepared.rate) if prepared.rate is not None else 0
@@ -196,31 +410,33 @@ def replay(
                 end_ms = start_ms + ring_ms + seconds * 1000
                 # settled under the reservation id it was admitted with (plan.reservation_id)
                 reservation = prepared.admission.call_id
-                heapq.heappush(ending, (end_ms, reservation, seconds, row.src))
+                heapq.heappush(ending, (end_ms, reservation, seconds, extension, origin))
             verdict, allowed_seconds = "allow", ruling.seconds or row.billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0
-            lockdown = lockdown_rule(memo, ruling.reason)
+            lockdown = lockdown_rule(memo, ruling.reason, origin)
             if lockdown is not None:
-                store.count_burst_now(site, row.src, call_id, start_ms, lockdown)
+                store.count_burst_now(site, extension, call_id, start_ms, lockdown)
         number = prepared.number
         reported = tuple(
             r.reason.value for r in ruling.results if r.outcome == REPORT and r.reason is not None
         )
         yield Replayed(
-            call_id, row.src, row.dst, number.e164, number.country, verdict, ruling.reason.value,
+            call_id, row.src, dialled, number.e164, number.country, verdict, ruling.reason.value,
             row.billsec, allowed_seconds, cost, allowed_cost, reported=reported,
+            origin=origin.value, extension=extension, via=via,
         )  # fmt: skip
     while ending:
         _settle(memo, store, heapq.heappop(ending))
 
 
-def _settle(memo: Memo, store: MemoryStore, ending: tuple[int, str, int, str]) -> None:
-    """A replayed call ends: settle it, and count it if it was a short one (limits.short_calls)."""
-    end_ms, call_id, seconds, extension = ending
+def _settle(memo: Memo, store: MemoryStore, ending: tuple[int, str, int, str, Origin]) -> None:
+    """A replayed call ends: settle it, and count it if it was a short one (limits.short_calls; a
+    phone's own calls only)."""
+    end_ms, call_id, seconds, extension, origin = ending
     site = memo.policy.site.name
     store.settle_now(site, call_id, seconds, end_ms)
-    short = short_call_rule(memo, extension, seconds)
+    short = short_call_rule(memo, extension, seconds, origin)
     if short is not None:
         store.count_burst_now(site, extension, call_id, end_ms, short)
 

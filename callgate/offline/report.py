@@ -12,6 +12,7 @@ from callgate.core.origins import Origin
 from callgate.core.policy import Policy
 from callgate.offline.replay import Replayed, Totals
 
+_ORIGIN_ORDER = [origin.value for origin in Origin]
 _MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
 
 
@@ -66,9 +67,12 @@ def explain_json(decision: Decision) -> str:
 
 
 def replay_table(rows: Iterable[Replayed], out: TextIO, *, every: bool, currency: str) -> Totals:
-    """Write one line per denied or cut call (every call with ``every``); return the totals."""
+    """Write one line per denied or cut call (every call with ``every``); return the totals.
+
+    ``ext`` is the extension the leg is charged to (``?`` when the CDR cannot tell), ``origin`` who
+    caused it (dialled: the phone itself)."""
     totals = Totals()
-    header = f"{'uniqueid':<18} {'src':<6} {'dst':<16} {'country':<7} {'verdict':<5} {'reason':<28} {'billsec':>7} {'allowed':>7} {'cost':>9} {'kept':>9}"
+    header = f"{'uniqueid':<18} {'ext':<6} {'origin':<9} {'dst':<16} {'country':<7} {'verdict':<5} {'reason':<28} {'billsec':>7} {'allowed':>7} {'cost':>9} {'kept':>9}"
     out.write(header + "\n")
     for r in rows:
         totals.add(r)
@@ -77,7 +81,7 @@ def replay_table(rows: Iterable[Replayed], out: TextIO, *, every: bool, currency
         ):
             continue
         out.write(
-            f"{r.uniqueid:<18} {r.src:<6} {r.dst:<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
+            f"{r.uniqueid:<18} {r.extension or '?':<6} {r.origin:<9} {r.dst:<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
             f"{r.billsec:>7} {r.allowed_seconds:>7} {r.cost:>9.2f} {r.allowed_cost:>9.2f}\n"
         )
     out.write(totals_text(totals, currency) + "\n")
@@ -95,6 +99,17 @@ def totals_text(t: Totals, currency: str) -> str:
         f"  would deny (mode: report) {reason:<13} {count:>7}"
         for reason, count in t.by_report.most_common()
     ]
+    origins = sorted({origin for origin, _ in t.by_origin}, key=_ORIGIN_ORDER.index)
+    lines += [
+        f"  of which {origin} legs {t.by_origin[origin, 'allow'] + t.by_origin[origin, 'deny']}:"
+        f" allowed {t.by_origin[origin, 'allow']}, denied {t.by_origin[origin, 'deny']}"
+        for origin in origins
+    ]
+    if t.unattributed:
+        lines.append(
+            f"  {t.unattributed} legs no phone dialled have no extension in the CDR (ext ?, refused"
+            " unknown_extension): name it with --via DID=EXT or --via TRUNK=EXT"
+        )
     lines += [
         f"cost in the CDR      {cost:>12,.2f} {currency}",
         f"cost under policy    {kept:>12,.2f} {currency}",
