@@ -5,7 +5,8 @@ The dialplan passes what callgate needs as ``Stasis()`` arguments (docs/install.
     Stasis(callgate,${EXTEN})                                                plain Asterisk, PJSIP phones
     Stasis(callgate,${EXTEN},ext=${CALLGATE_EXTENSION},call=${CHANNEL(linkedid)},
            origin=${CALLGATE_ORIGIN},via=${CALLGATE_VIA})                        the shipped include
-    Stasis(callgate,<OUTPREFIX digits>${DIAL_NUMBER},ext=${AMPUSER},call=${CHANNEL(linkedid)})
+    Stasis(callgate,<OUTPREFIX digits>${DIAL_NUMBER},ext=<from AMPUSER, or the forward/follow-me/
+           transfer/DISA owner>,call=${CHANNEL(linkedid)},origin=...,via=${FROM_DID})
                                                                 FreePBX predial hooks (trunk, DUNDi)
 
 The first argument is the dialled string. Then, by name only and each at most once: ``ext=`` (the
