@@ -19,7 +19,8 @@ has no FreePBX device to transfer from, the variable Asterisk would set.
 Each Local leg runs `from-internal` → the outbound route, which clears `_NODEST` (`Set(_NODEST=)`,
 core_do_get_config l.2185-2310, modelled in `_route`) → `macro-dialout-trunk` → the hook. `dialparties.agi` is an AGI; its stand-in is dialplan.
 `macro-user-callerid`'s stand-in sets AMPUSER from `CALLGATE_EXTENSION`, which an inbound call does not
-have: AMPUSER is empty on its legs, as FreePBX's fallback leaves it for an outside caller (research, (a)).
+have; without it, from the caller id's device (MUC L37-38: `DB(DEVICE/<caller id>/user)`): empty for an
+outside caller, as FreePBX's fallback leaves it (research, (a)), unless his caller id is a device's.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ exten => 1,1,Set(_DISA=disa^${EXTEN}^newcall)
 exten => _X.,1,Dial(Local/${EXTEN}@${DISACONTEXT},300)
  same => n,Hangup()
 
+[custom-local] ; any path that dials an outside number through a Local channel (a queue's outside
+exten => _X.,1,Dial(Local/${EXTEN}@from-internal/n,30)  ; member, a custom destination): no forward
+ same => n,Hangup()
+
 [ext-local] ; macro-exten-vm (C:3587) → macro-dial-one's cf and dlocal (MD1:19, 141-152, 210)
 exten => _X.,1,Set(__EXTTOCALL=${EXTEN})
  same => n,Set(DEXTEN=${DB(CF/${EXTEN})})
@@ -142,8 +147,25 @@ BEFORE = (
 )
 
 
+# macro-user-callerid (MUC L37-38): with no CALLGATE_EXTENSION, AMPUSER is the caller id's device's user
+STAND_IN = "exten => s,1,Set(AMPUSER=${CALLGATE_EXTENSION})\n"
+USER_CALLERID = (
+    STAND_IN
+    + ' same => n,GotoIf($["${AMPUSER}" != "" | "${CALLERID(num)}" = ""]?done)\n'
+    + " same => n,Set(AMPUSER=${DB(DEVICE/${CALLERID(num)}/user)})\n"
+    + " same => n(done)"
+)
+assert FREEPBX17.count(STAND_IN + " same => n,Return()") == 1
+
+# The hook before outside callers' legs were told apart: an unrecognised leg was always "dialled".
+GUARD = ' same => n(dialled),GotoIf($["${FROM_DID}" = "" | "${tech}" = "PJSIP"]?done)  ; see 3.\n'
+assert HOOKS.read_text(encoding="utf-8").count(GUARD) == 1
+UNGUARDED = HOOKS.read_text(encoding="utf-8").replace(GUARD, " same => n(dialled),Return()\n")
+
+
 def _dialplan(hooks: Path) -> str:
-    return FREEPBX17.replace(f'#include "{HOOKS}"', f'#include "{hooks}"') + FREEPBX_PATHS
+    plan = FREEPBX17.replace(f'#include "{HOOKS}"', f'#include "{hooks}"') + FREEPBX_PATHS
+    return plan.replace(STAND_IN + " same => n,Return()", USER_CALLERID + ",Return()")
 
 
 def _configs(ast: AsteriskInstance) -> dict[str, str]:
@@ -270,24 +292,86 @@ async def test_a_number_not_on_the_follow_me_list_is_charged_to_nobody(
 
 
 @pytest.mark.parametrize(
-    "variables",
+    ("variables", "origin"),
     [
-        "__EXTTOCALL=1004,__NODEST=1002,FMGRP=1002",
-        "DISA=disa^1^newcall,__FROM_DID=2125550100",
+        ("__EXTTOCALL=1004,__NODEST=1002,FMGRP=1002", "dialled"),
+        # [phones] is a Local channel: with FROM_DID it is an outside call's leg (never "dialled");
+        # a real PJSIP phone's channel stays dialled, and here too it is never DISA's
+        ("DISA=disa^1^newcall,__FROM_DID=2125550100", "forward"),
     ],
 )
 async def test_a_phone_cannot_make_its_call_look_like_a_forward(
-    rig: Serving, watch: Watch, variables: str
+    rig: Serving, watch: Watch, variables: str, origin: str
 ) -> None:
     """A phone's own channel (here [phones], standing in for a PJSIP device, which sets no variable)
     carrying FreePBX's forward, follow-me or DISA variables (stale from an earlier hop of its call, or
-    sent by an IAX2 peer): it is no Local leg of from-internal, so its call stays dialled and charged
-    to the phone (1006, US only): London is refused as 1006's own call, never judged as a forward."""
+    sent by an IAX2 peer): it is no Local leg of from-internal, so its call is never judged as a
+    forward, follow-me or DISA leg and stays charged to the phone (1006, US only): London is refused."""
     await db_put(watch, "CF", "1004", LONDON)
     before = len(rig.decisions())
     await watch.originate("1006", LONDON, variables="," + variables)
     d = await rig.decision(LONDON, before)
-    assert (d["origin"], d["extension"], d["reason"]) == ("dialled", "1006", "country_not_allowed")
+    assert (d["origin"], d["extension"], d["verdict"]) == (origin, "1006", "DENY")
+    if origin == "dialled":
+        assert d["reason"] == "country_not_allowed"
+
+
+async def test_an_outside_caller_id_1001_on_a_local_leg_was_1001s_own_call(tmp_path: Path) -> None:
+    """The hole, with the hook as it was: an outside caller sets caller id 1001 and reaches a path that
+    dials London through a Local channel (no forward, follow-me, ring group or DISA). FreePBX's
+    user-callerid finds device 1001 from that caller id: AMPUSER=1001, and the leg was judged as
+    1001's own dialled call with 1001's rights (office may call GB): allowed."""
+    hooks = tmp_path / "unguarded.conf"
+    hooks.write_text(UNGUARDED, encoding="utf-8")
+    with serving(tmp_path, _dialplan(hooks), POLICY, _configs) as rig:
+        watch = await Watch.open(rig.ast)
+        try:
+            await db_put(watch, "DEVICE/1001", "user", "1001")
+            await inbound(watch, f"custom-local,{LONDON}", caller="1001")
+            decision = await rig.decision(LONDON, 0)
+        finally:
+            await watch.close()
+    assert (decision["origin"], decision["extension"], decision["reason"]) == (
+        "dialled",
+        "1001",
+        "allowed",
+    )
+
+
+async def test_an_outside_caller_id_1001_on_a_local_leg_is_a_forward(
+    rig: Serving, watch: Watch
+) -> None:
+    """Now: the same leg carries FreePBX's FROM_DID (an inbound call) on a channel that is no PJSIP
+    one: origin forward, via the DID, so the origins default (domestic only) applies: London is
+    refused forward_not_allowed, never 1001's own call."""
+    await db_put(watch, "DEVICE/1001", "user", "1001")
+    before = len(rig.decisions())
+    await inbound(watch, f"custom-local,{LONDON}", caller="1001")
+    await rig.decision(LONDON, before)
+    assert mine(rig, before) == [(LONDON, "forward", "1001", DID, "forward_not_allowed")]
+
+
+async def test_click_to_call_from_1001_is_still_its_dialled_call(
+    rig: Serving, watch: Watch
+) -> None:
+    """A click-to-call originate into from-internal (no inbound route, no FROM_DID): the Local leg's
+    AMPUSER is 1001 from its caller id, as before: 1001's own dialled call, allowed to London."""
+    await db_put(watch, "DEVICE/1001", "user", "1001")
+    before = len(rig.decisions())
+    reply = await watch.conn.send(
+        "Originate",
+        Channel=f"Local/{LONDON}@from-internal/n",
+        Context="park",
+        Exten="s",
+        Priority="1",
+        CallerID='"Ext 1001" <1001>',
+        Variable="__HOLD=1",
+        Async="true",
+        Timeout="30000",
+    )
+    assert reply.get("Response") == "Success", reply.headers
+    await rig.decision(LONDON, before)
+    assert mine(rig, before) == [(LONDON, "dialled", "1001", "", "allowed")]
 
 
 async def test_a_transfer_is_charged_to_the_transferer(rig: Serving, watch: Watch) -> None:
