@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from callgate.store.redis import RedisStore
+from tests.asterisk_rig import AsteriskInstance
+from tests.e2e import Watch
 from tests.servers import redis_server
 
 # The fixtures that start the session's real redis-server (``redis_store`` asks for ``redis_url``, so
@@ -37,3 +40,18 @@ async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
     await store.client.flushdb()
     yield store
     await store.aclose()
+
+
+class _Rig(Protocol):
+    """What a module's ``rig`` fixture gives: at least the running test Asterisk."""
+
+    @property
+    def ast(self) -> AsteriskInstance: ...
+
+
+@pytest.fixture
+async def watch(rig: _Rig) -> AsyncIterator[Watch]:
+    """Every AMI event of the module's rig, read by the test's own AMI user (tests/e2e.Watch)."""
+    w = await Watch.open(rig.ast)
+    yield w
+    await w.close()

@@ -33,6 +33,21 @@ DIALPLAN = ROOT / "dialplan"
 TEST_AMI_USER, TEST_AMI_SECRET = "tester", "tester-secret"
 CALLGATE_AMI_SECRET = "e2e-ami-secret"
 
+# The stand-in carrier ([pstn]: reached numbers are UserEvent PstnReached, held HOLD seconds) and a
+# parking place for the other half of an originated call; every real-Asterisk rig's dialplan ends with it.
+STAND_INS = """\
+[pstn]
+exten => _+X.,1,Goto(pstn,${EXTEN:1},1)
+exten => _X.,1,UserEvent(PstnReached,Number: ${EXTEN})
+ same => n,Answer()
+ same => n,Wait(${IF($["${HOLD}" = ""]?1:${HOLD})})
+ same => n,Hangup()
+
+[park]
+exten => s,1,Wait(120)
+ same => n,Hangup()
+"""
+
 EXTENSIONS = f"""\
 [globals]
 CALLGATE_TRUNK=Local
@@ -43,17 +58,7 @@ CALLGATE_TRUNK_SUFFIX=@pstn
 [phones]
 include => callgate-outbound
 
-[pstn]
-exten => _+X.,1,Goto(pstn,${{EXTEN:1}},1)
-exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
- same => n,Answer()
- same => n,Wait(${{IF($["${{HOLD}}" = ""]?1:${{HOLD}})}})
- same => n,Hangup()
-
-[park]
-exten => s,1,Wait(120)
- same => n,Hangup()
-"""
+{STAND_INS}"""
 
 POLICY = """\
 version: 1

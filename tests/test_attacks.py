@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from callgate.asterisk.ami import Message
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
     DIALPLAN,
+    STAND_INS,
     Serving,
     Watch,
     caller_leg_hangup,
@@ -64,17 +65,7 @@ exten => _X.,1,Stasis(callgate,${{EXTEN}})
  same => n,Dial(Local/${{CALLGATE_NUMBER}}@pstn,,L(${{CALLGATE_MAX_SECONDS}}000))
  same => n(no),Hangup(21)
 
-[pstn]
-exten => _+X.,1,Goto(pstn,${{EXTEN:1}},1)
-exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
- same => n,Answer()
- same => n,Wait(${{IF($["${{HOLD}}" = ""]?1:${{HOLD}})}})
- same => n,Hangup()
-
-[park]
-exten => s,1,Wait(120)
- same => n,Hangup()
-
+{STAND_INS}
 ; where a phone transfers a call: a colleague who answers and talks for two minutes (a new bridge)
 [colleague]
 exten => s,1,Dial(Local/s@colleague-phone)
@@ -162,13 +153,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     root = Path(tmp_path_factory.mktemp("attacks"))
     with serving(root, EXTENSIONS, POLICY, configs) as rig:
         yield rig
-
-
-@pytest.fixture
-async def watch(rig: Serving) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 def phone_call(rig: Serving, number: str, *, from_user: str = "1002", phone: str = "1002") -> None:

@@ -70,13 +70,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 @pytest.fixture
-async def watch(rig: Rig) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
-
-
-@pytest.fixture
 async def redis(rig: Rig) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
     yield client

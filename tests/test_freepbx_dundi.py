@@ -7,7 +7,7 @@ The route is `*88` followed by the number.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +26,6 @@ DUNDI = "*88"
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     with freepbx_rig(Path(tmp_path_factory.mktemp("dundi"))) as rig:
         yield rig
-
-
-@pytest.fixture
-async def watch(rig: Serving) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 async def test_a_dundi_call_is_judged_and_cut_at_its_allowed_seconds(

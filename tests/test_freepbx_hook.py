@@ -17,7 +17,7 @@ are marked as such. Trunks are Local channels into `[pstn]`, the carrier.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -316,13 +316,6 @@ def freepbx_rig(root: Path) -> Iterator[Serving]:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     with freepbx_rig(Path(tmp_path_factory.mktemp("fpbx"))) as rig:
         yield rig
-
-
-@pytest.fixture
-async def watch(rig: Serving) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 def user_events(watch: Watch, name: str, dialled: str = "") -> list[str]:

@@ -25,7 +25,7 @@ outside caller, as FreePBX's fallback leaves it (research, (a)), unless his call
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -177,13 +177,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     root = Path(tmp_path_factory.mktemp("fpbx-origins"))
     with serving(root, _dialplan(HOOKS), POLICY, _configs) as rig:
         yield rig
-
-
-@pytest.fixture
-async def watch(rig: Serving) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 async def db_put(watch: Watch, family: str, key: str, value: str) -> None:

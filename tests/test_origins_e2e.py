@@ -11,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from callgate.asterisk.ami import Message
 from tests.asterisk_rig import AsteriskInstance
-from tests.e2e import DIALPLAN, Serving, Watch, reached, serving, shipped_configs, trunk_numbers
+from tests.e2e import (
+    DIALPLAN,
+    STAND_INS,
+    Serving,
+    Watch,
+    reached,
+    serving,
+    shipped_configs,
+    trunk_numbers,
+)
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis-server too
@@ -60,17 +69,7 @@ exten => _X.,1,Set(CALLGATE_ORIGIN=disa)
  same => n,Set(CALLGATE_EXTENSION=1001)
  same => n,Goto(callgate-outbound,${{EXTEN}},1)
 
-[pstn]
-exten => _+X.,1,Goto(pstn,${{EXTEN:1}},1)
-exten => _X.,1,UserEvent(PstnReached,Number: ${{EXTEN}})
- same => n,Answer()
- same => n,Wait(${{IF($["${{HOLD}}" = ""]?1:${{HOLD}})}})
- same => n,Hangup()
-
-[park]
-exten => s,1,Wait(120)
- same => n,Hangup()
-"""
+{STAND_INS}"""
 
 POLICY = """\
 version: 1
@@ -120,13 +119,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     root = Path(tmp_path_factory.mktemp("origins"))
     with serving(root, EXTENSIONS, POLICY, configs) as rig:
         yield rig
-
-
-@pytest.fixture
-async def watch(rig: Serving) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 async def inbound(watch: Watch, exten: str, context: str = "from-trunk", hold: int = 1) -> None:

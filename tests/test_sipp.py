@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,13 +83,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             yield Rig(ast, gate)
         finally:
             gate.stop()
-
-
-@pytest.fixture
-async def watch(rig: Rig) -> AsyncIterator[Watch]:
-    w = await Watch.open(rig.ast)
-    yield w
-    await w.close()
 
 
 def sipp(rig: Rig, scenario: str, *sets: str) -> subprocess.CompletedProcess[str]:
