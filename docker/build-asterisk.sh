@@ -39,6 +39,7 @@ SOUNDS_DIR=/usr/share/asterisk/sounds/en_US_f_Allison # from asterisk-core-sound
 MODULES=(
 	app_stasis app_dial app_playback app_echo app_verbose app_senddtmf app_userevent
 	app_stack app_exec app_originate app_while app_milliwatt
+	app_voicemail app_disa app_confbridge app_queue app_read
 	'res_ari*' 'res_stasis*' res_http_websocket res_websocket_client
 	chan_pjsip 'res_pjsip*' res_pjproject 'res_sorcery_*' res_rtp_asterisk res_srtp
 	res_timing_timerfd res_clioriginate
@@ -57,7 +58,8 @@ REQUIRED=(app_stasis app_dial app_playback res_ari res_ari_channels res_stasis
 	res_http_websocket chan_pjsip res_pjsip res_pjsip_session res_pjsip_registrar
 	res_pjsip_endpoint_identifier_ip res_pjsip_endpoint_identifier_user res_pjproject
 	res_rtp_asterisk pbx_config cdr_csv cdr_manager func_timeout func_cdr
-	func_channel func_callerid codec_ulaw format_wav res_timing_timerfd bridge_simple)
+	func_channel func_callerid codec_ulaw format_wav res_timing_timerfd bridge_simple
+	app_voicemail app_disa app_confbridge app_queue)
 
 log() { printf '[build-asterisk] %s\n' "$*" >&2; }
 die() {
@@ -287,7 +289,10 @@ main() {
 	version=${version%%+*}       # drop +dfsg+~cs...: the upstream Asterisk version
 	[[ $version =~ ^[0-9][0-9A-Za-z.~_-]*$ ]] || die "unexpected asterisk version '$full_version'"
 	prefix="$CACHE_ROOT/$version"
-	if [[ -f $prefix/.complete ]]; then
+	# A build of another module list is rebuilt: the stamp names the lists it was built from.
+	local modset
+	modset=$(printf '%s\n' "${MODULES[@]}" -- "${REQUIRED[@]}" | sha256sum | cut -c1-16)
+	if [[ -f $prefix/.complete ]] && grep -qx "modules=$modset" "$prefix/.complete"; then
 		echo "$prefix"
 		return 0
 	fi
@@ -367,6 +372,7 @@ main() {
 	{
 		echo "debian_version=$full_version"
 		echo "pjproject=$pjver"
+		echo "modules=$modset"
 		echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 		printf 'timing %s\n' "${TIMINGS[@]}"
 	} >"$prefix/.complete.tmp"

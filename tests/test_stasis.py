@@ -71,7 +71,20 @@ FORGED = [
     ["2125550123", "ext=1001", "via=2125550100;origin=forward"],  # via outside its alphabet
     ["2125550123", "ext=1001", "via=" + "1" * 65],  # via too long
     ["2125550123", "ext=1001", "via=a b"],
+    # the transferring channel: a channel name, once
+    ["2125550123", "origin=transfer", "by=PJSIP/1001-00000001", "by=PJSIP/1002-00000002"],
+    ["2125550123", "origin=transfer", 'by=PJSIP/1001 "x"'],
+    ["2125550123", "origin=transfer", "by=PJSIP/" + "1" * 100],
 ]
+
+
+def test_the_transferring_channel_is_read_with_the_start() -> None:
+    """``by=``: the channel Asterisk wrote to BLINDTRANSFER/ATTENDEDTRANSFER, kept as it came; any
+    channel name's characters (IAX2's host:port, a Local channel's @ and ;)."""
+    for by in ("PJSIP/1001-0000000a", "Local/600@held-00000001;1", "IAX2/10.0.0.1:4569-1234", ""):
+        start = read_start(CHANNEL, ["2125550123", "origin=transfer", f"by={by}"])
+        assert start is not None
+        assert (start.attempt.origin, start.by) == (Origin.TRANSFER, by)
 
 
 @pytest.mark.parametrize("args", FORGED)
@@ -83,7 +96,7 @@ def test_forged_arguments_make_the_number_unreadable(args: list[str]) -> None:
     assert start.attempt.extension == ""
     assert start.attempt.call_id == ID
     assert start.attempt.leg == ID
-    assert (start.attempt.origin, start.attempt.via) == (Origin.DIALLED, "")
+    assert (start.attempt.origin, start.attempt.via, start.by) == (Origin.DIALLED, "", "")
 
 
 @pytest.mark.parametrize(

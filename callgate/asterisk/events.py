@@ -27,6 +27,7 @@ class Decided:
     channel_id: str
     seconds: float  # StasisStart to continue or hang-up, as the gate measured it
     endpoint: str = ""  # the PJSIP endpoint of the channel, charged or not (asterisk.identity)
+    by: str = ""  # a transfer's leg: the channel that transferred it
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,16 +119,24 @@ class Gate:
         return self.memo().policy
 
     async def decide(
-        self, attempt: CallAttempt, *, late: bool = False, endpoint: str = ""
+        self, attempt: CallAttempt, *, late: bool = False, endpoint: str = "", by: str = ""
     ) -> Decision:
         """``late``: the call already waited its deadline for the gate; the store is not asked.
 
         ``endpoint``: the PJSIP endpoint that authenticated the channel; the caller is worked out from
-        it and the dialplan's ``ext=`` by :func:`callgate.asterisk.identity.caller_extension`.
+        it and the dialplan's ``ext=`` by :func:`callgate.asterisk.identity.caller_extension`; ``by``: a
+        transfer's transferring channel, as the dialplan passed it.
         """
         memo = self.memo()
         policy = memo.policy
-        extension = caller_extension(policy.endpoints, endpoint, attempt.extension, attempt.origin)
+        extension = caller_extension(
+            policy.endpoints,
+            endpoint,
+            attempt.extension,
+            attempt.origin,
+            by=by,
+            known=lambda name: policy.rule_for(name) is not None,
+        )
         if extension != attempt.extension:
             attempt = replace(attempt, extension=extension)
         p = prepare(memo, attempt, self.clock())
@@ -163,18 +171,24 @@ class Gate:
         return conclude(p, outcome)
 
     async def handle(
-        self, channel_id: str, attempt: CallAttempt, *, late: bool = False, endpoint: str = ""
+        self,
+        channel_id: str,
+        attempt: CallAttempt,
+        *,
+        late: bool = False,
+        endpoint: str = "",
+        by: str = "",
     ) -> Decision:
         """Decide, set the channel variables, then continue or refuse the channel."""
         started = time.perf_counter()
-        decision = await self.decide(attempt, late=late, endpoint=endpoint)
+        decision = await self.decide(attempt, late=late, endpoint=endpoint, by=by)
         applied = await self.act(channel_id, decision)
         if not applied and decision.allowed and decision.reason is Reason.ALLOWED:
             # the caller hung up while the gate decided: the call was never dialled, release it now
             # rather than charge its whole reservation when it expires
             await self._release(decision)
         elapsed = time.perf_counter() - started
-        self.events.emit(Decided(decision, channel_id, elapsed, endpoint))
+        self.events.emit(Decided(decision, channel_id, elapsed, endpoint, by))
         if applied and decision.allowed and decision.reason is Reason.ALLOWED:
             self.live[decision.reservation] = AdmittedCall(
                 channel_id,

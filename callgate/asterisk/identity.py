@@ -28,7 +28,7 @@ split-from-the-extension arguments). And an origin only narrows what the extensi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from callgate.core.origins import Origin
 
@@ -44,10 +44,39 @@ def channel_endpoint(channel_name: str) -> str:
     return endpoint
 
 
-def caller_extension(
-    endpoints: Mapping[str, str], endpoint: str, ext: str, origin: Origin = Origin.DIALLED
+def transfer_extension(
+    endpoints: Mapping[str, str], by: str, endpoint: str, known: Callable[[str], bool]
 ) -> str:
-    """The extension a call is charged to; "" (refused as unknown) when it cannot be told."""
+    """Whom a transfer's leg is charged to when the dialplan names nobody: the transferring channel's
+    extension (``by``: the channel Asterisk wrote to BLINDTRANSFER or ATTENDEDTRANSFER on the channel it
+    sent on), if that is a PJSIP endpoint the policy knows as an extension: a phone that transferred its
+    caller abroad pays. Else the leg's own channel's, if it is one: the far end (a trunk) transferred a
+    phone's call, and the phone's user pays. Else nobody: refused as an unknown extension.
+
+    Both are channel names Asterisk chose; a phone can set neither (a SIP REFER names the target, not
+    the transferer), and being judged as a transfer only narrows what an extension may call."""
+    for candidate in (channel_endpoint(by), endpoint):
+        extension = endpoints.get(candidate, candidate) if candidate else ""
+        if extension and known(extension):
+            return extension
+    return ""
+
+
+def caller_extension(
+    endpoints: Mapping[str, str],
+    endpoint: str,
+    ext: str,
+    origin: Origin = Origin.DIALLED,
+    *,
+    by: str = "",
+    known: Callable[[str], bool] = lambda _: False,
+) -> str:
+    """The extension a call is charged to; "" (refused as unknown) when it cannot be told.
+
+    ``by``: for a transfer, the transferring channel (:func:`transfer_extension`); ``known`` tells an
+    extension the policy has from one it has not."""
+    if origin is Origin.TRANSFER and not ext:
+        return transfer_extension(endpoints, by, endpoint, known)
     if origin is not Origin.DIALLED:  # the causing extension, as the dialplan names it
         return ext
     if not endpoint:

@@ -4,7 +4,7 @@ The dialplan passes what callgate needs as ``Stasis()`` arguments (docs/install.
 
     Stasis(callgate,${EXTEN})                                                plain Asterisk, PJSIP phones
     Stasis(callgate,${EXTEN},ext=${CALLGATE_EXTENSION},call=${CHANNEL(linkedid)},
-           origin=${CALLGATE_ORIGIN},via=${CALLGATE_VIA})                        the shipped include
+           origin=${CALLGATE_ORIGIN},via=${CALLGATE_VIA},by=<BLINDTRANSFER>)     the shipped include
     Stasis(callgate,<OUTPREFIX digits>${DIAL_NUMBER},ext=<from AMPUSER, or the forward/follow-me/
            transfer/DISA owner>,call=${CHANNEL(linkedid)},origin=...,via=${FROM_DID})
                                                                 FreePBX predial hooks (trunk, DUNDi)
@@ -14,7 +14,10 @@ extension, for channels that are not PJSIP endpoints: callgate.asterisk.identity
 makes every trunk attempt of one call one decision; default: the channel id), ``account=`` (default:
 the channel's account code), ``origin=`` (who caused the leg, :class:`~callgate.core.origins.Origin`;
 default, or empty: ``dialled``) and ``via=`` (the inbound DID or trunk that brought the call in, 0 to 64
-of ``A-Z a-z 0-9 + . _ -``; recorded only). The caller id is never read: a phone sets its own.
+of ``A-Z a-z 0-9 + . _ -``; recorded only) and ``by=`` (a transfer's leg: the transferring channel
+Asterisk wrote to ``BLINDTRANSFER``/``ATTENDEDTRANSFER``, a channel name of at most 100 of
+``A-Z a-z 0-9 + . _ - / @ ; :``; it decides whom the leg is charged to, callgate.asterisk.identity).
+The caller id is never read: a phone sets its own.
 
 Asterisk substitutes ``${EXTEN}`` before it splits the arguments on commas, so a phone that dials
 ``011532345678,ext=1005,call=ATTACK`` adds arguments of its own. The shipped dialplan refuses such a
@@ -52,9 +55,11 @@ IN_FLIGHT = 64  # calls decided at once by one gate
 log = logging.getLogger("callgate.stasis")
 
 MAX_FIELD = 128
-_NAMED = frozenset({"ext", "call", "account", "origin", "via"})
+_NAMED = frozenset({"ext", "call", "account", "origin", "via", "by"})
 _CALL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 _VIA = re.compile(r"[A-Za-z0-9+._-]{0,64}", re.ASCII)  # a DID or a trunk's name; empty: not said
+# the channel that transferred (Asterisk's BLINDTRANSFER/ATTENDEDTRANSFER): a channel's name
+_BY = re.compile(r"[A-Za-z0-9+._@;:/-]{0,100}", re.ASCII)  # Asterisk: 80 at most
 _ORIGINS = {origin.value: origin for origin in Origin}
 
 
@@ -63,6 +68,7 @@ class Start:
     channel_id: str
     attempt: CallAttempt
     endpoint: str = ""  # the PJSIP endpoint that authenticated the channel, from its name
+    by: str = ""  # a transfer's leg: the channel that transferred it (the dialplan's ``by=``)
 
 
 def _field(value: object) -> str:
@@ -89,7 +95,13 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
     call_id = named.get("call") or channel_id
     origin = _ORIGINS.get(named.get("origin") or Origin.DIALLED.value)
     via = named.get("via", "")
-    if not _CALL_ID.fullmatch(call_id) or origin is None or not _VIA.fullmatch(via):
+    by = named.get("by", "")
+    if (
+        not _CALL_ID.fullmatch(call_id)
+        or origin is None
+        or not _VIA.fullmatch(via)
+        or not _BY.fullmatch(by)
+    ):
         forged = True
     dialled = _field(args[0]) if args else ""
     if forged:
@@ -106,7 +118,8 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
         origin=origin if origin is not None and not forged else Origin.DIALLED,
         via=via if not forged else "",
     )
-    return Start(channel_id, attempt, channel_endpoint(_field(channel.get("name"))))
+    endpoint = channel_endpoint(_field(channel.get("name")))
+    return Start(channel_id, attempt, endpoint, by if not forged else "")
 
 
 # Asterisk global variables the shipped dialplan reads with GLOBAL() (a channel variable cannot shadow
@@ -203,7 +216,7 @@ class Router:
             async with self.slots:
                 late = time.monotonic() - queued > self.gate.settings.deadline
                 await self.gate.handle(
-                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint
+                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by
                 )
         except AriUnavailable as exc:
             log.warning(

@@ -36,13 +36,14 @@ FLUSH_WITHIN = 2.0  # seconds the queue may take to reach the stream once serve 
 
 
 def entry(
-    decision: Decision, channel_id: str, elapsed_ms: float, endpoint: str = ""
+    decision: Decision, channel_id: str, elapsed_ms: float, endpoint: str = "", by: str = ""
 ) -> dict[str, str]:
     """The fields of one decision, as strings (the stream's and the log line's shape).
 
     ``extension`` is whom the call is charged to; ``origin`` who caused it (``dialled``: its phone),
     ``via`` the DID or trunk the dialplan says brought it in, ``endpoint`` the PJSIP endpoint of the
-    channel (for a forward, often the inbound trunk's)."""
+    channel (for a forward, often the inbound trunk's), ``by`` the channel that transferred a transfer's
+    leg."""
     return {
         "at": decision.at.isoformat(),
         "call_id": decision.call_id,
@@ -52,6 +53,7 @@ def entry(
         "origin": decision.origin.value,
         "via": decision.via,
         "endpoint": endpoint,
+        "by": by,
         "profile": decision.profile or "",
         "dialled": decision.number.dialled,
         "number": decision.number.e164 or "",
@@ -82,12 +84,19 @@ class Audit:
     def on_event(self, event: Event) -> None:
         """An :class:`callgate.asterisk.events.Events` subscriber: records each :class:`Decided`."""
         if isinstance(event, Decided):
-            self.record(event.decision, event.channel_id, event.seconds * 1000, event.endpoint)
+            self.record(
+                event.decision, event.channel_id, event.seconds * 1000, event.endpoint, event.by
+            )
 
     def record(
-        self, decision: Decision, channel_id: str, elapsed_ms: float, endpoint: str = ""
+        self,
+        decision: Decision,
+        channel_id: str,
+        elapsed_ms: float,
+        endpoint: str = "",
+        by: str = "",
     ) -> None:
-        fields = entry(decision, channel_id, elapsed_ms, endpoint)
+        fields = entry(decision, channel_id, elapsed_ms, endpoint, by)
         log.info("decision %s", json.dumps(fields), extra={"decision": fields})
         if self.client is None:
             return

@@ -1,0 +1,208 @@
+"""Transfers on plain Asterisk, for real: a PJSIP phone (SIPp) in a call sends a SIP REFER, Asterisk's
+res_pjsip_refer performs the blind transfer, and the transferred party's channel enters the shipped
+`callgate-outbound` with nothing set by the admin. The dialplan reads what Asterisk wrote on that
+channel (BLINDTRANSFER: the transferring channel's name), so the leg is origin=transfer, charged to the
+phone that transferred, judged by its profile and the policy's transfer block; and the far end's own
+REFER (the carrier's channel transferring) is charged to nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.asterisk_rig import AsteriskInstance
+from tests.e2e import (
+    DIALPLAN,
+    STAND_INS,
+    Serving,
+    Watch,
+    reached,
+    serving,
+    shipped_configs,
+    trunk_numbers,
+)
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis-server too
+
+SCENARIOS = Path(__file__).parent / "sipp"
+PHONE_SECRET, CARRIER_SECRET = "refer-secret-1001", "refer-secret-carrier"
+HELD, DID = "600", "2125550100"
+MOBILE, PREMIUM, LONDON = "2125550142", "19005550199", "011442079460000"
+
+# [phones] is the phones' context, as docs/install.md writes it (no TRANSFER_CONTEXT: Asterisk sends
+# the transferred party to the transferring endpoint's own context). 600 is somebody who answers and
+# stays on the line, through a Local channel: the party 1001 transfers. The carrier's DID rings 600 too,
+# with the trunk's transfers sent where the phones' are (FreePBX does the same: from-internal-xfer);
+# left to the trunk endpoint's own context, Asterisk would find no such number there and refuse it.
+EXTENSIONS = f"""\
+[globals]
+CALLGATE_TRUNK=Local
+CALLGATE_TRUNK_SUFFIX=@pstn
+
+#include "{DIALPLAN / "extensions_callgate.conf"}"
+
+[phones]
+exten => {HELD},1,Dial(Local/hold@held/n)
+ same => n,Hangup()
+include => callgate-outbound
+
+[held]
+exten => hold,1,Answer()
+ same => n,Wait(30)
+ same => n,Hangup()
+
+[from-trunk]
+exten => {DID},1,Set(TRANSFER_CONTEXT=phones)   ; the careless admin: the far end's REFER reaches it all
+ same => n,Dial(Local/hold@held/n)
+ same => n,Hangup()
+
+{STAND_INS}"""
+
+POLICY = """\
+version: 1
+site: {name: org, region: US, timezone: America/New_York, currency: USD, on_store_error: deny}
+emergency: ["911"]
+rates: {default: "0.05", increment: 1, prefixes: {"1": "0.01", "44": "0.02"}}
+profiles:
+  wide:                                   # 1001 may call the US and London, premium numbers too
+    destinations: {allow_countries: [US, GB]}
+    limits: {concurrent_calls: 20, max_call_duration: 4s}
+extensions:
+  - {match: "1001", profile: wide}
+# transfer is not named in origins: the default, US only and no premium-type numbers
+"""
+
+
+def endpoint(name: str, context: str, secret: str) -> str:
+    return f"""\
+[{name}]
+type = endpoint
+context = {context}
+disallow = all
+allow = ulaw
+auth = {name}
+aors = {name}
+transport = transport-udp
+
+[{name}]
+type = auth
+auth_type = userpass
+username = {name}
+password = {secret}
+
+[{name}]
+type = aor
+max_contacts = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: docker/build-asterisk.sh installs Debian's sip-tester")
+
+    def configs(ast: AsteriskInstance) -> dict[str, str]:
+        pjsip = endpoint("1001", "phones", PHONE_SECRET)
+        pjsip += endpoint("carrier", "from-trunk", CARRIER_SECRET)
+        return {**shipped_configs(ast), "pjsip_custom.conf": pjsip}
+
+    root = Path(tmp_path_factory.mktemp("transfers"))
+    with serving(root, EXTENSIONS, POLICY, configs) as rig:
+        yield rig
+
+
+def refer(rig: Serving, user: str, secret: str, number: str, target: str) -> str:
+    """``user`` calls ``number``, is answered, and transfers the call to ``target`` with a REFER.
+    Returns "" when the phone's side went as a blind transfer goes, else what went wrong."""
+    args = ["sipp", "-sf", str(SCENARIOS / "call-refer.xml"), f"127.0.0.1:{rig.ast.sip_port}"]
+    args += ["-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1"]
+    args += ["-set", "user", user, "-set", "number", number, "-set", "target", target]
+    args += ["-au", user, "-ap", secret, "-nostdin", "-timeout", "20s", "-timeout_error"]
+    args += ["-trace_err", "-trace_msg"]
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=40, cwd=rig.ast.workdir, check=False
+    )
+    if done.returncode == 0:
+        return ""
+    logs = sorted(rig.ast.workdir.glob("*_messages.log")) + sorted(
+        rig.ast.workdir.glob("*_errors.log")
+    )
+    text = "\n".join(log.read_text(errors="replace")[-3000:] for log in logs[-2:])
+    return f"sipp exit {done.returncode}\n{done.stderr[-2000:]}\n{text}\n{rig.gate.tail()}"
+
+
+async def phone_transfer(rig: Serving, target: str) -> dict[str, str]:
+    """Phone 1001 transfers the party it talks to (600) to ``target``; the gate's decision on it."""
+    before = len(rig.decisions())
+    failed = await asyncio.to_thread(refer, rig, "1001", PHONE_SECRET, HELD, target)
+    assert not failed, failed
+    return await rig.decision(target, before)
+
+
+async def test_a_phone_transfers_its_call_to_a_mobile_charged_to_the_phone_and_limited(
+    rig: Serving, watch: Watch
+) -> None:
+    """A real REFER from 1001: the transferred party's Local channel (no endpoint, no extension of its
+    own) reaches the gate as origin=transfer by 1001's channel, charged to 1001, and is cut at 1001's
+    4 s limit although the far end would talk for 30."""
+    decided = await phone_transfer(rig, MOBILE)
+    assert {k: decided[k] for k in ("verdict", "extension", "origin", "allowed_seconds")} == {
+        "verdict": "ALLOW",
+        "extension": "1001",
+        "origin": "transfer",
+        "allowed_seconds": "4",
+    }
+    assert decided["by"].startswith("PJSIP/1001-"), decided
+    assert decided["endpoint"] == "", decided  # the transferred party's Local leg: no endpoint
+    assert await watch.wait(reached("+1" + MOBILE), 10)
+    cdr = await watch.wait(
+        lambda m: m.event == "Cdr" and m.get("CallgateCall") == decided["reservation"], 20
+    )
+    assert cdr is not None
+    assert int(cdr.get("BillableSeconds")) <= 5, cdr.headers
+
+
+@pytest.mark.parametrize("target", [LONDON, PREMIUM])
+async def test_a_phone_cannot_transfer_its_call_where_the_transfer_block_forbids(
+    rig: Serving, watch: Watch, target: str
+) -> None:
+    """1001 may dial London and premium numbers itself; a transfer may not (the default block: US
+    only, no premium types). The REFER is accepted, the transferred leg refused with
+    transfer_not_allowed, and nothing reaches the trunk."""
+    decided = await phone_transfer(rig, target)
+    assert (decided["verdict"], decided["reason"], decided["rule"]) == (
+        "DENY",
+        "transfer_not_allowed",
+        "origin",
+    )
+    assert (decided["extension"], decided["origin"]) == ("1001", "transfer")
+    await watch.caught_up()
+    assert trunk_numbers(watch) == []
+
+
+async def test_the_far_ends_transfer_of_an_inbound_call_is_charged_to_nobody(
+    rig: Serving, watch: Watch
+) -> None:
+    """The attack from the fraud reports: a caller on the inbound trunk (the carrier's endpoint, which
+    may REFER) transfers the call he is in to a number of his choosing. The transferer is the
+    carrier's channel, no extension; the transferred party is a Local leg, no extension either: the
+    leg is charged to nobody and refused, even to a US mobile, and nothing reaches the trunk."""
+    before = len(rig.decisions())
+    failed = await asyncio.to_thread(refer, rig, "carrier", CARRIER_SECRET, DID, MOBILE)
+    assert not failed, failed
+    decided = await rig.decision(MOBILE, before)
+    assert (decided["verdict"], decided["reason"], decided["origin"]) == (
+        "DENY",
+        "unknown_extension",
+        "transfer",
+    )
+    assert decided["by"].startswith("PJSIP/carrier-"), decided
+    await watch.caught_up()
+    assert trunk_numbers(watch) == []
