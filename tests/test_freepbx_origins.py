@@ -11,7 +11,14 @@ Added to that model, from docs/freepbx-call-shapes.md (FreePBX core/findmefollow
 - a ring group (`ext-group`, RG:141, 223): `__NODEST=<group>`, then the same `macro-dial`;
 - call forward (`macro-exten-vm` C:3587 `__EXTTOCALL=<ext>`, then `macro-dial-one` MD1:19, 141-152,
   210: AstDB `CF/<ext>` dialled as `Local/<num>@from-internal/n` when there is a ring time);
-- DISA (DISA:104-129: `_DISA=disa^<id>^newcall`, `_DISACONTEXT`, then `Local/<num>@from-internal`).
+- DISA (DISA:104-129: `_DISA=disa^<id>^newcall`, `_DISACONTEXT`, then `Local/<num>@from-internal`);
+- a queue (queues 17.0.1.6 `functions.inc/dialplan.php`, **QD**): `ext-queues,<q>` runs user-callerid,
+  sets `__NODEST=<q>` (QD:117), `QUEUENUM` (QD:268) and runs the real `Queue()` (app_queue, built into the
+  test Asterisk), whose static member is the outside number as FreePBX writes it,
+  `Local/<num>@from-queue/n` (`Queues.class.php:121`). app_queue copies the caller's inheritable
+  variables to the member's `;1` half (AST `apps/app_queue.c:5020`), the Local channel to `;2`; `;2`
+  runs `[from-queue]` (QD:574-578: `QAGENT=${EXTEN}`, `__FROMQ=true`, on to `from-queue,${NODEST}`),
+  whose queue entry goes to `from-internal,${QAGENT}` (QD:393, "Call as Dialed").
 
 Transfers are Asterisk's own (AMI BlindTransfer sets BLINDTRANSFER as a REFER would) or, where the rig
 has no FreePBX device to transfer from, the variable Asterisk would set.
@@ -20,7 +27,8 @@ Each Local leg runs `from-internal` → the outbound route, which clears `_NODES
 core_do_get_config l.2185-2310, modelled in `_route`) → `macro-dialout-trunk` → the hook. `dialparties.agi` is an AGI; its stand-in is dialplan.
 `macro-user-callerid`'s stand-in sets AMPUSER from `CALLGATE_EXTENSION`, which an inbound call does not
 have; without it, from the caller id's device (MUC L37-38: `DB(DEVICE/<caller id>/user)`): empty for an
-outside caller, as FreePBX's fallback leaves it (research, (a)), unless his caller id is a device's.
+outside caller, as FreePBX's fallback leaves it (research, (a)), unless his caller id is a device's:
+the spoofer's way to name an extension, which no leg of an inbound call may be charged to for it.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 DID = "2125550100"  # the inbound DID, recorded as via=
 MOBILE, MOBILE2, LONDON = "2125550142", "2125550143", "011442079460000"
 RING1, RING2 = "2125550150", "2125550151"  # mobiles that ring and never answer (below)
+QMOBILE, QMOBILE2 = "2125550146", "2125550147"  # outside members of queues 700 and 701
 
 FREEPBX_PATHS = """\
 [carrier] ; more of the carrier: these mobiles ring until the caller gives up
@@ -100,9 +109,31 @@ exten => 1,1,Set(_DISA=disa^${EXTEN}^newcall)
 exten => _X.,1,Dial(Local/${EXTEN}@${DISACONTEXT},300)
  same => n,Hangup()
 
-[custom-local] ; any path that dials an outside number through a Local channel (a queue's outside
-exten => _X.,1,Dial(Local/${EXTEN}@from-internal/n,30)  ; member, a custom destination): no forward
+[custom-local] ; any path that dials an outside number through a Local channel the hook does not
+exten => _X.,1,Dial(Local/${EXTEN}@from-internal/n,30)  ; recognise (a custom destination)
  same => n,Hangup()
+
+; ext-queues (QD:91-290, without announcements, recording, MOH, confirm): queue 700 and 701, both
+; "Call as Dialed" (use_queue_context 0); their members are in queues.conf (QUEUES below)
+[ext-queues]
+exten => _70[01],1,Gosub(macro-user-callerid,s,1())
+ same => n,Answer()
+ same => n,Set(__FROMQUEUEEXTEN=${CALLERID(number)})
+ same => n,Set(__NODEST=${EXTEN})                        ; QD:117
+ same => n,Set(__QCONTEXT=0)
+ same => n,Set(QUEUENUM=${EXTEN})                        ; QD:268, plain: the member never sees it
+ same => n(qcall),Queue(${EXTEN},t,,,20)
+ same => n,Set(__NODEST=)                                ; QD:290
+ same => n,Hangup()
+
+[from-queue] ; QD:393, 574-580
+exten => _X.,1,Set(QAGENT=${EXTEN})
+ same => n,Set(__FROMQ=true)
+ same => n,GotoIf($["${LEN(${NODEST})}" = "0"]?hangup)
+ same => n,GotoIf($["${DIALPLAN_EXISTS(from-queue,${NODEST},1)}" = "1"]?${NODEST},1:hangup)
+ same => n(hangup),Hangup()
+exten => 700,1,Goto(from-internal,${QAGENT},1)
+exten => 701,1,Goto(from-internal,${QAGENT},1)
 
 [ext-local] ; macro-exten-vm (C:3587) → macro-dial-one's cf and dlocal (MD1:19, 141-152, 210)
 exten => _X.,1,Set(__EXTTOCALL=${EXTEN})
@@ -125,6 +156,9 @@ profiles:
   single:
     destinations: {allow_countries: [US]}
     limits: {concurrent_calls: 1, max_call_duration: 1h}
+  unattributed:
+    destinations: {allow_countries: [US]}
+    limits: {concurrent_calls: 2, max_call_duration: 10m}
 extensions:
   - {match: "1001", profile: office}
   - {match: "1002", profile: office}
@@ -132,6 +166,8 @@ extensions:
   - {match: "1006", profile: single}
   - {match: "ringgroup-600", profile: office}
   - {match: "disa-1", profile: office}
+  - {match: "queue-700", profile: office}
+  - {match: "inbound", profile: unattributed}
 # origins: not written, so forward is domestic only (US) whatever the profile (office may call GB)
 """
 
@@ -158,9 +194,34 @@ USER_CALLERID = (
 assert FREEPBX17.count(STAND_IN + " same => n,Return()") == 1
 
 # The hook before outside callers' legs were told apart: an unrecognised leg was always "dialled".
-GUARD = ' same => n(dialled),GotoIf($["${FROM_DID}" = "" | "${tech}" = "PJSIP"]?done)  ; see 3.\n'
+GUARD = ' same => n(dialled),GotoIf($["${FROM_DID}" = "" | "${tech}" = "PJSIP"]?done)  ; see 4.\n'
 assert HOOKS.read_text(encoding="utf-8").count(GUARD) == 1
 UNGUARDED = HOOKS.read_text(encoding="utf-8").replace(GUARD, " same => n(dialled),Return()\n")
+
+# The hook before queues and "inbound" (70125de): such a leg was a forward, but charged to AMPUSER,
+# and a queue's member leg was no queue's.
+INBOUND = (
+    " same => n,Set(CALLGATE_FPBX_EXT=inbound)                ; never AMPUSER: the caller id's\n"
+)
+QUEUE = ' same => n,GotoIf($["${at:0:11}" = "from-queue-"]?queue)  ; from-queue-<n>;2\n'
+assert HOOKS.read_text(encoding="utf-8").count(INBOUND) == 1
+assert HOOKS.read_text(encoding="utf-8").count(QUEUE) == 1
+CHARGED_TO_AMPUSER = HOOKS.read_text(encoding="utf-8").replace(INBOUND, "").replace(QUEUE, "")
+
+# queues.conf as FreePBX's queue_conf.php writes a static outside member (Queues.class.php:121)
+QUEUES = f"""\
+[general]
+[700]
+strategy=ringall
+timeout=15
+retry=60
+member => Local/{QMOBILE}@from-queue/n,0
+[701]
+strategy=ringall
+timeout=15
+retry=60
+member => Local/{QMOBILE2}@from-queue/n,0
+"""
 
 
 def _dialplan(hooks: Path) -> str:
@@ -169,7 +230,7 @@ def _dialplan(hooks: Path) -> str:
 
 
 def _configs(ast: AsteriskInstance) -> dict[str, str]:
-    return {**shipped_configs(ast), "features.conf": FEATURES}
+    return {**shipped_configs(ast), "features.conf": FEATURES, "queues.conf": QUEUES}
 
 
 @pytest.fixture(scope="module")
@@ -285,26 +346,29 @@ async def test_a_number_not_on_the_follow_me_list_is_charged_to_nobody(
 
 
 @pytest.mark.parametrize(
-    ("variables", "origin"),
+    ("variables", "origin", "extension"),
     [
-        ("__EXTTOCALL=1004,__NODEST=1002,FMGRP=1002", "dialled"),
-        # [phones] is a Local channel: with FROM_DID it is an outside call's leg (never "dialled");
-        # a real PJSIP phone's channel stays dialled, and here too it is never DISA's
-        ("DISA=disa^1^newcall,__FROM_DID=2125550100", "forward"),
+        ("__EXTTOCALL=1004,__NODEST=1002,FMGRP=1002", "dialled", "1006"),
+        # a queue's: what [from-queue] and ext-queues set on a member's leg, and the caller's QUEUENUM
+        (f"QAGENT={LONDON},__FROMQ=true,__NODEST=700,QUEUENUM=700", "dialled", "1006"),
+        # [phones] is a Local channel: with FROM_DID it is an outside call's leg (never "dialled", never
+        # the caller id's extension); a real PJSIP phone's channel stays dialled, and never DISA's
+        ("DISA=disa^1^newcall,__FROM_DID=2125550100", "forward", "inbound"),
     ],
 )
 async def test_a_phone_cannot_make_its_call_look_like_a_forward(
-    rig: Serving, watch: Watch, variables: str, origin: str
+    rig: Serving, watch: Watch, variables: str, origin: str, extension: str
 ) -> None:
     """A phone's own channel (here [phones], standing in for a PJSIP device, which sets no variable)
-    carrying FreePBX's forward, follow-me or DISA variables (stale from an earlier hop of its call, or
-    sent by an IAX2 peer): it is no Local leg of from-internal, so its call is never judged as a
-    forward, follow-me or DISA leg and stays charged to the phone (1006, US only): London is refused."""
+    carrying FreePBX's forward, follow-me, queue or DISA variables (stale from an earlier hop of its
+    call, or sent by an IAX2 peer): it is no Local leg of from-internal or from-queue, so its call is
+    never judged as a forward, follow-me, queue or DISA leg and stays charged to the phone (1006, US
+    only): London is refused."""
     await db_put(watch, "CF", "1004", LONDON)
     before = len(rig.decisions())
     await watch.originate("1006", LONDON, variables="," + variables)
     d = await rig.decision(LONDON, before)
-    assert (d["origin"], d["extension"], d["verdict"]) == (origin, "1006", "DENY")
+    assert (d["origin"], d["extension"], d["verdict"]) == (origin, extension, "DENY")
     if origin == "dialled":
         assert d["reason"] == "country_not_allowed"
 
@@ -331,17 +395,86 @@ async def test_an_outside_caller_id_1001_on_a_local_leg_was_1001s_own_call(tmp_p
     )
 
 
-async def test_an_outside_caller_id_1001_on_a_local_leg_is_a_forward(
+async def test_an_outside_caller_id_1001_spent_1001s_budget(tmp_path: Path) -> None:
+    """The hole left by the hook as it was (70125de): the same leg, and a queue's outside member, were
+    forwards, but charged to AMPUSER, which FreePBX takes from the caller id there: a spoofer with
+    caller id 1001 chose whose domestic budget and concurrency slots his calls spent."""
+    hooks = tmp_path / "ampuser.conf"
+    hooks.write_text(CHARGED_TO_AMPUSER, encoding="utf-8")
+    with serving(tmp_path, _dialplan(hooks), POLICY, _configs) as rig:
+        watch = await Watch.open(rig.ast)
+        try:
+            await db_put(watch, "DEVICE/1001", "user", "1001")
+            await inbound(watch, f"custom-local,{MOBILE}", caller="1001")
+            await rig.decision(MOBILE, 0)
+            await inbound(watch, "ext-queues,700", caller="1001")
+            await rig.decision(QMOBILE, 0)
+        finally:
+            await watch.close()
+        assert mine(rig, 0) == [
+            (MOBILE, "forward", "1001", DID, "allowed"),
+            (QMOBILE, "forward", "1001", DID, "allowed"),
+        ]
+
+
+async def test_an_outside_caller_id_1001_on_a_local_leg_is_charged_to_inbound(
     rig: Serving, watch: Watch
 ) -> None:
-    """Now: the same leg carries FreePBX's FROM_DID (an inbound call) on a channel that is no PJSIP
-    one: origin forward, via the DID, so the origins default (domestic only) applies: London is
-    refused forward_not_allowed, never 1001's own call."""
+    """Now: a leg of an inbound call (FreePBX's FROM_DID) on a channel that is no PJSIP one, which the
+    hook does not recognise, is a forward charged to the pseudo-extension "inbound", whatever the
+    caller id: within its listed profile (US only, two at a time) a US mobile is allowed, London is
+    refused; 1001 holds no slot for either."""
     await db_put(watch, "DEVICE/1001", "user", "1001")
     before = len(rig.decisions())
+    await inbound(watch, f"custom-local,{MOBILE}", caller="1001", hold=5)
+    await rig.decision(MOBILE, before)
     await inbound(watch, f"custom-local,{LONDON}", caller="1001")
-    await rig.decision(LONDON, before)
-    assert mine(rig, before) == [(LONDON, "forward", "1001", DID, "forward_not_allowed")]
+    d = await rig.decision(LONDON, before)
+    assert mine(rig, before)[1] == (MOBILE, "forward", "inbound", DID, "allowed")
+    assert (d["origin"], d["extension"], d["via"], d["verdict"]) == (
+        "forward",
+        "inbound",
+        DID,
+        "DENY",
+    )
+    assert not await _live(rig, "1001")
+
+
+async def test_an_unlisted_inbound_is_refused(tmp_path: Path) -> None:
+    """A policy that does not list "inbound": such a leg is refused unknown_extension, even to a US
+    mobile, and still never charged to the caller id's extension 1001."""
+    policy = POLICY.replace('  - {match: "inbound", profile: unattributed}\n', "")
+    assert policy != POLICY
+    with serving(tmp_path, _dialplan(HOOKS), policy, _configs) as rig:
+        watch = await Watch.open(rig.ast)
+        try:
+            await db_put(watch, "DEVICE/1001", "user", "1001")
+            await inbound(watch, f"custom-local,{MOBILE}", caller="1001")
+            await rig.decision(MOBILE, 0)
+        finally:
+            await watch.close()
+        assert mine(rig, 0) == [(MOBILE, "forward", "inbound", DID, "unknown_extension")]
+
+
+async def test_a_queue_outside_member_is_charged_to_the_queue(rig: Serving, watch: Watch) -> None:
+    """Queue 700 (a real Queue()) rings its static outside member, a US mobile, for an outside caller
+    whose caller id is 1001: the member's Local/<num>@from-queue ;2 leg is a forward charged to
+    "queue-700" (listed as office), via the DID; allowed, and it rings. Never 1001's."""
+    await db_put(watch, "DEVICE/1001", "user", "1001")
+    before = len(rig.decisions())
+    await inbound(watch, "ext-queues,700", caller="1001")
+    await rig.decision(QMOBILE, before)
+    assert await watch.wait(reached(QMOBILE), 15), rig.gate.tail() + rig.ast.log_tail(80)
+    assert mine(rig, before)[0] == (QMOBILE, "forward", "queue-700", DID, "allowed")
+
+
+async def test_an_unlisted_queue_is_refused(rig: Serving, watch: Watch) -> None:
+    """Queue 701, which the policy does not list: its outside member's leg is charged to "queue-701"
+    and refused unknown_extension."""
+    before = len(rig.decisions())
+    await inbound(watch, "ext-queues,701")
+    await rig.decision(QMOBILE2, before)
+    assert mine(rig, before)[0] == (QMOBILE2, "forward", "queue-701", DID, "unknown_extension")
 
 
 async def test_click_to_call_from_1001_is_still_its_dialled_call(
