@@ -40,8 +40,18 @@ def test_a_transfer_is_charged_to_the_transferer_else_the_channels_phone(
     )
 
 
-def test_by_names_nobody_outside_a_transfer() -> None:
-    """A dialled call is its endpoint's whatever ``by`` says; a forward its ext=."""
+def test_a_phones_own_forward_is_charged_to_the_forwarding_phone_or_nobody() -> None:
+    """A forward the dialplan names no extension for, made by a phone's 302 (FORWARDERNAME as by=):
+    the forwarding phone's extension; never the leg's own channel; the dialplan's ext= first."""
+    by = "PJSIP/1001-00000004"
+    assert caller_extension({}, "1002", "", Origin.FORWARD, by=by, known=known) == "1001"
+    assert caller_extension({}, "1002", "", Origin.FORWARD, by="", known=known) == ""
+    carrier = "PJSIP/carrier-00000001"
+    assert caller_extension({}, "1002", "", Origin.FORWARD, by=carrier, known=known) == ""
+    assert caller_extension({}, "", "1002", Origin.FORWARD, by=by, known=known) == "1002"
+
+
+def test_by_changes_nothing_for_a_dialled_call() -> None:
+    """A dialled call is its endpoint's, whatever ``by`` says."""
     by = "PJSIP/1001-00000004"
     assert caller_extension({}, "1002", "", Origin.DIALLED, by=by, known=known) == "1002"
-    assert caller_extension({}, "1002", "", Origin.FORWARD, by=by, known=known) == ""

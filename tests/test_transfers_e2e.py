@@ -1,9 +1,10 @@
-"""Transfers on plain Asterisk, for real: a PJSIP phone (SIPp) in a call sends a SIP REFER, Asterisk's
+"""Transfers and a phone's own forward on plain Asterisk, for real: a PJSIP phone (SIPp) in a call sends a SIP REFER, Asterisk's
 res_pjsip_refer performs the blind transfer, and the transferred party's channel enters the shipped
 `callgate-outbound` with nothing set by the admin. The dialplan reads what Asterisk wrote on that
 channel (BLINDTRANSFER: the transferring channel's name), so the leg is origin=transfer, charged to the
 phone that transferred, judged by its profile and the policy's transfer block; and the far end's own
-REFER (the carrier's channel transferring) is charged to nobody.
+REFER (the carrier's channel transferring) is charged to nobody. A phone that forwards its calls
+itself (it answers "302 Moved") is the same story with FORWARDERNAME: the forward is charged to it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.redis]  # the rig starts a redis
 
 SCENARIOS = Path(__file__).parent / "sipp"
 PHONE_SECRET, CARRIER_SECRET = "refer-secret-1001", "refer-secret-carrier"
-HELD, DID = "600", "2125550100"
+HELD, DID, FORWARDING_DID = "600", "2125550100", "2125550102"
+FORWARDING_PORT = free_port()  # phone 1002's SIP port: a SIPp that answers 302
 MOBILE, PREMIUM, LONDON = "2125550142", "19005550199", "011442079460000"
 
 # [phones] is the phones' context, as docs/install.md writes it (no TRANSFER_CONTEXT: Asterisk sends
@@ -59,6 +61,9 @@ exten => hold,1,Answer()
  same => n,Hangup()
 
 [from-trunk]
+exten => {FORWARDING_DID},1,Set(FORWARD_CONTEXT=phones)  ; where a phone's 302 sends the call on
+ same => n,Dial(PJSIP/1002,10)
+ same => n,Hangup()
 exten => {DID},1,Set(TRANSFER_CONTEXT=phones)   ; the careless admin: the far end's REFER reaches it all
  same => n,Dial(Local/hold@held/n)
  same => n,Hangup()
@@ -76,6 +81,7 @@ profiles:
     limits: {concurrent_calls: 20, max_call_duration: 4s}
 extensions:
   - {match: "1001", profile: wide}
+  - {match: "1002", profile: wide}
 # transfer is not named in origins: the default, US only and no premium-type numbers
 """
 
@@ -111,6 +117,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     def configs(ast: AsteriskInstance) -> dict[str, str]:
         pjsip = endpoint("1001", "phones", PHONE_SECRET)
         pjsip += endpoint("carrier", "from-trunk", CARRIER_SECRET)
+        pjsip += endpoint("1002", "phones", "unused-1002")
+        pjsip += f"contact = sip:1002@127.0.0.1:{FORWARDING_PORT}\n"  # the aor's static contact
         return {**shipped_configs(ast), "pjsip_custom.conf": pjsip}
 
     root = Path(tmp_path_factory.mktemp("transfers"))
@@ -206,3 +214,60 @@ async def test_the_far_ends_transfer_of_an_inbound_call_is_charged_to_nobody(
     assert decided["by"].startswith("PJSIP/carrier-"), decided
     await watch.caught_up()
     assert trunk_numbers(watch) == []
+
+
+def forwarding_phone(rig: Serving, target: str) -> subprocess.CompletedProcess[str]:
+    """Phone 1002 answers one INVITE with 302 to ``target``."""
+    args = ["sipp", "-sf", str(SCENARIOS / "answer-302.xml"), "-i", "127.0.0.1"]
+    args += ["-p", str(FORWARDING_PORT), "-mp", str(free_port()), "-m", "1", "-nostdin"]
+    args += ["-set", "target", target, "-timeout", "20s", "-timeout_error", "-trace_err"]
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=40, cwd=rig.ast.workdir, check=False
+    )
+
+
+async def inbound(watch: Watch, did: str) -> None:
+    """An inbound call to ``did`` from the trunk's context (a Local channel: no endpoint)."""
+    reply = await watch.conn.send(
+        "Originate",
+        Channel=f"Local/{did}@from-trunk/n",
+        Context="park",
+        Exten="s",
+        Priority="1",
+        CallerID='"Outside" <4155550199>',
+        Variable="__HOLD=30",
+        Async="true",
+        Timeout="30000",
+    )
+    assert reply.get("Response") == "Success", reply.headers
+
+
+@pytest.mark.parametrize(
+    ("target", "verdict", "reason"),
+    [(MOBILE, "ALLOW", "allowed"), (LONDON, "DENY", "forward_not_allowed")],
+)
+async def test_a_phones_own_forward_is_charged_to_the_phone(
+    rig: Serving, watch: Watch, target: str, verdict: str, reason: str
+) -> None:
+    """An inbound call rings 1002, which forwards it itself (302 to ``target``). Asterisk's Dial()
+    calls the target through a Local channel with FORWARDERNAME = 1002's channel: the leg is 1002's
+    forward, judged by the forward block (London, which 1002 may dial, refused), never nobody's."""
+    phone = asyncio.create_task(asyncio.to_thread(forwarding_phone, rig, target))
+    await asyncio.sleep(0.5)  # SIPp listening
+    before = len(rig.decisions())
+    await inbound(watch, FORWARDING_DID)
+    decided = await rig.decision(target, before)
+    done = await phone
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (decided["verdict"], decided["reason"], decided["extension"]) == (
+        verdict,
+        reason,
+        "1002",
+    )
+    assert decided["origin"] == "forward"
+    assert decided["by"].startswith("PJSIP/1002-"), decided
+    if verdict == "ALLOW":
+        assert await watch.wait(reached("+1" + target), 10)
+    else:
+        await watch.caught_up()
+        assert trunk_numbers(watch) == []

@@ -73,10 +73,13 @@ def caller_extension(
 ) -> str:
     """The extension a call is charged to; "" (refused as unknown) when it cannot be told.
 
-    ``by``: for a transfer, the transferring channel (:func:`transfer_extension`); ``known`` tells an
-    extension the policy has from one it has not."""
+    ``by``: for a transfer, the transferring channel (:func:`transfer_extension`); for a forward with no
+    ``ext=``, the forwarding channel (a phone that answered "302 Moved": Asterisk's FORWARDERNAME), whose
+    extension pays or nobody; ``known`` tells an extension the policy has from one it has not."""
     if origin is Origin.TRANSFER and not ext:
         return transfer_extension(endpoints, by, endpoint, known)
+    if origin is Origin.FORWARD and not ext:  # a phone's own forward (SIP 302): FORWARDERNAME
+        return transfer_extension(endpoints, by, "", known)
     if origin is not Origin.DIALLED:  # the causing extension, as the dialplan names it
         return ext
     if not endpoint:
