@@ -164,6 +164,7 @@ extensions:
   - {match: "1002", profile: office}
   - {match: "1004", profile: office}
   - {match: "1006", profile: single}
+  - {match: "1008", profile: office}
   - {match: "ringgroup-600", profile: office}
   - {match: "disa-1", profile: office}
   - {match: "queue-700", profile: office}
@@ -615,3 +616,46 @@ async def test_the_far_end_transferring_a_call_abroad_is_refused(
     assert reply.get("Response") == "Success", reply.headers
     d = await rig.decision(LONDON, before)
     assert (d["origin"], d["extension"], d["reason"]) == ("transfer", "", "unknown_extension")
+
+
+async def forwarded_by(watch: Watch, number: str, forwarder: str) -> None:
+    """What Dial() does when the phone it rings answers "302 Moved" to ``number``: it calls
+    Local/<number>@from-internal (FreePBX's FORWARD_CONTEXT) with FORWARDERNAME = the phone's channel,
+    which the Local channel copies to its ;2 half, where the route and the hook run."""
+    reply = await watch.conn.send(
+        "Originate",
+        Channel=f"Local/{number}@from-internal/n",
+        Context="park",
+        Exten="s",
+        Priority="1",
+        CallerID='"Ext 1001" <1001>',
+        Variable=f"__HOLD=1,AMPUSER=1001,FORWARDERNAME={forwarder}",
+        Async="true",
+        Timeout="30000",
+    )
+    assert reply.get("Response") == "Success", reply.headers
+
+
+async def test_a_devices_own_302_forward_is_charged_to_the_device(
+    rig: Serving, watch: Watch
+) -> None:
+    """1001 calls 1008, whose phone answers 302 to another number. Before, the forwarded leg was
+    1001's own dialled call: 1008's phone chose where 1001's rights (and budget) went. Now it is
+    1008's forward: to a US mobile allowed; to London, which 1008 may dial, refused by the forward
+    block (domestic only)."""
+    await db_put(watch, "DEVICE/1008", "dial", "PJSIP/1008")
+    await db_put(watch, "DEVICE/1008", "user", "1008")
+    before = len(rig.decisions())
+    await forwarded_by(watch, MOBILE, "PJSIP/1008-0000003a")
+    await forwarded_by(watch, LONDON, "PJSIP/1008-0000003b")
+    mobile, london = await rig.decision(MOBILE, before), await rig.decision(LONDON, before)
+    assert (mobile["origin"], mobile["extension"], mobile["reason"]) == (
+        "forward",
+        "1008",
+        "allowed",
+    )
+    assert (london["origin"], london["extension"], london["reason"]) == (
+        "forward",
+        "1008",
+        "forward_not_allowed",
+    )
