@@ -37,6 +37,7 @@ DESIGN = Path(__file__).resolve().parent.parent / "docs" / "design.md"
         (keys.lock_key("1001"), Key(keys.LOCK, "ext:1001", "1001")),
         (keys.PANIC, Key(keys.PANIC)),
         (keys.AUDIT, Key(keys.AUDIT)),
+        (keys.COUNTRIES, Key(keys.COUNTRIES)),
         (keys.policy_key("active"), Key(keys.POLICY, "", "active")),
     ],
 )

@@ -26,7 +26,7 @@ from callgate.core.memo import Memo
 from callgate.core.numbers import NumberType
 from callgate.core.origins import NARROWED, SAFE_DENIED_TYPES, Origin
 from callgate.core.plan import prepare, reservation_id
-from callgate.core.policy import Destinations, Policy, safe_origin_block
+from callgate.core.policy import Destinations, NewCountries, Policy, safe_origin_block
 from callgate.core.policyfile import load_policy
 from callgate.core.policysummary import describe
 from callgate.core.reasons import Reason, Verdict, origin_reason
@@ -39,7 +39,7 @@ from tests.fakes import FakeAudit, FakeChannels
 TUE = datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 BASE = """\
 version: 1
-site: {name: o, region: US, timezone: America/New_York, currency: USD, outside_line: ["9"]}
+site: {name: o, region: US, timezone: America/New_York, currency: USD, outside_line: ["9"], known_countries: [CA, FR, GB]}
 emergency: ["911"]
 rates: {default: "0.05", prefixes: {"1": "0.01", "44": "0.02", "53": "1.10", "1876": "0.45"}}
 profiles:
@@ -65,7 +65,7 @@ POLICY = load_policy(BASE + ORIGINS, "origins.yaml")
 
 US, US_PREMIUM, US_PERSONAL = "2125550123", "19005550199", "15002345678"
 GB, GB_PREMIUM, CANADA, CUBA = "011442079460000", "011449065551234", "16135550123", "011532345678"
-JAMAICA, FRANCE = "18765550123", "01133123456789"
+JAMAICA, FRANCE, GERMANY = "18765550123", "01133123456789", "01149301234567"
 
 
 def decide(
@@ -145,11 +145,14 @@ def test_bad_origins_are_named_by_file_line_and_key(
 def test_describe_shows_each_origin() -> None:
     """policy check says what each origin may reach, which are the default, and the report-only keys."""
     text = "\n".join(describe(POLICY))
-    assert "  forward: countries CA, US; not types personal_number, premium_rate\n" in text + "\n"
-    assert "  originate: any" in text
+    forward = (
+        "  forward: countries CA, US; not types personal_number, premium_rate; new countries: deny"
+    )
+    assert forward + "\n" in text + "\n"
+    assert "  originate: any; new countries: deny" in text
     assert (
-        "  voicemail: countries US; not types personal_number, premium_rate, shared_cost, uan (the default)"
-        in text
+        "  voicemail: countries US; not types personal_number, premium_rate, shared_cost, uan; "
+        "new countries: deny (the default)" in text
     )
     assert "origins.ivr.allow_countries" in text
     plain = "\n".join(describe(load_policy(BASE, "plain.yaml")))
@@ -170,7 +173,11 @@ CASES = [
     (Origin.FORWARD, "1002", CANADA, Reason.COUNTRY_NOT_ALLOWED, "destinations.countries"),
     (Origin.DISA, "1001", GB, Reason.DISA_NOT_ALLOWED, "origin"),
     (Origin.DISA, "1001", CUBA, Reason.DISA_NOT_ALLOWED, "origin"),
-    (Origin.DISA, "1001", FRANCE, Reason.ALLOWED, ""),
+    (Origin.DISA, "1001", FRANCE, Reason.ALLOWED, ""),  # site.known_countries
+    # a country the site neither knows nor has called: new_countries: deny, the default
+    (Origin.DISA, "1001", GERMANY, Reason.DISA_NOT_ALLOWED, "new_country"),
+    (Origin.ORIGINATE, "1001", GERMANY, Reason.ORIGINATE_NOT_ALLOWED, "new_country"),
+    (Origin.DIALLED, "1001", GERMANY, Reason.ALLOWED, ""),
     (Origin.TRANSFER, "1001", JAMAICA, Reason.TRANSFER_NOT_ALLOWED, "origin"),  # NANP, not US
     (Origin.TRANSFER, "1001", US, Reason.ALLOWED, ""),  # 0.01/min: not above max_rate
     (Origin.ORIGINATE, "1001", GB_PREMIUM, Reason.ALLOWED, ""),  # {}: the profile alone
@@ -287,7 +294,10 @@ BLOCKS = st.builds(
         tuple
     ),
     max_rate=st.none() | st.sampled_from([Decimal("0"), Decimal("0.01"), Decimal("0.5")]),
-    report=st.frozensets(st.sampled_from(["allow_countries", "deny_number_types", "max_rate"])),
+    new_countries=st.sampled_from(NewCountries),
+    report=st.frozensets(
+        st.sampled_from(["allow_countries", "deny_number_types", "max_rate", "new_countries"])
+    ),
 )
 
 

@@ -16,6 +16,7 @@ import pytest
 from callgate.cli import main
 from callgate.core.keys import site_prefix
 from callgate.core.memo import Memo
+from callgate.core.origins import Origin
 from callgate.core.plan import prepare
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
@@ -51,10 +52,19 @@ MS = int(NOW.timestamp() * 1000)
 RESERVATIONS: dict[str, str] = {}  # call id -> its reservation id (plan.reservation_id)
 
 
-async def admit(store: RedisStore, call_id: str, ext: str, number: str, at: datetime = NOW) -> int:
+async def admit(
+    store: RedisStore,
+    call_id: str,
+    ext: str,
+    number: str,
+    at: datetime = NOW,
+    *,
+    origin: Origin = Origin.DIALLED,
+) -> int:
     """Admit one call the way the gate does, on channel chan-<call id> of gate pbx1; the money it
     reserved (micro-units)."""
-    p = prepare(MEMO, CallAttempt(call_id, ext, number, leg=f"chan-{call_id}"), at)
+    attempt = CallAttempt(call_id, ext, number, leg=f"chan-{call_id}", origin=origin)
+    p = prepare(MEMO, attempt, at)
     assert p.admission is not None
     RESERVATIONS[call_id] = p.admission.call_id
     outcome = await store.admit(p.admission._replace(instance="pbx1"))
@@ -63,8 +73,10 @@ async def admit(store: RedisStore, call_id: str, ext: str, number: str, at: date
 
 
 async def busy_site(store: RedisStore) -> None:
-    """Two calls of 1001 up (one abroad), one of 2000 settled after a minute; locks and panic on."""
-    assert await admit(store, "a", "1001", "2125550123") == 1_200_000  # 2 h at 0.01/min
+    """Two calls of 1001 up (one abroad, one its forward), one of 2000 settled after a minute;
+    locks and panic on."""
+    forward = Origin.FORWARD
+    assert await admit(store, "a", "1001", "2125550123", origin=forward) == 1_200_000  # 2 h at 0.01
     assert await admit(store, "b", "1001", "011442079460123") == 2_400_000  # 2 h at 0.02/min
     assert await admit(store, "c", "2000", "2125550124") == 1_200_000
     settled = await store.settle(SITE, RESERVATIONS["c"], 60, MS + 20_000)
@@ -179,13 +191,14 @@ async def test_live_calls_are_the_reservations(
     if live:
         assert status.live[1] == LiveCall(
             RESERVATIONS["b"], "1001", "+442079460123", True, "chan-b",
-            "2026-11-17T10:00:00-05:00", 7200, "pbx1", MS + 7_800_000,
+            "2026-11-17T10:00:00-05:00", 7200, "pbx1", MS + 7_800_000, "dialled",
         )  # fmt: skip
-        assert status.live[0].international is False
+        assert (status.live[0].international, status.live[0].origin) == (False, "forward")
         assert (
             "  1001 -> +442079460123 (international) since 2026-11-17T10:00:00-05:00, at most "
             "7200s, channel chan-b on pbx1"
         ) in render_text(status)
+        assert "  1001 -> +12125550123 (domestic, forward) since " in render_text(status)
     else:
         assert "live calls" not in render_text(status)
 
@@ -257,7 +270,9 @@ async def test_text_and_json(redis_store: RedisStore) -> None:
         "call_id": RESERVATIONS["b"], "extension": "1001", "number": "+442079460123",
         "international": True, "channel": "chan-b", "admitted_at": "2026-11-17T10:00:00-05:00",
         "allowed_seconds": 7200, "instance": "pbx1", "until_ms": MS + 7_800_000,
+        "origin": "dialled",
     }  # fmt: skip
+    assert data["live_calls"]["calls"][0]["origin"] == "forward"
 
 
 @pytest.mark.parametrize(

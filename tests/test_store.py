@@ -9,6 +9,7 @@ import pytest
 from callgate.core import keys
 from callgate.core.admission import Admission, BurstRule, Check, CheckKind, Refusal
 from callgate.core.keys import BURSTS
+from callgate.core.origins import Origin
 from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 from callgate.store.memory import MemoryStore
@@ -273,7 +274,8 @@ async def test_both_stores_record_the_same_reservation(redis_store: RedisStore) 
     fields (keys.RESERVATION_FIELDS) with the same values; settling removes it."""
     a = call(
         "L1:ab12", window(5), slots(5), spend(10_000_000), international=True,
-        number="+442079460123", channel="1763391600.17", instance="pbx1",
+        number="+442079460123", channel="1763391600.17", instance="pbx1", origin=Origin.FORWARD,
+        country="GB",
     )  # fmt: skip
     memory = MemoryStore()
     await memory.admit(a)
@@ -289,6 +291,8 @@ async def test_both_stores_record_the_same_reservation(redis_store: RedisStore) 
         "channel": "1763391600.17",
         "admitted_at": str(T0),
         "instance": "pbx1",
+        "origin": "forward",
+        "country": "GB",
     }
     assert held["spend"] == keys.site_prefix(SITE) + "s:ext:1001:2026-11-17"
     assert 0 < await redis_store.client.pttl(key) <= (3600 + 600) * 1000

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
+from callgate.core.origins import Origin
 from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 
@@ -64,6 +65,16 @@ class CheckKind(enum.StrEnum):
     SPEND = "spend"  # money committed (settled + reserved) in a calendar period, micro-units
 
 
+class CountryCheck(enum.StrEnum):
+    """Whether a store must look the call's country up in the countries the site has called
+    (``keys.COUNTRIES``) in the same atomic step, for the ``new_country`` rule; ``lua/admit.lua``
+    takes these values."""
+
+    NONE = ""  # not asked: the policy alone settled the rule (a dialled call, a domestic leg...)
+    DENY = "deny"  # refuse the call when the site has never called the country
+    REPORT = "report"  # look it up, never refuse (new_countries in mode: report)
+
+
 class Check(NamedTuple):
     """One counter a call must fit under (a NamedTuple: built a dozen times per call, see RuleResult).
 
@@ -88,7 +99,10 @@ class Admission(NamedTuple):
 
     The store keys the reservation by ``call_id`` and reads the lock of ``extension``
     (``callgate.core.keys``); the reservation also records the live call (``extension``, ``number``,
-    ``international``, ``channel``, ``at_ms``, ``instance``) for ``callgate status``.
+    ``international``, ``channel``, ``at_ms``, ``instance``, ``origin``) for ``callgate status``, and
+    ``country``, which the site learns when the call settles answered. With ``country_check`` the
+    store also says whether the site has called ``country`` before (``Outcome.learned``) and, for
+    DENY, refuses the call when it has not (:func:`barred`).
     """
 
     site: str
@@ -107,6 +121,9 @@ class Admission(NamedTuple):
     number: str = ""  # E.164; "" when the number could not be read
     channel: str = ""  # the channel (leg) that asked
     instance: str = ""  # the gate that admits it (the gate fills it in; "" offline)
+    origin: Origin = Origin.DIALLED  # who caused the leg: recorded
+    country: str = ""  # the number's ISO country; "" when it has none (or could not be read)
+    country_check: CountryCheck = CountryCheck.NONE
 
 
 class Outcome(NamedTuple):
@@ -125,6 +142,7 @@ class Outcome(NamedTuple):
     replayed: bool = False  # the call id was already admitted; this is that admission again
     refused: Refusal | None = None  # what refused the call before any counter
     failed: int | None = None  # index of the first check the call does not fit under
+    learned: bool = False  # the site has called Admission.country (read only with a country_check)
 
 
 class Refusal(enum.StrEnum):
@@ -132,6 +150,7 @@ class Refusal(enum.StrEnum):
 
     LOCKED = "lock"  # the extension's lock
     PANIC = "panic"  # the site's panic switch (international calls only)
+    NEW_COUNTRY = "new_country"  # a country the site has never called (CountryCheck.DENY)
 
 
 def held_lock(value: str) -> LockScope | None:
@@ -145,13 +164,25 @@ def held_lock(value: str) -> LockScope | None:
         return None
 
 
-def barred(lock: LockScope | None, panic: bool, international: bool) -> Refusal | None:
-    """What refuses a call before any counter, if anything. Mirrored by ``lua/admit.lua``."""
+def barred(
+    lock: LockScope | None, panic: bool, international: bool, new_country: bool = False
+) -> Refusal | None:
+    """What refuses a call before any counter, if anything, in the order of ``rules.ORDER``: the lock,
+    the panic switch, then ``new_country`` (True: the admission's CountryCheck is DENY and the site
+    has not learned its country). Mirrored by ``lua/admit.lua``."""
     if lock is LockScope.ALL or (international and lock is LockScope.INTERNATIONAL):
         return Refusal.LOCKED
     if international and panic:
         return Refusal.PANIC
+    if new_country:
+        return Refusal.NEW_COUNTRY
     return None
+
+
+def unknown_country(admission: Admission, learned: bool) -> bool:
+    """Does the ``new_country`` rule refuse this admission, given whether the site has called its
+    country (``barred``'s ``new_country``)?"""
+    return admission.country_check is CountryCheck.DENY and not learned
 
 
 class Judgement(NamedTuple):

@@ -4,8 +4,9 @@ It never awaits, never reads the clock and never imports a backend. A decision i
 that a store can do the counted half atomically:
 
 * :func:`~callgate.core.plan.prepare` runs the rules that need no counter (emergency, extension, number,
-  destinations, rate, origin, hours) and builds the :class:`~callgate.core.admission.Admission` for the
-  counted rules;
+  destinations, rate, origin, new_country, hours) and builds the
+  :class:`~callgate.core.admission.Admission` for the counted rules (and for new_country, when only
+  the countries the site has called can settle it);
 * a store admits (or, for ``explain``, only reads) it and returns an
   :class:`~callgate.core.admission.Outcome`;
 * here, :func:`rule_on` gives the verdict on both, and :func:`conclude` dresses it as a
@@ -25,6 +26,7 @@ from callgate.core.admission import (
     Admission,
     Check,
     CheckKind,
+    CountryCheck,
     Outcome,
     Refusal,
     barred,
@@ -32,6 +34,7 @@ from callgate.core.admission import (
     judge,
     money_text,
     spend_seconds,
+    unknown_country,
 )
 from callgate.core.decision import Decision
 from callgate.core.memo import Memo
@@ -39,11 +42,23 @@ from callgate.core.numbers import NumberInfo, emergency_forms
 from callgate.core.plan import Prepared, prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.reasons import Reason, Verdict
-from callgate.core.rules import DENY, PASS, REPORT, RULES, CallAttempt, RuleResult, deny
+from callgate.core.rules import (
+    ASK,
+    DENY,
+    PASS,
+    REPORT,
+    RULES,
+    SKIP,
+    CallAttempt,
+    RuleResult,
+    deny,
+)
 
 # prepare's results are the rules of rules.ORDER that it judges, in order; those before "lock" are
-# all prepare's, so the store's lock check goes in at "lock"'s place.
+# all prepare's, so the store's lock check goes in at "lock"'s place. "new_country" is prepare's
+# too (ASKed of the store, or settled): "lock" is the one rule before it that prepare leaves out.
 _LOCK_AT = RULES.index("lock")
+_NEW_AT = RULES.index("new_country") - 1
 
 
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
@@ -59,6 +74,26 @@ def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
     return RuleResult(
         "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
     )
+
+
+def _new_country_result(p: Prepared, outcome: Outcome) -> RuleResult:
+    """The new_country rule as the store judged it (``Outcome.learned``), where prepare ASKed it."""
+    asked = p.results[_NEW_AT]
+    assert p.admission is not None
+    if outcome.learned:
+        return RuleResult(
+            asked.rule, PASS, f"{p.admission.country}: called before (an answered call settled)"
+        )
+    if p.admission.country_check is CountryCheck.REPORT:
+        return RuleResult(asked.rule, REPORT, f"{asked.detail} (mode: report)", asked.reason)
+    return RuleResult(asked.rule, DENY, asked.detail, asked.reason)
+
+
+def _static(p: Prepared, outcome: Outcome) -> tuple[RuleResult, ...]:
+    """prepare's results, with the store's verdict in place of a rule it ASKed (new_country)."""
+    if p.results[_NEW_AT].outcome != ASK:
+        return p.results
+    return (*p.results[:_NEW_AT], _new_country_result(p, outcome), *p.results[_NEW_AT + 1 :])
 
 
 def _limit_detail(check: Check, value: int) -> str:
@@ -125,10 +160,11 @@ def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Rul
     """
     if p.admission is None or outcome is None:
         return Ruling(Verdict.ALLOW, Reason.EMERGENCY, "emergency", p.results, 0, 0)
+    static = _static(p, outcome)
     results = (
-        *p.results[:_LOCK_AT],
+        *static[:_LOCK_AT],
         _lock_result(p, outcome),
-        *p.results[_LOCK_AT:],
+        *static[_LOCK_AT:],
         *_limit_results(p, outcome, detail),
     )
     denial = next((r for r in results if r.outcome == DENY), None)
@@ -155,7 +191,10 @@ def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
     if p.admission is None or outcome is None:
         return conclude(p, outcome)
     verdict = judge(p.admission, outcome.values)
-    refused = barred(outcome.lock, outcome.panic, p.admission.international)
+    a = p.admission
+    refused = barred(
+        outcome.lock, outcome.panic, a.international, unknown_country(a, outcome.learned)
+    )
     would = outcome._replace(
         admitted=refused is None and verdict.failed is None and verdict.allowed_seconds > 0,
         allowed_seconds=verdict.allowed_seconds,
@@ -173,7 +212,7 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
     static_denial = p.denial
     if static_denial is not None and static_denial.reason is not None:
         return _decision(
-            p, Ruling(Verdict.DENY, static_denial.reason, static_denial.rule, p.results, 0, 0)
+            p, Ruling(Verdict.DENY, static_denial.reason, static_denial.rule, _unasked(p), 0, 0)
         )
     deny = mode is FailMode.DENY or (mode is FailMode.DENY_INTERNATIONAL and p.number.international)
     note = RuleResult(
@@ -182,13 +221,26 @@ def on_store_failure(p: Prepared, mode: FailMode) -> Decision:
         f"counter store unavailable; on_store_error: {mode}",
         Reason.STORE_UNAVAILABLE if deny else None,
     )
-    results = (*p.results, note)
+    results = (*_unasked(p), note)
     if deny:
         return _decision(p, Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0))
     seconds = p.max_seconds // p.policy.rates.increment * p.policy.rates.increment
     return _decision(
         p, Ruling(Verdict.ALLOW, Reason.STORE_UNAVAILABLE, "store", results, seconds, 0)
     )
+
+
+def _unasked(p: Prepared) -> tuple[RuleResult, ...]:
+    """prepare's results when the store cannot be asked: a rule ASKed of it is not judged (the store
+    rule, on_store_error, decides in its place)."""
+    asked = p.results[_NEW_AT]
+    if asked.outcome != ASK or p.admission is None:
+        return p.results
+    country = p.admission.country or "non-geographic"
+    skipped = RuleResult(
+        asked.rule, SKIP, f"{country}: not judged, the store cannot be reached (on_store_error)"
+    )
+    return (*p.results[:_NEW_AT], skipped, *p.results[_NEW_AT + 1 :])
 
 
 def _dial(policy: Policy, number: NumberInfo) -> str:

@@ -112,6 +112,11 @@ LOCK = "lock"
 PANIC = "panic"
 AUDIT = "audit"
 POLICY = "policy"
+COUNTRIES = "countries"  # the countries the site has called (rules: new_country)
+
+# Seconds the site's countries hash lives after the last answered call settled (each renews it): a
+# site that makes no answered call for that long starts again from its own and known_countries.
+COUNTRIES_TTL = 400 * 86400
 
 POLICY_PARTS = ("seq", "versions", "active", "log")  # policy:<part> (callgate.ops.policystore)
 
@@ -188,6 +193,8 @@ RESERVATION_FIELDS = (
     "channel",  # the channel (leg) that asked
     "admitted_at",  # epoch ms
     "instance",  # the gate that admitted it
+    "origin",  # who caused the leg (core.origins.Origin): dialled, forward, transfer, ...
+    "country",  # the number's ISO country ("" for none): learned when the call settles answered
 )
 
 
@@ -205,7 +212,7 @@ def parse(site: str, key: str) -> Key | None:
     if not key.startswith(prefix):
         return None
     tail = key[len(prefix) :]
-    if tail in (PANIC, AUDIT):
+    if tail in (PANIC, AUDIT, COUNTRIES):
         return Key(tail)
     kind, _, rest = tail.partition(":")
     if kind in (RESERVATION, SETTLED) and rest:
@@ -243,14 +250,19 @@ LAYOUT: tuple[tuple[str, str, str, str], ...] = (
      "micro-units committed (settled + reserved) in an hour/day/month", "the period plus a margin"),
     (f"`{RESERVATION}:{{reservation_id}}`", "hash",
      "a call's reservation: the keys it holds, amount, allowed seconds, `until`; and the live call "
-     "(`extension`, `number`, `international`, `channel`, `admitted_at`, `instance`) that "
-     "`callgate status` lists", "allowed seconds + hold"),
+     "(`extension`, `number`, `international`, `channel`, `admitted_at`, `instance`, `origin`) that "
+     "`callgate status` lists, with its `country` (learned when it settles)",
+     "allowed seconds + hold"),
     (f"`{SETTLED}:{{reservation_id}}`", "string",
      "a settled reservation (so a second settle is a no-op)", "2 days"),
     (f"`{BURST}:{EXT}:{{ext}}:{BURSTS.denied}`, `:{BURSTS.short}`", "sorted set",
      "denied attempts and short calls of an extension (lockdown, short_calls)", "the window"),
     (f"`{LOCK}:{{ext}}`, `{PANIC}`", "string", "an admin's lock and the site's panic switch",
      "none, on purpose: a lock lasts until an admin lifts it"),
+    (f"`{COUNTRIES}`", "hash",
+     "the countries the site has called: ISO country -> unix time of the last answered call to it "
+     "that settled (a leg no phone dialled may reach them: `new_countries`)",
+     f"{COUNTRIES_TTL // 86400} days after the last answered call settled"),
     (f"`{AUDIT}`", "stream", "every decision (trimmed to about 1,000,000 entries)",
      "90 days after the last write"),
     (f"`{POLICY}:seq`, `:versions`, `:active`, `:log`", "string, hash, string, stream",

@@ -64,9 +64,9 @@ class Memo:
         self.policy = policy
         self.callers: dict[str, Caller] = {}  # by extension
         self.destinations: dict[tuple[int, str], Destination] = {}  # by (entry, dialled string)
-        # the origin rule of a leg that no phone dialled, by (origin, dialled string): its own table,
-        # as it looks at the origin and never at the entry
-        self.origins: dict[tuple[Origin, str], RuleResult] = {}
+        # the origin and new_country rules of a leg that no phone dialled, by (origin, dialled
+        # string): their own table, as they look at the origin and never at the entry
+        self.origins: dict[tuple[Origin, str], tuple[RuleResult, ...]] = {}
         # the time rule, by (entry, number unread, international, UTC minute)
         self.hours: dict[tuple[int, bool, bool, int], RuleResult] = {}
         self.short_calls: dict[str, ExtensionRule | None] = {}  # bursts: the entry, by extension

@@ -5,7 +5,8 @@ A phone's own call is ``dialled``. Every other origin is a leg that no phone dia
 (never the caller) names it, with the extension that caused it (docs/install.md). Such a leg is judged
 by that extension's profile, as its own calls are, **and** by the policy's ``origins:`` block for its
 origin, which can only narrow what the extension may reach, never widen it: a leg given the wrong
-origin is never looser than the extension's own calls.
+origin is never looser than the extension's own calls. Nor does such a leg reach a country the site
+has never called, unless its block says ``new_countries: allow`` (rules: new_country).
 """
 
 from __future__ import annotations

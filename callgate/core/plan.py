@@ -1,9 +1,11 @@
 """The first half of a decision: the rules that need no counter, and the plan of the counted ones.
 
 :func:`prepare` runs the static rules (emergency, extension, number, destinations, rate, origin,
-hours; the table is ``rules.py``'s) and builds the :class:`~callgate.core.admission.Admission` a store
-admits: one :class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the
-extension, its profile group and the site. What depends on neither the counters nor the time comes from the policy's
+new_country, hours; the table is ``rules.py``'s) and builds the
+:class:`~callgate.core.admission.Admission` a store admits: one
+:class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the extension,
+its profile group and the site, and the country check of a new_country rule that only the store's
+countries can settle. What depends on neither the counters nor the time comes from the policy's
 :class:`~callgate.core.memo.Memo`. The engine (:mod:`callgate.core.engine`) rules on the result.
 """
 
@@ -14,7 +16,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from callgate.core.admission import REPORT_LIMIT, Admission, Check, CheckKind, to_micro
+from callgate.core.admission import (
+    REPORT_LIMIT,
+    Admission,
+    Check,
+    CheckKind,
+    CountryCheck,
+    to_micro,
+)
 from callgate.core.keys import (
     PERIODS,
     SITE_SCOPE,
@@ -34,9 +43,11 @@ from callgate.core.origins import Origin
 from callgate.core.policy import DEFAULT_MAX_CALL_DURATION, ExtensionRule, Limits, Policy
 from callgate.core.reasons import Reason
 from callgate.core.rules import (
+    ASK,
     CALLER_RULES,
     DENY,
     DESTINATION_RULES,
+    DIALLED_NEW_COUNTRY,
     DIALLED_ORIGIN,
     ORIGIN_RULES,
     PASS,
@@ -174,11 +185,25 @@ def _destination(
     return Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
 
 
-def _origin(policy: Policy, attempt: CallAttempt, dest: Destination, local: datetime) -> RuleResult:
-    """The origin rule: it looks at the origin, the number and its rate, never at the entry (None)."""
+def _origin(
+    policy: Policy, attempt: CallAttempt, dest: Destination, local: datetime
+) -> tuple[RuleResult, ...]:
+    """The origin and new_country rules: they look at the origin, the number and its rate, never at
+    the entry (None)."""
     c = Context(policy, attempt, dest.number, None, local, None, dest.rate, None)
-    (result,) = (check(c) for _, check in ORIGIN_RULES)
-    return result
+    return tuple(check(c) for _, check in ORIGIN_RULES)
+
+
+# What a phone's own call gets from the origin rules.
+_DIALLED = (DIALLED_ORIGIN, DIALLED_NEW_COUNTRY)
+
+
+def _country_check(policy: Policy, origin: Origin, new_country: RuleResult) -> CountryCheck:
+    """What the store must do for the new_country rule: nothing, unless the rule was ASKed of it."""
+    if new_country.outcome != ASK:
+        return CountryCheck.NONE
+    block, _ = policy.origin_block(origin)
+    return CountryCheck.REPORT if "new_countries" in block.report else CountryCheck.DENY
 
 
 def _time(
@@ -193,8 +218,9 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     """Run the rules of ``memo``'s policy that need no counter and plan the counted ones.
 
     What depends on neither the counters nor the time is worked out once per policy and kept in its
-    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the origin rule
-    per (origin, dialled string), the time rule per (entry, kind of number, minute).
+    :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the origin
+    and new_country rules per (origin, dialled string), the time rule per (entry, kind of number,
+    minute).
     """
     policy = memo.policy
     memo.keep_bounded()
@@ -223,7 +249,7 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     hours = memo.hours.get(minute)
     if hours is None:
         hours = memo.hours[minute] = _time(policy, attempt, caller, dest, local)
-    judged = DIALLED_ORIGIN
+    judged: tuple[RuleResult, ...] = _DIALLED
     if attempt.origin is not Origin.DIALLED:
         found = memo.origins.get((attempt.origin, attempt.dialled))
         if found is None:
@@ -231,7 +257,7 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
                 policy, attempt, dest, local
             )
         judged = found
-    results = (_NOT_EMERGENCY, caller.result, *dest.results, judged, hours)
+    results = (_NOT_EMERGENCY, caller.result, *dest.results, *judged, hours)
     counted: list[Check] = []
     spent: list[Check] = []
     e164 = number.e164 or ""
@@ -266,6 +292,9 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
         reserve=not any(r.outcome == DENY for r in results),
         number=e164,
         channel=attempt.leg,
+        origin=attempt.origin,
+        country=number.country or "",
+        country_check=_country_check(policy, attempt.origin, judged[1]),  # (origin, new_country)
     )
     return Prepared(
         policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,

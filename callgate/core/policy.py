@@ -49,6 +49,14 @@ class ShortCallAction(enum.StrEnum):
     ALERT = "alert"
 
 
+class NewCountries(enum.StrEnum):
+    """``new_countries:`` of an ``origins:`` block: may a leg of that origin reach a country the site
+    has never called (no answered call to it settled, not the site's own, not in ``known_countries``)?"""
+
+    DENY = "deny"  # the default, for every origin but dialled: never a first-seen country
+    ALLOW = "allow"
+
+
 class RuleMode(enum.StrEnum):
     """``mode:`` of one rule: ``report`` logs what the rule would deny and lets the call through."""
 
@@ -89,6 +97,9 @@ class Site:
     currency: str
     outside_line: tuple[str, ...] = ()
     on_store_error: FailMode = FailMode.DENY_INTERNATIONAL
+    # countries the site knows besides its own (``region``) and those it learns from answered calls:
+    # a leg that no phone dialled may reach them whatever its origin's ``new_countries`` says
+    known_countries: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +160,9 @@ class Destinations:
     deny_prefixes: tuple[str, ...] = ()  # digits without "+"
     allow_prefixes: tuple[str, ...] = ()
     max_rate: Decimal | None = None
+    # an ``origins:`` block's only (a profile's destinations do not take it): may the origin's legs
+    # reach a country the site has never called (rules: new_country)
+    new_countries: NewCountries = NewCountries.DENY
     report: frozenset[str] = frozenset()  # e.g. {"deny_prefixes", "max_rate"}
     prefix_lists: Mapping[str, str] = field(default_factory=dict)  # digits -> list name
     _deny: PrefixTable = field(init=False, repr=False, compare=False)
@@ -375,8 +389,9 @@ class Policy:
 @functools.lru_cache(maxsize=16)
 def safe_origin_block(region: str) -> Destinations:
     """What a leg that no phone dialled may reach when the policy's ``origins:`` does not name its
-    origin: the site's own country only, and no number type that pays the called party
-    (:data:`~callgate.core.origins.SAFE_DENIED_TYPES`). Cached: the same region, the same block."""
+    origin: the site's own country only, no number type that pays the called party
+    (:data:`~callgate.core.origins.SAFE_DENIED_TYPES`), and no first-seen country
+    (``new_countries: deny``). Cached: the same region, the same block."""
     return Destinations(
         allow_countries=frozenset({region}), deny_number_types=frozenset(SAFE_DENIED_TYPES)
     )

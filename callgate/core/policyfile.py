@@ -46,6 +46,7 @@ from callgate.core.policy import (
     Limits,
     Lockdown,
     LockScope,
+    NewCountries,
     Policy,
     Profile,
     Rates,
@@ -175,7 +176,18 @@ def _prefix_rates(r: Reader, node: Node, path: str) -> dict[str, Decimal]:
 
 
 def _destinations(r: Reader, node: Node, path: str) -> Destinations | None:
-    """The destination rules; an allow list and a deny list of the same thing cannot be mixed."""
+    """A profile's destination rules; an allow list and a deny list of the same thing cannot be mixed."""
+    return _destinations_by(r, node, path, _DESTINATIONS)
+
+
+def _origin_block(r: Reader, node: Node, path: str) -> Destinations | None:
+    """An ``origins:`` block: a profile's destination rules and ``new_countries``."""
+    return _destinations_by(r, node, path, _ORIGIN_BLOCK)
+
+
+def _destinations_by(
+    r: Reader, node: Node, path: str, schema: dict[str, Field]
+) -> Destinations | None:
     entries = node.value if isinstance(node, yaml.MappingNode) else []
     keys = {key.value: key for key, _ in entries if isinstance(key, yaml.ScalarNode)}
     for kind in ("countries", "number_types"):
@@ -183,7 +195,7 @@ def _destinations(r: Reader, node: Node, path: str) -> Destinations | None:
         if allow in keys and deny in keys:
             message = f"{allow} and {deny} cannot both be set; keep one"
             r.problem(keys[deny], join(path, deny), message)
-    values = section(r, node, path, _DESTINATIONS)
+    values = section(r, node, path, schema)
     if values is None:
         return None
     lists: dict[str, str] = {}
@@ -237,7 +249,8 @@ _ORIGIN_NAMES = tuple(origin.value for origin in NARROWED)
 
 def _origins(r: Reader, node: Node, path: str) -> dict[Origin, Destinations]:
     """``origins: {forward: {allow_countries: [US]}}``: what a leg that no phone dialled may reach,
-    each origin's block read as a profile's ``destinations`` (report mode too)."""
+    each origin's block read as a profile's ``destinations`` (report mode too), with
+    ``new_countries``."""
     out: dict[Origin, Destinations] = {}
     what = f"a mapping of origins ({', '.join(_ORIGIN_NAMES)}) to destinations"
     for name, key, value in pairs(r, node, path, what):
@@ -253,7 +266,7 @@ def _origins(r: Reader, node: Node, path: str) -> dict[Origin, Destinations]:
             hint = r.hint(name, _ORIGIN_NAMES)
             r.problem(key, join(path, name), f"unknown origin {name!r}: {expected}{hint}")
         else:
-            block = _destinations(r, value, join(path, name))
+            block = _origin_block(r, value, join(path, name))
             if block is not None:
                 out[Origin(name)] = block
     return out
@@ -337,6 +350,7 @@ _SITE = {
     "currency": Field(currency, "an ISO 4217 currency code such as USD"),
     "outside_line": Field(tuple_of(dialled, '["9"]')),
     "on_store_error": Field(choice(FailMode)),
+    "known_countries": Field(set_of(_country, "[CA, GB]")),
 }
 _NO_MODE = "allow_prefixes has no mode: it only lets calls through"
 _DESTINATIONS = {
@@ -354,6 +368,7 @@ _DESTINATIONS = {
     "allow_prefixes": Field(prefix_entries('["+18005551"]', _NO_MODE)),
     "max_rate": Field(moded(amount, '"0.50"')),
 }
+_ORIGIN_BLOCK = {**_DESTINATIONS, "new_countries": Field(moded(choice(NewCountries), "deny"))}
 _HOURS = {
     "international": Field(moded(window, '"mon-fri 08:00-18:00"')),
     "any": Field(moded(window, '"mon-sun 00:00-24:00"')),

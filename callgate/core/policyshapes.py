@@ -27,6 +27,9 @@ _MISPLACED = {  # keys that exist, but not where they were written
     "max_call_duration": f"not allowed here: it limits each call; {_PER_EXTENSION}",
     "short_calls": f"not allowed here: it watches each extension; {_PER_EXTENSION}",
     "profile_limits": "not allowed here: it belongs in a profile, beside its limits",
+    "new_countries": "not allowed here: it belongs in a block of origins: (forward: {new_countries: "
+    "allow}); a phone's own calls reach any country its profile allows",
+    "known_countries": "not allowed here: it belongs in site: (site: {known_countries: [CA, GB]})",
     "mode": "not allowed here: a mode belongs to one rule, such as "
     "calls_per_minute: {value: 4, mode: report} or same_number: {calls: 3, within: 10m, mode: report}",
 }

@@ -41,6 +41,9 @@ def describe(policy: Policy, today: date | None = None) -> list[str]:
         f"emergency (always allowed, never counted): {', '.join(policy.emergency) or 'none'}",
         f"rates: {len(rates.prefixes)} prefixes, {default}, billed per {rates.increment}s",
         f"holidays: {', '.join(sorted(d.isoformat() for d in policy.holidays)) or 'none'}",
+        "countries the site knows (legs no phone dialled may reach them): "
+        + ", ".join([f"{site.region} (its own)", *sorted(site.known_countries - {site.region})])
+        + ", and each that an answered call reached",
     ]
     for profile in policy.profiles.values():
         lines += _describe_profile(profile)
@@ -104,7 +107,8 @@ def _describe_origins(policy: Policy) -> list[str]:
     lines = ["legs no phone dialled (each also within its extension's profile):"]
     for origin in NARROWED:
         block, written = policy.origin_block(origin)
-        lines.append(f"  {origin}: {_where(block)}{'' if written else ' (the default)'}")
+        new = f"new countries: {block.new_countries}"
+        lines.append(f"  {origin}: {_where(block)}; {new}{'' if written else ' (the default)'}")
     return lines
 
 

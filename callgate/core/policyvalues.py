@@ -19,11 +19,21 @@ import phonenumbers
 import yaml
 
 from callgate.core.numbers import NumberType
-from callgate.core.policy import FailMode, HolidayMode, LockScope, RuleMode, ShortCallAction, Window
+from callgate.core.policy import (
+    FailMode,
+    HolidayMode,
+    LockScope,
+    NewCountries,
+    RuleMode,
+    ShortCallAction,
+    Window,
+)
 from callgate.core.policyyaml import Node, Parse, Reader, scalar_text, shown
 from callgate.core.windows import format_duration, parse_date, parse_duration, parse_window
 
-E = TypeVar("E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, RuleMode)
+E = TypeVar(
+    "E", FailMode, HolidayMode, LockScope, ShortCallAction, NumberType, RuleMode, NewCountries
+)
 
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?", re.ASCII)  # micro-units stay exact in Lua

@@ -23,6 +23,7 @@ from callgate.core.policy import (
     Destinations,
     ExtensionRule,
     HolidayMode,
+    NewCountries,
     Policy,
     is_extension,
     report_only,
@@ -35,6 +36,10 @@ PASS, DENY, SKIP, REPORT = (
     "skip",
     "report",
 )  # report: would deny, is in mode: report
+# The outcome of a static rule whose verdict the store gives in the admission (new_country): its
+# detail and reason are the denial it would be. Never in a decision: the engine puts the store's
+# verdict in its place (engine.rule_on), or says the store could not be asked (on_store_failure).
+ASK = "ask"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +282,48 @@ def _origin(c: Context) -> RuleResult:
     return reported or RuleResult(rule, PASS, f"{origin.value}: within {where}{default}")
 
 
+# The new_country rule of a phone's own call: it is never limited to the countries the site knows.
+DIALLED_NEW_COUNTRY = RuleResult(
+    "new_country", SKIP, "dialled by the extension: any country its profile allows"
+)
+
+
+def _new_country(c: Context) -> RuleResult:
+    """A leg that no phone dialled may not reach a country the site has never called, unless its
+    origin's block says ``new_countries: allow``. What the policy settles alone (a domestic number,
+    the site's ``known_countries``, ``allow``, the block's ``allow_prefixes``) is settled here; else
+    the rule is ASKed of the store, which looks the country up in those it learned from answered
+    calls (``keys.COUNTRIES``) in the same atomic admission. Looks at what the origin rule looks at
+    (memoised with it)."""
+    rule, origin, number = "new_country", c.attempt.origin, c.number
+    if origin is Origin.DIALLED:
+        return DIALLED_NEW_COUNTRY
+    if not number.readable:
+        return RuleResult(rule, SKIP, "")
+    country = number.country
+    if not number.international:
+        return RuleResult(rule, PASS, f"{country or 'domestic'}: the site's own country")
+    if country is not None and country in c.policy.site.known_countries:
+        return RuleResult(rule, PASS, f"{country} is in site.known_countries")
+    block, written = c.policy.origin_block(origin)
+    where = f"origins.{origin.value}"
+    if block.new_countries is NewCountries.ALLOW:
+        return RuleResult(
+            rule, PASS, f"{country or 'non-geographic'}: {where}.new_countries: allow"
+        )
+    excepted = block.allowed((number.e164 or "").lstrip("+"))
+    if excepted:
+        return RuleResult(rule, PASS, f"+{excepted} is in {where}.allow_prefixes")
+    what = (
+        f"{country} is a new country: no answered call from this site has reached it"
+        if country is not None
+        else f"{number.e164} is non-geographic: no country the site can have called"
+    )
+    default = "" if written else " (the default)"
+    detail = f"{origin.value}: {what}; {where}.new_countries: deny{default}"
+    return RuleResult(rule, ASK, detail, origin_reason(origin))
+
+
 def _outside(block: Destinations, c: Context) -> list[tuple[str, str]]:
     """(the key, what of the number it objects to) for each key of ``block`` that the number is
     outside of, in the order of the destination rules: countries, number types, prefixes, rate."""
@@ -312,7 +359,8 @@ class RuleGroup(enum.StrEnum):
     DESTINATION = (
         "destination"  # the entry, the number (a function of the dialled string), the policy
     )
-    # the origin and the number with its rate (functions of the dialled string): never the entry
+    # the origin and the number with its rate (functions of the dialled string): never the entry;
+    # new_country's verdict may be ASKed of the store (its countries), in the admission
     ORIGIN = "origin"
     TIME = "time"  # the entry, whether the number is readable and international, the local minute
     STORE = "store"  # the store: the lock and the panic switch; or on_store_error when it is down
@@ -327,8 +375,8 @@ COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "dist
 
 # Every rule a decision can list, in the order it lists them (the order of docs/policy.md), with who
 # judges it and, for a static rule, its check. A store judges the counted ones in this order too: the
-# first that fails gives the reason. "store" stands where the lock and the counted rules would be when
-# the store cannot be reached (engine.on_store_failure).
+# first that fails gives the reason. "store" stands where the lock, new_country's lookup and the
+# counted rules would be when the store cannot be reached (engine.on_store_failure).
 ORDER: tuple[tuple[str, RuleGroup, StaticRule | None], ...] = (
     ("emergency", RuleGroup.PREPARE, None),
     ("extension", RuleGroup.CALLER, _extension),
@@ -339,6 +387,7 @@ ORDER: tuple[tuple[str, RuleGroup, StaticRule | None], ...] = (
     ("destinations.prefixes", RuleGroup.DESTINATION, _prefixes),
     ("rates", RuleGroup.DESTINATION, _rate),
     ("origin", RuleGroup.ORIGIN, _origin),
+    ("new_country", RuleGroup.ORIGIN, _new_country),
     ("hours", RuleGroup.TIME, _hours),
     ("store", RuleGroup.STORE, None),
     *((f"{scope}.{name}", RuleGroup.COUNTERS, None) for scope in SCOPE_LIMITS for name in COUNTED),

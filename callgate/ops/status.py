@@ -10,7 +10,7 @@ its links; :func:`persistence` whether Redis keeps its data across its own resta
 start-up when it does not: the caps would reset with it).
 
 The keys are read as :mod:`callgate.core.keys` spells them. A live call is its reservation (``r:<id>``, which
-the admission script writes with the call's extension, number, channel, time and gate): the reservations
+the admission script writes with the call's extension, number, channel, time, gate and origin): the reservations
 not yet settled nor expired are counted, and the first :data:`LIVE_SHOWN` by admission time are listed.
 
 The cost is bounded: one ``SCAN`` pass over the site's keys (``MATCH`` on the site prefix, ``COUNT``
@@ -82,7 +82,14 @@ def _reservation_fields(*names: str) -> tuple[str, ...]:
 # What status reads of a reservation hash: its money, and the live call it is.
 _HELD = _reservation_fields("cost", "until")
 _LIVE = _reservation_fields(
-    "allowed", "extension", "number", "international", "channel", "admitted_at", "instance"
+    "allowed",
+    "extension",
+    "number",
+    "international",
+    "channel",
+    "admitted_at",
+    "instance",
+    "origin",
 )
 
 
@@ -251,7 +258,7 @@ def _live_call(
     when = datetime.fromtimestamp(at / 1000, zone).isoformat(timespec="seconds") if at else ""
     return at, LiveCall(
         reservation, f["extension"], f["number"], f["international"] == "1", f["channel"], when,
-        _int(f["allowed"]), f["instance"], until,
+        _int(f["allowed"]), f["instance"], until, f["origin"],
     )  # fmt: skip
 
 

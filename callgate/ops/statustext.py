@@ -68,6 +68,8 @@ def render_text(s: Status) -> str:
         lines.append(f"live calls {s.live_calls}")
     for c in s.live:
         where = "international" if c.international else "domestic"
+        if c.origin and c.origin != "dialled":  # a leg that no phone dialled says what caused it
+            where += f", {c.origin}"
         on = f" on {c.instance}" if c.instance else ""
         lines.append(f"  {c.extension} -> {c.number} ({where}) since {c.admitted_at}, at most "
                      f"{c.allowed_seconds}s, channel {c.channel}{on}")  # fmt: skip

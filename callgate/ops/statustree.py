@@ -66,6 +66,9 @@ class LiveCall:
     allowed_seconds: int
     instance: str  # which gate admitted it
     until_ms: int  # when its reservation expires (allowed seconds + hold)
+    # who caused the leg (core.origins.Origin: dialled, forward, transfer...); "" when the gate
+    # that admitted it wrote no origin (a callgate from before origins were recorded)
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)

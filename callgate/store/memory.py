@@ -15,13 +15,17 @@ from callgate.core.admission import (
     Admission,
     BurstRule,
     CheckKind,
+    CountryCheck,
     Outcome,
+    Refusal,
     barred,
     billed_seconds,
     cost_micro,
     held_lock,
     judge,
+    unknown_country,
 )
+from callgate.core.origins import Origin
 from callgate.core.policy import LockScope
 from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
@@ -44,6 +48,8 @@ class _Reservation(NamedTuple):
     channel: str
     admitted_at: int
     instance: str
+    origin: Origin
+    country: str
 
 
 class MemoryStore:
@@ -54,6 +60,7 @@ class MemoryStore:
         self._reservations: dict[str, _Reservation] = {}  # by r:<id>
         self._settled: dict[str, Settlement] = {}  # by done:<id>
         self._strings: dict[str, str] = {}  # locks and panic
+        self._countries: dict[str, dict[str, int]] = {}  # by countries key: country -> unix time
         self._expiry: dict[str, int] = {}  # key -> ms
         self._ops = 0
 
@@ -141,18 +148,36 @@ class MemoryStore:
                 values.append(len(members) - (check.member in members))
         return tuple(values)
 
+    def _bars(
+        self, a: Admission, prefix: str
+    ) -> tuple[LockScope | None, bool, Refusal | None, bool]:
+        """The lock, the panic switch, what of them refuses the call, and whether the site has called
+        the call's country (looked up only with a country_check: ``lua/admit.lua``'s HEXISTS)."""
+        lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
+        panic = prefix + keys.PANIC in self._strings
+        learned = False
+        if a.country_check is not CountryCheck.NONE:
+            ckey = prefix + keys.COUNTRIES
+            learned = self._alive(ckey, a.at_ms) and a.country in self._countries.get(ckey, {})
+        return (
+            lock,
+            panic,
+            barred(lock, panic, a.international, unknown_country(a, learned)),
+            learned,
+        )
+
     def read_now(self, a: Admission) -> Outcome:
-        """What ``peek`` sees: the values, the lock and panic, and how the store judges them."""
+        """What ``peek`` sees: the values, the lock and panic, the country, and how the store judges
+        them."""
         prefix = keys.site_prefix(a.site)
         self._tick(a.at_ms)
         values = self._values(a, prefix)
-        lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
-        panic = prefix + keys.PANIC in self._strings
         verdict = judge(a, values)
-        refused = barred(lock, panic, a.international)
+        lock, panic, refused, learned = self._bars(a, prefix)
         return Outcome(
-            values, lock, panic, False, verdict.allowed_seconds, 0, False, refused, verdict.failed
-        )
+            values, lock, panic, False, verdict.allowed_seconds, 0, False, refused, verdict.failed,
+            learned,
+        )  # fmt: skip
 
     def admit_now(self, a: Admission) -> Outcome:
         """Mirrors ``lua/admit.lua``."""
@@ -162,11 +187,11 @@ class MemoryStore:
         if held is not None and self._alive(rkey, a.at_ms):
             self._tick(a.at_ms)
             values = self._values(a, prefix)
-            lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
-            panic = prefix + keys.PANIC in self._strings
-            refused = barred(lock, panic, a.international)
+            lock, panic, refused, learned = self._bars(a, prefix)
             # handed back as it was admitted: not judged again
-            return Outcome(values, lock, panic, True, held.allowed, held.cost, True, refused)
+            return Outcome(
+                values, lock, panic, True, held.allowed, held.cost, True, refused, None, learned
+            )
         seen = self.read_now(a)
         if not a.reserve or seen.refused is not None or seen.allowed_seconds <= 0:
             return seen
@@ -192,7 +217,8 @@ class MemoryStore:
                 slot_keys.append(key)
         self._reservations[rkey] = _Reservation(
             allowed, cost, a.rate, a.increment, until, tuple(spend_keys), tuple(slot_keys),
-            a.extension, a.number, a.international, a.channel, now, a.instance,
+            a.extension, a.number, a.international, a.channel, now, a.instance, a.origin,
+            a.country,
         )  # fmt: skip
         self._expire(rkey, until)
         return seen._replace(admitted=True, reserved=cost)
@@ -219,6 +245,12 @@ class MemoryStore:
             seconds = billed_seconds(min(billsec, held.allowed), held.increment)
             charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
+        if billsec is not None and billsec > 0 and held.country:  # answered: the site knows it now
+            ckey = prefix + keys.COUNTRIES
+            if not self._alive(ckey, at_ms):
+                self._countries.pop(ckey, None)
+            self._countries.setdefault(ckey, {})[held.country] = at_ms // 1000
+            self._expire(ckey, at_ms + keys.COUNTRIES_TTL * 1000)
         for key in held.spend:
             if key in self._money:
                 self._money[key] -= released
@@ -249,6 +281,12 @@ class MemoryStore:
 
     def money(self, site: str, key: str) -> int:
         return self._money.get(keys.site_prefix(site) + key, 0)
+
+    def countries(self, site: str, at_ms: int) -> dict[str, int]:
+        """The countries ``site`` has called, as Redis' ``HGETALL`` of its hash holds them: country ->
+        unix time of the last answered call to it that settled ({}: none)."""
+        key = keys.site_prefix(site) + keys.COUNTRIES
+        return dict(self._countries.get(key, {})) if self._alive(key, at_ms) else {}
 
     # -- time and expiry ---------------------------------------------------------------------------
     def _window_count(self, key: str, cutoff: int) -> int:
@@ -283,5 +321,6 @@ class MemoryStore:
             del self._expiry[key]
             for table in (self._windows, self._members, self._money, self._strings):
                 table.pop(key, None)
+            self._countries.pop(key, None)
             self._reservations.pop(key, None)
             self._settled.pop(key, None)

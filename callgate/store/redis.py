@@ -74,17 +74,19 @@ class RedisStore:
             prefix + keys.reservation_key(a.call_id),
             prefix + keys.lock_key(a.extension),
             prefix + keys.PANIC,
+            prefix + keys.COUNTRIES,
         ]
         args: list[Any] = [
             a.call_id, a.at_ms, a.rate, a.increment, a.max_seconds, a.hold,
             int(a.reserve), int(a.international), int(peek), a.deadline_ms,
-            a.extension, a.number, a.channel, a.instance,
+            a.extension, a.number, a.channel, a.instance, a.origin.value, a.country,
+            a.country_check.value,
         ]  # fmt: skip
         for check in a.checks:
             names.append(prefix + check.key)
             args += [check.kind.value, check.limit, check.window, check.member]
         reply = await self._call(lambda: self._admit(keys=names, args=args))
-        lock, panic, refused, failed, admitted, allowed, cost, replayed, *values = reply
+        lock, panic, refused, failed, admitted, allowed, cost, replayed, learned, *values = reply
         return Outcome(
             values=tuple(int(v) for v in values),
             lock=held_lock(str(lock or "")),
@@ -95,6 +97,7 @@ class RedisStore:
             replayed=bool(int(replayed)),
             refused=Refusal(str(refused)) if refused else None,
             failed=None if int(failed) < 0 else int(failed),
+            learned=bool(int(learned)),
         )
 
     async def admit(self, admission: Admission) -> Outcome:
@@ -110,9 +113,10 @@ class RedisStore:
         names = [
             prefix + keys.reservation_key(reservation_id),
             prefix + keys.settled_key(reservation_id),
+            prefix + keys.COUNTRIES,
         ]
         given = "" if billsec is None else billsec  # '': cannot be settled, charged in full
-        args = [given, SETTLED_MEMORY, at_ms, reservation_id]
+        args = [given, SETTLED_MEMORY, at_ms, reservation_id, keys.COUNTRIES_TTL]
         reply = await self._call(lambda: self._settle(keys=names, args=args))
         status, charged, released, seconds = reply
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))

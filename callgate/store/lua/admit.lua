@@ -3,15 +3,18 @@
 -- trip per call.
 --
 -- KEYS[1] reservation hash   KEYS[2] the extension's lock   KEYS[3] the site's panic flag
--- KEYS[4..] one key per check, in the admission's order (every key is built by callgate.core.keys)
+-- KEYS[4] the countries the site has called (hash: country -> unix time; written by settle.lua)
+-- KEYS[5..] one key per check, in the admission's order (every key is built by callgate.core.keys)
 -- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
 --       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then what the reservation records
---       of the live call: extension, number (E.164), channel, instance; then per check: kind, limit,
---       window (seconds), member
+--       of the live call: extension, number (E.164), channel, instance, origin, country (ISO, '' none);
+--       then the country check (callgate.core.admission.CountryCheck: '', 'deny' or 'report');
+--       then per check: kind, limit, window (seconds), member
 -- KEYS[1] is the reservation id (callgate.core.plan.reservation_id): it is bound to the number, the rate,
 -- the extension and the channel, so an earlier reservation is only handed back to the same leg.
--- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, value1, value2, ...}
---   refused: 'lock', 'panic' or '' (what refused the call before any counter)
+-- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, learned, value1, ...}
+--   refused: 'lock', 'panic', 'new_country' or '' (what refused the call before any counter)
+--   learned: 1 when the country check found the country in KEYS[4] (0 without a check)
 --   failed: the index (from 0) of the first check the call does not fit under; -1: none
 --   allowed_seconds: admitted, what was reserved; else what the counters allow (0 when a check failed)
 
@@ -20,8 +23,10 @@ local rate, inc, max_seconds = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(AR
 local hold, reserve, intl, peek = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
 local deadline = tonumber(ARGV[10])
 local extension, number, channel, instance = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
-local n = #KEYS - 3
-local ARGS = 14 -- fixed arguments before the per-check ones
+local origin, country, country_check = ARGV[15], ARGV[16], ARGV[17]
+local n = #KEYS - 4
+local ARGS = 17 -- fixed arguments before the per-check ones
+local FIRST = 4 -- KEYS before the per-check ones
 
 local function idiv(a, b) -- exact floor(a / b) for non-negative integers held in doubles
   local q = math.floor(a / b)
@@ -32,16 +37,20 @@ end
 
 local lock = redis.call('GET', KEYS[2]) or ''
 local panic = redis.call('EXISTS', KEYS[3])
+local learned = 0
+if country_check ~= '' then learned = redis.call('HEXISTS', KEYS[4], country) end
 local refused = '' -- callgate.core.admission.barred
 if lock == 'all' or (intl and lock == 'international') then
   refused = 'lock'
 elseif intl and panic == 1 then
   refused = 'panic'
+elseif country_check == 'deny' and learned == 0 then -- callgate.core.admission.unknown_country
+  refused = 'new_country'
 end
 
 local values = {}
 for i = 1, n do
-  local key, base = KEYS[i + 3], ARGS + (i - 1) * 4
+  local key, base = KEYS[i + FIRST], ARGS + (i - 1) * 4
   local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
   local v
   if kind == 'spend' then
@@ -62,7 +71,7 @@ for i = 1, n do
 end
 
 local function reply(failed, admitted, allowed, cost, replayed)
-  local out = {lock, panic, refused, failed, admitted, allowed, cost, replayed}
+  local out = {lock, panic, refused, failed, admitted, allowed, cost, replayed, learned}
   for i = 1, n do out[#out + 1] = values[i] end
   return out
 end
@@ -110,7 +119,7 @@ local cost = idiv(rate * allowed + 59, 60)
 local untl = now + (allowed + hold) * 1000
 local spend_keys, slot_keys = {}, {}
 for i = 1, n do
-  local key, base = KEYS[i + 3], ARGS + (i - 1) * 4
+  local key, base = KEYS[i + FIRST], ARGS + (i - 1) * 4
   local kind, window = ARGV[base + 1], tonumber(ARGV[base + 3])
   if kind == 'spend' then
     redis.call('INCRBY', key, cost)
@@ -134,6 +143,6 @@ end
 redis.call('HSET', KEYS[1], 'allowed', allowed, 'cost', cost, 'rate', rate, 'increment', inc,
   'until', untl, 'spend', table.concat(spend_keys, '\n'), 'slots', table.concat(slot_keys, '\n'),
   'extension', extension, 'number', number, 'international', intl and 1 or 0, 'channel', channel,
-  'admitted_at', ARGV[2], 'instance', instance)
+  'admitted_at', ARGV[2], 'instance', instance, 'origin', origin, 'country', country)
 redis.call('PEXPIRE', KEYS[1], (allowed + hold) * 1000)
 return reply(-1, 1, allowed, cost, 0)
