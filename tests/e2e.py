@@ -235,14 +235,32 @@ class Watch:
         copies to its ;2 half). The caller id is the phone's own claim (``caller_id``, default ``ext``).
         """
         extension = f",CALLGATE_EXTENSION={ext}" if ext else ""
+        await self.place(
+            f"Local/{number}@phones/n",
+            caller_id=f'"Ext {ext}" <{caller_id or ext}>',
+            variables=f"__HOLD={hold}{extension}{variables}",
+        )
+
+    async def place(
+        self,
+        channel: str,
+        *,
+        context: str = "park",
+        exten: str = "s",
+        caller_id: str = "",
+        variables: str = "",
+    ) -> None:
+        """AMI Originate of ``channel`` (usually a Local channel that runs the call's dialplan), its
+        other side placed at ``exten@context`` (default: the stand-ins' ``park``, which holds the line
+        for ``HOLD`` seconds); asynchronous, so it returns once Asterisk accepted the request."""
         reply = await self.conn.send(
             "Originate",
-            Channel=f"Local/{number}@phones/n",
-            Context="park",
-            Exten="s",
+            Channel=channel,
+            Context=context,
+            Exten=exten,
             Priority="1",
-            CallerID=f'"Ext {ext}" <{caller_id or ext}>',
-            Variable=f"__HOLD={hold}{extension}{variables}",
+            CallerID=caller_id,
+            Variable=variables,
             Async="true",
             Timeout="30000",
         )

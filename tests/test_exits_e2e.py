@@ -194,18 +194,12 @@ async def call_in(
     """An outside caller (caller id `caller`, which they choose) calls `did`; once answered it
     presses `keys` (SendDTMF: `W` is a one-second pause), plays the prompt `say`, and hangs up after
     `stay` seconds."""
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{did}@from-trunk/n",
-        Context="caller",
-        Exten="s",
-        Priority="1",
-        CallerID=f'"Outside" <{caller}>',
-        Variable=f"KEYS={keys},SAY={say},STAY={stay}",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{did}@from-trunk/n",
+        context="caller",
+        caller_id=f'"Outside" <{caller}>',
+        variables=f"KEYS={keys},SAY={say},STAY={stay}",
     )
-    assert reply.get("Response") == "Success", reply.headers
 
 
 async def db_put(watch: Watch, family: str, key: str, value: str) -> None:

@@ -250,18 +250,11 @@ async def inbound(
     watch: Watch, dest: str, *, hold: int = 1, caller: str = "3125550199", extra: str = ""
 ) -> None:
     """An outside caller dials the DID, which FreePBX sends to `dest` ("context,exten")."""
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{DID}@from-pstn/n",
-        Context="park",
-        Exten="s",
-        Priority="1",
-        CallerID=f'"Outside" <{caller}>',
-        Variable=f"__HOLD={hold},DEST={dest.replace(',', '^')}{extra}",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{DID}@from-pstn/n",
+        caller_id=f'"Outside" <{caller}>',
+        variables=f"__HOLD={hold},DEST={dest.replace(',', '^')}{extra}",
     )
-    assert reply.get("Response") == "Success", reply.headers
 
 
 def mine(rig: Serving, before: int) -> list[tuple[str, str, str, str, str]]:
@@ -485,18 +478,9 @@ async def test_click_to_call_from_1001_is_still_its_dialled_call(
     AMPUSER is 1001 from its caller id, as before: 1001's own dialled call, allowed to London."""
     await db_put(watch, "DEVICE/1001", "user", "1001")
     before = len(rig.decisions())
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{LONDON}@from-internal/n",
-        Context="park",
-        Exten="s",
-        Priority="1",
-        CallerID='"Ext 1001" <1001>',
-        Variable="__HOLD=1",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{LONDON}@from-internal/n", caller_id='"Ext 1001" <1001>', variables="__HOLD=1"
     )
-    assert reply.get("Response") == "Success", reply.headers
     await rig.decision(LONDON, before)
     assert mine(rig, before) == [(LONDON, "dialled", "1001", "", "allowed")]
 
@@ -622,18 +606,11 @@ async def forwarded_by(watch: Watch, number: str, forwarder: str) -> None:
     """What Dial() does when the phone it rings answers "302 Moved" to ``number``: it calls
     Local/<number>@from-internal (FreePBX's FORWARD_CONTEXT) with FORWARDERNAME = the phone's channel,
     which the Local channel copies to its ;2 half, where the route and the hook run."""
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{number}@from-internal/n",
-        Context="park",
-        Exten="s",
-        Priority="1",
-        CallerID='"Ext 1001" <1001>',
-        Variable=f"__HOLD=1,AMPUSER=1001,FORWARDERNAME={forwarder}",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{number}@from-internal/n",
+        caller_id='"Ext 1001" <1001>',
+        variables=f"__HOLD=1,AMPUSER=1001,FORWARDERNAME={forwarder}",
     )
-    assert reply.get("Response") == "Success", reply.headers
 
 
 async def test_a_devices_own_302_forward_is_charged_to_the_device(

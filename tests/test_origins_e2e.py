@@ -123,18 +123,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
 
 async def inbound(watch: Watch, exten: str, context: str = "from-trunk", hold: int = 1) -> None:
     """An inbound call to ``exten`` in ``context``, as a Local channel (no endpoint, no extension)."""
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{exten}@{context}/n",
-        Context="park",
-        Exten="s",
-        Priority="1",
-        CallerID='"Outside" <4155550199>',
-        Variable=f"__HOLD={hold}",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{exten}@{context}/n", caller_id='"Outside" <4155550199>', variables=f"__HOLD={hold}"
     )
-    assert reply.get("Response") == "Success", reply.headers
 
 
 async def set_forward(watch: Watch, family: str, number: str) -> None:

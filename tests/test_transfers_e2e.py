@@ -228,18 +228,9 @@ def forwarding_phone(rig: Serving, target: str) -> subprocess.CompletedProcess[s
 
 async def inbound(watch: Watch, did: str) -> None:
     """An inbound call to ``did`` from the trunk's context (a Local channel: no endpoint)."""
-    reply = await watch.conn.send(
-        "Originate",
-        Channel=f"Local/{did}@from-trunk/n",
-        Context="park",
-        Exten="s",
-        Priority="1",
-        CallerID='"Outside" <4155550199>',
-        Variable="__HOLD=30",
-        Async="true",
-        Timeout="30000",
+    await watch.place(
+        f"Local/{did}@from-trunk/n", caller_id='"Outside" <4155550199>', variables="__HOLD=30"
     )
-    assert reply.get("Response") == "Success", reply.headers
 
 
 @pytest.mark.parametrize(
