@@ -557,3 +557,35 @@ def test_mistakes_are_named_by_file_line_and_key(
 def test_outcome_learned_defaults_to_false() -> None:
     """A store that was not asked (no country check) says nothing was learned."""
     assert Outcome(()).learned is False
+
+
+@pytest.mark.redis
+def test_the_admin_lists_teaches_and_forgets_countries(
+    redis_url: str, capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    """`callgate countries` on a real Redis: what the site learned, --learn (as if a call to it was
+    just answered) and --forget; explain --redis then judges a forward to Germany by it. A code that is
+    not one is refused with the fix, and nothing is written."""
+    site = f"cc{id(capsys) % 10**6}"
+    common = ["--redis", redis_url, "--site", site]
+    assert main(["countries", *common]) == 0
+    assert "no country learned yet" in capsys.readouterr().out
+    assert main(["countries", *common, "--learn", "de"]) == 2
+    assert "write 'DE'" in capsys.readouterr().err
+    assert main(["countries", *common, "--learn", "DE", "FR"]) == 0
+    assert "learned DE, FR" in capsys.readouterr().out
+    assert main(["countries", *common]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("DE\tlast answered 20")
+    assert "\nFR\tlast answered" in listed
+    path = f"{tmp_path}/p.yaml"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(TEXT.replace(f"name: {SITE}", f"name: {site}"))
+    explain = ["explain", "--policy", path, "--redis", redis_url, "--from", "1001"]
+    explain += ["--at", "2026-11-17T10:00", "--origin", "forward", BERLIN]
+    assert main(explain) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["countries", *common, "--forget", "DE"]) == 0
+    assert "forgot DE" in capsys.readouterr().out
+    assert main(explain) == 1
+    assert "DE is a new country" in capsys.readouterr().out

@@ -14,7 +14,8 @@ import getpass
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -245,6 +246,48 @@ def cmd_calm(args: argparse.Namespace) -> int:
     return _with_store(args, work)
 
 
+def _countries(given: Sequence[str]) -> list[str]:
+    """ISO 3166 alpha-2 codes libphonenumber knows; anything else is refused, with the fix."""
+    import phonenumbers
+
+    for code in given:
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            fix = (
+                f"; write {code.upper()!r}"
+                if code.upper() in phonenumbers.SUPPORTED_REGIONS
+                else ""
+            )
+            raise CallgateError(
+                f"unknown country {code!a}: expected an ISO 3166 alpha-2 code such as GB{fix}"
+            )
+    return sorted(set(given))
+
+
+def cmd_countries(args: argparse.Namespace) -> int:
+    """The countries a leg no phone dialled may reach beyond the policy's own (rule new_country)."""
+    learn, forget = _countries(args.learn or ()), _countries(args.forget or ())
+
+    async def work(store: RedisStore) -> int:
+        site = _site(args)
+        if learn:
+            await store.set_countries(site, learn, int(time.time()))
+            print(f"{site}: learned {', '.join(learn)} (as if a call to each was answered now)")
+        if forget:
+            await store.set_countries(site, forget, None)
+            print(f"{site}: forgot {', '.join(forget)}")
+        if learn or forget:
+            return 0
+        learned = await store.countries(site)
+        for code, at in sorted(learned.items()):
+            print(f"{code}\tlast answered {datetime.fromtimestamp(at, UTC).isoformat()}")
+        if not learned:
+            print(f"{site}: no country learned yet (no answered call has settled)")
+        print("(the site's own country and the policy's site.known_countries always count too)")
+        return 0
+
+    return _with_store(args, work)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from callgate.core.policyfile import load_policy_file
     from callgate.ops.status import fetch_health, read_status
@@ -265,6 +308,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(args, work)
+
+
+def _add_countries(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    co = sub.add_parser(
+        "countries",
+        help="countries the site has called, which forwards and other legs no phone dialled may reach",
+    )
+    add_common(co)
+    co.add_argument("--learn", nargs="+", metavar="CC", help="add countries (ISO codes)")
+    co.add_argument("--forget", nargs="+", metavar="CC", help="remove learned countries")
+    co.set_defaults(run=cmd_countries)
 
 
 def add_parsers(
@@ -337,3 +391,4 @@ def add_parsers(
     calm = sub.add_parser("calm", help="end a panic")
     add_common(calm)
     calm.set_defaults(run=cmd_calm)
+    _add_countries(sub)

@@ -9,7 +9,7 @@ errors become :class:`~callgate.errors.StoreUnavailable` here, once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -159,6 +159,29 @@ class RedisStore:
             return {k[len(prefix) :]: str(v) for k, v in zip(found, values, strict=True) if v}
 
         return await self._call(scan)
+
+    async def countries(self, site: str) -> dict[str, int]:
+        """The countries the site has learned (rule new_country): ISO code -> unix time of the last
+        answered call to it."""
+        key = keys.site_prefix(site) + keys.COUNTRIES
+        found = await self._call(lambda: self._redis.hgetall(key))
+        return {decoded(k): int(decoded(v)) for k, v in found.items()}
+
+    async def set_countries(self, site: str, codes: Sequence[str], at: int | None) -> None:
+        """Teach the site ``codes`` as if a call to each had just been answered at ``at`` (unix
+        seconds), or forget them (``at`` None). Same key and lifetime as settle.lua."""
+        key = keys.site_prefix(site) + keys.COUNTRIES
+
+        async def write() -> None:
+            if at is None:
+                await self._redis.hdel(key, *codes)
+                return
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=dict.fromkeys(codes, at))
+                pipe.expire(key, keys.COUNTRIES_TTL)
+                await pipe.execute()
+
+        await self._call(write)
 
     async def panic(self, site: str) -> bool:
         key = keys.site_prefix(site) + keys.PANIC
