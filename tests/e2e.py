@@ -48,13 +48,17 @@ exten => s,1,Wait(120)
  same => n,Hangup()
 """
 
-EXTENSIONS = f"""\
+# The shipped include, dialling the stand-in carrier: how every plain-Asterisk rig's dialplan begins.
+SHIPPED = f"""\
 [globals]
 CALLGATE_TRUNK=Local
 CALLGATE_TRUNK_SUFFIX=@pstn
 
 #include "{DIALPLAN / "extensions_callgate.conf"}"
+"""
 
+EXTENSIONS = f"""\
+{SHIPPED}
 [phones]
 include => callgate-outbound
 

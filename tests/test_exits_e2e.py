@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from callgate.asterisk.ami import Message
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
-    DIALPLAN,
+    SHIPPED,
     STAND_INS,
     Serving,
     Watch,
@@ -48,12 +48,7 @@ LONDON_DIGITS = "442079460000"
 # mailbox it serves; the DIDs are 1001's (voicemail, and its access from outside), the auto attendant's
 # (charged to reception, 1002), DISA's and the call-back service's (1001's).
 EXTENSIONS = f"""\
-[globals]
-CALLGATE_TRUNK=Local
-CALLGATE_TRUNK_SUFFIX=@pstn
-
-#include "{DIALPLAN / "extensions_callgate.conf"}"
-
+{SHIPPED}
 [phones]
 include => callgate-outbound
 

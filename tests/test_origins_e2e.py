@@ -19,7 +19,7 @@ import pytest
 from callgate.asterisk.ami import Message
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
-    DIALPLAN,
+    SHIPPED,
     STAND_INS,
     Serving,
     Watch,
@@ -41,12 +41,7 @@ MOBILE, PREMIUM, LONDON = "2125550142", "19005550199", "011442079460000"
 # when no target is set is left out; DISA() itself, which
 # waits for the caller's keys, is stood in for by calling [disa-1001] with the digits as the extension).
 EXTENSIONS = f"""\
-[globals]
-CALLGATE_TRUNK=Local
-CALLGATE_TRUNK_SUFFIX=@pstn
-
-#include "{DIALPLAN / "extensions_callgate.conf"}"
-
+{SHIPPED}
 [phones]
 include => callgate-outbound
 

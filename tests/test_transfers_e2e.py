@@ -19,7 +19,7 @@ import pytest
 
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import (
-    DIALPLAN,
+    SHIPPED,
     STAND_INS,
     Serving,
     Watch,
@@ -44,12 +44,7 @@ MOBILE, PREMIUM, LONDON = "2125550142", "19005550199", "011442079460000"
 # with the trunk's transfers sent where the phones' are (FreePBX does the same: from-internal-xfer);
 # left to the trunk endpoint's own context, Asterisk would find no such number there and refuse it.
 EXTENSIONS = f"""\
-[globals]
-CALLGATE_TRUNK=Local
-CALLGATE_TRUNK_SUFFIX=@pstn
-
-#include "{DIALPLAN / "extensions_callgate.conf"}"
-
+{SHIPPED}
 [phones]
 exten => {HELD},1,Dial(Local/hold@held/n)
  same => n,Hangup()
