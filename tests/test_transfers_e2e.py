@@ -81,11 +81,11 @@ extensions:
 """
 
 
-def endpoint(name: str, context: str, secret: str) -> str:
+def endpoint(name: str, context: str, secret: str, extra: str = "") -> str:
     return f"""\
 [{name}]
 type = endpoint
-context = {context}
+context = {context}{extra}
 disallow = all
 allow = ulaw
 auth = {name}
@@ -110,7 +110,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         pytest.fail("sipp is missing: docker/build-asterisk.sh installs Debian's sip-tester")
 
     def configs(ast: AsteriskInstance) -> dict[str, str]:
-        pjsip = endpoint("1001", "phones", PHONE_SECRET)
+        # 1001's own calls are held 10 s by the stand-in carrier: long enough to transfer them
+        pjsip = endpoint("1001", "phones", PHONE_SECRET, "\nset_var = __HOLD=10")
         pjsip += endpoint("carrier", "from-trunk", CARRIER_SECRET)
         pjsip += endpoint("1002", "phones", "unused-1002")
         pjsip += f"contact = sip:1002@127.0.0.1:{FORWARDING_PORT}\n"  # the aor's static contact
@@ -257,3 +258,24 @@ async def test_a_phones_own_forward_is_charged_to_the_phone(
     else:
         await watch.caught_up()
         assert trunk_numbers(watch) == []
+
+
+async def test_a_phone_cannot_transfer_its_own_outside_call_abroad(
+    rig: Serving, watch: Watch
+) -> None:
+    """1001 calls a US mobile (its own call, allowed) and then transfers that outside party to London:
+    the carrier's leg is the transferred party, sent back into the gate as 1001's transfer, and
+    refused by the transfer block although 1001 may dial London itself; nothing reaches London."""
+    before = len(rig.decisions())
+    failed = await asyncio.to_thread(refer, rig, "1001", PHONE_SECRET, MOBILE, LONDON)
+    assert not failed, failed
+    own, moved = await rig.decision(MOBILE, before), await rig.decision(LONDON, before)
+    assert (own["verdict"], own["origin"], own["extension"]) == ("ALLOW", "dialled", "1001")
+    assert (moved["reason"], moved["origin"], moved["extension"]) == (
+        "transfer_not_allowed",
+        "transfer",
+        "1001",
+    )
+    assert moved["by"].startswith("PJSIP/1001-"), moved
+    await watch.caught_up()
+    assert trunk_numbers(watch) == ["1" + MOBILE]  # the stand-in reports it without the +
