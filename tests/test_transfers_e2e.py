@@ -10,8 +10,10 @@ itself (it answers "302 Moved") is the same story with FORWARDERNAME: the forwar
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tests.e2e import (
     serving,
     shipped_configs,
     trunk_numbers,
+    wait_until,
 )
 from tests.servers import free_port
 
@@ -279,3 +282,30 @@ async def test_a_phone_cannot_transfer_its_own_outside_call_abroad(
     assert moved["by"].startswith("PJSIP/1001-"), moved
     await watch.caught_up()
     assert trunk_numbers(watch) == ["1" + MOBILE]  # the stand-in reports it without the +
+
+
+def test_replay_of_this_rigs_cdr_judges_each_leg_as_the_gate_did(
+    rig: Serving, tmp_path: Path
+) -> None:
+    """The Master.csv the calls above wrote, replayed through the same policy: every leg the gate
+    decided (matched by its channel's uniqueid) is attributed and judged the same way offline: the
+    phone's transfers (the ;1 half its call reached, or its own outside party, running dialplan
+    later), the far end's transfer, the phone's 302 forward. (Runs last: it reads the module's CDRs.)"""
+    decided = {d["channel"]: d for d in rig.decisions()}
+    assert {d["origin"] for d in decided.values()} >= {"transfer", "forward", "dialled"}
+    written = lambda: all(uid in rig.ast.cdr_csv.read_text() for uid in decided)  # noqa: E731
+    assert wait_until(written, 20), "cdr_csv wrote no row for some decided leg"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    callgate = Path(sys.executable).parent / "callgate"
+    args = [str(callgate), "replay", "--policy", str(policy), "--format", "jsonl"]
+    args += ["--context", "phones", str(rig.ast.cdr_csv)]  # [pstn] is the stand-in carrier's own
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+    replayed = {row["uniqueid"]: row for row in map(json.loads, done.stdout.splitlines())}
+    live = {uid: (d["origin"], d["extension"], d["verdict"].lower()) for uid, d in decided.items()}
+    offline = {
+        uid: (r["origin"], r["extension"] or "", r["verdict"])
+        for uid, r in replayed.items()
+        if uid in live
+    }
+    assert offline == live, done.stderr

@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
 
@@ -192,7 +193,7 @@ class _Seen(NamedTuple):
 
     cause: Cause
     phone: str  # the extension of the phone it last reached, "" if none
-    answered: bool  # that phone answered
+    answered: int  # when that phone answered (ms since the epoch); 0: it did not
 
 
 def endpoint(channel: str) -> tuple[str, str]:
@@ -203,6 +204,20 @@ def endpoint(channel: str) -> tuple[str, str]:
         return tech, rest[:-2] if rest[-2:] in (";1", ";2") else rest
     name, dash, _ = rest.rpartition("-")
     return tech, name if dash else rest
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _forwarder(row: CdrRow) -> str:
+    """The endpoint whose phone forwarded a ``Dial()`` (it answered "302 Moved"): the row reached a
+    Local channel that the Dial's own targets do not name, Asterisk's way of following the 302; the
+    endpoint is the Dial's first target (``PJSIP/1002``, ``PJSIP/1002&...``). "" for anything else."""
+    if row.lastapp != "Dial" or "Local/" in row.lastdata:
+        return ""
+    tech, _, rest = row.lastdata.partition(",")[0].split("&")[0].partition("/")
+    return rest if tech and rest and "@" not in rest and "/" not in rest else ""
 
 
 def dial_target(lastdata: str, trunk: str) -> str | None:
@@ -259,10 +274,12 @@ class Linker:
             if target is not None:  # Dial(PJSIP/NUMBER@endpoint) reached that endpoint: a trunk
                 self.trunks.add(dname)
         seen = self._get(self.channels, row.channel)
-        if tech == "Local":
-            cause = self._get(self.locals, name) or self._get(self.calls, row.linkedid or "")
-            if cause is None:
-                cause = Cause("", Origin.FORWARD)
+        cause: Cause
+        if tech == "Local" and seen is not None and row.channel.endswith(";1"):
+            cause = seen.cause  # the ;1 half a call reached runs dialplan: it was transferred
+        elif tech == "Local":
+            found = self._get(self.locals, name) or self._get(self.calls, row.linkedid or "")
+            cause = found if found is not None else Cause("", Origin.FORWARD)
         elif name in self.trunks:  # a call that came in: src is the outside caller
             if seen is not None:
                 cause = seen.cause
@@ -274,7 +291,10 @@ class Linker:
         else:
             cause = Cause(row.src, Origin.DIALLED)
         if seen is not None and seen.phone:  # a phone was reached on this channel before
-            origin = Origin.TRANSFER if seen.answered else Origin.FORWARD
+            # moved on after the phone answered: transferred; before (a forward on no answer, or a
+            # follow-me ringing the phone and other numbers at once): forwarded
+            answered = 0 < seen.answered <= start_ms
+            origin = Origin.TRANSFER if answered else Origin.FORWARD
             cause = Cause(seen.phone, origin, cause.via)
         dialled: str | None = None
         if outbound:
@@ -313,15 +333,27 @@ class Linker:
         seen: _Seen | None,
     ) -> None:
         base = cause if seen is None else seen.cause
-        phone, answered = ("", False) if seen is None else (seen.phone, seen.answered)
+        phone, answered = ("", 0) if seen is None else (seen.phone, seen.answered)
+        if row.dstchannel and tech != "Local" and (dtech == "Local" or dname in self.trunks):
+            # should the party this call reached run dialplan later (a Local ;1 half, or the
+            # carrier's channel), it was transferred: by the phone whose call it was, or, from a
+            # trunk's channel, by the far end (nobody's)
+            by = "" if name in self.trunks else self.endpoints.get(name, name)
+            moved = Cause(by, Origin.TRANSFER, base.via)
+            self._put(self.channels, 0, row.dstchannel, start_ms, _Seen(moved, "", 0))
         if row.dstchannel and dtech != "Local" and dname not in self.trunks:
-            phone, answered = self.endpoints.get(dname, dname), row.billsec > 0
+            phone = self.endpoints.get(dname, dname)
+            answered = _ms(row.answer) if row.answer is not None and row.billsec > 0 else 0
             if tech != "Local" and name in self.trunks and answered:  # the far end may transfer it
                 self._put(self.channels, 0, row.dstchannel, start_ms,
-                          _Seen(Cause(phone, Origin.TRANSFER, base.via), "", False))  # fmt: skip
+                          _Seen(Cause(phone, Origin.TRANSFER, base.via), "", 0))  # fmt: skip
         if phone or base.origin is not Origin.DIALLED:  # else a later row is the phone's own too
             self._put(self.channels, 0, row.channel, start_ms, _Seen(base, phone, answered))
-        if dtech == "Local":
+        forwarder = _forwarder(row) if dtech == "Local" else ""
+        if forwarder and forwarder not in self.trunks:  # a phone answered the Dial with 302
+            self._put(self.locals, 1, dname, start_ms,
+                      Cause(self.endpoints.get(forwarder, forwarder), Origin.FORWARD, cause.via))  # fmt: skip
+        elif dtech == "Local":
             if cause.origin is Origin.DIALLED and not _is_short(row.dst, self.only):
                 leg = cause  # a phone's own call that goes out through a Local channel
             else:
@@ -375,7 +407,7 @@ def replay(
     # (end ms, call id, billsec, extension, origin) of the allowed calls in progress
     ending: list[tuple[int, str, int, str, Origin]] = []
     for row in rows:
-        start_ms = int(row.start.timestamp() * 1000)
+        start_ms = _ms(row.start)
         while ending and ending[0][0] <= start_ms:
             _settle(memo, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
