@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
+import json
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
+
+from redis.crc import key_slot
 
 # How long a test waits for what it expects before it fails: generous, for a loaded shared machine.
 # A deadline, never a measurement: how fast things happen is printed by `make bench`.
@@ -81,3 +86,112 @@ def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cluster:
+    """A running Redis Cluster: its masters' ports, and which one serves each hash slot."""
+
+    ports: tuple[int, ...]
+    slots: tuple[
+        tuple[int, int, int], ...
+    ]  # (first, last, the port of the master that serves them)
+
+    def port_of(self, site: str) -> int:
+        """The port of the master that holds every key of ``site`` (the slot of its hash tag)."""
+        slot = key_slot(site.encode())
+        return next(port for first, last, port in self.slots if first <= slot <= last)
+
+    def sites(self, base: str) -> tuple[str, ...]:
+        """One site name per master, in the order of :attr:`ports`: ``base`` itself on the master
+        that holds it, else ``base-<n>`` with the first n that lands there."""
+        found: dict[int, str] = {}
+        for name in (base, *(f"{base}-{n}" for n in range(10_000))):
+            found.setdefault(self.port_of(name), name)
+            if len(found) == len(self.ports):
+                return tuple(found[port] for port in self.ports)
+        raise AssertionError(f"no site names {base}-<n> on every master: {found}")
+
+
+def _cluster_state(cli: str, port: int) -> dict[str, str]:
+    reply = subprocess.run(
+        [cli, "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
+        capture_output=True, text=True, timeout=5, check=False,
+    )  # fmt: skip
+    return dict(line.split(":", 1) for line in reply.stdout.split() if ":" in line)
+
+
+def _cluster_slots(cli: str, port: int) -> tuple[tuple[int, int, int], ...]:
+    reply = subprocess.run(
+        [cli, "-h", "127.0.0.1", "-p", str(port), "--json", "cluster", "slots"],
+        capture_output=True, text=True, timeout=5, check=True,
+    )  # fmt: skip
+    return tuple(
+        sorted((int(a), int(b), int(master[1])) for a, b, master, *_ in json.loads(reply.stdout))
+    )
+
+
+@contextlib.contextmanager
+def redis_cluster(workdir: Path, masters: int = 3, seconds: float = 60) -> Iterator[Cluster]:
+    """A throw-away Redis Cluster of ``masters`` masters (no replicas) on loopback ports: one
+    redis-server each in its own directory of ``workdir``, joined by ``redis-cli --cluster create``;
+    yields once every node says ``cluster_state:ok`` and agrees on the slots. Every server is stopped
+    on the way out, whatever happened."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError(
+            "redis-server is not installed: run `make deps` (apt-get install redis-server)"
+        )
+    deadline = time.monotonic() + seconds
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    free: set[int] = set()
+    while len(free) < 2 * masters:  # a port and a bus port each (port + 10000 may be taken)
+        free.add(free_port())
+    try:
+        taken = sorted(free)
+        for port, bus in zip(taken[:masters], taken[masters:], strict=True):
+            home = workdir / str(port)
+            home.mkdir(parents=True)
+            args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            args += ["--appendonly", "no", "--dir", str(home), "--protected-mode", "yes"]
+            args += ["--loglevel", "warning", "--cluster-enabled", "yes"]
+            args += ["--cluster-config-file", "nodes.conf", "--cluster-port", str(bus)]
+            args += ["--cluster-node-timeout", "5000"]
+            procs.append(Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ports.append(port)
+        for port, proc in zip(ports, procs, strict=True):
+            _wait_for_port(port, proc, 10)
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        created = subprocess.run(
+            [*create, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=seconds, check=False,
+        )  # fmt: skip
+        if created.returncode:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+            )
+        while True:
+            states = [_cluster_state(cli, port) for port in ports]
+            if all(
+                s.get("cluster_state") == "ok" and s.get("cluster_known_nodes") == str(masters)
+                for s in states
+            ):
+                slots = {_cluster_slots(cli, port) for port in ports}
+                if len(slots) == 1:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the cluster on {ports} is not ready after {seconds}s: {states}"
+                )
+            time.sleep(0.1)
+        yield Cluster(tuple(ports), slots.pop())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

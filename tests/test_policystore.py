@@ -1,4 +1,5 @@
-"""Policy versions in a real Redis: push, history, rollback, and a running holder that follows them."""
+"""Policy versions in a real Redis (a server, and each master of a Redis Cluster): push, history,
+rollback, and a running holder that follows them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,24 @@ from callgate.errors import PolicyError
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
 from callgate.ops.policystore import VERSIONS, PolicyStore, diff, read_for_push
 from callgate.store.redis import RedisStore
+from tests.conftest import DEPLOYMENTS, OpenStore
 from tests.servers import eventually
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DEFAULT = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")
 SITE = "acme-nyc"  # the default policy's site
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def redis_store(
+    request: pytest.FixtureRequest, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> RedisStore:
+    """On a server, and on each master of a cluster: there ``SITE`` is a name whose hash tag lands on
+    that master, and ``DEFAULT`` the default policy named for it."""
+    store, site = await open_store(request.param, SITE)
+    monkeypatch.setitem(globals(), "DEFAULT", DEFAULT.replace(f"name: {SITE}", f"name: {site}"))
+    monkeypatch.setitem(globals(), "SITE", site)
+    return store
 
 
 @pytest.fixture
@@ -62,7 +76,7 @@ async def test_broken_or_foreign_policy_is_never_stored(versions: PolicyStore) -
     with pytest.raises(PolicyError, match=r"p\.yaml:"):
         await versions.push(DEFAULT + "\nbogus: 1\n", "p.yaml", {}, by="a", at=AT)
     with pytest.raises(PolicyError, match=r"site\.name"):
-        await versions.push(edited("name: acme-nyc", "name: other"), "p.yaml", {}, by="a", at=AT)
+        await versions.push(edited(f"name: {SITE}", "name: other"), "p.yaml", {}, by="a", at=AT)
     assert await versions.active_version() is None
     assert await versions.versions() == []
     with pytest.raises(KeyError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
@@ -13,6 +14,7 @@ from callgate.core.reasons import Reason
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import SettleStatus
 from callgate.store.redis import RedisStore
+from tests.conftest import DEPLOYMENTS, OpenStore
 
 SITE = "inv"
 T0 = 1_795_000_000_000
@@ -95,6 +97,16 @@ class SpendMachine(RuleBasedStateMachine):
 
 TestSpendMachine = SpendMachine.TestCase
 TestSpendMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def redis_store(
+    request: pytest.FixtureRequest, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> RedisStore:
+    """On a server, and on each master of a cluster (``SITE`` is then a name that lands on it)."""
+    store, site = await open_store(request.param, SITE)
+    monkeypatch.setitem(globals(), "SITE", site)
+    return store
 
 
 async def test_200_concurrent_admissions_never_pass_the_cap(redis_store: RedisStore) -> None:

@@ -1,6 +1,6 @@
 """`callgate status` reads what the gates wrote to a real Redis: calls admitted and settled through the
 Lua scripts, spend against caps, calls in flight and the live calls they are, counters, locks, panic,
-policy version."""
+policy version; on a redis-server and on each master of a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from callgate.ops.status import fetch_health, read_status
 from callgate.ops.statustext import as_json, money, render_text
 from callgate.ops.statustree import LiveCall, SpendLine, Status
 from callgate.store.redis import RedisStore
+from tests.conftest import DEPLOYMENTS, OpenStore
 from tests.servers import free_port
 
 DEFAULT = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")
@@ -50,6 +51,27 @@ MS = int(NOW.timestamp() * 1000)
 
 
 RESERVATIONS: dict[str, str] = {}  # call id -> its reservation id (plan.reservation_id)
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def redis_store(
+    request: pytest.FixtureRequest, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> RedisStore:
+    """On a server, and on each master of a cluster: there the site is a name whose hash tag lands on
+    that master, and ``TEXT``, ``POLICY``, ``MEMO``, ``SITE`` and ``P`` are its."""
+    store, site = await open_store(request.param, SITE)
+    text = TEXT.replace(f"name: {SITE}", f"name: {site}")
+    policy = load_policy(text, "p.yaml")
+    named = {
+        "TEXT": text,
+        "POLICY": policy,
+        "MEMO": Memo(policy),
+        "SITE": site,
+        "P": site_prefix(site),
+    }
+    for name, value in named.items():
+        monkeypatch.setitem(globals(), name, value)
+    return store
 
 
 async def admit(
@@ -242,7 +264,7 @@ async def test_text_and_json(redis_store: RedisStore) -> None:
     await busy_site(redis_store)
     status = await read_status(redis_store.client, POLICY, NOW + timedelta(seconds=30))
     text = render_text(status)
-    assert "site       acme-nyc at 2026-11-17T10:00:30-05:00" in text
+    assert f"site       {SITE} at 2026-11-17T10:00:30-05:00" in text
     assert "policy     no version active in Redis (file mode)" in text
     assert "caps from  p.yaml sha256:" in text
     assert "panic      ON: every international call is refused" in text
@@ -342,6 +364,8 @@ async def test_fetch_health() -> None:
     assert await fetch_health(f"http://127.0.0.1:{free_port()}/health") is None
 
 
+# the command connects by URL: a redis-server's (the cluster form is RedisStore.from_url's to take)
+@pytest.mark.parametrize("redis_store", ["redis"], indirect=True)
 async def test_status_command(
     redis_store: RedisStore, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,8 +1,7 @@
-"""One suite, two stores: the in-process store and the Lua scripts on a real redis-server agree."""
+"""One suite, two stores: the in-process store and the Lua scripts on a real redis-server agree, and on a
+real Redis Cluster of three masters with the site on each master in turn."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,21 +14,37 @@ from callgate.core.reasons import Reason
 from callgate.store.memory import MemoryStore
 from callgate.store.protocol import SettleStatus, Store
 from callgate.store.redis import RedisStore
+from tests.conftest import DEPLOYMENTS, OpenStore
 
 T0 = 1_795_000_000_000  # ms; a Tuesday in November 2026
 SITE = "test-site"
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Store]:
-    """Each test runs against both stores."""
+@pytest.fixture(params=["memory", *DEPLOYMENTS])
+async def store(
+    request: pytest.FixtureRequest, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> Store:
+    """Each test runs against both stores, the Redis one on a server and on each master of a cluster
+    (``SITE`` is then a name whose hash tag lands on that master)."""
     if request.param == "memory":
-        yield MemoryStore()
-        return
-    s = RedisStore.from_url(redis_url, timeout=5)
-    await s.client.flushdb()
-    yield s
-    await s.aclose()
+        return MemoryStore()
+    return await _on(request.param, open_store, monkeypatch)
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def redis_store(
+    request: pytest.FixtureRequest, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> RedisStore:
+    """The Redis store alone, on a server and on each master of a cluster (as ``store``)."""
+    return await _on(request.param, open_store, monkeypatch)
+
+
+async def _on(
+    deployment: str, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> RedisStore:
+    s, site = await open_store(deployment, SITE)
+    monkeypatch.setitem(globals(), "SITE", site)
+    return s
 
 
 def window(limit: int, seconds: int = 60, key: str = "w:ext:1001:cpm") -> Check:

@@ -7,7 +7,8 @@ oldest are dropped and counted), and the log line is always written. When ``serv
 its own log line).
 
 Stream: ``cg:{site}:audit``, trimmed to about ``STREAM_MAXLEN`` entries and expiring ``STREAM_TTL`` after
-the last decision (every key has a TTL).
+the last decision (every key has a TTL). A batch is one pipeline on that one key (no transaction), so on
+a Redis Cluster it goes to the master that holds the site's slot.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import logging
 from collections import deque
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from callgate.asterisk.events import Decided, Event
 from callgate.core.decision import Decision
 from callgate.core.keys import AUDIT, site_prefix
 from callgate.ops.waits import first_done
+from callgate.store.redis import REDIS_ERRORS, Client
 
 log = logging.getLogger("callgate.audit")
 
@@ -74,7 +73,7 @@ def entry(
 class Audit:
     """Logs every decision of the gate's event stream and streams it to Redis."""
 
-    def __init__(self, client: aioredis.Redis | None, site: str) -> None:
+    def __init__(self, client: Client | None, site: str) -> None:
         self.client = client
         self.key = site_prefix(site) + AUDIT
         self.queue: deque[dict[str, str]] = deque(maxlen=QUEUE_LIMIT)
@@ -131,7 +130,7 @@ class Audit:
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._write(batch)
-            except (RedisError, OSError) as exc:  # OSError: TimeoutError too
+            except REDIS_ERRORS as exc:  # OSError: TimeoutError too
                 self.queue.extendleft(reversed(batch))
                 if stop.is_set():
                     return

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -38,6 +37,7 @@ from callgate.core.policy import LockScope, Policy
 from callgate.ops.status import read_status
 from callgate.ops.statustree import Status
 from callgate.settings import setting
+from callgate.store.redis import Client
 
 log = logging.getLogger("callgate.metrics")
 
@@ -228,7 +228,7 @@ class Metrics:
 
 def site_state(
     metrics: Metrics,
-    client: aioredis.Redis,
+    client: Client,
     policy: Callable[[], Policy],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Callable[[], Awaitable[None]]:

@@ -6,7 +6,8 @@ The keys are the site's ``policy:<part>`` keys, one per part of :data:`callgate.
 :data:`VERSIONS` a hash of version -> :class:`StoredPolicy` JSON, :data:`ACTIVE` the active version,
 :data:`LOG` a stream of :class:`Activation` (about ``LOG_MAXLEN`` kept). Like every key they carry the
 site's hash tag; they have no TTL, on purpose: a policy must outlive any idle period, and there are few
-of them.
+of them. The keys of a site share its hash tag, so the two scripts (four keys each) run on a Redis
+Cluster as they do on one server.
 
 A push validates the text first (with the very loader ``policy check`` uses) and never stores a policy
 that does not load; it carries the text of every range list the policy names, so a gate on another
@@ -25,15 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from callgate.core.keys import POLICY_PARTS, policy_key, site_prefix
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy, read_policy_text
 from callgate.core.prefixlists import ListFiles
 from callgate.errors import PolicyError, Problem, StoreUnavailable
-from callgate.store.redis import decoded
+from callgate.store.redis import REDIS_ERRORS, Client, decoded
 
 LOG_MAXLEN = 10_000
 # The policy keys' parts, in the order the scripts below take them: KEYS[1], ..., KEYS[4].
@@ -137,7 +135,7 @@ def read_for_push(path: str | Path) -> tuple[str, Policy, dict[str, str]]:
 class PolicyStore:
     """The versions of one site's policy in Redis."""
 
-    def __init__(self, client: aioredis.Redis, site: str) -> None:
+    def __init__(self, client: Client, site: str) -> None:
         self.client = client
         self.site = site
         prefix = site_prefix(site)
@@ -217,7 +215,7 @@ class PolicyStore:
     async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
 
 

@@ -15,8 +15,11 @@ not yet settled nor expired are counted, and the first :data:`LIVE_SHOWN` by adm
 
 The cost is bounded: one ``SCAN`` pass over the site's keys (``MATCH`` on the site prefix, ``COUNT``
 :data:`SCAN_COUNT` a step, at most :data:`MAX_KEYS` keys, never ``KEYS``), then two pipelined round trips.
-Redis errors become :class:`~callgate.errors.StoreUnavailable` here, once. Keys written by a newer or older
-callgate in another shape (a reservation, ``policy:*``) are shown as absent rather than failing the read.
+On a Redis Cluster all of it goes to the one master that holds the site's slot (the scan through
+:func:`callgate.store.redis.scan_site`; the pipelines read key by key, since a Cluster pipeline refuses
+``MGET``). Redis errors become :class:`~callgate.errors.StoreUnavailable` here, once. Keys written by a
+newer or older callgate in another shape (a reservation, ``policy:*``) are shown as absent rather than
+failing the read.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, ResponseError
 
 from callgate.core.keys import (
     LOCK,
@@ -59,7 +62,7 @@ from callgate.ops.statustree import (
     scope_order,
     spend_lines,
 )
-from callgate.store.redis import decoded
+from callgate.store.redis import REDIS_ERRORS, Client, decoded, scan_site
 
 SCAN_COUNT = 1000  # keys Redis looks at per SCAN step
 MAX_KEYS = 200_000  # a site with more matching keys is shown in part (``Status.truncated``)
@@ -93,24 +96,17 @@ _LIVE = _reservation_fields(
 )
 
 
-def _glob(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-async def _scan(client: aioredis.Redis, match: str, limit: int) -> tuple[list[str], bool]:
+async def _scan(client: Client, site: str, limit: int) -> tuple[list[str], bool]:
     found: list[str] = []
-    cursor: Any = 0
-    while True:
-        cursor, batch = await client.scan(cursor, match=match, count=SCAN_COUNT)
-        found += map(decoded, batch)
+    async for batch in scan_site(client, site, _SCANNED, SCAN_COUNT):
+        found += batch
         if len(found) >= limit:
             return found[:limit], True
-        if not int(cursor):
-            return found, False
+    return found, False
 
 
 async def read_status(
-    client: aioredis.Redis,
+    client: Client,
     policy: Policy,
     now: datetime,
     *,
@@ -120,7 +116,7 @@ async def read_status(
     """The site's state at ``now`` against ``policy``'s caps. Raises StoreUnavailable."""
     try:
         return await _read(client, policy, now, live_limit, max_keys)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"redis: {exc}") from exc
 
 
@@ -169,7 +165,7 @@ def _replies(replies: list[Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 
 async def _read(
-    client: aioredis.Redis, policy: Policy, now: datetime, live_limit: int, max_keys: int
+    client: Client, policy: Policy, now: datetime, live_limit: int, max_keys: int
 ) -> Status:
     site = policy.site.name
     prefix = site_prefix(site)
@@ -177,7 +173,7 @@ async def _read(
     buckets = {period: name for period, (name, _) in spend_periods(local).items()}
     now_ms = int(now.timestamp() * 1000)
     # one pass: spend, windows, concurrency, reservations (the live calls) and locks
-    found, truncated = await _scan(client, _glob(prefix) + _SCANNED, max_keys)
+    found, truncated = await _scan(client, site, max_keys)
     k = _Keys(site, found, buckets)
     scopes = [(SITE_SCOPE, policy.site_limits)]
     scopes += [(profile_scope(name), p.group_limits) for name, p in policy.profiles.items()]
@@ -187,21 +183,21 @@ async def _read(
     fields = _HELD + _LIVE if live_limit > 0 else _HELD
 
     pipe = client.pipeline(transaction=False)
-    if k.spend:
-        pipe.mget(list(k.spend))
+    for key in k.spend:
+        pipe.get(key)
     for key, (_, window) in k.windows.items():
         pipe.zcount(key, f"({now_ms - WINDOW_BY_NAME[window].seconds * 1000}", "+inf")
     for key in k.slots:
         pipe.zcount(key, f"({now_ms}", "+inf")
     for key in k.held:
         pipe.hmget(key, *fields)
-    if k.locks:
-        pipe.mget(list(k.locks))
+    for key in k.locks:
+        pipe.get(key)
     pipe.exists(prefix + PANIC)
     pipe.get(prefix + policy_key(ACTIVE))
     core, optional = _replies(await pipe.execute(raise_on_error=False))
 
-    values = core() if k.spend else []
+    values = [optional() for _ in k.spend]  # as MGET would: a key of another type is absent
     spent = {w: int(v) for w, v in zip(k.spend.values(), values, strict=True) if v is not None}
     counted = {where: int(core()) for where in k.windows.values()}
     concurrent = {scope: int(core()) for scope in k.slots.values()}
@@ -214,7 +210,7 @@ async def _read(
             reservations, reserved = reservations + 1, reserved + _int(held["cost"])
             if live_limit > 0:
                 live.append(_live_call(reservation, held, until, policy.site.timezone))
-    values = core() if k.locks else []
+    values = [optional() for _ in k.locks]
     locks = [(ext, decoded(v)) for ext, v in zip(k.locks.values(), values, strict=True) if v]
     panic = bool(core())
     active = optional()
@@ -275,17 +271,33 @@ def _version(active: Any, raw: Any) -> PolicyVersion | None:
     )  # fmt: skip
 
 
-async def persistence(client: aioredis.Redis) -> bool | None:
+async def persistence(client: Client) -> bool | None:
     """Whether Redis keeps its data across its own restart (``appendonly yes`` or any ``save``
     point); None when it refuses ``CONFIG GET`` (a managed Redis, a renamed command, an ACL).
-    :class:`~callgate.errors.StoreUnavailable` when it does not answer."""
+    :class:`~callgate.errors.StoreUnavailable` when it does not answer. On a Cluster every master is
+    asked (``CONFIG GET`` goes to one node unless told which): False when any keeps nothing."""
     try:
-        aof = await client.config_get("appendonly")
-        save = await client.config_get("save")
+        if not isinstance(client, RedisCluster):
+            return _kept(await client.config_get("appendonly"), await client.config_get("save"))
+        await client.initialize()  # the masters (a no-op once the client knows them)
+        kept = [
+            _kept(
+                await client.config_get("appendonly", target_nodes=node),
+                await client.config_get("save", target_nodes=node),
+            )
+            for node in client.get_primaries()
+        ]
+    except ClusterDownError as exc:  # a ResponseError, but the Cluster is down, not refusing
+        raise StoreUnavailable(f"redis: {exc}") from exc
     except ResponseError:  # NOPERM, unknown command
         return None
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"redis: {exc}") from exc
+    return False if False in kept else None if None in kept else True
+
+
+def _kept(aof: Any, save: Any) -> bool | None:
+    """What one server's ``CONFIG GET appendonly`` and ``CONFIG GET save`` say about persistence."""
     if not aof and not save:  # an empty answer: the command is filtered by a proxy
         return None
     return str(aof.get("appendonly", "")).lower() == "yes" or bool(

@@ -1,21 +1,26 @@
 """The Redis counter store: one Lua script admits a call in one round trip (``lua/admit.lua``).
 
 Every key of a site starts with ``cg:{site}:`` (:mod:`callgate.core.keys` spells them all) and every key a
-script touches is passed in ``KEYS``, so the scripts are Cluster-safe in principle: the hash tag puts a
-site's keys in one slot. The client is a single-node one, though: connecting through Sentinel or to a
-Cluster is not supported yet (issue 11; docs/operations.md, section 9). Every counter has a TTL. redis
-errors become :class:`~callgate.errors.StoreUnavailable` here, once.
+script touches is passed in ``KEYS``: the hash tag puts all of a site's keys in one slot, so on a Redis
+Cluster every script, pipeline and multi-key command of a site runs on the one master that holds that slot.
+The client is a single server's (:class:`redis.asyncio.Redis`) or a Cluster's
+(:class:`redis.asyncio.cluster.RedisCluster`): :data:`Client`. The only reads that are not of named keys,
+the ``SCAN`` of a site's locks and of ``status``, go through :func:`scan_site`, which on a Cluster asks
+only that master. Every counter has a TTL. redis errors (:data:`REDIS_ERRORS`) become
+:class:`~callgate.errors.StoreUnavailable` here, once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from callgate.core import keys
 from callgate.core.admission import Admission, BurstRule, Outcome, Refusal, held_lock
@@ -23,6 +28,12 @@ from callgate.errors import StoreUnavailable
 from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
 T = TypeVar("T")
+
+# The clients callgate talks through: one Redis server, or a Redis Cluster.
+Client = aioredis.Redis | RedisCluster
+# What a failing Redis raises: the Cluster client's own errors (no node reachable, a slot no master
+# serves) are not RedisErrors.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 def _lua(name: str) -> str:
@@ -32,17 +43,23 @@ def _lua(name: str) -> str:
 # Seconds a command may take before it is a failure: short, because a decision waits on it (serve
 # passes its own, the same; the admin commands wait longer, ops.admin.REDIS_TIMEOUT).
 DECISION_TIMEOUT = 0.5
+# Connections per master a Cluster client keeps for the audit stream, the policy watch and the status
+# read of /metrics, which share it with the store (RedisStore._in_flight).
+CLUSTER_SPARE = 4
 
 
 class RedisStore:
-    """A :class:`callgate.store.protocol.Store` on one Redis server (not through Sentinel, not on a
-    Cluster: issue 11)."""
+    """A :class:`callgate.store.protocol.Store` on one Redis server or on a Redis Cluster."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self._redis = client
         self._admit = client.register_script(_lua("admit.lua"))
         self._settle = client.register_script(_lua("settle.lua"))
         self._burst = client.register_script(_lua("burst.lua"))
+        # A Cluster client fails a command at once (MaxConnectionsError) when its node's connections
+        # are all busy, where one server's BlockingConnectionPool waits for one: on a Cluster the
+        # store keeps its commands in flight under each node's max_connections (less CLUSTER_SPARE).
+        self._in_flight: asyncio.Semaphore | None = None
 
     @classmethod
     def from_url(
@@ -59,14 +76,24 @@ class RedisStore:
         return cls(aioredis.Redis.from_pool(pool))  # the client owns and closes the pool
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Client:
         return self._redis
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await op()
-        except (RedisError, OSError) as exc:
+            if not isinstance(self._redis, RedisCluster):
+                return await op()
+            async with self._in_flight or await self._cluster_in_flight(self._redis):
+                return await op()
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _cluster_in_flight(self, client: RedisCluster) -> asyncio.Semaphore:
+        await client.initialize()  # the nodes (a no-op once the client knows them)
+        if self._in_flight is None:
+            per_node = min(node.max_connections for node in client.get_nodes())
+            self._in_flight = asyncio.Semaphore(max(1, per_node - CLUSTER_SPARE))
+        return self._in_flight
 
     async def _run(self, a: Admission, peek: bool) -> Outcome:
         prefix = keys.site_prefix(a.site)
@@ -154,8 +181,12 @@ class RedisStore:
         prefix = keys.site_prefix(site) + keys.lock_key("")
 
         async def scan() -> dict[str, str]:
-            found = [key async for key in self._redis.scan_iter(match=prefix + "*", count=500)]
-            values = await self._redis.mget(found) if found else []
+            found = [
+                key
+                async for batch in scan_site(self._redis, site, keys.lock_key("*"), 500)
+                for key in batch
+            ]
+            values = await self._redis.mget(found) if found else []  # one slot: the site's
             return {k[len(prefix) :]: str(v) for k, v in zip(found, values, strict=True) if v}
 
         return await self._call(scan)
@@ -198,6 +229,31 @@ async def connect(url: str) -> AsyncIterator[RedisStore]:
         yield store
     finally:
         await store.aclose()
+
+
+def glob(text: str) -> str:
+    """``text`` as a SCAN ``MATCH`` pattern that matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+async def scan_site(client: Client, site: str, tail: str, count: int) -> AsyncIterator[list[str]]:
+    """The keys of ``site`` whose part after its prefix matches the glob ``tail``, one ``SCAN`` step
+    (``COUNT count``) at a time. On a Cluster only the master holding the site's slot is scanned:
+    every key of the site is there (a plain ``scan_iter`` would walk every master's keys)."""
+    prefix = keys.site_prefix(site)
+    match = glob(prefix) + tail
+    target: dict[str, Any] = {}  # on a Cluster: the master of the site's slot
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # the slot table (a no-op once the client has it)
+        target = {"target_nodes": client.get_node_from_key(prefix)}
+    cursor: Any = 0
+    while True:
+        cursor, batch = await client.scan(cursor, match=match, count=count, **target)
+        if target:  # a Cluster answers {node: cursor}
+            (cursor,) = cursor.values()
+        yield [decoded(key) for key in batch]
+        if not int(cursor):
+            return
 
 
 def decoded(value: Any) -> str:
