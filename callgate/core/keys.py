@@ -1,8 +1,8 @@
 """The Redis key layout of a site: the one place that spells a key.
 
 Every key of site S starts with ``cg:{S}:`` (:func:`site_prefix`): the hash tag puts all of a site's keys
-in one Redis Cluster slot, so the Lua scripts would run there unchanged (the store's client is a
-single-node one: Cluster is not supported yet, issue 11). The engine writes the counted keys
+in one Redis Cluster slot, so the Lua scripts run there unchanged and every read of a site goes to
+one master (docs/operations.md, "Redis Cluster"). The engine writes the counted keys
 into an :class:`~callgate.core.admission.Admission` relative to that prefix; the stores add it and hand every
 key a script touches in ``KEYS`` (``settle.lua`` reads the cap and slot keys back from the reservation
 hash, where ``admit.lua`` wrote them from its own ``KEYS``). ``status`` parses the keys it scans with
