@@ -1,7 +1,7 @@
 """``make bench``: decisions per second of the pure engine, a million-range prefix list (a decision and a
 reload), Redis admissions (throughput, p50/p99), how soon alerts, scrapes and policy pushes take effect
-(bench/latency.py), a 3-master Redis Cluster against one server (bench/cluster.py), replay, the gate in a
-real Asterisk (bench/gate.py).
+(bench/latency.py), a 3-master Redis Cluster against one server (bench/cluster.py), a Sentinel failover
+and WAIT's cost (bench/sentinel.py), replay, the gate in a real Asterisk (bench/gate.py).
 
 Every figure is measured in this one run, on this machine; ratios compare figures of the same run.
 """
@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bench import cluster
+from bench import cluster, sentinel
 from bench.latency import bench_latency
 from bench.prefixes import bench_prefixes
 from callgate.core.admission import Outcome
@@ -148,6 +148,7 @@ def main() -> int:
         seq, par = asyncio.run(bench_redis(p, url))
         bench_latency(url)  # what the tests only check happens: how soon it does (bench/latency.py)
     cluster.run()  # a 3-master Redis Cluster against one server, 1,000 sites (bench/cluster.py)
+    sentinel.run()  # a failover under load, and what wait_replicas = 1 costs (bench/sentinel.py)
     speeds = bench_replay(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))
     print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
     print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")

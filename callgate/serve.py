@@ -279,7 +279,9 @@ async def _check_persistence(store: RedisStore, stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    store = RedisStore.from_url(settings.redis_url, timeout=REDIS_TIMEOUT)
+    store = RedisStore.from_url(
+        settings.redis_url, timeout=REDIS_TIMEOUT, wait_replicas=settings.redis_wait_replicas
+    )
     policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
     audit = Audit(store.client, policy().site.name)

@@ -46,12 +46,18 @@ from callgate.settingtable import (
     SettleFrom,
     one_of,
 )
+from callgate.store.connect import BadUrl, Kind, multi_host, parse_nodes
 
 KEYS: Final = {section: {s.key: s for s in TABLE if s.section == section} for section in SECTIONS}
 BY_NAME: Final = {s.name: s for s in TABLE}
 URL_FORMS = frozenset({Form.ARI_URL, Form.REDIS_URL})
+# one server's URLs, read by redis-py; Sentinel's and a Cluster's: callgate.store.connect
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-REDIS_FORM = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
+REDIS_FORM = (
+    "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, "
+    "redis+sentinel://... or redis+cluster://..."
+)
+URL_PASSWORDS = ("password", "sentinel_password")  # the query options that hold a password
 HIDDEN = "***"
 
 
@@ -72,6 +78,7 @@ class Settings:
     ami_enabled: bool
     ami_settle_from: SettleFrom
     redis_url: str
+    redis_wait_replicas: int
     policy_source: PolicySource
     policy_file: str
     policy_site: str
@@ -132,23 +139,27 @@ def basic_token(user: str, password: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` as a message may show it: no user or password, no query or fragment value, no port
-    that is not a number (a password typed where the port goes). Never raises, whatever the text
-    (a mistyped scheme, a stray bracket, a password with ``/`` or ``@`` in it)."""
+    that is not a number (a password typed where the port goes), nor anything after it in a list of
+    hosts (``redis+sentinel://``). Never raises, whatever the text (a mistyped scheme, a stray
+    bracket, a password with ``/`` or ``@`` in it)."""
     slashes = url.find("//")
     start = slashes + 2 if slashes >= 0 else 0
     head, body = url[:start], url[start:]
-    _, at, body = body.rpartition("@")  # the last @: a password may hold one
+    userinfo, at, body = body.rpartition("@")  # the last @: a password may hold one
+    if any(c in userinfo for c in "?#"):  # that @ may be in a query value: show nothing after it
+        return head + HIDDEN
     body, hash_, fragment = body.partition("#")
     body, question, query = body.partition("?")
     authority, slash, path = body.partition("/")
-    if authority.startswith("["):  # [IPv6]:port
-        host, bracket, port = authority.partition("]")
-        host, port = (host + bracket, port.removeprefix(":")) if bracket else (HIDDEN, "")
-    else:
-        host, _, port = authority.partition(":")
-    shown = head + (f"{HIDDEN}@" if at else "") + host
-    if port or authority.endswith(":"):
-        shown += ":" + (port if port.isascii() and port.isdigit() else HIDDEN)
+    items = authority.split(",") if multi_host(url) else [authority]
+    hosts = []
+    for i, item in enumerate(items):
+        shown_host, readable = _redact_host(item)
+        hosts.append(shown_host)
+        if not readable and i + 1 < len(items):  # the rest may be the rest of a password
+            hosts.append(HIDDEN)
+            break
+    shown = head + (f"{HIDDEN}@" if at else "") + ",".join(hosts)
     shown += slash + path
     if question:
         pairs = (p.partition("=") for p in query.split("&"))
@@ -156,18 +167,42 @@ def redact_url(url: str) -> str:
     return shown + (f"#{HIDDEN}" if hash_ and fragment else hash_)
 
 
+def _redact_host(item: str) -> tuple[str, bool]:
+    """``host[:port]`` or ``[IPv6][:port]`` as shown, and whether it could be read as one."""
+    if item.startswith("["):  # [IPv6]:port
+        host, bracket, port = item.partition("]")
+        if not bracket:
+            return HIDDEN, False
+        host, port = host + bracket, port.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    if not (port or item.endswith(":")):
+        return host, True
+    readable = port.isascii() and port.isdigit()
+    return f"{host}:{port if readable else HIDDEN}", readable
+
+
 def url_secrets(url: str) -> list[str]:
-    """The password of a URL's user part and of a ``password=`` query value, as written and decoded."""
+    """The password of a URL's user part and of a ``password=`` or ``sentinel_password=`` query
+    value, as written and decoded."""
     slashes = url.find("//")
     user, at, rest = url[slashes + 2 if slashes >= 0 else 0 :].rpartition("@")
     found = [user.partition(":")[2]] if at else []
     query = rest.partition("#")[0].partition("?")[2]
-    found += [v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "password"]
+    found += [v for k, _, v in (p.partition("=") for p in query.split("&")) if k in URL_PASSWORDS]
     return [s for secret in found for s in {secret, unquote(secret)} if s]
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL, in words that never quote it; None when redis-py can use it."""
+    """What is wrong with a Redis URL, in words that never quote it; None when redis-py can use it.
+    A ``redis+sentinel://`` or ``redis+cluster://`` URL is read by
+    :func:`callgate.store.connect.parse_nodes`, which builds the client from it."""
+    if multi_host(url):
+        try:
+            parse_nodes(url)
+        except BadUrl as exc:
+            return str(exc)
+        return None
     if not url.startswith(REDIS_SCHEMES):
         return f"expected {REDIS_FORM}; the scheme is not one of these"
     try:
@@ -318,11 +353,21 @@ def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
         when, value = setting.required_while, values[setting.section, setting.key]
         if when and values[when.section, when.key] == when.value and value == "":
             problems.append(f"{setting.where}: required while {when}")
+    problems += _together(values)
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     gate = GateSettings(**{key: v for (section, key), v in values.items() if section == "gate"})
     rest = {f"{section}_{key}": v for (section, key), v in values.items() if section != "gate"}
     return Settings(**rest, gate=gate)
+
+
+def _together(values: Mapping[tuple[str, str], Any]) -> list[str]:
+    """What two settings that are each right cannot be together."""
+    url, waits = values["redis", "url"], values["redis", "wait_replicas"]
+    if waits and isinstance(url, str) and url.partition("://")[0].lower() == Kind.CLUSTER:
+        where = setting("redis", "wait_replicas").where
+        return [f"{where}: must be 0 with a redis+cluster:// URL (WAIT counts one node's replicas)"]
+    return []
 
 
 def _raw_secrets(raw: Mapping[Setting, object]) -> tuple[str, ...]:

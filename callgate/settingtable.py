@@ -48,7 +48,7 @@ class Form(enum.Enum):
 
     TEXT = "text"
     ARI_URL = "an http(s)://host:port/ari URL"
-    REDIS_URL = "a redis://, rediss:// or unix:// URL"
+    REDIS_URL = "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
     USER_NAME = "a user name without ':'"
 
 
@@ -199,8 +199,21 @@ TABLE: Final = (
         env_example="redis://:change-me-redis@127.0.0.1:6379/0",
         doc="redis://host:port/db, rediss:// (TLS), or unix:///run/redis/redis.sock?db=0. With a "
         "password, redis://:PASSWORD@host:6379/0 or redis://USER:PASSWORD@host:6379/0: then give "
-        "the whole URL in callgate.env instead. Sentinel and Cluster: section 9 of "
-        "docs/operations.md.",
+        "the whole URL in callgate.env instead. Through Sentinel, the sentinels and the name of "
+        "the primary: redis+sentinel://:PASSWORD@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/"
+        "mymaster/0, with ?sentinel_password=... when the sentinels have a password of their own; "
+        "callgate follows a failover by itself. A Cluster: redis+cluster://10.0.0.1:6379,"
+        "10.0.0.2:6379. Section 9 of docs/operations.md.",
+    ),
+    Setting(
+        "redis", "wait_replicas", int, 0, limits=(0, 16),
+        doc="0: a call is decided as soon as the primary has made its reservation. Replication is "
+        "asynchronous, so a failover can lose the last reservations and locks the primary made. "
+        "N: every Lua script call (admission, settlement, burst count) also waits until N replicas "
+        "hold its writes (Redis WAIT, at most 250 ms); fewer in time is a store failure and the "
+        "policy's site.on_store_error decides the call. With N equal to the number of replicas, "
+        "one replica down makes every call a store failure: run N + 1. Not with redis+cluster://. "
+        "What it costs: section 9 of docs/operations.md.",
     ),
     Setting(
         "policy", "source", PolicySource, PolicySource.FILE, set_in_sample=True,

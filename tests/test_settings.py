@@ -17,7 +17,14 @@ from callgate.cli import main
 from callgate.errors import SettingsError
 from callgate.ops import admin
 from callgate.settingdoc import BEGIN, END, GUIDE, env_file, guide_block, reference, sample
-from callgate.settings import Settings, load_settings, setting
+from callgate.settings import (
+    Settings,
+    load_settings,
+    redact_url,
+    redis_url_problem,
+    setting,
+    url_secrets,
+)
 from callgate.settingtable import (
     SECTIONS,
     TABLE,
@@ -27,6 +34,7 @@ from callgate.settingtable import (
     Setting,
     toml_value,
 )
+from callgate.store.connect import Kind, Nodes, client_from_url, parse_nodes
 
 GOOD = """
 [ari]
@@ -112,18 +120,20 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_redis_url_and_ami_secret_are_checked() -> None:
-    """A Sentinel-style URL and a missing AMI secret are clear settings errors, not tracebacks."""
+    """A Sentinel URL without its service name and a missing AMI secret are clear settings errors,
+    not tracebacks."""
     env = {
         "CALLGATE_ARI_URL": "http://127.0.0.1:8088/ari",
         "CALLGATE_ARI_USER": "u",
         "CALLGATE_ARI_PASSWORD": "p",
         "CALLGATE_AMI_USER": "callgate",
         "CALLGATE_POLICY_FILE": "/etc/callgate/policy.yaml",
-        "CALLGATE_REDIS_URL": "redis+sentinel://h:26379/mymaster",
+        "CALLGATE_REDIS_URL": "redis+sentinel://h:26379",
     }
     with pytest.raises(SettingsError) as caught:
         load_settings(None, env)
-    assert "[redis] url: expected redis://" in str(caught.value)
+    assert "[redis] url: expected redis+sentinel://" in str(caught.value)
+    assert "the service name" in str(caught.value)
     assert "[ami] secret: required" in str(caught.value)
 
 
@@ -326,7 +336,7 @@ def wrong(setting: Setting) -> tuple[str, str]:
         return "soon", f"expected {setting.kind.__name__}, got 'soon'"
     return {
         Form.ARI_URL: ("pbx:8088/ari", "expected http(s)://"),
-        Form.REDIS_URL: ("redis+sentinel://h:26379/m", "expected redis://"),
+        Form.REDIS_URL: ("sentinel://h:26379/m", "expected redis://"),
         Form.USER_NAME: ("a:b", "cannot hold ':'"),
         Form.TEXT: ("", ""),  # any text will do
     }[setting.form]
@@ -444,3 +454,142 @@ def test_every_setting_name_written_anywhere_is_a_setting() -> None:
             continue
         unknown += [f"{path.relative_to(ROOT)}: {n}" for n in name.findall(text) if n not in known]
     assert not unknown, unknown
+
+
+# --- Redis through Sentinel, or a Cluster: the URL forms of callgate.store.connect --------------------
+
+SECRET = "S3cr,et/@x"  # a comma, a slash and an @: what a careless parser would show or cut wrong
+QUOTED = "S3cr%2Cet%2F@x"
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes"),
+    [
+        (
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380,s3/mymaster",
+            Nodes(Kind.SENTINEL, (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("s3", 26379)), "mymaster"),
+        ),
+        (
+            f"redis+sentinel://cg:{QUOTED}@[::1]:26379,[fe80::2]/main/3?sentinel_password=sp",
+            Nodes(
+                Kind.SENTINEL, (("::1", 26379), ("fe80::2", 26379)), "main", 3, "cg", SECRET,
+                sentinel_password="sp",
+            ),
+        ),
+        (
+            "REDIS+SENTINEL://:pw@h/m/?sentinel_username=watch&sentinel_password=",
+            Nodes(Kind.SENTINEL, (("h", 26379),), "m", password="pw", sentinel_username="watch"),
+        ),
+        ("redis+cluster://n1,n2:7001/", Nodes(Kind.CLUSTER, (("n1", 6379), ("n2", 7001)))),
+        ("redis+cluster://u:p@n1:7000/0", Nodes(Kind.CLUSTER, (("n1", 7000),), "", 0, "u", "p")),
+    ],
+)  # fmt: skip
+def test_sentinel_and_cluster_urls_are_read(url: str, nodes: Nodes) -> None:
+    """Hosts with their default ports, [IPv6] hosts, the service and database, the primary's user
+    and password (percent-encoded) and the sentinels' own, as the client is built from them."""
+    assert parse_nodes(url) == nodes
+    assert redis_url_problem(url) is None
+    assert SECRET not in repr(nodes)
+    assert "'sp'" not in repr(nodes)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (f"redis+sentinel://:{QUOTED}@h1:26379", "the service name"),
+        (f"redis+sentinel://:{QUOTED}@h1:26379/", "the service name"),
+        (f"redis+sentinel://:{QUOTED}@/m", "no host is given"),
+        (f"redis+sentinel://:{QUOTED}@h1,,h2/m", "a host is missing"),
+        (f"redis+sentinel://:{QUOTED}@h1,/m", "a host is missing"),
+        ("redis+sentinel://h1:S3cr,et/m", "a port is not a number"),  # a password as a port
+        ("redis+sentinel://h1:S3cr%2Cet/m", "a port is not a number"),
+        ("redis+sentinel://h1:0/m", "a port is not a number from 1 to 65535"),
+        ("redis+sentinel://h1:65536/m", "a port is not a number from 1 to 65535"),
+        ("redis+sentinel://[::1/m", "[IPv6]"),
+        ("redis+sentinel://[::1]x/m", "[IPv6]"),
+        ("redis+sentinel://h 1/m", "a character a host name cannot have"),
+        ("redis+sentinel://h1/m/x", "the database after the service name must be a number"),
+        ("redis+sentinel://h1/m/0/1", "only /service or /service/db"),
+        (f"redis+sentinel://h1/m?password={QUOTED}", "the only options are sentinel_username"),
+        (f"redis+sentinel://h1/m?{QUOTED}", "the only options are"),
+        ("redis+sentinel://h1/m?sentinel_password=a&sentinel_password=b", "given twice"),
+        (f"redis+sentinel://h1/m#{QUOTED}", "a fragment"),
+        ("redis+cluster://n1:7000/1", "only database 0"),
+        (f"redis+cluster://n1:7000/?password={QUOTED}", "takes no options"),
+        (f"rediss+sentinel://:{QUOTED}@h1/m", "the scheme is not one of these"),
+        (f"redis-sentinel://:{QUOTED}@h1/m", "the scheme is not one of these"),
+    ],
+)
+def test_a_bad_sentinel_or_cluster_url_is_named_never_shown(url: str, said: str) -> None:
+    """A malformed redis+sentinel:// or redis+cluster:// URL is refused at start with its form and
+    what is wrong, in a message that shows no part of the password, from the settings and from the
+    admin commands' check."""
+    problem = redis_url_problem(url)
+    assert problem is not None
+    assert problem.startswith("expected redis")
+    assert said in problem
+    for part in (SECRET, QUOTED, "S3cr", "et/@x", "et%2F"):
+        assert part not in problem
+    problems = problems_of({**BASE_ENV, "CALLGATE_REDIS_URL": url})
+    assert f"CALLGATE_REDIS_URL / [redis] url: {problem}" in problems
+    for part in (SECRET, QUOTED, "S3cr", "et/@x", "et%2F"):
+        assert part not in problems
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"redis+sentinel://:{QUOTED}@a:26379,b:26380,[::1]:1/m/0?sentinel_password=S3cr%2Cet",
+            "redis+sentinel://***@a:26379,b:26380,[::1]:1/m/0?sentinel_password=***",
+        ),
+        ("redis+sentinel://a:S3cr,et,b/m", "redis+sentinel://a:***,***/m"),  # a password as a port
+        ("redis://h:6379/0?password=S3cr@et", "redis://***"),  # the last @ is in the query
+        (f"redis+sentinel://:{QUOTED}@h/m?sentinel_password={QUOTED}", "redis+sentinel://***"),
+        ("redis+cluster://u:p@n1:7000,n2:7001", "redis+cluster://***@n1:7000,n2:7001"),
+        ("redis://h:S3cr,et/0", "redis://h:***/0"),  # one host: a comma is no list
+    ],
+)
+def test_redact_url_shows_every_host_of_a_list(url: str, shown: str) -> None:
+    """A list of sentinels or Cluster nodes is shown whole (which hosts is what an admin needs to
+    see) without the passwords; after a port that is not a number nothing more of the list is."""
+    assert redact_url(url) == shown
+
+
+def test_the_sentinels_password_is_a_secret_too() -> None:
+    """Both passwords of a Sentinel URL reach serve's log filter, as written and decoded."""
+    url = f"redis+sentinel://:{QUOTED}@h1,h2/m?sentinel_password=Sen%2Ftinel"
+    assert {SECRET, QUOTED, "Sen%2Ftinel", "Sen/tinel"} <= set(url_secrets(url))
+    settings = load_settings(None, {**BASE_ENV, "CALLGATE_REDIS_URL": url})
+    assert {SECRET, "Sen/tinel"} <= set(settings.secrets())
+    assert "Sen" not in repr(settings)
+    assert "S3cr" not in repr(settings)
+
+
+def test_wait_replicas_is_not_for_a_cluster() -> None:
+    """[redis] wait_replicas counts one server's replicas: with a Cluster URL it is refused, naming
+    both settings' reason; with a Sentinel URL it is read."""
+    cluster = {**BASE_ENV, "CALLGATE_REDIS_URL": "redis+cluster://n1:7000"}
+    assert load_settings(None, cluster).redis_wait_replicas == 0
+    problems = problems_of({**cluster, "CALLGATE_REDIS_WAIT_REPLICAS": "1"})
+    assert (
+        "CALLGATE_REDIS_WAIT_REPLICAS / [redis] wait_replicas: must be 0 with a redis+cluster"
+        in problems
+    )
+    sentinel = {**BASE_ENV, "CALLGATE_REDIS_URL": "redis+sentinel://h/m"}
+    assert (
+        load_settings(None, {**sentinel, "CALLGATE_REDIS_WAIT_REPLICAS": "1"}).redis_wait_replicas
+        == 1
+    )
+    with pytest.raises(ValueError, match="wait_replicas"):
+        client_from_url("redis+cluster://n1:7000", timeout=1, max_connections=1, wait_replicas=1)
+
+
+def test_the_admin_commands_check_a_sentinel_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """`callgate locks --redis URL` refuses a malformed Sentinel URL before connecting, with its
+    form and no password (the check every admin command makes: cli._redis_problem)."""
+    assert main(["locks", "--site", "s", "--redis", f"redis+sentinel://:{QUOTED}@h1:26379"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis: expected redis+sentinel://" in err
+    assert "redis+sentinel://***@h1:26379" in err
+    assert "S3cr" not in err

@@ -23,7 +23,8 @@ from callgate.asterisk.events import Decided, Event
 from callgate.core.decision import Decision
 from callgate.core.keys import AUDIT, site_prefix
 from callgate.ops.waits import first_done
-from callgate.store.redis import REDIS_ERRORS, Client
+from callgate.store.connect import Client
+from callgate.store.redis import REDIS_ERRORS
 
 log = logging.getLogger("callgate.audit")
 

@@ -37,7 +37,7 @@ from callgate.core.policy import LockScope, Policy
 from callgate.ops.status import read_status
 from callgate.ops.statustree import Status
 from callgate.settings import setting
-from callgate.store.redis import Client
+from callgate.store.connect import Client
 
 log = logging.getLogger("callgate.metrics")
 

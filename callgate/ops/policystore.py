@@ -31,7 +31,8 @@ from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy, read_policy_text
 from callgate.core.prefixlists import ListFiles
 from callgate.errors import PolicyError, Problem, StoreUnavailable
-from callgate.store.redis import REDIS_ERRORS, Client, decoded
+from callgate.store.connect import Client
+from callgate.store.redis import REDIS_ERRORS, decoded
 
 LOG_MAXLEN = 10_000
 # The policy keys' parts, in the order the scripts below take them: KEYS[1], ..., KEYS[4].

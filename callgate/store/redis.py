@@ -18,19 +18,18 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from callgate.core import keys
 from callgate.core.admission import Admission, BurstRule, Outcome, Refusal, held_lock
 from callgate.errors import StoreUnavailable
+from callgate.store.connect import Client, client_from_url
 from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
 T = TypeVar("T")
 
 # The clients callgate talks through: one Redis server, or a Redis Cluster.
-Client = aioredis.Redis | RedisCluster
 # What a failing Redis raises: the Cluster client's own errors (no node reachable, a slot no master
 # serves) are not RedisErrors.
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -63,17 +62,25 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, timeout: float = DECISION_TIMEOUT, max_connections: int = 50
+        cls,
+        url: str,
+        *,
+        timeout: float = DECISION_TIMEOUT,
+        max_connections: int = 50,
+        wait_replicas: int = 0,
     ) -> RedisStore:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
+        """A store on ``url``: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` (the
+        current primary, followed through failovers) or ``redis+cluster://``
+        (:func:`callgate.store.connect.client_from_url`); ``wait_replicas``: each script call waits
+        for that many replicas to have its writes."""
+        return cls(
+            client_from_url(
+                url,
+                timeout=timeout,
+                max_connections=max_connections,
+                wait_replicas=wait_replicas,
+            )
         )
-        return cls(aioredis.Redis.from_pool(pool))  # the client owns and closes the pool
 
     @property
     def client(self) -> Client:
@@ -254,6 +261,25 @@ async def scan_site(client: Client, site: str, tail: str, count: int) -> AsyncIt
         yield [decoded(key) for key in batch]
         if not int(cursor):
             return
+
+
+async def scan_all(client: Client, match: str, count: int) -> AsyncIterator[list[str]]:
+    """Every key matching the glob ``match``, one ``SCAN`` step (``COUNT count``) at a time; on a
+    Cluster, every master's in turn (what ``callgate status --all`` reads, once for all sites)."""
+    nodes: list[Any] = [None]
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        nodes = list(client.get_primaries())
+    for node in nodes:
+        target = {} if node is None else {"target_nodes": node}
+        cursor: Any = 0
+        while True:
+            cursor, batch = await client.scan(cursor, match=match, count=count, **target)
+            if node is not None:  # a Cluster answers {node: cursor}
+                (cursor,) = cursor.values()
+            yield [decoded(key) for key in batch]
+            if not int(cursor):
+                break
 
 
 def decoded(value: Any) -> str:
