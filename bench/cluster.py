@@ -3,10 +3,10 @@ for 1,000 sites spread over the slots, and reading those 1,000 sites' state.
 
 Both deployments are started here on loopback (tests/servers.py): one redis-server, and a Cluster of
 three masters. The same admissions (the default policy's, site ``site-NNNN`` for call ``i % 1000``) go
-to each, one at a time (p50/p99) and 32 at a time. Then every site's state is read the two ways that
-exist (there is no ``status --all``): ``read_status`` (what ``callgate status`` and /metrics read: a
+to each, one at a time (p50/p99) and 32 at a time. Then every site's state is read: ``read_status`` (what ``callgate status`` and /metrics read: a
 SCAN of the site's keys, then two pipelined round trips), and ``locks`` + ``panic`` (what
-``callgate locks`` reads), one site after another and 32 sites at a time. On a Cluster each site's
+``callgate locks`` reads), one site after another and 32 sites at a time; and ``status --all``
+(callgate.ops.statusall: one pass over every key, then each site's reads). On a Cluster each site's
 reads go to the one master of its slot. Python is the client in both cases and usually the bottleneck
 on a small machine: the figures compare the two in this one run.
 """
@@ -33,7 +33,9 @@ from callgate.core.plan import prepare
 from callgate.core.policy import Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
+from callgate.ops.policystore import PolicyStore
 from callgate.ops.status import read_status
+from callgate.ops.statusall import read_all
 from callgate.store.redis import RedisStore
 from tests.servers import Cluster, redis_cluster, redis_server
 
@@ -122,6 +124,21 @@ async def bench_one(
             f"{one / SITES * 1e3:.2f} ms a site; {WORKERS} at a time {many * 1e3:,.0f} ms",
         )
         figures[what] = one
+    texts = resources.files("callgate").joinpath("data/default-policy.yaml").read_text("utf-8")
+    base = policy.site.name
+    for p in policies:  # status --all reads each site's active pushed version
+        mine = texts.replace(f"name: {base}", f"name: {p.site.name}")
+        await PolicyStore(store.client, p.site.name).push(mine, "bench", {}, by="bench", at=AT)
+    s = time.perf_counter()
+    found = await read_all(store.client, now)
+    took = time.perf_counter() - s
+    assert len(found.sites) == SITES, len(found.sites)
+    row(
+        f"status --all, {SITES:,} sites in one pass, {name}",
+        f"{took * 1e3:>9,.0f} ms",
+        f"{found.keys:,} keys; {took / SITES * 1e3:.2f} ms a site",
+    )
+    figures["status --all"] = took
     return figures
 
 
@@ -158,6 +175,7 @@ async def bench(url: str, cluster: Cluster) -> None:
         "admissions, one at a time": many["seq"] / one["seq"],
         f"admissions, {WORKERS} concurrent": many["par"] / one["par"],
         f"read_status of {SITES:,} sites, time": many["read_status"] / one["read_status"],
+        f"status --all of {SITES:,} sites, time": many["status --all"] / one["status --all"],
     }
     for what, ratio in ratios.items():
         print(f"ratio    {'cluster / one server, ' + what:<56}{ratio:>12.2f}")

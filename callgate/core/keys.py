@@ -135,6 +135,14 @@ def site_prefix(site: str) -> str:
     return f"cg:{{{site}}}:"
 
 
+def site_of(key: str) -> str | None:
+    """The site a key belongs to (``cg:{S}:...`` -> ``S``), or None for a key of no site."""
+    if not key.startswith("cg:{"):
+        return None
+    end = key.find("}:", 4)
+    return key[4:end] if end > 4 else None
+
+
 def window_key(scope: str, window: str) -> str:
     return f"{WINDOW}:{scope}:{window}"
 

@@ -288,10 +288,30 @@ def cmd_countries(args: argparse.Namespace) -> int:
     return _with_store(args, work)
 
 
+def _status_all(args: argparse.Namespace) -> int:
+    from callgate.ops.statusall import read_all
+    from callgate.ops.statustext import all_json, render_all
+
+    if args.policy or args.site:
+        raise CallgateError(
+            "--all reads every site with its own active policy: no --policy, --site"
+        )
+
+    async def work(store: RedisStore) -> int:
+        found = await read_all(store.client, datetime.now(UTC))
+        print(all_json(found) if args.json else render_all(found))
+        return 0
+
+    return _with_store(args, work)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from callgate.core.policyfile import load_policy_file
     from callgate.ops.status import fetch_health, read_status
     from callgate.ops.statustext import as_json, render_text
+
+    if args.all:
+        return _status_all(args)
 
     async def work(store: RedisStore) -> int:
         if args.policy:
@@ -385,6 +405,11 @@ def add_parsers(
         help="a running gate's /health URL ('' to skip; default %(default)s)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--all",
+        action="store_true",
+        help="every site in this Redis, riskiest first, one line each (caps of each active policy)",
+    )
     add_common(st)
     st.set_defaults(run=cmd_status)
 

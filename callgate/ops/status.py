@@ -62,7 +62,8 @@ from callgate.ops.statustree import (
     scope_order,
     spend_lines,
 )
-from callgate.store.redis import REDIS_ERRORS, Client, decoded, scan_site
+from callgate.store.connect import Client
+from callgate.store.redis import REDIS_ERRORS, decoded, scan_site
 
 SCAN_COUNT = 1000  # keys Redis looks at per SCAN step
 MAX_KEYS = 200_000  # a site with more matching keys is shown in part (``Status.truncated``)
@@ -112,10 +113,14 @@ async def read_status(
     *,
     live_limit: int = LIVE_SHOWN,
     max_keys: int = MAX_KEYS,
+    scanned: list[str] | None = None,
 ) -> Status:
-    """The site's state at ``now`` against ``policy``'s caps. Raises StoreUnavailable."""
+    """The site's state at ``now`` against ``policy``'s caps. Raises StoreUnavailable.
+
+    ``scanned``: the site's keys, when one pass over every site found them (``status --all``,
+    :mod:`callgate.ops.statusall`); else the site's keys are scanned here."""
     try:
-        return await _read(client, policy, now, live_limit, max_keys)
+        return await _read(client, policy, now, live_limit, max_keys, scanned=scanned)
     except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"redis: {exc}") from exc
 
@@ -165,15 +170,25 @@ def _replies(replies: list[Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 
 async def _read(
-    client: Client, policy: Policy, now: datetime, live_limit: int, max_keys: int
+    client: Client,
+    policy: Policy,
+    now: datetime,
+    live_limit: int,
+    max_keys: int,
+    *,
+    scanned: list[str] | None = None,
 ) -> Status:
+    """``scanned``: the site's keys, when one pass over every site found them (``status --all``)."""
     site = policy.site.name
     prefix = site_prefix(site)
     local = now.astimezone(policy.site.timezone)
     buckets = {period: name for period, (name, _) in spend_periods(local).items()}
     now_ms = int(now.timestamp() * 1000)
     # one pass: spend, windows, concurrency, reservations (the live calls) and locks
-    found, truncated = await _scan(client, site, max_keys)
+    if scanned is None:
+        found, truncated = await _scan(client, site, max_keys)
+    else:
+        found, truncated = scanned, False
     k = _Keys(site, found, buckets)
     scopes = [(SITE_SCOPE, policy.site_limits)]
     scopes += [(profile_scope(name), p.group_limits) for name, p in policy.profiles.items()]

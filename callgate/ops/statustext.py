@@ -1,4 +1,5 @@
-"""``callgate status`` as text: :func:`render_text` for people, :func:`as_json` for scripts.
+"""``callgate status`` as text: :func:`render_text` for people, :func:`as_json` for scripts; for every
+site at once (``--all``), :func:`render_all` and :func:`all_json`.
 
 Both take the :class:`~callgate.ops.statustree.Status` that :func:`~callgate.ops.status.read_status`
 read, and print nothing. Money is shown exact, with at least two decimals (:func:`money`); the JSON
@@ -13,6 +14,7 @@ from typing import Any
 
 from callgate.core.admission import money_text
 from callgate.ops.status import MAX_KEYS
+from callgate.ops.statusall import AllSites
 from callgate.ops.statustree import Status
 
 
@@ -123,3 +125,57 @@ def as_json(s: Status) -> str:
         "spend": spend, "counters": counters, "truncated": s.truncated, "health": s.health,
     }  # fmt: skip
     return json.dumps(data, indent=2)
+
+
+def render_all(a: AllSites) -> str:
+    """``status --all``: one line per site, riskiest first (callgate.ops.statusall)."""
+    head = f"{'site':<24} {'closest cap':<44} {'live':>5} {'locks':>5}  {'panic':<5}  policy"
+    lines = [head]
+    for r in a.sites:
+        s, worst = r.status, r.worst
+        if s is None:
+            lines.append(f"{r.site:<24} {r.problem}")
+            continue
+        if worst is not None and worst.cap is not None:
+            cap = (
+                f"{worst.scope} {worst.period} {money(worst.spent)} of {money(worst.cap)} "
+                f"{s.currency} ({worst.percent}%)"
+            )
+        else:
+            cap = "no spend cap"
+        version = f"v{s.policy_version}" if s.policy_version is not None else "-"
+        panic = "ON" if s.panic else "-"
+        lines.append(
+            f"{r.site:<24} {cap:<44} {s.live_calls:>5} {len(s.locks):>5}  {panic:<5}  {version}"
+        )
+    lines.append(f"{len(a.sites)} sites, {a.keys} keys read in one pass")
+    if a.truncated:
+        lines.append("(the pass stopped at its key limit: some sites may be missing or partial)")
+    return "\n".join(lines)
+
+
+def all_json(a: AllSites) -> str:
+    """``status --all --json``: the sites riskiest first, money exact (text) and in micro-units."""
+    rows: list[dict[str, Any]] = []
+    for r in a.sites:
+        s, worst = r.status, r.worst
+        row: dict[str, Any] = {"site": r.site, "problem": r.problem or None}
+        if s is not None:
+            row |= {
+                "currency": s.currency,
+                "panic": s.panic,
+                "locks": len(s.locks),
+                "live_calls": s.live_calls,
+                "policy_version": s.policy_version,
+                "closest_cap": None
+                if worst is None or worst.cap is None
+                else {
+                    "scope": worst.scope,
+                    "period": worst.period,
+                    "spent": money(worst.spent),
+                    "cap": money(worst.cap),
+                    "percent": float(worst.percent) if worst.percent is not None else None,
+                },
+            }
+        rows.append(row)
+    return json.dumps({"sites": rows, "keys": a.keys, "truncated": a.truncated}, indent=2)
