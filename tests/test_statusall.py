@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -120,3 +121,43 @@ def test_the_command(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None
     assert "1 sites" in out
     assert main(["status", "--all", "--redis", redis_url, "--site", "calm"]) == 2
     assert "--all reads every site" in capsys.readouterr().err
+
+
+def test_push_to_many_sites_then_status_all(
+    redis_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A provider pushes its sites' files in one command, each to the site its site.name names; a
+    broken file, two files of one site, or --site with many files push nothing."""
+
+    async def empty() -> None:
+        s = RedisStore.from_url(redis_url, timeout=5)
+        await s.client.flushdb()
+        await s.aclose()
+
+    asyncio.run(empty())
+    paths = []
+    for site in ("north", "south", "east"):
+        path = tmp_path / f"{site}.yaml"
+        path.write_text(text_of(site), encoding="utf-8")
+        paths.append(str(path))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text_of("west").replace("currency: USD", "currency: dollars"), "utf-8")
+    same = tmp_path / "north-again.yaml"
+    same.write_text(text_of("north"), encoding="utf-8")
+    redis = ["--redis", redis_url]
+    assert main(["policy", "push", *paths, str(broken), *redis]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml" in err
+    assert "currency" in err
+    assert main(["policy", "push", *paths, str(same), *redis]) == 2
+    assert "two files name the same site: north" in capsys.readouterr().err
+    assert main(["policy", "push", *paths, "--site", "north", *redis]) == 2
+    assert "--site names one site" in capsys.readouterr().err
+    assert main(["status", "--all", *redis]) == 0
+    assert "0 sites" in capsys.readouterr().out  # nothing was pushed by the refused commands
+    assert main(["policy", "push", *paths, *redis]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == ["north", "south", "east"]
+    assert all("version 1 active" in line for line in out.splitlines())
+    assert main(["status", "--all", *redis]) == 0
+    assert "3 sites" in capsys.readouterr().out

@@ -15,13 +15,14 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from callgate.core.policy import EXTENSION_MAX, LockScope, is_extension
-from callgate.errors import CallgateError
+from callgate.core.policy import EXTENSION_MAX, LockScope, Policy, is_extension
+from callgate.errors import CallgateError, PolicyError, Problem
 from callgate.ops.policystore import PolicyStore, diff, read_for_push
 from callgate.settings import setting
 from callgate.store.redis import RedisStore
@@ -85,20 +86,43 @@ def _with_store(args: argparse.Namespace, work: Callable[[RedisStore], Awaitable
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    text, policy, lists = read_for_push(args.file)
-    site = args.site or policy.site.name
+    """Push one policy file, or many (a provider's sites): every file is read and validated first,
+    and if any is refused nothing is pushed; then each goes to its own ``site.name``."""
+    files: list[str] = list(args.file)
+    if args.site and len(files) > 1:
+        raise CallgateError(
+            "--site names one site: push one file with it, or leave it out and each file goes to "
+            "the site its site.name names"
+        )
+    read: list[tuple[str, str, Policy, dict[str, str]]] = []
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            text, policy, lists = read_for_push(path)
+        except PolicyError as exc:
+            problems += exc.problems
+            continue
+        read.append((path, text, policy, lists))
+    if problems:
+        raise PolicyError(problems)  # every problem of every file; nothing was pushed
+    sites = Counter(args.site or policy.site.name for _, _, policy, _ in read)
+    twice = sorted(site for site, n in sites.items() if n > 1)
+    if twice:
+        raise CallgateError(f"two files name the same site: {', '.join(twice)}; nothing pushed")
 
     async def work(store: RedisStore) -> int:
-        result = await PolicyStore(store.client, site).push(
-            text, args.file, lists, by=args.by or _who(), at=datetime.now(UTC)
-        )
-        s = result.stored
-        if result.created:
-            print(
-                f"{site}: version {s.version} active (sha256:{s.digest[:12]}, {len(lists)} lists)"
-            )
-        else:
-            print(f"{site}: unchanged, version {s.version} is already this policy")
+        by, at = args.by or _who(), datetime.now(UTC)
+        for path, text, policy, lists in read:
+            site = args.site or policy.site.name
+            result = await PolicyStore(store.client, site).push(text, path, lists, by=by, at=at)
+            s = result.stored
+            if result.created:
+                print(
+                    f"{site}: version {s.version} active (sha256:{s.digest[:12]}, "
+                    f"{len(lists)} lists)"
+                )
+            else:
+                print(f"{site}: unchanged, version {s.version} is already this policy")
         return 0
 
     return _with_store(args, work)
@@ -346,8 +370,12 @@ def add_parsers(
     pol: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """Register the admin commands on the top-level and ``policy`` sub-parsers."""
-    push = pol.add_parser("push", help="validate a policy file and make it the active version")
-    push.add_argument("file")
+    push = pol.add_parser(
+        "push", help="validate policy files and make each the active version of its site"
+    )
+    push.add_argument(
+        "file", nargs="+", help="policy files; each goes to the site its site.name names"
+    )
     push.add_argument("--by", help="who pushes (default: user@host)")
     add_common(push)
     push.set_defaults(run=cmd_push)
