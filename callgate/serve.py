@@ -23,6 +23,14 @@ when its reservation expires, an audit entry not streamed is in the log anyway.
 The policy follows its source (:mod:`callgate.ops.livepolicy`): a watched file (SIGHUP re-reads it
 at once) or the version active in Redis; a broken policy keeps the running one and logs why. The site's
 panic flag is read every half second; when it goes up, this instance hangs up its international calls.
+
+Many tenants behind one gate (``[policy] tenants``): each tenant is a site of its own, built the same
+way (its :class:`~callgate.ops.livepolicy.RedisPolicy`, gate, audit stream, alert triggers and panic
+watch) once its first pushed policy loads, and sharing the ARI and Redis clients, the spend feed and the
+metrics. The router hands each call to the gate of the site its dialplan named (``site=``); the spend
+feed hands each settlement to the tenant the reservation id names (``<site>~<id>``). The policy of
+``[policy] site``, if one is pushed, is the provider's: its ``site_limits`` count the calls of all its
+tenants ``P/T`` together.
 """
 
 from __future__ import annotations
@@ -36,15 +44,17 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from callgate.asterisk.ami import AmiConnection
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, PanicEnded, PanicStarted
-from callgate.asterisk.gate import Gate
+from callgate.asterisk.gate import Gate, GateSettings, split_carried
 from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
-from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
+from callgate.core.keys import provider_of
+from callgate.core.memo import Memo
+from callgate.errors import AmiUnavailable, AriUnavailable, BackendUnavailable, StoreUnavailable
 from callgate.ops.alerts import FINAL_FLUSH
 from callgate.ops.audit import Audit
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
@@ -55,6 +65,7 @@ from callgate.ops.triggers import AlertTriggers
 from callgate.ops.waits import until_stopped
 from callgate.settings import Settings, redact_url
 from callgate.settingtable import PolicySource
+from callgate.store.protocol import Settlement, SettleStatus
 from callgate.store.redis import RedisStore
 
 log = logging.getLogger("callgate.serve")
@@ -74,6 +85,34 @@ STOP_LINKS = 1.0  # the loops that read ARI, AMI, the panic flag and the policy 
 STOP_SETTLE = 2.0  # pending settlements: one last try each (callgate.asterisk.spend)
 STOP_WRITERS = FINAL_FLUSH + 1.0  # the audit queue (its own bound) and the alerts' last try
 STOP_CLOSE = 1.0  # the metrics server and the ARI and Redis clients
+TENANT_POLL = 1.0  # seconds between looks for the first policy of a tenant not served yet
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """What serves one site: its policy holder, gate, audit stream and alert triggers."""
+
+    holder: FilePolicy | RedisPolicy
+    gate: Gate
+    audit: Audit
+    triggers: AlertTriggers
+
+
+def _open_site(
+    settings: Settings,
+    holder: FilePolicy | RedisPolicy,
+    store: RedisStore,
+    ari: AriClient,
+    here: GateSettings,
+    *,
+    tenant: str = "",
+    above: Callable[[], Memo | None] | None = None,
+) -> _Site:
+    audit = Audit(store.client, holder().site.name)
+    events = Events()
+    events.subscribe(audit.on_event)
+    gate = Gate(holder.memo, store, ari, events, settings=here, tenant=tenant, above=above)
+    return _Site(holder, gate, audit, AlertTriggers(settings, gate, holder))
 
 
 async def _forever(name: str, once: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -138,11 +177,16 @@ async def _watch_panic(
             was_up = False
             on = was_on  # unknown: the admission script still refuses international calls if set
         if on and not was_on:
-            log.warning("panic: the site refuses international calls")
+            if gate.tenant:
+                log.warning("panic: tenant %r refuses international calls", gate.tenant)
+            else:
+                log.warning("panic: the site refuses international calls")
             hung = await gate.hang_up_international()
             gate.events.emit(PanicStarted(hung))
         elif was_on and not on:
-            log.warning("calm: panic is over")
+            log.warning(
+                "calm: panic is over%s", f" for tenant {gate.tenant!r}" if gate.tenant else ""
+            )
             gate.events.emit(PanicEnded())
         was_on = on
         with contextlib.suppress(TimeoutError):
@@ -150,47 +194,81 @@ async def _watch_panic(
 
 
 def _monitoring(
-    settings: Settings,
-    gate: Gate,
-    policy: FilePolicy | RedisPolicy,
-    *,
-    triggers: AlertTriggers,
-    store: RedisStore,
-    audit: Audit,
+    settings: Settings, sites: dict[str, _Site], store: RedisStore, *, single: bool
 ) -> tuple[Metrics, MetricsServer]:
-    """The metrics, each fed from its live source, and the /metrics + /health server."""
+    """The metrics, each fed from its live source, and the /metrics + /health server. ``sites``: the
+    one site (``single``) or the tenants served so far (``serve`` adds each one as it opens, and
+    subscribes the metrics to its events)."""
     # AMI turned off is not a degradation: its link is not watched at all
     metrics = Metrics(
         links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != Link.AMI)
     )
-    gate.events.subscribe(metrics.on_event)
-    metrics.live_calls.set_function(lambda: len(gate.live))
-    metrics.set_policy_version(policy().revision, policy().digest)
-    policy.listeners.append(lambda new: metrics.set_policy_version(new.revision, new.digest))
-    alerter = triggers.alerter
+
+    def live() -> list[_Site]:
+        return list(sites.values())
+
+    def total(count: Callable[[_Site], int]) -> int:
+        return sum(count(site) for site in live())
+
+    metrics.live_calls.set_function(lambda: total(lambda s: len(s.gate.live)))
     for name, doc, read, counter in (
         (
             "callgate_audit_queue",
             "Audit entries waiting for Redis",
-            lambda: len(audit.queue),
+            lambda: total(lambda s: len(s.audit.queue)),
             False,
         ),
         (
             "callgate_audit_dropped",
             "Audit entries dropped, the queue full",
-            lambda: audit.dropped,
+            lambda: total(lambda s: s.audit.dropped),
             True,
         ),
-        ("callgate_alerts_queue", "Alerts waiting for delivery", lambda: len(alerter.queue), False),
-        ("callgate_alerts_sent", "Alert deliveries that succeeded", lambda: alerter.sent, True),
+        (
+            "callgate_alerts_queue",
+            "Alerts waiting for delivery",
+            lambda: total(lambda s: len(s.triggers.alerter.queue)),
+            False,
+        ),
+        (
+            "callgate_alerts_sent",
+            "Alert deliveries that succeeded",
+            lambda: total(lambda s: s.triggers.alerter.sent),
+            True,
+        ),
         (
             "callgate_alerts_dropped",
             "Alerts dropped, the queue full",
-            lambda: alerter.dropped,
+            lambda: total(lambda s: s.triggers.alerter.dropped),
             True,
         ),
     ):
         metrics.expose(name, doc, read, counter=counter)
+    if not single:  # the tenants' versions and state: `callgate status --site` for each
+        for site in sites.values():
+            site.gate.events.subscribe(metrics.on_event)
+
+        def tenants_health() -> dict[str, object]:
+            return {
+                "tenants": {
+                    name: {
+                        "policy_version": s.holder().revision,
+                        "policy_digest": s.holder().digest[:12],
+                    }
+                    for name, s in sorted(sites.items())
+                },
+                "live_calls": total(lambda s: len(s.gate.live)),
+                "store_down": any(s.gate.store_down for s in live()),
+            }
+
+        return metrics, MetricsServer(
+            metrics, settings.metrics_host, settings.metrics_port, tenants_health
+        )
+    (only,) = sites.values()
+    gate, policy = only.gate, only.holder
+    gate.events.subscribe(metrics.on_event)
+    metrics.set_policy_version(policy().revision, policy().digest)
+    policy.listeners.append(lambda new: metrics.set_policy_version(new.revision, new.digest))
 
     def health_extra() -> dict[str, object]:
         return {
@@ -277,23 +355,197 @@ async def _check_persistence(store: RedisStore, stop: asyncio.Event) -> None:
         )
 
 
+class _Tenants:
+    """The tenants of a callgate that serves many (``[policy] tenants``): each opens when its first
+    pushed policy loads; the provider's policy (``[policy] site``), when pushed, is above them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStore,
+        ari: AriClient,
+        here: GateSettings,
+        metrics: Callable[[], Metrics | None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ari = ari
+        self.here = here
+        self.metrics = metrics
+        self.sites: dict[str, _Site] = {}
+        self.gates: dict[str, Gate] = {}  # the router's map: a tenant's calls are decided from here
+        self.provider: RedisPolicy | None = None
+        self.router: Router | None = None  # set by serve once built; told of each tenant opened
+
+    async def find(self, site: str) -> RedisPolicy | None:
+        """The site's policy holder if a policy was pushed and loads; None otherwise (logged)."""
+        try:
+            return await RedisPolicy.find(PolicyStore(self.store.client, site))
+        except BackendUnavailable as exc:
+            log.warning("cannot read the policy of %s (%s); retrying", site, exc)
+            return None
+
+    def above(self, tenant: str) -> Callable[[], Memo | None] | None:
+        provider = self.settings.policy_site
+        if not provider or provider_of(tenant) != provider:
+            return None
+        return lambda: self.provider.memo() if self.provider is not None else None
+
+    async def open_all(
+        self, links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
+        stop: asyncio.Event, writers_stop: asyncio.Event,
+    ) -> None:  # fmt: skip
+        """Open each tenant (and the provider) as its first policy appears, until all are open."""
+        waiting = list(self.settings.tenants)
+        provider = self.settings.policy_site
+        said: set[str] = set()
+        while not stop.is_set():
+            if provider and self.provider is None:
+                self.provider = await self.find(provider)
+                if self.provider is not None:
+                    log.info("provider %r: policy sha256:%s above its tenants", provider,
+                             self.provider().digest[:12])  # fmt: skip
+                    links.append(
+                        asyncio.create_task(self.provider.watch(stop), name=f"policy {provider}")
+                    )
+            for site in list(waiting):
+                holder = await self.find(site)
+                if holder is None:
+                    if site not in said:
+                        said.add(site)
+                        log.warning("tenant %r has no policy pushed: its calls are refused", site)
+                    continue
+                if holder().site.name != site:
+                    if site not in said:
+                        said.add(site)
+                        log.error("the policy pushed for %r is site %r: tenant not served",
+                                  site, holder().site.name)  # fmt: skip
+                    continue
+                waiting.remove(site)
+                self._start(
+                    site, holder, links=links, writers=writers, stop=stop, writers_stop=writers_stop
+                )
+            if not waiting and (not provider or self.provider is not None):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TENANT_POLL)
+
+    def _start(
+        self, site: str, holder: RedisPolicy, *,
+        links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
+        stop: asyncio.Event, writers_stop: asyncio.Event,
+    ) -> None:  # fmt: skip
+        opened = _open_site(
+            self.settings, holder, self.store, self.ari, self.here,
+            tenant=site, above=self.above(site),
+        )  # fmt: skip
+        metrics = self.metrics()
+        if metrics is not None:
+            opened.gate.events.subscribe(metrics.on_event)
+            links.append(
+                asyncio.create_task(
+                    _watch_panic(opened.gate, self.store, metrics, stop), name=f"panic {site}"
+                )
+            )
+        links.append(asyncio.create_task(holder.watch(stop), name=f"policy {site}"))
+        writers.append(asyncio.create_task(opened.audit.run(writers_stop), name=f"audit {site}"))
+        writers.append(
+            asyncio.create_task(opened.triggers.alerter.run(writers_stop), name=f"alerts {site}")
+        )
+        self.sites[site] = opened
+        self.gates[site] = opened.gate
+        log.info("serving tenant %r with policy sha256:%s", site, holder().digest[:12])
+        if self.router is not None:  # its emergency numbers, before its first call if ARI is up
+            task = asyncio.create_task(self.router.publish_emergency(site))
+            self.router.tasks.add(task)
+            task.add_done_callback(self.router.tasks.discard)
+
+    async def settle(self, carried: str, billsec: int | None) -> Settlement:
+        """The spend feed's settle: the tenant is the one the reservation id names."""
+        site, reservation = split_carried(carried)
+        gate = self.gates.get(site)
+        if gate is not None:
+            return await gate.settle(reservation, billsec)
+        if site in self.settings.tenants:  # not open (yet): its store keys are known all the same
+            at_ms = int(time.time() * 1000)
+            return await self.store.settle(site, reservation, billsec, at_ms)
+        log.warning("a call ended with reservation %r of no tenant served here: ignored", carried)
+        return Settlement(SettleStatus.UNKNOWN)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     store = RedisStore.from_url(
         settings.redis_url, timeout=REDIS_TIMEOUT, wait_replicas=settings.redis_wait_replicas
     )
+    if settings.tenants:
+        await _serve_tenants(settings, store, stop)
+        return
     policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
-    audit = Audit(store.client, policy().site.name)
-    events = Events()
-    events.subscribe(audit.on_event)
     # each reservation records which gate admitted it (`callgate status` lists the live calls)
     here = replace(settings.gate, instance=socket.gethostname())
-    gate = Gate(policy.memo, store, ari, events, settings=here)
+    site = _open_site(settings, policy, store, ari, here)
+    gate = site.gate
     router = Router(gate, ari)
     feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
-    triggers = AlertTriggers(settings, gate, policy)
-    metrics, web = _monitoring(settings, gate, policy, triggers=triggers, store=store, audit=audit)
+    metrics, web = _monitoring(settings, {"": site}, store, single=True)
+    await _start_web(settings, web)
+    _handle_signals(stop, policy)
+    audit_stop = asyncio.Event()  # set once the calls being decided are done, so theirs are written
+    links = _link_tasks(
+        settings, ari=ari, router=router, feed=feed, metrics=metrics, store=store, stop=stop
+    )
+    links += [
+        asyncio.create_task(policy.watch(stop), name="policy watch"),
+        asyncio.create_task(_watch_panic(gate, store, metrics, stop), name="panic watch"),
+    ]
+    writers = [
+        asyncio.create_task(site.audit.run(audit_stop), name="audit stream"),
+        asyncio.create_task(site.triggers.alerter.run(audit_stop), name="alert delivery"),
+    ]
+    log.info(
+        "callgate serving site %r with policy sha256:%s", policy().site.name, policy().digest[:12]
+    )
+    await _run_until_stopped(
+        settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
+        writers=writers, stop=stop, audit_stop=audit_stop,
+    )  # fmt: skip
+
+
+async def _serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Event) -> None:
+    """``serve`` for many tenants behind one gate (``[policy] tenants``)."""
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
+    here = replace(settings.gate, instance=socket.gethostname())
+    cell: list[Metrics] = []
+    tenants = _Tenants(settings, store, ari, here, lambda: cell[0] if cell else None)
+    unrouted = Events()
+    router = Router.tenants(tenants.gates, ari, here, unrouted)
+    tenants.router = router
+    feed = SpendFeed(tenants.settle, source=settings.ami_settle_from)
+    metrics, web = _monitoring(settings, tenants.sites, store, single=False)
+    cell.append(metrics)
+    unrouted.subscribe(metrics.on_event)
+    await _start_web(settings, web)
+    _handle_signals(stop, None)
+    audit_stop = asyncio.Event()
+    links = _link_tasks(
+        settings, ari=ari, router=router, feed=feed, metrics=metrics, store=store, stop=stop
+    )
+    writers: list[asyncio.Task[None]] = []
+    links.append(
+        asyncio.create_task(
+            tenants.open_all(links, writers, stop, audit_stop), name="tenants opening"
+        )
+    )
+    log.info("callgate serving tenants %s", ", ".join(repr(t) for t in settings.tenants))
+    await _run_until_stopped(
+        settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
+        writers=writers, stop=stop, audit_stop=audit_stop,
+    )  # fmt: skip
+
+
+async def _start_web(settings: Settings, web: MetricsServer) -> None:
     where = f"http://{settings.metrics_host}:{settings.metrics_port}/"
     if settings.metrics_enabled:
         try:
@@ -302,34 +554,40 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         except OSError as exc:  # the gate matters more than its numbers: run on without them
             log.error("metrics and health not served on %s: %s", where, exc)
 
+
+def _handle_signals(stop: asyncio.Event, policy: FilePolicy | RedisPolicy | None) -> None:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         if isinstance(policy, FilePolicy):
             loop.add_signal_handler(signal.SIGHUP, policy.reload)
-        else:  # Redis mode: SIGHUP checks the active version at once (never the default: exit)
+        elif policy is not None:  # Redis mode: SIGHUP checks the active version at once
             loop.add_signal_handler(signal.SIGHUP, policy.check_soon)
+        else:  # tenants: each follows its own version (never the default: exit)
+            loop.add_signal_handler(signal.SIGHUP, lambda: None)
 
+
+def _link_tasks(
+    settings: Settings, *, ari: AriClient, router: Router, feed: SpendFeed, metrics: Metrics,
+    store: RedisStore, stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:  # fmt: skip
     ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
     ami_once = functools.partial(_ami_once, settings, feed, metrics, stop)
-
-    audit_stop = asyncio.Event()  # set once the calls being decided are done, so theirs are written
     links = [
         asyncio.create_task(_forever("ARI", ari_once, stop), name="ARI link"),
-        asyncio.create_task(policy.watch(stop), name="policy watch"),
-        asyncio.create_task(_watch_panic(gate, store, metrics, stop), name="panic watch"),
         asyncio.create_task(_check_persistence(store, stop), name="Redis persistence check"),
     ]
     if settings.ami_enabled:
         links.append(asyncio.create_task(_forever("AMI", ami_once, stop), name="AMI link"))
-    writers = [
-        asyncio.create_task(audit.run(audit_stop), name="audit stream"),
-        asyncio.create_task(triggers.alerter.run(audit_stop), name="alert delivery"),
-    ]
-    log.info(
-        "callgate serving site %r with policy sha256:%s", policy().site.name, policy().digest[:12]
-    )
+    return links
+
+
+async def _run_until_stopped(
+    settings: Settings, *, router: Router, feed: SpendFeed, web: MetricsServer, ari: AriClient,
+    store: RedisStore, links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
+    stop: asyncio.Event, audit_stop: asyncio.Event,
+) -> None:  # fmt: skip
     # Everything built so far (phonenumbers' metadata, the policy, the clients) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise stall decisions (make bench).
     gc.freeze()
@@ -340,9 +598,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await router.drain(settings.gate.deadline + STOP_APPLY)
         audit_stop.set()
         await asyncio.gather(
-            _bounded(links, STOP_LINKS),
+            _bounded(list(links), STOP_LINKS),
             feed.flush(STOP_SETTLE),
-            _bounded(writers, STOP_WRITERS),
+            _bounded(list(writers), STOP_WRITERS),
         )
         closing = [
             asyncio.create_task(web.stop(), name="metrics server"),

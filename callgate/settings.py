@@ -31,7 +31,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.connection import parse_url as parse_redis_url
 
-from callgate.asterisk.gate import GateSettings
+from callgate.asterisk.gate import GateSettings, site_suffix
+from callgate.core.policyvalues import SITE_NAME
 from callgate.errors import SettingsError
 from callgate.settingtable import (
     FALSE_WORDS,
@@ -82,6 +83,7 @@ class Settings:
     policy_source: PolicySource
     policy_file: str
     policy_site: str
+    policy_tenants: str
     gate: GateSettings
     log_format: LogFormat
     log_level: LogLevel
@@ -112,6 +114,11 @@ class Settings:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The sites of ``[policy] tenants``, in the order written; () for a single-site callgate."""
+        return site_list(self.policy_tenants)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret these settings hold (passwords, the AMI secret, a password in a URL), for a
@@ -239,10 +246,32 @@ def _user_name_problem(user: str) -> str | None:
     return "a user name cannot hold ':' (HTTP Basic)" if ":" in user else None
 
 
+def site_list(text: str) -> tuple[str, ...]:
+    """The site names of a comma-separated list (``[policy] tenants``)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _sites_problem(text: str) -> str | None:
+    names = site_list(text)
+    bad = [name for name in names if not SITE_NAME.fullmatch(name)]
+    if bad:
+        return f"{bad[0]!r} is no site name; expected {Form.SITES.value}"
+    if len(set(names)) != len(names):
+        return "a site is listed twice"
+    # the dialplan reads each tenant's emergency numbers from a global named after it (stasis)
+    suffixes: dict[str, str] = {}
+    for name in names:
+        other = suffixes.setdefault(site_suffix(name), name)
+        if other != name:
+            return f"{other!r} and {name!r} would share Asterisk globals; rename one"
+    return None
+
+
 FORM_CHECKS: Final[dict[Form, Callable[[str], str | None]]] = {
     Form.ARI_URL: _ari_url_problem,
     Form.REDIS_URL: redis_url_problem,
     Form.USER_NAME: _user_name_problem,
+    Form.SITES: _sites_problem,
 }
 
 
@@ -351,7 +380,8 @@ def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
         problems += [problem] if problem else []
     for setting in TABLE:  # "" where another setting's value needs it; None was reported above
         when, value = setting.required_while, values[setting.section, setting.key]
-        if when and values[when.section, when.key] == when.value and value == "":
+        waived = bool(when and when.unless and values[when.section, when.unless])
+        if when and values[when.section, when.key] == when.value and value == "" and not waived:
             problems.append(f"{setting.where}: required while {when}")
     problems += _together(values)
     if problems:
@@ -363,11 +393,22 @@ def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
 
 def _together(values: Mapping[tuple[str, str], Any]) -> list[str]:
     """What two settings that are each right cannot be together."""
+    problems = []
+    tenants = values["policy", "tenants"]
+    if tenants and values["policy", "source"] != PolicySource.REDIS:
+        where = setting("policy", "tenants").where
+        problems.append(f'{where}: needs [policy] source = "redis" (each tenant\'s pushed policy)')
+    provider = values["policy", "site"]
+    if tenants and provider and provider in site_list(tenants):
+        where = setting("policy", "site").where
+        problems.append(f"{where}: the provider {provider!r} cannot be one of the tenants too")
     url, waits = values["redis", "url"], values["redis", "wait_replicas"]
     if waits and isinstance(url, str) and url.partition("://")[0].lower() == Kind.CLUSTER:
         where = setting("redis", "wait_replicas").where
-        return [f"{where}: must be 0 with a redis+cluster:// URL (WAIT counts one node's replicas)"]
-    return []
+        problems.append(
+            f"{where}: must be 0 with a redis+cluster:// URL (WAIT counts one node's replicas)"
+        )
+    return problems
 
 
 def _raw_secrets(raw: Mapping[Setting, object]) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ class Form(enum.Enum):
     ARI_URL = "an http(s)://host:port/ari URL"
     REDIS_URL = "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
     USER_NAME = "a user name without ':'"
+    SITES = "site names (as policies spell them, P/T for a provider's tenant), comma-separated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,13 @@ class When:
     section: str
     key: str
     value: object
+    unless: str = (
+        ""  # another key of the same section: while it is set, the condition does not hold
+    )
 
     def __str__(self) -> str:
-        return f"[{self.section}] {self.key} = {toml_value(self.value)}"
+        said = f"[{self.section}] {self.key} = {toml_value(self.value)}"
+        return f"{said} and [{self.section}] {self.unless} is empty" if self.unless else said
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +239,24 @@ TABLE: Final = (
         "waits up to 30 s for a version and then exits (systemd starts it again).",
     ),
     Setting(
-        "policy", "site", str, "", required_while=When("policy", "source", PolicySource.REDIS),
+        "policy", "site", str, "",
+        required_while=When("policy", "source", PolicySource.REDIS, unless="tenants"),
         example="acme-nyc",
         doc="The site.name of the policy to follow; it must equal site.name in the pushed policy. "
         "The admin commands (policy push/show/history, lock, panic, ...) read the same "
-        "environment variable when --site is not given.",
+        "environment variable when --site is not given.\n\n"
+        "With tenants set, the provider P whose pushed policy's site_limits count the calls of "
+        "all its tenants P/T together (optional: without it, or while P has no policy, each "
+        "tenant has only its own caps).",
+    ),
+    Setting(
+        "policy", "tenants", str, "", form=Form.SITES,
+        doc="Empty: this callgate serves one site. Else the sites it serves on one Asterisk, "
+        "comma-separated (\"acme/east, acme/west, globex\"), each with its own pushed policy "
+        "(source must be \"redis\"), caps, locks, panic switch and audit stream. The tenant's "
+        "dialplan context names the site of each call (CALLGATE_SITE, passed as site=); a call "
+        "that names none, a site not listed, or a tenant with no policy pushed yet is refused "
+        "(unknown_site). Section 9 of docs/operations.md.",
     ),
     Setting(
         "gate", "deadline", float, 1.0, limits=(0.01, 30), unit="seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from importlib import resources
@@ -16,7 +17,8 @@ from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.decision import Decision
 from callgate.core.engine import conclude, decide, on_store_failure, peeked
 from callgate.core.memo import Memo
-from callgate.core.plan import prepare
+from callgate.core.origins import Origin
+from callgate.core.plan import above_problem, prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.policyfile import load_policy
 from callgate.core.reasons import Reason, Verdict
@@ -327,3 +329,114 @@ def test_money_text_is_exact(micro: int, text: str, short: str) -> None:
     """Micro-units as text: what str(from_micro) gives, or with short at least two decimals."""
     assert money_text(micro) == text == str(from_micro(micro))
     assert money_text(micro, short=True) == short
+
+
+# --- a provider's caps in its tenants' admissions (plan.prepare's ``above``) ---------------------
+
+TENANT = """
+version: 1
+site: {{name: {name}, region: US, timezone: America/New_York, currency: {currency}}}
+emergency: ["911"]
+rates: {{default: "1.00", increment: 60}}
+profiles:
+  p:
+    limits: {{max_call_duration: 1m, calls_per_minute: 5}}
+extensions: [{{match: "1*", profile: p}}]
+{site_limits}
+"""
+PROVIDER_LIMITS = """site_limits:
+  international_calls_per_hour: 3
+  concurrent_calls: {value: 2, mode: report}
+  same_number: {calls: 2, within: 10m}
+  spend: {day: "2.00", month: "30.00"}
+"""
+
+
+def tenant_memo(
+    name: str, site_limits: str = "", tz: str = "America/New_York", currency: str = "USD"
+) -> Memo:
+    text = TENANT.format(name=name, site_limits=site_limits, currency=currency)
+    return Memo(load_policy(text.replace("America/New_York", tz), f"{name}.yaml"))
+
+
+def test_a_providers_caps_come_after_the_tenants_own() -> None:
+    """Every cap of the provider's site_limits is a check of its tenant's admission, after the
+    tenant's own, under the provider's site keys, denying with provider_limit; international-only
+    ones for international calls only; its mode: report kept."""
+    provider, tenant = tenant_memo("hosted", PROVIDER_LIMITS), tenant_memo("hosted/acme")
+    domestic = prepare(tenant, CallAttempt("c", "1001", "2125550123"), TUE, above=provider)
+    assert [(c.rule, c.site, c.reason) for c in domestic.checks] == [
+        ("limits.calls_per_minute", "", Reason.VELOCITY_MINUTE),
+        ("provider_limits.concurrent_calls", "hosted", Reason.PROVIDER_LIMIT),
+        ("provider_limits.same_number", "hosted", Reason.PROVIDER_LIMIT),
+        ("provider_limits.spend.day", "hosted", Reason.PROVIDER_LIMIT),
+        ("provider_limits.spend.month", "hosted", Reason.PROVIDER_LIMIT),
+    ]
+    assert [c.key for c in domestic.checks[1:]] == [
+        "c:site", "w:site:n:+12125550123", "s:site:2026-11-17", "s:site:2026-11",
+    ]  # fmt: skip
+    assert domestic.checks[1].report == 2  # mode: report: the provider's
+    abroad = prepare(tenant, CallAttempt("c", "1001", "011442079460000"), TUE, above=provider)
+    assert abroad.checks[1].rule == "provider_limits.international_calls_per_hour"
+    assert [
+        c.rule for c in prepare(tenant, CallAttempt("c", "1001", "2125550123"), TUE).checks
+    ] == ["limits.calls_per_minute"]  # no provider: as ever
+    places = [RULES.index(c.rule) for c in abroad.checks]
+    assert places == sorted(places)
+    assert provider.provider is not None  # worked out once, kept in the provider's Memo
+
+
+def test_a_providers_caps_count_every_origin_and_never_an_emergency() -> None:
+    """A forward leg is counted on the provider's caps like a dialled call; an emergency call is
+    never counted."""
+    provider, tenant = tenant_memo("hosted", PROVIDER_LIMITS), tenant_memo("hosted/acme")
+    forward = CallAttempt("c", "1001", "2125550123", origin=Origin.FORWARD)
+    p = prepare(tenant, forward, TUE, above=provider)
+    assert "provider_limits.spend.day" in [c.rule for c in p.checks]
+    sos = prepare(tenant, CallAttempt("c", "1001", "911"), TUE, above=provider)
+    assert (sos.admission, sos.checks) == (None, ())
+
+
+def test_a_providers_spend_periods_are_in_its_time_zone() -> None:
+    """All tenants share the provider's buckets: its day, in its zone, whatever the tenant's."""
+    provider = tenant_memo("hosted", 'site_limits: {spend: {day: "2.00"}}', tz="Asia/Tokyo")
+    p = prepare(
+        tenant_memo("hosted/acme"), CallAttempt("c", "1001", "2125550123"), TUE, above=provider
+    )
+    assert p.checks[-1].key == "s:site:2026-11-18"  # 10:00 in New York, midnight in Tokyo
+
+
+def test_a_provider_refusal_is_provider_limit() -> None:
+    """A call the provider's cap refuses is denied with provider_limit by the provider's rule."""
+    provider, tenant = tenant_memo("hosted", PROVIDER_LIMITS), tenant_memo("hosted/acme")
+    other = tenant_memo("hosted/other")
+    store = MemoryStore()
+    for i, memo in enumerate((tenant, other, other)):
+        p = prepare(memo, CallAttempt(f"c{i}", "1001", "2125550123"), TUE, above=provider)
+        assert p.admission is not None
+        decision = conclude(p, store.admit_now(p.admission))
+    assert (decision.verdict, decision.reason, decision.rule) == (
+        Verdict.DENY,
+        Reason.PROVIDER_LIMIT,
+        "provider_limits.same_number",
+    )
+    assert "(provider hosted, all its tenants)" in next(
+        r.detail for r in decision.rules if r.rule == decision.rule
+    )
+
+
+@pytest.mark.parametrize(
+    ("tenant", "currency", "problem"),
+    [
+        ("acme", "USD", "site 'acme' is no tenant of provider 'hosted'"),
+        ("other/acme", "USD", "site 'other/acme' is no tenant of provider 'hosted'"),
+        ("hosted/acme", "EUR", "provider 'hosted' counts in USD, its tenant 'hosted/acme' in EUR"),
+    ],
+)
+def test_a_provider_must_be_the_tenants(tenant: str, currency: str, problem: str) -> None:
+    """A policy is counted under no caps but its own provider's, in its own currency."""
+    provider = tenant_memo("hosted", PROVIDER_LIMITS)
+    memo = tenant_memo(tenant, currency=currency)
+    assert problem in (above_problem(memo.policy, provider.policy) or "")
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        prepare(memo, CallAttempt("c", "1001", "2125550123"), TUE, above=provider)

@@ -154,8 +154,11 @@ TEXTS = {
     Form.ARI_URL: "https://pbx.example:8089/ari",
     Form.REDIS_URL: "rediss://10.0.0.2:6380/1",
     Form.USER_NAME: "gate2",
+    Form.SITES: "acme/east, globex",
     Form.TEXT: "other",
 }
+# What a setting needs of another to be valid at all: tenants are served from pushed policies only
+NEEDS = {"policy_tenants": {"CALLGATE_POLICY_SOURCE": "redis"}}
 IDS = [s.name for s in TABLE]
 
 
@@ -315,9 +318,10 @@ def test_each_setting_from_the_file_and_the_environment(setting: Setting, tmp_pa
     typed value; unset, it is the table's default."""
     value = other_value(setting)
     env_text = str(value).lower() if isinstance(value, bool) else str(value)
-    from_env = load_settings(None, {**BASE_ENV, setting.env: env_text})
+    base = BASE_ENV | NEEDS.get(setting.name, {})
+    from_env = load_settings(None, {**base, setting.env: env_text})
     toml = f"[{setting.section}]\n{setting.key} = {toml_value(value)}\n"
-    from_file = with_file(tmp_path, toml, {k: v for k, v in BASE_ENV.items() if k != setting.env})
+    from_file = with_file(tmp_path, toml, {k: v for k, v in base.items() if k != setting.env})
     assert read(from_env, setting) == value
     assert read(from_file, setting) == value
     assert type(read(from_file, setting)) is type(value)
@@ -338,6 +342,7 @@ def wrong(setting: Setting) -> tuple[str, str]:
         Form.ARI_URL: ("pbx:8088/ari", "expected http(s)://"),
         Form.REDIS_URL: ("sentinel://h:26379/m", "expected redis://"),
         Form.USER_NAME: ("a:b", "cannot hold ':'"),
+        Form.SITES: ("a/b/c", "is no site name"),
         Form.TEXT: ("", ""),  # any text will do
     }[setting.form]
 
@@ -346,7 +351,7 @@ def wrong(setting: Setting) -> tuple[str, str]:
 def test_each_wrong_value_is_named(setting: Setting) -> None:
     """A wrong value is refused with both names of its setting and what it must be."""
     text, expected = wrong(setting)
-    problems = problems_of({**BASE_ENV, setting.env: text})
+    problems = problems_of({**BASE_ENV, **NEEDS.get(setting.name, {}), setting.env: text})
     assert f"{setting.where}: " in problems
     assert expected in problems
 

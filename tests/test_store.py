@@ -127,6 +127,40 @@ async def test_spend_reserves_and_settles(store: Store) -> None:
     assert (again.admitted, again.allowed_seconds, again.values) == (True, 480, (200_000,))
 
 
+async def test_a_check_counts_under_the_site_it_names(store: Store) -> None:
+    """A check naming a site (a provider's cap in its tenant's admission) is read, reserved and, on
+    settle, released under that site's keys: shared by every tenant, apart from each one's own."""
+    tenants = (f"{SITE}/a", f"{SITE}/b")
+    above = (
+        spend(1_500_000, "s:site:2026-11-17")._replace(site=SITE),
+        slots(2, "c:site")._replace(site=SITE),
+    )
+    first = await store.admit(
+        call("a", spend(1_000_000), *above, site=tenants[0], inc=60, max_seconds=600)
+    )
+    assert (first.admitted, first.reserved, first.values) == (True, 1_000_000, (0, 0, 0))
+    second = await store.admit(
+        call("b", spend(1_000_000), *above, site=tenants[1], max_seconds=600)
+    )
+    assert (second.admitted, second.allowed_seconds, second.values) == (
+        True,
+        300,
+        (0, 1_000_000, 1),
+    )
+    third = await store.admit(call("c", spend(1_000_000), *above, site=tenants[1], at=T0 + 1))
+    assert (third.admitted, third.failed, third.values) == (False, 1, (500_000, 1_500_000, 2))
+    mine = await store.peek(
+        call("peek", spend(9, "s:site:2026-11-17"), slots(9, "c:site"), site=SITE)
+    )
+    assert mine.values == (1_500_000, 2)  # the site's own keys: what its tenants hold
+    for tenant, rid in zip(tenants, "ab", strict=True):
+        assert (await store.settle(tenant, rid, 0, T0 + 2000)).status is SettleStatus.SETTLED
+    after = await store.peek(
+        call("peek", spend(9, "s:site:2026-11-17"), slots(9, "c:site"), site=SITE, at=T0 + 3000)
+    )
+    assert after.values == (0, 0)
+
+
 async def test_settle_is_idempotent_and_cuts_at_allowed(store: Store) -> None:
     """A second settle changes nothing; billable seconds never exceed the allowed seconds."""
     await store.admit(call("a", spend(500_000)))

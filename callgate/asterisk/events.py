@@ -89,8 +89,20 @@ class AlertRaised:
     subject: str
 
 
+@dataclass(frozen=True, slots=True)
+class Unrouted:
+    """A call no gate decides: the site its dialplan named (``site=``, "" for none) is not one this
+    callgate serves, or that tenant has no policy loaded. It was refused (``unknown_site``)."""
+
+    channel_id: str
+    site: str
+    dialled: str
+    seconds: float
+
+
 Event = (
     Decided
+    | Unrouted
     | Locked
     | SpendCommitted
     | StoreFailed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from callgate.core.decision import RESERVATION_VARIABLE, Decision
 from callgate.core.engine import conclude, on_store_failure
 from callgate.core.memo import Memo
 from callgate.core.origins import Origin
-from callgate.core.plan import RESERVATION_HOLD, prepare
+from callgate.core.plan import RESERVATION_HOLD, above_problem, prepare
 from callgate.core.policy import Policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
@@ -83,6 +84,37 @@ class AdmittedCall:
     origin: Origin = Origin.DIALLED  # short_calls counts the extension's own calls only
 
 
+# With many tenants behind one callgate, the reservation id a channel carries (CALLGATE_CALL, and
+# CDR(callgate) and the dialplan's callgate-limit after it) is ``<site>~<reservation id>``, so the spend
+# feed hands each settlement to its tenant's gate, also after a restart. Neither a site name (letters,
+# digits, . _ - and one /) nor a reservation id (a call id of [A-Za-z0-9._-], ":" and hex digits)
+# holds a "~", a "," or a "^" (Dial's U() argument separator).
+TENANT_SEP = "~"
+
+
+def carried(site: str, reservation: str) -> str:
+    """What the channel carries for ``reservation`` of tenant ``site``."""
+    return f"{site}{TENANT_SEP}{reservation}"
+
+
+def split_carried(value: str) -> tuple[str, str]:
+    """(site, reservation id) of what a channel carried; ("", value) for an id without a site."""
+    site, sep, reservation = value.rpartition(TENANT_SEP)
+    return (site, reservation) if sep else ("", value)
+
+
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]", re.ASCII)
+
+
+def site_suffix(site: str) -> str:
+    """What a tenant's global variables add to the names: ``_`` and its name with each of ``/ . -``
+    as ``_`` (``acme/east`` -> ``_acme_east``), as the shipped dialplan writes it from
+    ``CALLGATE_SITE`` (``REPLACE()``). "" for the one site of a single-site callgate: its globals keep
+    their names. Tenants whose suffixes are equal are refused by the settings. (The names of the globals:
+    :mod:`callgate.asterisk.stasis`.)"""
+    return "_" + _NOT_IN_NAME.sub("_", site) if site else ""
+
+
 def as_array(variables: dict[str, str]) -> tuple[str, str]:
     """Every variable in one ``ARRAY(...)`` assignment: one ARI request instead of one per variable
     (the request count is most of the gate's cost, ``make bench``). No value may hold a comma: they are
@@ -93,7 +125,14 @@ def as_array(variables: dict[str, str]) -> tuple[str, str]:
 
 class Gate:
     """One site's gate. ``memo`` (the running policy with the engine's memo of it, from the policy
-    holder) is called on every decision, so a reload takes effect at once."""
+    holder) is called on every decision, so a reload takes effect at once.
+
+    With many tenants behind one callgate, each tenant has its own gate: ``tenant`` (its site name)
+    prefixes the reservation id its channels carry (:func:`carried`), and ``above`` gives the running
+    memo of its provider's policy, if one is loaded, whose ``site_limits`` count every tenant's calls
+    (:func:`callgate.core.plan.prepare`). A provider policy that cannot be above this tenant's (another
+    currency) is logged, and the tenant's counted calls get its ``on_store_error`` decision: the caps
+    above it cannot be counted, as when the store is down."""
 
     def __init__(
         self,
@@ -104,8 +143,13 @@ class Gate:
         *,
         settings: GateSettings = GateSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tenant: str = "",
+        above: Callable[[], Memo | None] | None = None,
     ) -> None:
         self.memo = memo
+        self.tenant = tenant
+        self.above = above
+        self._above_refused: tuple[str, str] | None = None  # (tenant, provider) digests logged
         self.store = store
         self.channels = channels
         self.events = events
@@ -139,9 +183,17 @@ class Gate:
         )
         if extension != attempt.extension:
             attempt = replace(attempt, extension=extension)
-        p = prepare(memo, attempt, self.clock())
+        above = self.above() if self.above is not None else None
+        problem = above_problem(policy, above.policy) if above is not None else None
+        p = prepare(memo, attempt, self.clock(), above=above if problem is None else None)
         if p.admission is None:
             return conclude(p, None)
+        if problem is not None and above is not None:
+            pair = (policy.digest, above.policy.digest)
+            if self._above_refused != pair:
+                self._above_refused = pair
+                log.error("provider policy cannot count %s's calls: %s", policy.site.name, problem)
+            return on_store_failure(p, policy.site.on_store_error)
         if late:
             log.warning("overloaded: call %s waited past its deadline", attempt.call_id)
             return on_store_failure(p, policy.site.on_store_error)
@@ -258,6 +310,8 @@ class Gate:
         variables["CDR(userfield)"] = f"callgate:{decision.reason.value}"
         limited = decision.verdict is Verdict.ALLOW and decision.reason is not Reason.EMERGENCY
         if RESERVATION_VARIABLE in variables:  # an admitted call: the only kind that carries the id
+            if self.tenant:  # the spend feed finds the tenant by it (:func:`carried`)
+                variables[RESERVATION_VARIABLE] = carried(self.tenant, decision.reservation)
             # The spend feed settles this leg from its CDR (cdr_manager.conf maps it as CallgateCall),
             # also when the caller hangs up before the dialplan dials: it then costs nothing.
             variables["CDR(callgate)"] = variables[RESERVATION_VARIABLE]

@@ -16,19 +16,27 @@ the channel's account code), ``origin=`` (who caused the leg, :class:`~callgate.
 default, or empty: ``dialled``) and ``via=`` (the inbound DID or trunk that brought the call in, 0 to 64
 of ``A-Z a-z 0-9 + . _ -``; recorded only) and ``by=`` (a transfer's leg: the transferring channel
 Asterisk wrote to ``BLINDTRANSFER``/``ATTENDEDTRANSFER``, a channel name of at most 100 of
-``A-Z a-z 0-9 + . _ - / @ ; :``; it decides whom the leg is charged to, callgate.asterisk.identity).
-The caller id is never read: a phone sets its own.
+``A-Z a-z 0-9 + . _ - / @ ; :``; it decides whom the leg is charged to, callgate.asterisk.identity)
+and ``site=`` (the tenant whose gate decides the call when one callgate serves many sites, a site name
+as policies spell it, ``P/T`` for a provider's tenant; set by the tenant's context, ``CALLGATE_SITE``;
+empty: not said). The caller id is never read: a phone sets its own.
 
 Asterisk substitutes ``${EXTEN}`` before it splits the arguments on commas, so a phone that dials
 ``011532345678,ext=1005,call=ATTACK`` adds arguments of its own. The shipped dialplan refuses such a
 string before ``Stasis()``; here, as a second wall, any argument that is not one of the known names, a
-name given twice, a bare value, a call id outside ``[A-Za-z0-9._-]``, an origin that is not one or a
-``via`` outside its alphabet makes the whole argument list the dialled string: the number reader cannot
+name given twice, a bare value, a call id outside ``[A-Za-z0-9._-]``, an origin that is not one, a
+``via`` or a ``site`` outside its alphabet makes the whole argument list the dialled string: the number reader cannot
 read a comma, so the call is refused as ``unparseable_number``. A third wall holds where the dialplan
 neither filters the string nor passes every name (``Stasis(callgate,${EXTEN})``): a channel whose
 extension holds a comma is treated the same way, since its ``${EXTEN}`` was split into arguments. So a
 phone can never name an origin (and with it escape its endpoint, callgate.asterisk.identity) by what it
-dials. Nothing the phone dialled is ever trimmed into something else.
+dials. Nothing the phone dialled is ever trimmed into something else. Nor a site: a forged list names
+none, so with many tenants it is refused as ``unknown_site`` before any tenant's policy reads it.
+
+The router hands each call to the gate of its site (:class:`Gates`): with one site, the only gate, and
+a call whose ``site=`` names another site is refused; with many (``[policy] tenants``), the gate of the
+tenant named, and a call that names none, a site that is no tenant, or a tenant whose policy is not
+loaded is refused (``unknown_site``), never decided by another tenant's policy.
 """
 
 from __future__ import annotations
@@ -42,11 +50,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from callgate.asterisk.ari import AriClient
-from callgate.asterisk.gate import Gate
+from callgate.asterisk.events import Events, Unrouted
+from callgate.asterisk.gate import Gate, GateSettings, as_array, site_suffix
 from callgate.asterisk.identity import channel_endpoint
+from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.numbers import emergency_forms
 from callgate.core.origins import Origin
 from callgate.core.policy import Policy
+from callgate.core.policyvalues import SITE_NAME
+from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
 from callgate.errors import AriUnavailable
 
@@ -55,7 +67,7 @@ IN_FLIGHT = 64  # calls decided at once by one gate
 log = logging.getLogger("callgate.stasis")
 
 MAX_FIELD = 128
-_NAMED = frozenset({"ext", "call", "account", "origin", "via", "by"})
+_NAMED = frozenset({"ext", "call", "account", "origin", "via", "by", "site"})
 _CALL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 _VIA = re.compile(r"[A-Za-z0-9+._-]{0,64}", re.ASCII)  # a DID or a trunk's name; empty: not said
 # the channel that transferred (Asterisk's BLINDTRANSFER/ATTENDEDTRANSFER): a channel's name
@@ -69,6 +81,7 @@ class Start:
     attempt: CallAttempt
     endpoint: str = ""  # the PJSIP endpoint that authenticated the channel, from its name
     by: str = ""  # a transfer's leg: the channel that transferred it (the dialplan's ``by=``)
+    site: str = ""  # the site the dialplan named (``site=``); "" when it named none or was forged
 
 
 def _field(value: object) -> str:
@@ -96,11 +109,13 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
     origin = _ORIGINS.get(named.get("origin") or Origin.DIALLED.value)
     via = named.get("via", "")
     by = named.get("by", "")
+    site = named.get("site", "")
     if (
         not _CALL_ID.fullmatch(call_id)
         or origin is None
         or not _VIA.fullmatch(via)
         or not _BY.fullmatch(by)
+        or (site != "" and not SITE_NAME.fullmatch(site))
     ):
         forged = True
     dialled = _field(args[0]) if args else ""
@@ -119,7 +134,9 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
         via=via if not forged else "",
     )
     endpoint = channel_endpoint(_field(channel.get("name")))
-    return Start(channel_id, attempt, endpoint, by if not forged else "")
+    return Start(
+        channel_id, attempt, endpoint, by if not forged else "", site if not forged else ""
+    )
 
 
 # Asterisk global variables the shipped dialplan reads with GLOBAL() (a channel variable cannot shadow
@@ -136,7 +153,8 @@ def published_emergency(policy: Policy) -> tuple[str, str]:
     Asterisk's global variables, so an emergency call goes around the gate whatever the dialplan lists,
     even while callgate is down or restarting; after an Asterisk restart and until callgate connects,
     the dialplan's built-in 911/933/112 apply. Forms outside the dial alphabet (which no dialled string
-    that passes the dialplan's filter can equal) are left out."""
+    that passes the dialplan's filter can equal) are left out. Each tenant has its own pair
+    (:func:`site_suffix`): never the union of the tenants' lists."""
     forms = emergency_forms(policy.emergency, policy.site.outside_line)
     listed = [(form, dial) for form, dial in forms.items() if _DIAL_ALPHABET.fullmatch(form)]
     return "-".join(form for form, _ in listed), "-".join(dial for _, dial in listed)
@@ -154,40 +172,107 @@ def waiting_args(channel: Mapping[str, Any], app: str) -> list[str] | None:
     return args if name.strip() == app else None
 
 
-class Router:
-    """Routes events to the gate, one task per call; a channel is never handled twice at once."""
+UNKNOWN_SITE_VARIABLES = {
+    "CALLGATE_VERDICT": Verdict.DENY.value,
+    "CALLGATE_REASON": Reason.UNKNOWN_SITE.value,
+    "CDR(userfield)": f"callgate:{Reason.UNKNOWN_SITE.value}",
+}
+assert RESERVATION_VARIABLE not in UNKNOWN_SITE_VARIABLES  # a refused call holds no reservation
 
-    def __init__(self, gate: Gate, ari: AriClient) -> None:
+
+class Router:
+    """Routes events to the gate of each call's site, one task per call; a channel is never handled
+    twice at once.
+
+    ``Router(gate, ari)``: one site. ``Router.tenants(gates, ari, ...)``: many; ``gates`` (site name ->
+    gate) is the live map ``serve`` fills as each tenant's policy loads, so a tenant pushed later is
+    served from its first loaded version on."""
+
+    def __init__(
+        self,
+        gate: Gate | None,
+        ari: AriClient,
+        *,
+        tenants: Mapping[str, Gate] | None = None,
+        settings: GateSettings | None = None,
+        events: Events | None = None,
+    ) -> None:
+        assert (gate is None) != (tenants is None), "one gate, or the tenants' gates"
         self.gate = gate
+        self.many = tenants
         self.ari = ari
+        self.settings = settings or (gate.settings if gate is not None else GateSettings())
+        self.events = events or (gate.events if gate is not None else Events())
         self.busy: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # At most this many calls are decided at once; the others queue. A call that queued past the
         # gate's deadline gets the policy's on_store_error decision without asking the store, so an
         # overloaded gate sheds load instead of letting every call wait longer and longer.
         self.slots = asyncio.Semaphore(IN_FLIGHT)
-        self.published: Policy | None = None  # the policy whose emergency numbers Asterisk holds
+        self.published: Policy | None = None  # one site: the policy whose numbers Asterisk holds
+        self.published_by: dict[str, Policy] = {}  # tenants: the same, per tenant
 
-    async def publish_emergency(self) -> None:
-        """Write the policy's emergency numbers to Asterisk's globals (the dialplan reads them)."""
-        policy = self.gate.policy()
+    @classmethod
+    def tenants(
+        cls, gates: Mapping[str, Gate], ari: AriClient, settings: GateSettings, events: Events
+    ) -> Router:
+        return cls(None, ari, tenants=gates, settings=settings, events=events)
+
+    def gate_for(self, site: str) -> Gate | None:
+        """The gate that decides a call whose dialplan named ``site`` ("" for none); None: no gate
+        may (refused as ``unknown_site``)."""
+        if self.many is None:
+            assert self.gate is not None
+            return self.gate if site in ("", self.gate.policy().site.name) else None
+        return self.many.get(site) if site else None
+
+    def _publishing(self) -> list[tuple[str, Gate]]:
+        if self.many is None:
+            assert self.gate is not None
+            return [("", self.gate)]
+        return sorted(self.many.items(), key=lambda item: item[0])
+
+    async def publish_emergency(self, only: str | None = None) -> None:
+        """Write each site's emergency numbers to Asterisk's globals (the dialplan reads them):
+        every site, or ``only`` that one ("" for the one of a single-site callgate)."""
+        for site, gate in self._publishing():
+            if only is None or only == site:
+                await self._publish(site, gate)
+
+    async def _publish(self, site: str, gate: Gate) -> None:
+        policy = gate.policy()
         forms, dials = published_emergency(policy)
+        suffix = site_suffix(site)
         try:
-            await self.ari.set_global(EMERGENCY_NUMBERS, forms)
-            await self.ari.set_global(EMERGENCY_DIALS, dials)
+            await self.ari.set_global(EMERGENCY_NUMBERS + suffix, forms)
+            await self.ari.set_global(EMERGENCY_DIALS + suffix, dials)
         except AriUnavailable as exc:
             log.warning("could not publish the emergency numbers to Asterisk: %s", exc)
-            self.published = None  # try again with the next call
+            self._mark(site, None)  # try again with the next call
             return
-        self.published = policy
-        log.info("emergency numbers published to Asterisk: %s", forms or "none")
+        self._mark(site, policy)
+        shown = forms or "none"
+        if site:
+            log.info("emergency numbers published to Asterisk for %s: %s", site, shown)
+        else:
+            log.info("emergency numbers published to Asterisk: %s", shown)
+
+    def _mark(self, site: str, policy: Policy | None) -> None:
+        if not site:
+            self.published = policy
+        elif policy is None:
+            self.published_by.pop(site, None)
+        else:
+            self.published_by[site] = policy
 
     def _republish(self) -> None:
-        if self.gate.policy() is not self.published:
-            self.published = self.gate.policy()  # once per policy, even while a publish is running
-            task = asyncio.create_task(self.publish_emergency())
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        for site, gate in self._publishing():
+            done = self.published if not site else self.published_by.get(site)
+            if gate.policy() is not done:
+                self._mark(site, gate.policy())  # once per policy, even while a publish is running
+                task = asyncio.create_task(self.publish_emergency(site))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     def dispatch(self, event: Mapping[str, Any]) -> None:
         match event:
@@ -213,9 +298,13 @@ class Router:
     async def _handle(self, start: Start) -> None:
         queued = time.monotonic()
         try:
+            gate = self.gate_for(start.site)
+            if gate is None:
+                await self._unrouted(start, queued)
+                return
             async with self.slots:
-                late = time.monotonic() - queued > self.gate.settings.deadline
-                await self.gate.handle(
+                late = time.monotonic() - queued > self.settings.deadline
+                await gate.handle(
                     start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by
                 )
         except AriUnavailable as exc:
@@ -228,9 +317,29 @@ class Router:
         finally:
             self.busy.discard(start.channel_id)
 
+    async def _unrouted(self, start: Start, queued: float) -> None:
+        """Refuse a call no gate of this callgate may decide: ``unknown_site``, as a denial."""
+        if not start.site:
+            why = "its dialplan named no site (CALLGATE_SITE)"
+        elif self.many is None:
+            why = f"site {start.site!r} is not the one this callgate serves"
+        else:
+            why = f"site {start.site!r} is no tenant served here, or has no policy loaded"
+        log.warning("channel %s: refused (unknown_site): %s", start.channel_id, why)
+        s = self.settings
+        if await self.ari.set_variable(start.channel_id, *as_array(UNKNOWN_SITE_VARIABLES)):
+            if s.deny_label:
+                await self.ari.continue_in_dialplan(
+                    start.channel_id, context=s.deny_context, label=s.deny_label
+                )
+            else:
+                await self.ari.hangup(start.channel_id, cause=s.deny_cause)
+        elapsed = time.monotonic() - queued
+        self.events.emit(Unrouted(start.channel_id, start.site, start.attempt.dialled, elapsed))
+
     async def _refuse(self, channel_id: str) -> None:
         try:
-            await self.ari.hangup(channel_id, cause=self.gate.settings.deny_cause)
+            await self.ari.hangup(channel_id, cause=self.settings.deny_cause)
         except AriUnavailable:
             log.warning("channel %s: could not refuse it either", channel_id)
 

@@ -80,6 +80,8 @@ class Check(NamedTuple):
 
     ``limit`` is a count, or micro-units for SPEND. ``window`` is the sliding window in seconds (WINDOW,
     DISTINCT) or how long the period's key must live (SPEND). ``member`` is the number for DISTINCT.
+    ``key`` is relative to the prefix of ``site`` (``keys.site_prefix``): "" for the admission's own
+    site; a provider's cap in its tenant's admission names the provider (``plan.prepare``'s ``above``).
     """
 
     rule: str
@@ -92,6 +94,7 @@ class Check(NamedTuple):
     report: int = (
         0  # mode: report: the policy's limit; ``limit`` is then REPORT_LIMIT (never reached)
     )
+    site: str = ""  # the site whose prefix ``key`` is under; "": the admission's own
 
 
 class Admission(NamedTuple):

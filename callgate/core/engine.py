@@ -98,9 +98,10 @@ def _static(p: Prepared, outcome: Outcome) -> tuple[RuleResult, ...]:
 
 def _limit_detail(check: Check, value: int) -> str:
     limit = check.report or check.limit
+    whose = f" (provider {check.site}, all its tenants)" if check.site else ""
     if check.kind is CheckKind.SPEND:
-        return f"{money_text(value)} of {money_text(limit)} committed"
-    return f"{value} of {limit}"
+        return f"{money_text(value)} of {money_text(limit)} committed{whose}"
+    return f"{value} of {limit}{whose}"
 
 
 def _would_fail(a: Admission, check: Check, value: int) -> bool:
@@ -276,8 +277,14 @@ def _decision(p: Prepared, r: Ruling) -> Decision:
 
 
 def decide(
-    memo: Memo, attempt: CallAttempt, values: Callable[[Admission], Outcome], at: datetime
+    memo: Memo,
+    attempt: CallAttempt,
+    values: Callable[[Admission], Outcome],
+    at: datetime,
+    *,
+    above: Memo | None = None,
 ) -> Decision:
-    """The whole decision for callers that hold the counters: ``values`` reads (or admits) the plan."""
-    p = prepare(memo, attempt, at)
+    """The whole decision for callers that hold the counters: ``values`` reads (or admits) the plan
+    (``above``: the provider's, for a tenant; :func:`~callgate.core.plan.prepare`)."""
+    p = prepare(memo, attempt, at, above=above)
     return conclude(p, values(p.admission) if p.admission is not None else None)

@@ -1,9 +1,11 @@
 """The Redis key layout of a site: the one place that spells a key.
 
-Every key of site S starts with ``cg:{S}:`` (:func:`site_prefix`): the hash tag puts all of a site's keys
-in one Redis Cluster slot, so the Lua scripts run there unchanged and every read of a site goes to
+Every key of site S starts with ``cg:{S}:`` (:func:`site_prefix`), every key of a tenant ``P/T`` of a
+provider P with ``cg:{P}/T:``: the hash tag puts all of a site's keys, and those of a provider and all its
+tenants, in one Redis Cluster slot, so the Lua scripts run there unchanged and every read of a site goes to
 one master (docs/operations.md, "Redis Cluster"). The engine writes the counted keys
-into an :class:`~callgate.core.admission.Admission` relative to that prefix; the stores add it and hand every
+into an :class:`~callgate.core.admission.Admission` relative to that prefix (a provider's cap in its
+tenant's admission: relative to the provider's, ``Check.site``); the stores add it and hand every
 key a script touches in ``KEYS`` (``settle.lua`` reads the cap and slot keys back from the reservation
 hash, where ``admit.lua`` wrote them from its own ``KEYS``). ``status`` parses the keys it scans with
 :func:`parse`. ``LAYOUT`` is the table ``docs/design.md`` shows (a test keeps the two alike).
@@ -131,16 +133,37 @@ class Bursts(NamedTuple):
 BURSTS = Bursts("denied", "short")
 
 
+# A tenant of provider P is the site ``P/T``: the one separator a site name may hold.
+TENANT_SEP = "/"
+
+
 def site_prefix(site: str) -> str:
-    return f"cg:{{{site}}}:"
+    """``cg:{S}:``; for a tenant ``P/T``, ``cg:{P}/T:``: the hash tag is the provider's, so every key
+    of P and of all its tenants is in P's Redis Cluster slot (a tenant's admission counts P's caps)."""
+    provider, sep, tenant = site.partition(TENANT_SEP)
+    return f"cg:{{{provider}}}{sep}{tenant}:"
+
+
+def provider_of(site: str) -> str | None:
+    """The provider of a tenant (``P/T`` -> ``P``); None for a site that is no tenant."""
+    provider, sep, _ = site.partition(TENANT_SEP)
+    return provider if sep else None
 
 
 def site_of(key: str) -> str | None:
-    """The site a key belongs to (``cg:{S}:...`` -> ``S``), or None for a key of no site."""
+    """The site a key belongs to (``cg:{S}:...`` -> ``S``, ``cg:{P}/T:...`` -> ``P/T``), or None for
+    a key of no site."""
     if not key.startswith("cg:{"):
         return None
-    end = key.find("}:", 4)
-    return key[4:end] if end > 4 else None
+    end = key.find("}", 4)
+    if end <= 4:
+        return None
+    if key.startswith(":", end + 1):
+        return key[4:end]
+    if not key.startswith(TENANT_SEP, end + 1):
+        return None
+    colon = key.find(":", end + 2)
+    return f"{key[4:end]}{TENANT_SEP}{key[end + 2 : colon]}" if colon > end + 2 else None
 
 
 def window_key(scope: str, window: str) -> str:

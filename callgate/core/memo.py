@@ -71,6 +71,9 @@ class Memo:
         self.hours: dict[tuple[int, bool, bool, int], RuleResult] = {}
         self.short_calls: dict[str, ExtensionRule | None] = {}  # bursts: the entry, by extension
         self.lockdown: BurstRule | None = None  # bursts: the lockdown rule, once worked out
+        # a provider's policy: the checks its site_limits add to its tenants' admissions, for
+        # national and international calls (plan.prepare's ``above``), once worked out
+        self.provider: tuple[ScopeChecks, ScopeChecks] | None = None
 
     def __len__(self) -> int:
         return (
@@ -94,3 +97,4 @@ class Memo:
         self.hours.clear()
         self.short_calls.clear()
         self.lockdown = None
+        self.provider = None

@@ -4,7 +4,8 @@
 new_country, hours; the table is ``rules.py``'s) and builds the
 :class:`~callgate.core.admission.Admission` a store admits: one
 :class:`~callgate.core.admission.Check` per counter and cap that applies to the call, at the extension,
-its profile group and the site, and the country check of a new_country rule that only the store's
+its profile group and the site (and, for a tenant ``P/T``, its provider P's site caps, under P's keys),
+and the country check of a new_country rule that only the store's
 countries can settle. What depends on neither the counters nor the time comes from the policy's
 :class:`~callgate.core.memo.Memo`. The engine (:mod:`callgate.core.engine`) rules on the result.
 """
@@ -31,6 +32,7 @@ from callgate.core.keys import (
     distinct_key,
     extension_scope,
     profile_scope,
+    provider_of,
     same_number_key,
     slots_key,
     spend_key,
@@ -51,6 +53,7 @@ from callgate.core.rules import (
     DIALLED_ORIGIN,
     ORIGIN_RULES,
     PASS,
+    PROVIDER_LIMITS,
     SCOPE_LIMITS,
     TIME_RULES,
     CallAttempt,
@@ -142,6 +145,44 @@ def _moded(check: Check, report: bool) -> Check:
     return check._replace(limit=REPORT_LIMIT, report=check.limit) if report else check
 
 
+def _provider(above: Policy) -> tuple[ScopeChecks, ScopeChecks]:
+    """The checks a provider's ``site_limits`` add to each of its tenants' admissions (national and
+    international calls): named ``provider_limits.<key>``, denying with ``provider_limit``, and counted
+    under the provider's own site keys (``Check.site``), so all its tenants count against them
+    together. Their mode: report is the provider's."""
+    name = above.site.name
+
+    def mark(check: Check) -> Check:
+        return check._replace(reason=Reason.PROVIDER_LIMIT, site=name)
+
+    def marked(international: bool) -> ScopeChecks:
+        s = _scope(PROVIDER_LIMITS, SITE_SCOPE, above.site_limits, international)
+        return ScopeChecks(
+            tuple(mark(c) for c in s.counts),
+            None if s.same_number is None else mark(s.same_number),
+            None if s.distinct is None else mark(s.distinct),
+            tuple((period, mark(c)) for period, c in s.spend),
+        )
+
+    return marked(False), marked(True)
+
+
+def above_problem(policy: Policy, above: Policy) -> str | None:
+    """Why ``above`` cannot be the provider of ``policy``'s site (None: it can): a tenant ``P/T`` is
+    counted under P's caps, whose keys share its hash tag, in the tenant's currency."""
+    site, provider = policy.site.name, above.site.name
+    if provider_of(site) != provider:
+        return (
+            f"site {site!r} is no tenant of provider {provider!r} (a tenant is named {provider}/T)"
+        )
+    if above.site.currency != policy.site.currency:
+        return (
+            f"provider {provider!r} counts in {above.site.currency}, "
+            f"its tenant {site!r} in {policy.site.currency}"
+        )
+    return None
+
+
 def _caller(policy: Policy, attempt: CallAttempt, local: datetime) -> Caller:
     rule = policy.rule_for(attempt.extension)
     c = Context(policy, attempt, _NO_NUMBER, rule, local, None, None, None)
@@ -214,15 +255,26 @@ def _time(
     return result
 
 
-def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
+def prepare(
+    memo: Memo, attempt: CallAttempt, at: datetime, *, above: Memo | None = None
+) -> Prepared:
     """Run the rules of ``memo``'s policy that need no counter and plan the counted ones.
 
     What depends on neither the counters nor the time is worked out once per policy and kept in its
     :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the origin
     and new_country rules per (origin, dialled string), the time rule per (entry, kind of number,
     minute).
+
+    ``above``: the Memo of the provider's policy when ``memo``'s site is its tenant ``P/T``: the
+    provider's ``site_limits`` are then checked too, after the tenant's own, under the provider's keys
+    and spend periods (its time zone), for every call the tenant counts (:func:`_provider`). ValueError
+    when ``above`` is no provider of the site (:func:`above_problem`; check it when loading).
     """
     policy = memo.policy
+    if above is not None:
+        problem = above_problem(policy, above.policy)
+        if problem is not None:
+            raise ValueError(problem)
     memo.keep_bounded()
     if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
         memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
@@ -262,21 +314,14 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
     spent: list[Check] = []
     e164 = number.e164 or ""
     if rule is not None:
-        periods = spend_periods(local)
-        # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
-        # _replace): this runs a dozen times per call
-        new = tuple.__new__
-        for scope in caller.scopes[number.international]:
-            counted += scope.counts
-            if scope.same_number is not None:
-                r, why, kind, key, limit, window, _, report = scope.same_number
-                counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report)))
-            if scope.distinct is not None:
-                r, why, kind, key, limit, window, _, report = scope.distinct
-                counted.append(new(Check, (r, why, kind, key, limit, window, e164, report)))
-            for period, (r, why, kind, key, limit, _, _, report) in scope.spend:
-                bucket, ttl = periods[period]
-                spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report)))
+        scopes = caller.scopes[number.international]
+        _count(scopes, e164, spend_periods(local), counted, spent)
+        if above is not None:
+            provider = above.provider
+            if provider is None:
+                provider = above.provider = _provider(above.policy)
+            there = at.astimezone(above.policy.site.timezone)  # the provider's periods, for all
+            _count((provider[number.international],), e164, spend_periods(there), counted, spent)
     checks = (*counted, *spent)
     admission = Admission(
         site=policy.site.name,
@@ -300,6 +345,30 @@ def prepare(memo: Memo, attempt: CallAttempt, at: datetime) -> Prepared:
         policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
         checks,
     )  # fmt: skip
+
+
+def _count(
+    scopes: tuple[ScopeChecks, ...],
+    e164: str,
+    periods: dict[str, tuple[str, int]],
+    counted: list[Check],
+    spent: list[Check],
+) -> None:
+    """The checks of ``scopes`` for one call: the number and the spend buckets filled in."""
+    # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
+    # _replace): this runs a dozen times per call
+    new = tuple.__new__
+    for scope in scopes:
+        counted += scope.counts
+        if scope.same_number is not None:
+            r, why, kind, key, limit, window, _, report, site = scope.same_number
+            counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report, site)))
+        if scope.distinct is not None:
+            r, why, kind, key, limit, window, _, report, site = scope.distinct
+            counted.append(new(Check, (r, why, kind, key, limit, window, e164, report, site)))
+        for period, (r, why, kind, key, limit, _, _, report, site) in scope.spend:
+            bucket, ttl = periods[period]
+            spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report, site)))
 
 
 def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bool) -> str:

@@ -41,6 +41,8 @@ _WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,15}", re.ASCII)
 _PLUS_DIGITS = re.compile(r"\+[0-9]{1,15}", re.ASCII)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)  # sites, profiles, endpoints
+# A site, or a provider's tenant ``P/T`` (callgate.core.keys.site_prefix): two names and one "/"
+SITE_NAME = re.compile(rf"{NAME.pattern}(?:/{NAME.pattern})?", re.ASCII)
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 _MATCH = re.compile(r"\*|[A-Za-z0-9_.@#+-]{1,80}\*?", re.ASCII)
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)", re.ASCII)
@@ -59,7 +61,11 @@ def _pattern(pattern: re.Pattern[str], what: str, strip: int = 0) -> Parse[str]:
     return parse
 
 
-site_name = _pattern(NAME, "a name of letters, digits, '.', '_' or '-' (it is part of Redis keys)")
+site_name = _pattern(
+    SITE_NAME,
+    "a name of letters, digits, '.', '_' or '-', or a provider's tenant PROVIDER/TENANT of two such "
+    "names (it is part of Redis keys)",
+)
 currency = _pattern(_CURRENCY, "an ISO 4217 currency code such as USD")
 dialled = _pattern(_DIGITS, 'digits as dialled, such as "9"')
 emergency = _pattern(_DIGITS, 'an emergency number as digits, such as "911"')

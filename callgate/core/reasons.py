@@ -58,7 +58,11 @@ class Reason(enum.StrEnum):
     SPEND_CAP_HOUR = "spend_cap_hour"
     SPEND_CAP_DAY = "spend_cap_day"
     SPEND_CAP_MONTH = "spend_cap_month"
+    # any cap of a tenant's provider (its site_limits, counted over all its tenants: rules.PROVIDER_LIMITS)
+    PROVIDER_LIMIT = "provider_limit"
     STORE_UNAVAILABLE = "store_unavailable"
+    # many tenants behind one callgate: the call's site= names no tenant served (or none at all)
+    UNKNOWN_SITE = "unknown_site"
 
 
 def number_type_reason(kind: NumberType) -> Reason:

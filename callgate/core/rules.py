@@ -371,6 +371,11 @@ class RuleGroup(enum.StrEnum):
 # in the order plan.prepare plans them; each scope's counted limits but spend, in that order; then
 # every scope's spend.
 SCOPE_LIMITS = ("limits", "profile_limits", "site_limits")
+# A tenant ``P/T``'s admission also counts its provider P's ``site_limits`` (plan.prepare's ``above``),
+# under P's keys, after its own scopes: those rules are named ``provider_limits.<key>`` and deny with
+# Reason.PROVIDER_LIMIT, whatever the key.
+PROVIDER_LIMITS = "provider_limits"
+COUNTED_SCOPES = (*SCOPE_LIMITS, PROVIDER_LIMITS)
 COUNTED = (*(w.limit for w in WINDOWS), "concurrent_calls", "same_number", "distinct_numbers")
 
 # Every rule a decision can list, in the order it lists them (the order of docs/policy.md), with who
@@ -390,10 +395,14 @@ ORDER: tuple[tuple[str, RuleGroup, StaticRule | None], ...] = (
     ("new_country", RuleGroup.ORIGIN, _new_country),
     ("hours", RuleGroup.TIME, _hours),
     ("store", RuleGroup.STORE, None),
-    *((f"{scope}.{name}", RuleGroup.COUNTERS, None) for scope in SCOPE_LIMITS for name in COUNTED),
+    *(
+        (f"{scope}.{name}", RuleGroup.COUNTERS, None)
+        for scope in COUNTED_SCOPES
+        for name in COUNTED
+    ),
     *(
         (f"{scope}.spend.{period}", RuleGroup.COUNTERS, None)
-        for scope in SCOPE_LIMITS
+        for scope in COUNTED_SCOPES
         for period in PERIODS
     ),
     ("limits.max_call_duration", RuleGroup.COUNTERS, None),

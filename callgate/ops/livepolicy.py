@@ -159,6 +159,13 @@ class RedisPolicy(_Holder):
             log.warning("%s; waiting", problem)
             await asyncio.sleep(1.0)
 
+    @classmethod
+    async def find(cls, store: PolicyStore) -> RedisPolicy | None:
+        """The site's active version if one was pushed and loads, else None (a tenant not served
+        yet: its calls are refused until it has one). One look; raises BackendUnavailable."""
+        found = await cls._loadable(store)
+        return cls(store, found) if found is not None else None
+
     @staticmethod
     async def _loadable(store: PolicyStore) -> Policy | None:
         """The active version; if this callgate cannot load it (say, after a downgrade), the newest

@@ -31,9 +31,10 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from callgate.asterisk.events import AlertRaised, Decided, Event
+from callgate.asterisk.events import AlertRaised, Decided, Event, Unrouted
 from callgate.core.decision import Decision
 from callgate.core.policy import LockScope, Policy
+from callgate.core.reasons import Reason, Verdict
 from callgate.ops.status import read_status
 from callgate.ops.statustree import Status
 from callgate.settings import setting
@@ -164,6 +165,8 @@ class Metrics:
             self.observe_decision(event.decision, event.seconds)
         elif isinstance(event, AlertRaised):
             self.alerts.labels(event.kind).inc()
+        elif isinstance(event, Unrouted):  # many tenants: a call no tenant's gate decides
+            self.count_decision(Verdict.DENY.value, Reason.UNKNOWN_SITE.value, event.seconds)
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         """One decision: its verdict, reason and time."""

@@ -2,7 +2,8 @@
 
 A service provider runs hundreds of PBXs (sites) against one Redis; the question on a Friday night is
 which of them is spending. :func:`read_all` answers it in one pass: one ``SCAN`` over every callgate
-key (on a Cluster, over each master once), the keys grouped by site (``keys.site_of``), then for each
+key (on a Cluster, over each master once), the keys grouped by site (``keys.site_of``; a provider's
+tenant ``P/T`` is a site of its own), then for each
 site its active policy (two reads) and its state, read as ``callgate status`` reads one site
 (:func:`callgate.ops.status.read_status`, fed the keys already found instead of a scan of its own: a
 scan per site would walk every key of the server once per site). Sites are read
@@ -81,7 +82,8 @@ async def _read_all(client: Client, now: datetime, at_once: int, max_keys: int) 
     by_site: dict[str, list[str]] = defaultdict(list)
     seen = 0
     truncated = False
-    async for batch in scan_all(client, "cg:{*}:*", SCAN_COUNT):
+    # cg:{S}:... and a tenant's cg:{P}/T:... (keys.site_prefix)
+    async for batch in scan_all(client, "cg:{*}*", SCAN_COUNT):
         for key in batch:
             site = site_of(key)
             if site is not None:

@@ -136,7 +136,7 @@ class MemoryStore:
         now = a.at_ms
         values = []
         for check in a.checks:
-            key = prefix + check.key
+            key = (keys.site_prefix(check.site) if check.site else prefix) + check.key
             if check.kind is CheckKind.SPEND:
                 values.append(self._money.get(key, 0))
             elif check.kind is CheckKind.WINDOW:
@@ -200,7 +200,7 @@ class MemoryStore:
         now, until = a.at_ms, a.at_ms + (allowed + a.hold) * 1000
         spend_keys, slot_keys = [], []
         for check in a.checks:
-            key = prefix + check.key
+            key = (keys.site_prefix(check.site) if check.site else prefix) + check.key
             if check.kind is CheckKind.SPEND:
                 self._money[key] = self._money.get(key, 0) + cost
                 self._expire(key, now + check.window * 1000)

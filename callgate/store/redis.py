@@ -116,8 +116,8 @@ class RedisStore:
             a.extension, a.number, a.channel, a.instance, a.origin.value, a.country,
             a.country_check.value,
         ]  # fmt: skip
-        for check in a.checks:
-            names.append(prefix + check.key)
+        for check in a.checks:  # a provider's cap (check.site) shares the tenant's hash tag
+            names.append((keys.site_prefix(check.site) if check.site else prefix) + check.key)
             args += [check.kind.value, check.limit, check.window, check.member]
         reply = await self._call(lambda: self._admit(keys=names, args=args))
         lock, panic, refused, failed, admitted, allowed, cost, replayed, learned, *values = reply

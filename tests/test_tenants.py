@@ -1,0 +1,266 @@
+"""Many tenants behind one gate, without Asterisk: reading ``site=``, routing each call to its
+tenant's gate, refusing a call no tenant decides, each tenant's emergency globals, the reservation id a
+tenant's channel carries and the settlement that finds its tenant again, and the settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from callgate.asterisk.ari import AriClient
+from callgate.asterisk.events import Events, Unrouted
+from callgate.asterisk.gate import Gate, GateSettings, carried, site_suffix, split_carried
+from callgate.asterisk.stasis import Router, read_start
+from callgate.core.decision import RESERVATION_VARIABLE
+from callgate.core.memo import Memo
+from callgate.core.policyfile import load_policy
+from callgate.errors import SettingsError
+from callgate.settings import load_settings
+from callgate.store.memory import MemoryStore
+from tests.fakes import FakeAudit, FakeChannels
+
+CHANNEL: dict[str, Any] = {"id": "1732000000.42", "dialplan": {"exten": "2125550123"}}
+
+
+def policy_of(site: str, countries: str, emergency: str = '["911"]') -> str:
+    return f"""\
+version: 1
+site: {{name: "{site}", region: US, timezone: America/New_York, currency: USD}}
+emergency: {emergency}
+rates: {{default: "0.05", prefixes: {{"1": "0.01", "44": "0.10"}}}}
+profiles:
+  office: {{destinations: {{allow_countries: [{countries}]}}, limits: {{concurrent_calls: 5}}}}
+extensions: [{{match: "1001", profile: office}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "site"),
+    [
+        (["2125550123", "ext=1001", "site="], ""),
+        (["2125550123", "ext=1001"], ""),
+        (["2125550123", "site=acme"], "acme"),
+        (["2125550123", "site=acme/east-1"], "acme/east-1"),
+        (["2125550123", "ext=1001", "site=a.b_c"], "a.b_c"),
+    ],
+)
+def test_the_site_is_read_from_the_stasis_arguments(args: list[str], site: str) -> None:
+    """``site=`` is read by name; empty or absent: no site said."""
+    start = read_start(CHANNEL, args)
+    assert start is not None
+    assert (start.site, start.attempt.dialled) == (site, "2125550123")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["2125550123", "site=a", "site=b"],  # twice
+        ["2125550123", "site=a/b/c"],  # two slashes
+        ["2125550123", "site=/a"],
+        ["2125550123", "site=a b"],
+        ["2125550123", "site=a;b"],
+        ["2125550123", "site=" + "a" * 65],
+        ["2125550123", "site=-a"],  # a name starts with a letter or digit
+    ],
+)
+def test_a_forged_site_names_none(args: list[str]) -> None:
+    """A site outside its alphabet, or given twice, forges the whole list: unreadable, no site."""
+    start = read_start(CHANNEL, args)
+    assert start is not None
+    assert start.site == ""
+    assert "," in start.attempt.dialled
+
+
+def test_a_dialled_string_cannot_add_a_site() -> None:
+    """Asterisk split ``${EXTEN}`` = ``2125550123,site=b`` into arguments: the third wall."""
+    channel = {"id": "1.1", "dialplan": {"exten": "2125550123,site=b"}}
+    start = read_start(channel, ["2125550123", "site=b", "ext=", "site="])
+    assert start is not None
+    assert start.site == ""
+
+
+@dataclass
+class Ari(FakeChannels):
+    app: str = "callgate"
+    globals: dict[str, str] = field(default_factory=dict)
+
+    async def set_global(self, variable: str, value: str) -> None:
+        self.globals[variable] = value
+
+    async def channels(self) -> list[dict[str, Any]]:
+        return []
+
+
+def gate_of(site: str, countries: str, ari: Ari, store: MemoryStore, **kw: Any) -> Gate:
+    memo = Memo(load_policy(policy_of(site, countries, **kw), site))
+    return Gate(lambda: memo, store, ari, FakeAudit(), tenant=site)
+
+
+async def settled(router: Router) -> None:
+    while router.tasks:
+        await asyncio.wait(set(router.tasks), timeout=2)
+
+
+@pytest.fixture
+def tenants() -> tuple[Router, dict[str, Gate], Ari, Events]:
+    ari, store = Ari(), MemoryStore()
+    gates = {
+        "acme/east": gate_of("acme/east", "US, GB", ari, store, emergency='["911", "999"]'),
+        "globex": gate_of("globex", "US", ari, store),
+    }
+    unrouted = Events()
+    router = Router.tenants(gates, cast(AriClient, ari), GateSettings(), unrouted)
+    return router, gates, ari, unrouted
+
+
+async def call(router: Router, channel: str, *args: str) -> None:
+    router.start(read_start({"id": channel}, ["011442079460000", "ext=1001", *args]))
+    await settled(router)
+
+
+async def test_each_call_goes_to_the_gate_of_its_site(
+    tenants: tuple[Router, dict[str, Gate], Ari, Events],
+) -> None:
+    """London: acme/east's policy allows GB, globex's does not; each call is decided by its own."""
+    router, gates, ari, _ = tenants
+    await call(router, "c1", "site=acme/east")
+    await call(router, "c2", "site=globex")
+    assert ari.variables("c1")["CALLGATE_VERDICT"] == "ALLOW"
+    assert ari.variables("c2")["CALLGATE_REASON"] == "country_not_allowed"
+    east, globex = (cast(FakeAudit, gates[s].events) for s in ("acme/east", "globex"))
+    assert [channel for _, channel in east.decisions] == ["c1"]
+    assert [channel for _, channel in globex.decisions] == ["c2"]
+
+
+@pytest.mark.parametrize("site", [None, "site=", "site=initech", "site=acme", "site=a b"])
+async def test_a_call_of_no_tenant_is_refused_as_unknown_site(
+    tenants: tuple[Router, dict[str, Gate], Ari, Events], site: str | None
+) -> None:
+    """No site, a site that is no tenant, a provider (no tenant itself) or a forged one: refused
+    with unknown_site, hung up with the deny cause, told as Unrouted; no tenant decided it."""
+    router, gates, ari, unrouted = tenants
+    seen: list[object] = []
+    unrouted.subscribe(seen.append)
+    await call(router, "c9", *([site] if site else []))
+    variables = ari.variables("c9")
+    assert (variables["CALLGATE_VERDICT"], variables["CALLGATE_REASON"]) == ("DENY", "unknown_site")
+    assert variables["CDR(userfield)"] == "callgate:unknown_site"
+    assert RESERVATION_VARIABLE not in variables
+    assert ari.actions("c9") == [("hangup", "c9", "21")]
+    assert [type(e) for e in seen] == [Unrouted]
+    assert all(not cast(FakeAudit, g.events).decisions for g in gates.values())
+
+
+async def test_a_tenant_served_later_is_routed_from_then_on(
+    tenants: tuple[Router, dict[str, Gate], Ari, Events],
+) -> None:
+    """The router reads the live map: a tenant whose policy appears later is served from then on."""
+    router, gates, ari, _ = tenants
+    await call(router, "c1", "site=initech")
+    assert ari.variables("c1")["CALLGATE_REASON"] == "unknown_site"
+    gates["initech"] = gate_of("initech", "GB", ari, MemoryStore())
+    await call(router, "c2", "site=initech")
+    assert ari.variables("c2")["CALLGATE_VERDICT"] == "ALLOW"
+
+
+async def test_one_site_refuses_a_call_naming_another() -> None:
+    """A single-site callgate takes ``site=`` empty or its own name; another site is refused."""
+    ari = Ari()
+    router = Router(gate_of("acme", "US, GB", ari, MemoryStore()), cast(AriClient, ari))
+    for channel, site in (("c1", "site="), ("c2", "site=acme"), ("c3", "site=globex")):
+        await call(router, channel, site)
+    assert [ari.variables(c)["CALLGATE_REASON"] for c in ("c1", "c2", "c3")] == [
+        "allowed",
+        "allowed",
+        "unknown_site",
+    ]
+
+
+async def test_each_tenant_publishes_its_own_emergency_numbers(
+    tenants: tuple[Router, dict[str, Gate], Ari, Events],
+) -> None:
+    """Never a union: each tenant's list in its own globals; a single site keeps the plain names."""
+    router, _, ari, _ = tenants
+    await router.publish_emergency()
+    assert ari.globals == {
+        "CALLGATE_EMERGENCY_NUMBERS_acme_east": "911-999",
+        "CALLGATE_EMERGENCY_DIALS_acme_east": "911-999",
+        "CALLGATE_EMERGENCY_NUMBERS_globex": "911",
+        "CALLGATE_EMERGENCY_DIALS_globex": "911",
+    }
+    single = Ari()
+    await Router(gate_of("acme", "US", single, MemoryStore()), cast(AriClient, single)).reconcile()
+    assert single.globals == {
+        "CALLGATE_EMERGENCY_NUMBERS": "911",
+        "CALLGATE_EMERGENCY_DIALS": "911",
+    }
+
+
+@pytest.mark.parametrize(
+    ("site", "suffix"), [("", ""), ("globex", "_globex"), ("acme/east-1.b", "_acme_east_1_b")]
+)
+def test_site_suffix(site: str, suffix: str) -> None:
+    """What the dialplan's REPLACE(CALLGATE_SITE,/.-,_) makes of a site name."""
+    assert site_suffix(site) == suffix
+
+
+async def test_a_tenants_channel_carries_its_site_and_settles_there(
+    tenants: tuple[Router, dict[str, Gate], Ari, Events],
+) -> None:
+    """CALLGATE_CALL and CDR(callgate) are ``<site>~<reservation>``: split, it names the tenant and
+    the reservation its gate settles."""
+    router, gates, ari, _ = tenants
+    await call(router, "c1", "site=acme/east")
+    variables = ari.variables("c1")
+    value = variables[RESERVATION_VARIABLE]
+    assert variables["CDR(callgate)"] == value
+    site, reservation = split_carried(value)
+    assert (site, carried(site, reservation)) == ("acme/east", value)
+    assert reservation in gates["acme/east"].live
+    result = await gates["acme/east"].settle(reservation, 30)
+    assert result.status == "settled"
+    assert split_carried("L1.2:00ff") == ("", "L1.2:00ff")
+
+
+BASE = {
+    "CALLGATE_ARI_URL": "http://127.0.0.1:8088/ari",
+    "CALLGATE_ARI_USER": "callgate",
+    "CALLGATE_ARI_PASSWORD": "x",
+    "CALLGATE_AMI_USER": "callgate",
+    "CALLGATE_AMI_SECRET": "y",
+    "CALLGATE_POLICY_SOURCE": "redis",
+}
+
+
+def test_tenants_settings() -> None:
+    """A list of sites; the provider site is then optional; single-site mode is unchanged."""
+    s = load_settings(None, {**BASE, "CALLGATE_POLICY_TENANTS": " acme/east, acme/west ,globex"})
+    assert (s.tenants, s.policy_site) == (("acme/east", "acme/west", "globex"), "")
+    s = load_settings(None, {**BASE, "CALLGATE_POLICY_SITE": "acme"})
+    assert s.tenants == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"CALLGATE_POLICY_TENANTS": "a, a"}, "a site is listed twice"),
+        ({"CALLGATE_POLICY_TENANTS": "a/b/c"}, "'a/b/c' is no site name"),
+        ({"CALLGATE_POLICY_TENANTS": "a.b, a_b"}, "would share Asterisk globals"),
+        (
+            {"CALLGATE_POLICY_TENANTS": "a", "CALLGATE_POLICY_SOURCE": "file"},
+            'needs [policy] source = "redis"',
+        ),
+        (
+            {"CALLGATE_POLICY_TENANTS": "acme/a, acme", "CALLGATE_POLICY_SITE": "acme"},
+            "cannot be one of the tenants",
+        ),
+        ({}, '[policy] site: required while [policy] source = "redis" and [policy] tenants'),
+    ],
+)
+def test_tenants_settings_refused(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, {**BASE, "CALLGATE_POLICY_FILE": "/p.yaml", **env})
+    assert problem in str(caught.value)
