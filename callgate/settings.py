@@ -193,9 +193,10 @@ def url_secrets(url: str) -> list[str]:
     """The password of a URL's user part and of a ``password=`` or ``sentinel_password=`` query
     value, as written and decoded."""
     slashes = url.find("//")
-    user, at, rest = url[slashes + 2 if slashes >= 0 else 0 :].rpartition("@")
+    # the query first: a query value may hold an @ (a password), which must not end the user part
+    head, _, query = url[slashes + 2 if slashes >= 0 else 0 :].partition("#")[0].partition("?")
+    user, at, _ = head.rpartition("@")
     found = [user.partition(":")[2]] if at else []
-    query = rest.partition("#")[0].partition("?")[2]
     found += [v for k, _, v in (p.partition("=") for p in query.split("&")) if k in URL_PASSWORDS]
     return [s for secret in found for s in {secret, unquote(secret)} if s]
 

@@ -161,12 +161,12 @@ SHAPES = [
             lastdata="PJSIP/1019,20,Ttr"),
         row(15, IN, "912125550123", TRUNK_OUT),
     ], Filter(), [("transfer", "1019", "2125550119", "912125550123", "allowed")]),
-    ("the far end transfers the phone that answered it (Dial option T)", [
+    ("the far end transfers the phone that answered it (Dial option T): nobody's, as live", [
         row(0, IN, "2125550100", "PJSIP/1010-00000101", dcontext="from-trunk", billsec=12,
             lastdata="PJSIP/1010,20,T"),
         row(15, "PJSIP/1010-00000101", "2125550100", TRUNK_OUT, src="1010", dcontext="from-trunk",
             lastdata=f"PJSIP/{LONDON}@voipco,300,T"),
-    ], Filter(), [("transfer", "1010", "2125550100", LONDON, "transfer_not_allowed")]),
+    ], Filter(), [("transfer", "", "2125550100", LONDON, "unknown_extension")]),
     ("--transfer-context and --forward-context name the legs of a phone's channel", [
         row(0, "PJSIP/1003-00000001", "912125550123", TRUNK_OUT, src="1003", dcontext="my-xfer"),
         row(5, "PJSIP/1003-00000011", "912125550124", "PJSIP/voipco-00000012", src="1003",

@@ -598,3 +598,17 @@ def test_the_admin_commands_check_a_sentinel_url(capsys: pytest.CaptureFixture[s
     assert "--redis: expected redis+sentinel://" in err
     assert "redis+sentinel://***@h1:26379" in err
     assert "S3cr" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("redis+sentinel://:s3cret@h1,h2/svc?sentinel_password=a@b", {"s3cret", "a@b"}),
+        ("redis://u:pw@host/0?password=q@r", {"pw", "q@r"}),
+        ("redis://:p@ss@host:6379/0", {"p@ss"}),
+    ],
+)
+def test_an_at_sign_in_a_query_value_hides_no_password(url: str, secrets: set[str]) -> None:
+    """The attack review: an @ inside a query value used to end the user part early, so neither
+    password reached the log filter."""
+    assert set(url_secrets(url)) == secrets

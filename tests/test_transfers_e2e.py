@@ -39,6 +39,7 @@ SCENARIOS = Path(__file__).parent / "sipp"
 PHONE_SECRET, CARRIER_SECRET = "refer-secret-1001", "refer-secret-carrier"
 HELD, DID, FORWARDING_DID = "600", "2125550100", "2125550102"
 FORWARDING_PORT = free_port()  # phone 1002's SIP port: a SIPp that answers 302
+ANSWERING_PORT, ANSWERED_DID = free_port(), "2125550103"  # phone 1003: a SIPp that answers
 MOBILE, PREMIUM, LONDON = "2125550142", "19005550199", "011442079460000"
 
 # [phones] is the phones' context, as docs/install.md writes it (no TRANSFER_CONTEXT: Asterisk sends
@@ -62,6 +63,9 @@ exten => hold,1,Answer()
 exten => {FORWARDING_DID},1,Set(FORWARD_CONTEXT=phones)  ; where a phone's 302 sends the call on
  same => n,Dial(PJSIP/1002,10)
  same => n,Hangup()
+exten => {ANSWERED_DID},1,Set(TRANSFER_CONTEXT=phones)  ; the careless admin again
+ same => n,Dial(PJSIP/1003,10)
+ same => n,Hangup()
 exten => {DID},1,Set(TRANSFER_CONTEXT=phones)   ; the careless admin: the far end's REFER reaches it all
  same => n,Dial(Local/hold@held/n)
  same => n,Hangup()
@@ -80,6 +84,7 @@ profiles:
 extensions:
   - {match: "1001", profile: wide}
   - {match: "1002", profile: wide}
+  - {match: "1003", profile: wide}
 # transfer is not named in origins: the default, US only and no premium-type numbers
 """
 
@@ -94,6 +99,8 @@ allow = ulaw
 auth = {name}
 aors = {name}
 transport = transport-udp
+direct_media = no
+send_connected_line = no
 
 [{name}]
 type = auth
@@ -118,6 +125,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         pjsip += endpoint("carrier", "from-trunk", CARRIER_SECRET)
         pjsip += endpoint("1002", "phones", "unused-1002")
         pjsip += f"contact = sip:1002@127.0.0.1:{FORWARDING_PORT}\n"  # the aor's static contact
+        pjsip += endpoint("1003", "phones", "unused-1003")
+        pjsip += f"contact = sip:1003@127.0.0.1:{ANSWERING_PORT}\n"
         return {**shipped_configs(ast), "pjsip_custom.conf": pjsip}
 
     root = Path(tmp_path_factory.mktemp("transfers"))
@@ -230,6 +239,41 @@ async def inbound(watch: Watch, did: str) -> None:
     await watch.place(
         f"Local/{did}@from-trunk/n", caller_id='"Outside" <4155550199>', variables="__HOLD=30"
     )
+
+
+def answering_phone(rig: Serving) -> subprocess.CompletedProcess[str]:
+    """Phone 1003 answers one INVITE and stays on the line until hung up."""
+    args = ["sipp", "-sf", str(SCENARIOS / "answer-hold.xml"), "-i", "127.0.0.1"]
+    args += ["-p", str(ANSWERING_PORT), "-mp", str(free_port()), "-m", "1", "-nostdin"]
+    args += ["-timeout", "20s", "-timeout_error", "-trace_err"]
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=40, cwd=rig.ast.workdir, check=False
+    )
+
+
+async def test_an_outside_caller_cannot_transfer_the_phone_that_answered_him(
+    rig: Serving, watch: Watch
+) -> None:
+    """The attack review found: the carrier's caller reaches 1003, who answers, then transfers 1003's
+    channel (a REFER from the trunk) to a number of his choosing. The transferer is the carrier's
+    channel: the leg is nobody's and refused, never charged to 1003 (who may call that mobile)."""
+    phone = asyncio.create_task(asyncio.to_thread(answering_phone, rig))
+    await asyncio.sleep(0.5)  # SIPp listening
+    before = len(rig.decisions())
+    failed = await asyncio.to_thread(refer, rig, "carrier", CARRIER_SECRET, ANSWERED_DID, MOBILE)
+    assert not failed, failed
+    decided = await rig.decision(MOBILE, before)
+    assert (decided["verdict"], decided["reason"], decided["extension"]) == (
+        "DENY",
+        "unknown_extension",
+        "",
+    )
+    assert decided["endpoint"] == "1003", decided  # it ran on 1003's own channel
+    assert decided["by"].startswith("PJSIP/carrier-"), decided
+    done = await phone
+    assert done.returncode == 0, done.stderr[-2000:]
+    await watch.caught_up()
+    assert trunk_numbers(watch) == []
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ class Gate:
             attempt.extension,
             attempt.origin,
             by=by,
-            known=lambda name: policy.rule_for(name) is not None,
+            known=lambda name: (rule := policy.rule_for(name)) is not None and rule.match != "*",
         )
         if extension != attempt.extension:
             attempt = replace(attempt, extension=extension)

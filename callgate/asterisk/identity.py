@@ -44,22 +44,21 @@ def channel_endpoint(channel_name: str) -> str:
     return endpoint
 
 
-def transfer_extension(
-    endpoints: Mapping[str, str], by: str, endpoint: str, known: Callable[[str], bool]
-) -> str:
-    """Whom a transfer's leg is charged to when the dialplan names nobody: the transferring channel's
-    extension (``by``: the channel Asterisk wrote to BLINDTRANSFER or ATTENDEDTRANSFER on the channel it
-    sent on), if that is a PJSIP endpoint the policy knows as an extension: a phone that transferred its
-    caller abroad pays. Else the leg's own channel's, if it is one: the far end (a trunk) transferred a
-    phone's call, and the phone's user pays. Else nobody: refused as an unknown extension.
+def transfer_extension(endpoints: Mapping[str, str], by: str, known: Callable[[str], bool]) -> str:
+    """Whom a transfer's or a phone's own forward's leg is charged to when the dialplan names nobody:
+    the transferring (forwarding) channel's extension (``by``: the channel Asterisk wrote to
+    BLINDTRANSFER, ATTENDEDTRANSFER or FORWARDERNAME on the channel it sent on), if that is a PJSIP
+    endpoint the policy names as an extension (``known``: never through the catch-all ``*``, which
+    would make a trunk's endpoint one). Else nobody: refused as an unknown extension.
 
-    Both are channel names Asterisk chose; a phone can set neither (a SIP REFER names the target, not
-    the transferer), and being judged as a transfer only narrows what an extension may call."""
-    for candidate in (channel_endpoint(by), endpoint):
-        extension = endpoints.get(candidate, candidate) if candidate else ""
-        if extension and known(extension):
-            return extension
-    return ""
+    Never the leg's own channel's phone: when the transferer is a trunk, callgate cannot tell the far
+    end of a phone's own call from an outside caller who transferred the phone that answered him, and
+    charging that phone would let anyone who can call the company spend its extensions' money. ``by``
+    is a channel name Asterisk chose; a phone cannot set it (a SIP REFER names the target, not the
+    transferer), and being judged as a transfer or forward only narrows what an extension may call."""
+    candidate = channel_endpoint(by)
+    extension = endpoints.get(candidate, candidate) if candidate else ""
+    return extension if extension and known(extension) else ""
 
 
 def caller_extension(
@@ -73,13 +72,10 @@ def caller_extension(
 ) -> str:
     """The extension a call is charged to; "" (refused as unknown) when it cannot be told.
 
-    ``by``: for a transfer, the transferring channel (:func:`transfer_extension`); for a forward with no
-    ``ext=``, the forwarding channel (a phone that answered "302 Moved": Asterisk's FORWARDERNAME), whose
-    extension pays or nobody; ``known`` tells an extension the policy has from one it has not."""
-    if origin is Origin.TRANSFER and not ext:
-        return transfer_extension(endpoints, by, endpoint, known)
-    if origin is Origin.FORWARD and not ext:  # a phone's own forward (SIP 302): FORWARDERNAME
-        return transfer_extension(endpoints, by, "", known)
+    ``by``: for a transfer or a forward with no ``ext=``, the transferring or forwarding channel
+    (:func:`transfer_extension`); ``known`` tells an extension the policy names from one it does not."""
+    if origin in (Origin.TRANSFER, Origin.FORWARD) and not ext:  # Asterisk's own facts: by=
+        return transfer_extension(endpoints, by, known)
     if origin is not Origin.DIALLED:  # the causing extension, as the dialplan names it
         return ext
     if not endpoint:

@@ -343,10 +343,11 @@ class Linker:
             self._put(self.channels, 0, row.dstchannel, start_ms, _Seen(moved, "", 0))
         if row.dstchannel and dtech != "Local" and dname not in self.trunks:
             phone = self.endpoints.get(dname, dname)
-            answered = _ms(row.answer) if row.answer is not None and row.billsec > 0 else 0
-            if tech != "Local" and name in self.trunks and answered:  # the far end may transfer it
+            answered = _ms(row.answer) if row.answer is not None else 0
+            if tech != "Local" and name in self.trunks and answered:  # the far end may transfer it:
+                # nobody's, as the live gate has it (an outside caller moving the phone he reached)
                 self._put(self.channels, 0, row.dstchannel, start_ms,
-                          _Seen(Cause(phone, Origin.TRANSFER, base.via), "", 0))  # fmt: skip
+                          _Seen(Cause("", Origin.TRANSFER, base.via), "", 0))  # fmt: skip
         if phone or base.origin is not Origin.DIALLED:  # else a later row is the phone's own too
             self._put(self.channels, 0, row.channel, start_ms, _Seen(base, phone, answered))
         forwarder = _forwarder(row) if dtech == "Local" else ""
