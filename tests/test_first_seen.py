@@ -254,14 +254,33 @@ async def test_an_unsettled_call_teaches_nothing(store: Store) -> None:
     assert await site.countries(expired) == {"FR": ms(expired + timedelta(minutes=1)) // 1000}
 
 
-async def test_a_forward_teaches_too(store: Store) -> None:
-    """Any answered call teaches, whatever its origin: a transfer to Germany (new_countries: allow)
-    lets the forwards reach Germany afterwards."""
+async def test_a_leg_no_phone_dialled_teaches_nothing(store: Store) -> None:
+    """Only a phone's own answered call teaches (the attack review): a transfer to Germany let
+    through by its block (new_countries: allow) and answered must not open Germany to the forwards,
+    which an outside caller may set off."""
     site = Site(store)
     transfer = await site.call(Origin.TRANSFER, BERLIN)
     assert transfer.allowed
     await site.end(transfer, 30, TUE + timedelta(minutes=1))
-    assert (await site.call(Origin.FORWARD, BERLIN, TUE + timedelta(minutes=2))).allowed
+    later = await site.call(Origin.FORWARD, BERLIN, TUE + timedelta(minutes=2))
+    assert (later.reason, later.rule) == (Reason.FORWARD_NOT_ALLOWED, "new_country")
+
+
+async def test_a_country_counts_for_the_ttl_after_its_own_last_answered_call(store: Store) -> None:
+    """Each country has its own clock: Germany answered once, then only France for a year and more,
+    keeps the hash alive but not Germany (the attack review: one fraud answered must not open a
+    country for as long as the site makes any call)."""
+    site = Site(store)
+    seed = await site.call(Origin.DIALLED, BERLIN)
+    await site.end(seed, 30, TUE + timedelta(minutes=1))
+    assert (await site.call(Origin.FORWARD, BERLIN, TUE + timedelta(days=399))).allowed
+    paris = "0033142345678"
+    for day in range(100, 501, 100):  # France answered every 100 days: the hash lives on
+        at = TUE + timedelta(days=day)
+        call = await site.call(Origin.DIALLED, paris, at)
+        await site.end(call, 30, at + timedelta(minutes=1))
+    late = await site.call(Origin.FORWARD, BERLIN, TUE + timedelta(days=401))
+    assert (late.reason, late.rule) == (Reason.FORWARD_NOT_ALLOWED, "new_country")
 
 
 async def test_each_site_learns_its_own_countries(store: Store) -> None:
@@ -338,7 +357,7 @@ JUDGED = [
 
 async def seed(store: Store, lock: str, panic: bool, learned: bool) -> None:
     if learned:  # an answered call to Germany, settled
-        await store.admit(admission(CountryCheck.NONE, call_id="seed"))
+        await store.admit(admission(CountryCheck.NONE, call_id="seed", origin=Origin.DIALLED))
         await store.settle(SITE, "seed", 60, ms(TUE) + 60_000)
     await store.set_lock(SITE, "1001", lock or None)
     await store.set_panic(SITE, panic)
@@ -394,7 +413,7 @@ async def test_both_stores_agree_call_by_call(redis_store: RedisStore) -> None:
             for s, d in zip(sites, decided, strict=True):
                 await s.end(d, billsec, at + timedelta(seconds=30))
     assert await sites[0].countries(at) == await sites[1].countries(at) != {}
-    assert set(await sites[0].countries(at)) == {"DE", "FR"}
+    assert set(await sites[0].countries(at)) == {"DE"}  # the transfer to Paris teaches nothing
 
 
 # --- explain, the store down, replay ---------------------------------------------------------------

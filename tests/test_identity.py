@@ -73,7 +73,7 @@ async def test_a_catch_all_entry_does_not_make_a_trunk_the_transferer() -> None:
     policy = load_policy(
         "version: 1\n"
         "site: {name: s, region: US, timezone: America/New_York, currency: USD}\n"
-        "emergency: [\"911\"]\n"
+        'emergency: ["911"]\n'
         'rates: {default: "0.01"}\n'
         "profiles: {staff: {destinations: {allow_countries: [US]}}}\n"
         'extensions: [{match: "1001", profile: staff}, {match: "*", profile: staff}]\n',

@@ -291,8 +291,9 @@ LAYOUT: tuple[tuple[str, str, str, str], ...] = (
     (f"`{LOCK}:{{ext}}`, `{PANIC}`", "string", "an admin's lock and the site's panic switch",
      "none, on purpose: a lock lasts until an admin lifts it"),
     (f"`{COUNTRIES}`", "hash",
-     "the countries the site has called: ISO country -> unix time of the last answered call to it "
-     "that settled (a leg no phone dialled may reach them: `new_countries`)",
+     "the countries the site's phones have called: ISO country -> unix time of the last answered "
+     "dialled call to it that settled (a leg no phone dialled may reach them: `new_countries`; each "
+     "counts 400 days from its own time)",
      f"{COUNTRIES_TTL // 86400} days after the last answered call settled"),
     (f"`{AUDIT}`", "stream", "every decision (trimmed to about 1,000,000 entries)",
      "90 days after the last write"),

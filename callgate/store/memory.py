@@ -152,13 +152,17 @@ class MemoryStore:
         self, a: Admission, prefix: str
     ) -> tuple[LockScope | None, bool, Refusal | None, bool]:
         """The lock, the panic switch, what of them refuses the call, and whether the site has called
-        the call's country (looked up only with a country_check: ``lua/admit.lua``'s HEXISTS)."""
+        the call's country within the TTL (looked up only with a country_check: ``lua/admit.lua``'s
+        HGET)."""
         lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
         panic = prefix + keys.PANIC in self._strings
         learned = False
         if a.country_check is not CountryCheck.NONE:
             ckey = prefix + keys.COUNTRIES
-            learned = self._alive(ckey, a.at_ms) and a.country in self._countries.get(ckey, {})
+            seen = (
+                self._countries.get(ckey, {}).get(a.country) if self._alive(ckey, a.at_ms) else None
+            )
+            learned = seen is not None and seen * 1000 > a.at_ms - keys.COUNTRIES_TTL * 1000
         return (
             lock,
             panic,
@@ -245,7 +249,9 @@ class MemoryStore:
             seconds = billed_seconds(min(billsec, held.allowed), held.increment)
             charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
-        if billsec is not None and billsec > 0 and held.country:  # answered: the site knows it now
+        if billsec is not None and billsec > 0 and held.country and held.origin is Origin.DIALLED:
+            # a phone's own call, answered: the site knows the country now (never a leg no phone
+            # dialled: a forward or transfer let through once must not open its country to all)
             ckey = prefix + keys.COUNTRIES
             if not self._alive(ckey, at_ms):
                 self._countries.pop(ckey, None)

@@ -114,7 +114,7 @@ class RedisStore:
             a.call_id, a.at_ms, a.rate, a.increment, a.max_seconds, a.hold,
             int(a.reserve), int(a.international), int(peek), a.deadline_ms,
             a.extension, a.number, a.channel, a.instance, a.origin.value, a.country,
-            a.country_check.value,
+            a.country_check.value, keys.COUNTRIES_TTL,
         ]  # fmt: skip
         for check in a.checks:  # a provider's cap (check.site) shares the tenant's hash tag
             names.append((keys.site_prefix(check.site) if check.site else prefix) + check.key)

@@ -8,13 +8,14 @@
 -- ARGV: call_id, now_ms, rate (micro/min), increment, max_seconds, hold, reserve (0/1), international (0/1),
 --       peek (0/1), deadline (epoch ms on this server's clock, 0: none), then what the reservation records
 --       of the live call: extension, number (E.164), channel, instance, origin, country (ISO, '' none);
---       then the country check (callgate.core.admission.CountryCheck: '', 'deny' or 'report');
+--       then the country check (callgate.core.admission.CountryCheck: '', 'deny' or 'report') and how
+--       long a learned country counts (seconds since its last answered dialled call: keys.COUNTRIES_TTL);
 --       then per check: kind, limit, window (seconds), member
 -- KEYS[1] is the reservation id (callgate.core.plan.reservation_id): it is bound to the number, the rate,
 -- the extension and the channel, so an earlier reservation is only handed back to the same leg.
 -- Returns {lock, panic, refused, failed, admitted, allowed_seconds, cost, replayed, learned, value1, ...}
 --   refused: 'lock', 'panic', 'new_country' or '' (what refused the call before any counter)
---   learned: 1 when the country check found the country in KEYS[4] (0 without a check)
+--   learned: 1 when the country check found the country in KEYS[4], answered within the TTL (0 without)
 --   failed: the index (from 0) of the first check the call does not fit under; -1: none
 --   allowed_seconds: admitted, what was reserved; else what the counters allow (0 when a check failed)
 
@@ -24,8 +25,9 @@ local hold, reserve, intl, peek = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8] == 
 local deadline = tonumber(ARGV[10])
 local extension, number, channel, instance = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local origin, country, country_check = ARGV[15], ARGV[16], ARGV[17]
+local countries_ttl = tonumber(ARGV[18])
 local n = #KEYS - 4
-local ARGS = 17 -- fixed arguments before the per-check ones
+local ARGS = 18 -- fixed arguments before the per-check ones
 local FIRST = 4 -- KEYS before the per-check ones
 
 local function idiv(a, b) -- exact floor(a / b) for non-negative integers held in doubles
@@ -38,7 +40,10 @@ end
 local lock = redis.call('GET', KEYS[2]) or ''
 local panic = redis.call('EXISTS', KEYS[3])
 local learned = 0
-if country_check ~= '' then learned = redis.call('HEXISTS', KEYS[4], country) end
+if country_check ~= '' then -- each country counts for the TTL after its own last answered call
+  local seen = tonumber(redis.call('HGET', KEYS[4], country) or '')
+  if seen and seen * 1000 > now - countries_ttl * 1000 then learned = 1 end
+end
 local refused = '' -- callgate.core.admission.barred
 if lock == 'all' or (intl and lock == 'international') then
   refused = 'lock'

@@ -4,8 +4,9 @@
 -- KEYS[1] reservation hash   KEYS[2] settled marker   KEYS[3] the countries the site has called
 -- ARGV: billsec ('' when the call cannot be settled: charged in full), settled_memory (seconds), now_ms,
 --       reservation id (the member of the concurrency sets), countries_ttl (seconds)
--- A call answered (billsec > 0) teaches the site its country (the reservation's 'country'): KEYS[3]
--- gets it with the time (unix seconds), and lives countries_ttl more (callgate.core.keys.COUNTRIES).
+-- A phone's own call (origin 'dialled') answered (billsec > 0) teaches the site its country (the
+-- reservation's 'country'): KEYS[3] gets it with the time (unix seconds); admit.lua counts it for
+-- countries_ttl after that time, and the hash lives countries_ttl more (callgate.core.keys.COUNTRIES).
 -- The cap and slot keys come from the reservation hash; they share the site's hash tag, so they live in
 -- the same Redis Cluster slot as KEYS[1].
 -- Returns {status, charged, released, billsec}
@@ -16,7 +17,7 @@ if done then
   return {'already_settled', tonumber(c), tonumber(r), tonumber(b)}
 end
 local h = redis.call('HMGET', KEYS[1], 'allowed', 'cost', 'rate', 'increment', 'spend', 'slots', 'until',
-  'country')
+  'country', 'origin')
 if not h[7] or tonumber(h[7]) <= tonumber(ARGV[3]) then
   return {'unknown', 0, 0, 0} -- never admitted, or expired: its reservation stays charged in full
 end
@@ -39,7 +40,9 @@ else
   if charged > cost then charged = cost end
 end
 local released = cost - charged
-if billsec and billsec > 0 and h[8] and h[8] ~= '' then -- answered: the site knows the country now
+-- a phone's own call, answered: the site knows the country now (never a leg no phone dialled: a
+-- forward or transfer let through once must not open its country to every other such leg)
+if billsec and billsec > 0 and h[8] and h[8] ~= '' and h[9] == 'dialled' then
   redis.call('HSET', KEYS[3], h[8], math.floor(tonumber(ARGV[3]) / 1000))
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
 end
