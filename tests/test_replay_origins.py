@@ -270,3 +270,25 @@ def test_replay_command_shows_origins_and_takes_via(
     assert main(["replay", "--all", *options, str(path)]) == 0
     out = capsys.readouterr().out
     assert all(line in out for line in shown), out
+
+
+@pytest.mark.parametrize(
+    ("lastdata", "forwarder"),
+    [
+        ("PJSIP/1002,10", "1002"),
+        ("PJSIP/1002/sip:1002@10.0.0.5:5060,20,Ttr", "1002"),  # FreePBX's contact form
+        ("PJSIP/1002&PJSIP/1003,10", ""),  # which of them answered 302: the row does not say
+        ("PJSIP/12125550142@voipco,300", ""),  # a trunk
+        ("Local/1002@from-internal/n,20", ""),  # the Local channel is the Dial's own target
+    ],
+)
+def test_the_forwarder_of_a_302_is_the_dials_one_phone(lastdata: str, forwarder: str) -> None:
+    from callgate.offline.replay import _forwarder
+
+    (row_,) = read_cdr(
+        io.StringIO(
+            row(0, IN, "2125550100", "Local/2125550142@phones-00000001;1", lastdata=lastdata)
+        ),
+        tz=NY,
+    )
+    assert _forwarder(row_) == forwarder

@@ -213,11 +213,18 @@ def _ms(at: datetime) -> int:
 def _forwarder(row: CdrRow) -> str:
     """The endpoint whose phone forwarded a ``Dial()`` (it answered "302 Moved"): the row reached a
     Local channel that the Dial's own targets do not name, Asterisk's way of following the 302; the
-    endpoint is the Dial's first target (``PJSIP/1002``, ``PJSIP/1002&...``). "" for anything else."""
+    endpoint is the Dial's one target (``PJSIP/1002``, FreePBX's ``PJSIP/1002/sip:1002@host``). "" for
+    anything else, and for a Dial of several phones: which of them forwarded, the row does not say."""
     if row.lastapp != "Dial" or "Local/" in row.lastdata:
         return ""
-    tech, _, rest = row.lastdata.partition(",")[0].split("&")[0].partition("/")
-    return rest if tech and rest and "@" not in rest and "/" not in rest else ""
+    targets = row.lastdata.partition(",")[0].split("&")
+    if len(targets) != 1:
+        return ""
+    tech, _, rest = targets[0].partition("/")
+    endpoint, _, contact = rest.partition("/")
+    if not tech or not endpoint or "@" in endpoint or (contact and not contact.startswith("sip:")):
+        return ""
+    return endpoint
 
 
 def dial_target(lastdata: str, trunk: str) -> str | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -104,7 +104,7 @@ async def _read_all(client: Client, now: datetime, at_once: int, max_keys: int) 
             except PolicyError as exc:
                 return SiteRisk(site, None, f"its active policy v{stored.version}: {exc}")
             status = await read_status(client, policy, now, live_limit=0, scanned=by_site[site])
-            return SiteRisk(site, status)
+            return SiteRisk(site, replace(status, truncated=truncated))  # a cut pass: any site
 
     found = await asyncio.gather(*(one(site) for site in sorted(by_site)))
     ranked = sorted(found, key=lambda r: r.site)
