@@ -49,12 +49,11 @@ from dataclasses import dataclass, replace
 from callgate.asterisk.ami import AmiConnection
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, PanicEnded, PanicStarted
-from callgate.asterisk.gate import Gate, GateSettings, split_carried
+from callgate.asterisk.gate import Gate, GateSettings
 from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
-from callgate.core.keys import provider_of
 from callgate.core.memo import Memo
-from callgate.errors import AmiUnavailable, AriUnavailable, BackendUnavailable, StoreUnavailable
+from callgate.errors import AmiUnavailable, AriUnavailable, StoreUnavailable
 from callgate.ops.alerts import FINAL_FLUSH
 from callgate.ops.audit import Audit
 from callgate.ops.livepolicy import FilePolicy, RedisPolicy
@@ -65,7 +64,6 @@ from callgate.ops.triggers import AlertTriggers
 from callgate.ops.waits import until_stopped
 from callgate.settings import Settings, redact_url
 from callgate.settingtable import PolicySource
-from callgate.store.protocol import Settlement, SettleStatus
 from callgate.store.redis import RedisStore
 
 log = logging.getLogger("callgate.serve")
@@ -85,7 +83,6 @@ STOP_LINKS = 1.0  # the loops that read ARI, AMI, the panic flag and the policy 
 STOP_SETTLE = 2.0  # pending settlements: one last try each (callgate.asterisk.spend)
 STOP_WRITERS = FINAL_FLUSH + 1.0  # the audit queue (its own bound) and the alerts' last try
 STOP_CLOSE = 1.0  # the metrics server and the ARI and Redis clients
-TENANT_POLL = 1.0  # seconds between looks for the first policy of a tenant not served yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,131 +352,15 @@ async def _check_persistence(store: RedisStore, stop: asyncio.Event) -> None:
         )
 
 
-class _Tenants:
-    """The tenants of a callgate that serves many (``[policy] tenants``): each opens when its first
-    pushed policy loads; the provider's policy (``[policy] site``), when pushed, is above them."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: RedisStore,
-        ari: AriClient,
-        here: GateSettings,
-        metrics: Callable[[], Metrics | None],
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.ari = ari
-        self.here = here
-        self.metrics = metrics
-        self.sites: dict[str, _Site] = {}
-        self.gates: dict[str, Gate] = {}  # the router's map: a tenant's calls are decided from here
-        self.provider: RedisPolicy | None = None
-        self.router: Router | None = None  # set by serve once built; told of each tenant opened
-
-    async def find(self, site: str) -> RedisPolicy | None:
-        """The site's policy holder if a policy was pushed and loads; None otherwise (logged)."""
-        try:
-            return await RedisPolicy.find(PolicyStore(self.store.client, site))
-        except BackendUnavailable as exc:
-            log.warning("cannot read the policy of %s (%s); retrying", site, exc)
-            return None
-
-    def above(self, tenant: str) -> Callable[[], Memo | None] | None:
-        provider = self.settings.policy_site
-        if not provider or provider_of(tenant) != provider:
-            return None
-        return lambda: self.provider.memo() if self.provider is not None else None
-
-    async def open_all(
-        self, links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
-        stop: asyncio.Event, writers_stop: asyncio.Event,
-    ) -> None:  # fmt: skip
-        """Open each tenant (and the provider) as its first policy appears, until all are open."""
-        waiting = list(self.settings.tenants)
-        provider = self.settings.policy_site
-        said: set[str] = set()
-        while not stop.is_set():
-            if provider and self.provider is None:
-                self.provider = await self.find(provider)
-                if self.provider is not None:
-                    log.info("provider %r: policy sha256:%s above its tenants", provider,
-                             self.provider().digest[:12])  # fmt: skip
-                    links.append(
-                        asyncio.create_task(self.provider.watch(stop), name=f"policy {provider}")
-                    )
-            for site in list(waiting):
-                holder = await self.find(site)
-                if holder is None:
-                    if site not in said:
-                        said.add(site)
-                        log.warning("tenant %r has no policy pushed: its calls are refused", site)
-                    continue
-                if holder().site.name != site:
-                    if site not in said:
-                        said.add(site)
-                        log.error("the policy pushed for %r is site %r: tenant not served",
-                                  site, holder().site.name)  # fmt: skip
-                    continue
-                waiting.remove(site)
-                self._start(
-                    site, holder, links=links, writers=writers, stop=stop, writers_stop=writers_stop
-                )
-            if not waiting and (not provider or self.provider is not None):
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), TENANT_POLL)
-
-    def _start(
-        self, site: str, holder: RedisPolicy, *,
-        links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
-        stop: asyncio.Event, writers_stop: asyncio.Event,
-    ) -> None:  # fmt: skip
-        opened = _open_site(
-            self.settings, holder, self.store, self.ari, self.here,
-            tenant=site, above=self.above(site),
-        )  # fmt: skip
-        metrics = self.metrics()
-        if metrics is not None:
-            opened.gate.events.subscribe(metrics.on_event)
-            links.append(
-                asyncio.create_task(
-                    _watch_panic(opened.gate, self.store, metrics, stop), name=f"panic {site}"
-                )
-            )
-        links.append(asyncio.create_task(holder.watch(stop), name=f"policy {site}"))
-        writers.append(asyncio.create_task(opened.audit.run(writers_stop), name=f"audit {site}"))
-        writers.append(
-            asyncio.create_task(opened.triggers.alerter.run(writers_stop), name=f"alerts {site}")
-        )
-        self.sites[site] = opened
-        self.gates[site] = opened.gate
-        log.info("serving tenant %r with policy sha256:%s", site, holder().digest[:12])
-        if self.router is not None:  # its emergency numbers, before its first call if ARI is up
-            task = asyncio.create_task(self.router.publish_emergency(site))
-            self.router.tasks.add(task)
-            task.add_done_callback(self.router.tasks.discard)
-
-    async def settle(self, carried: str, billsec: int | None) -> Settlement:
-        """The spend feed's settle: the tenant is the one the reservation id names."""
-        site, reservation = split_carried(carried)
-        gate = self.gates.get(site)
-        if gate is not None:
-            return await gate.settle(reservation, billsec)
-        if site in self.settings.tenants:  # not open (yet): its store keys are known all the same
-            at_ms = int(time.time() * 1000)
-            return await self.store.settle(site, reservation, billsec, at_ms)
-        log.warning("a call ended with reservation %r of no tenant served here: ignored", carried)
-        return Settlement(SettleStatus.UNKNOWN)
-
-
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     store = RedisStore.from_url(
         settings.redis_url, timeout=REDIS_TIMEOUT, wait_replicas=settings.redis_wait_replicas
     )
     if settings.tenants:
-        await _serve_tenants(settings, store, stop)
+        from callgate.tenants import serve_tenants  # it builds on this module's parts
+
+        await serve_tenants(settings, store, stop)
         return
     policy = await _open_policy(settings, store)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
@@ -507,38 +388,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     log.info(
         "callgate serving site %r with policy sha256:%s", policy().site.name, policy().digest[:12]
     )
-    await _run_until_stopped(
-        settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
-        writers=writers, stop=stop, audit_stop=audit_stop,
-    )  # fmt: skip
-
-
-async def _serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Event) -> None:
-    """``serve`` for many tenants behind one gate (``[policy] tenants``)."""
-    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
-    here = replace(settings.gate, instance=socket.gethostname())
-    cell: list[Metrics] = []
-    tenants = _Tenants(settings, store, ari, here, lambda: cell[0] if cell else None)
-    unrouted = Events()
-    router = Router.tenants(tenants.gates, ari, here, unrouted)
-    tenants.router = router
-    feed = SpendFeed(tenants.settle, source=settings.ami_settle_from)
-    metrics, web = _monitoring(settings, tenants.sites, store, single=False)
-    cell.append(metrics)
-    unrouted.subscribe(metrics.on_event)
-    await _start_web(settings, web)
-    _handle_signals(stop, None)
-    audit_stop = asyncio.Event()
-    links = _link_tasks(
-        settings, ari=ari, router=router, feed=feed, metrics=metrics, store=store, stop=stop
-    )
-    writers: list[asyncio.Task[None]] = []
-    links.append(
-        asyncio.create_task(
-            tenants.open_all(links, writers, stop, audit_stop), name="tenants opening"
-        )
-    )
-    log.info("callgate serving tenants %s", ", ".join(repr(t) for t in settings.tenants))
     await _run_until_stopped(
         settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
         writers=writers, stop=stop, audit_stop=audit_stop,

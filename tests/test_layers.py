@@ -68,9 +68,10 @@ def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
 
 
 def test_the_top_level_is_only_the_composition_root_and_its_settings() -> None:
-    """Beside the layer folders, the package holds only the command line, the composition root,
-    the settings and the exception tree: a newcomer sees the architecture in the folder names."""
+    """Beside the layer folders, the package holds only the command line, the composition root
+    (serve, and tenants: serve for many tenants, from serve's parts), the settings and the exception
+    tree: a newcomer sees the architecture in the folder names."""
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert top == {"cli", "serve", "settings", "settingtable", "settingdoc", "errors"}
+    assert top == {"cli", "serve", "tenants", "settings", "settingtable", "settingdoc", "errors"}
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert folders == {*LAYERS, "data"}
