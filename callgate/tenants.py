@@ -133,6 +133,7 @@ class Tenants:
         metrics = self.metrics()
         if metrics is not None:
             opened.gate.events.subscribe(metrics.on_event)
+            opened.gate.events.subscribe(metrics.for_tenant(site))
             links.append(
                 asyncio.create_task(
                     _watch_panic(opened.gate, self.store, metrics, stop), name=f"panic {site}"

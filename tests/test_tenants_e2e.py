@@ -270,6 +270,14 @@ async def test_the_refused_calls_are_counted(rig: Rig) -> None:
         and 'verdict="DENY"' in x
     ]
     assert counted == [3.0], text
+    per_tenant = {
+        line.partition("{")[2].partition("}")[0]
+        for line in text.splitlines()
+        if line.startswith("callgate_tenant_decisions_total{")
+    }
+    sites = {part.split("=")[1].strip('"') for lab in per_tenant for part in lab.split(",")
+             if part.startswith("site=")}  # fmt: skip
+    assert len(sites) >= 2, text  # the tenants that decided calls above, each on its own
 
 
 async def test_each_tenant_has_its_own_emergency_numbers(rig: Rig, watch: Watch) -> None:

@@ -96,6 +96,12 @@ class Metrics:
             "callgate_decisions", "Decisions by verdict and reason", ["verdict", "reason"],
             registry=r,
         )  # fmt: skip
+        self.tenant_decisions = Counter(
+            "callgate_tenant_decisions",
+            "Decisions of each tenant (many tenants behind one gate) by verdict",
+            ["site", "verdict"],
+            registry=r,
+        )
         self.latency = Histogram(
             "callgate_decision_seconds",
             "StasisStart to continue or hang-up, as the gate measures it",
@@ -167,6 +173,16 @@ class Metrics:
             self.alerts.labels(event.kind).inc()
         elif isinstance(event, Unrouted):  # many tenants: a call no tenant's gate decides
             self.count_decision(Verdict.DENY.value, Reason.UNKNOWN_SITE.value, event.seconds)
+
+    def for_tenant(self, site: str) -> Callable[[Event], None]:
+        """A subscriber for one tenant's events (many tenants behind one gate): its decisions by
+        verdict, beside what :meth:`on_event` counts for all tenants together."""
+
+        def count(event: Event) -> None:
+            if isinstance(event, Decided):
+                self.tenant_decisions.labels(site, event.decision.verdict.value).inc()
+
+        return count
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         """One decision: its verdict, reason and time."""
