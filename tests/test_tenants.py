@@ -25,10 +25,10 @@ from tests.fakes import FakeAudit, FakeChannels
 CHANNEL: dict[str, Any] = {"id": "1732000000.42", "dialplan": {"exten": "2125550123"}}
 
 
-def policy_of(site: str, countries: str, emergency: str = '["911"]') -> str:
+def policy_of(site: str, countries: str, emergency: str = '["911"]', region: str = "US") -> str:
     return f"""\
 version: 1
-site: {{name: "{site}", region: US, timezone: America/New_York, currency: USD}}
+site: {{name: "{site}", region: {region}, timezone: America/New_York, currency: USD}}
 emergency: {emergency}
 rates: {{default: "0.05", prefixes: {{"1": "0.01", "44": "0.10"}}}}
 profiles:
@@ -182,7 +182,9 @@ async def test_one_site_refuses_a_call_naming_another() -> None:
 async def test_each_tenant_publishes_its_own_emergency_numbers(
     tenants: tuple[Router, dict[str, Gate], Ari, Events],
 ) -> None:
-    """Never a union: each tenant's list in its own globals; a single site keeps the plain names."""
+    """Never a union: each tenant's list in its own globals (the plain pair, for a call of no site,
+    holds only numbers libphonenumber knows as emergency ones: 999 is none in the US); a single site
+    keeps the plain names."""
     router, _, ari, _ = tenants
     await router.publish_emergency()
     assert ari.globals == {
@@ -190,6 +192,8 @@ async def test_each_tenant_publishes_its_own_emergency_numbers(
         "CALLGATE_EMERGENCY_DIALS_acme_east": "911-999",
         "CALLGATE_EMERGENCY_NUMBERS_globex": "911",
         "CALLGATE_EMERGENCY_DIALS_globex": "911",
+        "CALLGATE_EMERGENCY_NUMBERS": "911",
+        "CALLGATE_EMERGENCY_DIALS": "911",
     }
     single = Ari()
     await Router(gate_of("acme", "US", single, MemoryStore()), cast(AriClient, single)).reconcile()
@@ -197,6 +201,22 @@ async def test_each_tenant_publishes_its_own_emergency_numbers(
         "CALLGATE_EMERGENCY_NUMBERS": "911",
         "CALLGATE_EMERGENCY_DIALS": "911",
     }
+
+
+async def test_a_call_of_no_site_still_reaches_each_tenants_real_emergency_numbers() -> None:
+    """A tenant context that forgot CALLGATE_SITE reads the plain pair: a UK tenant's 999 is in it,
+    the 900 number its policy also calls an emergency one is not (it would go around every gate)."""
+    ari = Ari()
+    gates = {
+        "uk": gate_of("uk", "GB", ari, MemoryStore(), emergency='["999", "19005550199"]',
+                      region="GB"),
+        "us": gate_of("us", "US", ari, MemoryStore()),
+    }  # fmt: skip
+    router = Router.tenants(gates, cast(AriClient, ari), GateSettings(), Events())
+    await router.publish_emergency()
+    assert ari.globals["CALLGATE_EMERGENCY_NUMBERS"] == "911-999"
+    assert ari.globals["CALLGATE_EMERGENCY_DIALS"] == "911-999"
+    assert "19005550199" in ari.globals["CALLGATE_EMERGENCY_NUMBERS_uk"]
 
 
 @pytest.mark.parametrize(

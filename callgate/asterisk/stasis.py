@@ -45,9 +45,11 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import phonenumbers
 
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, Unrouted
@@ -163,6 +165,22 @@ def published_emergency(policy: Policy) -> tuple[str, str]:
 _DIAL_ALPHABET = re.compile(r"[0-9+*#]{1,32}", re.ASCII)
 
 
+def safety_net(policies: Iterable[Policy]) -> str:
+    """With many tenants, the emergency numbers a call whose context set no site still reaches (the
+    plain ``CALLGATE_EMERGENCY_NUMBERS``, '-' separated; each dials itself): every tenant's entry that
+    libphonenumber knows as an emergency number of that tenant's own country (a UK tenant's 999 when
+    its context forgot ``CALLGATE_SITE``). Never a tenant's other entries: a number a policy calls an
+    emergency one goes around the gate, and one tenant's list must not open a number for others."""
+    found = {
+        entry
+        for policy in policies
+        for entry in policy.emergency
+        if _DIAL_ALPHABET.fullmatch(entry)
+        and phonenumbers.is_emergency_number(entry, policy.site.region)
+    }
+    return "-".join(sorted(found))
+
+
 def waiting_args(channel: Mapping[str, Any], app: str) -> list[str] | None:
     """For a channel listed by ``GET /channels``: its Stasis arguments if it waits in ``app``."""
     dialplan = channel.get("dialplan")
@@ -234,10 +252,18 @@ class Router:
 
     async def publish_emergency(self, only: str | None = None) -> None:
         """Write each site's emergency numbers to Asterisk's globals (the dialplan reads them):
-        every site, or ``only`` that one ("" for the one of a single-site callgate)."""
+        every site, or ``only`` that one ("" for the one of a single-site callgate). With many
+        tenants, also the plain pair a call of no site reads (:func:`safety_net`)."""
         for site, gate in self._publishing():
             if only is None or only == site:
                 await self._publish(site, gate)
+        if self.many is not None:
+            net = safety_net(gate.policy() for _, gate in self._publishing())
+            try:
+                await self.ari.set_global(EMERGENCY_NUMBERS, net)
+                await self.ari.set_global(EMERGENCY_DIALS, net)
+            except AriUnavailable as exc:
+                log.warning("could not publish the emergency safety net to Asterisk: %s", exc)
 
     async def _publish(self, site: str, gate: Gate) -> None:
         policy = gate.policy()
