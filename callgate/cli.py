@@ -119,7 +119,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         open(args.cdr, encoding="utf-8", errors="replace", newline="") as f,
         fewer_collections(),
     ):
-        rows = in_start_order(read_cdr(f, tz=policy.site.timezone, source=args.cdr, on_error=skip))
+        rows = in_start_order(
+            read_cdr(f, tz=policy.site.timezone, source=args.cdr, on_error=skip), source=args.cdr
+        )
         results = replay(policy, rows, only=only)
         if args.format == "jsonl":
             write = sys.stdout.write

@@ -269,6 +269,16 @@ class _Bad(Exception):
     """Internal: what is wrong with the current row, before the file and line are attached."""
 
 
+def _jumps_back(row: CdrRow, latest_end: datetime, latest_line: int) -> str:
+    return (
+        f"this call ended {row.end.isoformat(sep=' ')}, {latest_end - row.end} before the call of "
+        f"line {latest_line} ({latest_end.isoformat(sep=' ')}): the file jumps back in time, "
+        "cdr_csv writes calls in the order they end. Rotated files concatenated in the wrong order, "
+        "or one appended twice? Put them oldest first (for example: cat $(ls -tr Master.csv*) > "
+        "all.csv), or sort the rows by their end column, then replay that file"
+    )
+
+
 def _created(uniqueid: str | None) -> int:
     """The sequence number that ends an Asterisk uniqueid (``1796016207.35`` -> 35): Asterisk counts
     the channels it creates, so within one second it orders them; 0 when there is none."""
@@ -283,7 +293,7 @@ def _start_then_created(row: CdrRow) -> tuple[datetime, int]:
 
 
 def in_start_order(
-    rows: Iterable[CdrRow], *, horizon: timedelta = timedelta(hours=24)
+    rows: Iterable[CdrRow], *, horizon: timedelta = timedelta(hours=24), source: str = "the CDR"
 ) -> Iterator[CdrRow]:
     """Yield ``rows`` (in end order, as cdr_csv writes them) in start order.
 
@@ -294,8 +304,13 @@ def in_start_order(
     horizon, some 15 MB). Rows that start at the same second are put in the order Asterisk created
     their channels (the sequence number that ends the uniqueid), else kept in file order: cdr_csv
     writes a forward's or a transfer's leg, which ends first, before the row of the call that led to
-    it. A row that breaks
-    the promise (a call longer than ``horizon``) is yielded with the next batch, late.
+    it. A row that breaks the promise (a call longer than ``horizon``) is yielded with the next
+    batch, late.
+
+    A row that *ends* more than ``horizon`` before a row already read is no long call: the file
+    jumps back in time (rotated files concatenated in the wrong order, a file appended twice), which
+    no bounded memory can put in order; :class:`CdrError` names its line and ``source`` and says how
+    to fix the file, rather than replaying weeks as one jumbled stream.
 
     Sorting a batch (the rows held are nearly in order already, which Python's sort is quick
     on) costs a fraction of what a heap costs, pushing and popping each row.
@@ -309,13 +324,15 @@ def in_start_order(
     if first is None:
         return
     keep(first)
-    latest_end = first.end
+    latest_end, latest_line = first.end, first.line
     next_batch = latest_end + step
     for row in rows:
-        keep(row)
         end = row.end
+        if end < latest_end - horizon:
+            raise CdrError(source, row.line, _jumps_back(row, latest_end, latest_line))
+        keep(row)
         if end > latest_end:
-            latest_end = end
+            latest_end, latest_line = end, row.line
             if end >= next_batch:
                 held.sort(key=_start_then_created)
                 ready = bisect_left(held, end - horizon, key=by_start)
