@@ -9,10 +9,8 @@ Every figure is measured in this one run, on this machine; ratios compare figure
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ from zoneinfo import ZoneInfo
 from bench import cluster, sentinel
 from bench.latency import bench_latency
 from bench.prefixes import bench_prefixes
+from bench.replay import bench_stages
 from callgate.core.admission import Outcome
 from callgate.core.engine import peeked
 from callgate.core.memo import Memo
@@ -115,29 +114,6 @@ async def bench_redis(p: Policy, url: str) -> tuple[float, float]:
     return seq, par
 
 
-def bench_replay(rows: int, compiled: Path) -> dict[str, float]:
-    """Rows per second of ``bench.replay``, pure and (when built) compiled, each in a fresh process."""
-    root = Path(__file__).resolve().parent.parent
-    builds = {"pure Python": str(root)}
-    if compiled.is_dir():
-        builds["compiled"] = f"{compiled}{os.pathsep}{root}"
-    else:
-        print(f"replay   compiled: not built ({compiled}; `make bench` builds it)")
-    speeds = {}
-    for build, path in builds.items():
-        env = {**os.environ, "PYTHONPATH": path}
-        run = subprocess.run(
-            [sys.executable, "-P", "-m", "bench.replay", str(rows)],
-            env=env, check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        line, figures = run.stdout.strip().splitlines()
-        print(line)
-        measured = json.loads(figures)
-        assert measured["build"] == build, measured
-        speeds[build] = measured["rows"] / measured["seconds"]
-    return speeds
-
-
 def main() -> int:
     rows = int(os.environ.get("CALLGATE_BENCH_ROWS", "1000000"))
     p = policy()
@@ -149,7 +125,8 @@ def main() -> int:
         bench_latency(url)  # what the tests only check happens: how soon it does (bench/latency.py)
     cluster.run()  # a 3-master Redis Cluster against one server, 1,000 sites (bench/cluster.py)
     sentinel.run()  # a failover under load, and what wait_replicas = 1 costs (bench/sentinel.py)
-    speeds = bench_replay(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))
+    # replay pure and compiled, each stage against the csv-reading floor (bench/replay.py)
+    speeds = bench_stages(rows, Path(os.environ.get("CALLGATE_COMPILED", "build/compiled")))
     print(f"ratio    redis sequential / pure engine                {seq / engine:>12.3f}")
     print(f"ratio    redis 32-concurrent / sequential              {par / seq:>12.2f}")
     if len(speeds) == 2:
