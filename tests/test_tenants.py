@@ -17,6 +17,7 @@ from callgate.asterisk.stasis import Router, read_start
 from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.memo import Memo
 from callgate.core.policyfile import load_policy
+from callgate.core.rules import CallAttempt
 from callgate.errors import SettingsError
 from callgate.settings import load_settings
 from callgate.store.memory import MemoryStore
@@ -284,3 +285,18 @@ def test_tenants_settings_refused(env: dict[str, str], problem: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(None, {**BASE, "CALLGATE_POLICY_FILE": "/p.yaml", **env})
     assert problem in str(caught.value)
+
+
+async def test_a_tenant_in_another_currency_than_its_provider_is_refused() -> None:
+    """The attack review: a tenant whose pushed policy the provider's caps cannot count (EUR under a
+    USD provider) and whose own on_store_error is allow got every call through, uncounted. Now
+    every counted call is refused, whatever the tenant's on_store_error."""
+    text = policy_of("hosted/evil", "US").replace(
+        "currency: USD}", "currency: EUR, on_store_error: allow}"
+    )
+    provider = Memo(load_policy(policy_of("hosted", "US"), "hosted"))
+    memo = Memo(load_policy(text, "hosted/evil"))
+    gate = Gate(lambda: memo, MemoryStore(), Ari(), FakeAudit(), tenant="hosted/evil",
+                above=lambda: provider)  # fmt: skip
+    decision = await gate.decide(CallAttempt("c1", "1001", "2125550142", leg="ch1"))
+    assert not decision.allowed

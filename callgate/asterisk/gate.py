@@ -35,7 +35,7 @@ from callgate.core.engine import conclude, on_store_failure
 from callgate.core.memo import Memo
 from callgate.core.origins import Origin
 from callgate.core.plan import RESERVATION_HOLD, above_problem, prepare
-from callgate.core.policy import Policy
+from callgate.core.policy import FailMode, Policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
 from callgate.errors import StoreUnavailable
@@ -193,7 +193,9 @@ class Gate:
             if self._above_refused != pair:
                 self._above_refused = pair
                 log.error("provider policy cannot count %s's calls: %s", policy.site.name, problem)
-            return on_store_failure(p, policy.site.on_store_error)
+            # refused, whatever the tenant's own on_store_error says: a tenant must not escape the
+            # provider's caps by pushing a policy they cannot count (another currency)
+            return on_store_failure(p, FailMode.DENY)
         if late:
             log.warning("overloaded: call %s waited past its deadline", attempt.call_id)
             return on_store_failure(p, policy.site.on_store_error)
