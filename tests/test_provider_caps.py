@@ -238,3 +238,48 @@ async def test_a_providers_and_its_tenants_keys_are_on_its_master(
     sites = {keys.site_of(k) for k in ours[home]}
     assert sites == {name, *(f"{name}/{t}" for t in TENANTS)}
     assert keys.site_prefix(name) + keys.spend_key(keys.SITE_SCOPE, DAY) in ours[home]
+
+
+async def test_a_tenant_pushing_free_rates_still_spends_the_providers_cap(
+    deployed: tuple[Store, str, str],
+) -> None:
+    """The tenant attack review: a tenant whose own rates are 0 reserved nothing on the provider's
+    spend cap (50 of 50 calls of an hour went through under a 2.00 day cap). The provider's checks
+    are priced at the provider's rate when it is the higher one."""
+    store, name, _ = deployed
+    provider = memo(name, 'site_limits: {spend: {day: "2.00"}}')
+    free = Memo(
+        load_policy(
+            POLICY.format(name=f"{name}/evil", site_limits="").replace('"1.00"', '"0"'),
+            "evil.yaml",
+        )
+    )
+    verdicts = [(await place(store, free, provider, f"e{i}"))[1].reason for i in range(4)]
+    assert verdicts == [
+        Reason.ALLOWED,
+        Reason.ALLOWED,
+        Reason.PROVIDER_LIMIT,
+        Reason.PROVIDER_LIMIT,
+    ]
+
+
+async def test_a_tenant_cannot_make_abroad_domestic_for_the_provider() -> None:
+    """The tenant attack review: with its own region CU, a call to Cuba was domestic for the provider's
+    international_calls_per_hour. The provider judges abroad by its own country."""
+    store = MemoryStore()
+    provider = memo(PROVIDER, "site_limits: {international_calls_per_hour: 1}")
+    cuban = Memo(
+        load_policy(
+            POLICY.format(name=f"{PROVIDER}/cu", site_limits="").replace(
+                "region: US", "region: CU"
+            ),
+            "cu.yaml",
+        )
+    )
+    reasons = []
+    for i in range(2):
+        attempt = CallAttempt(f"cu{i}", "1001", "+5372345678", leg=f"cu{i}")
+        p = prepare(cuban, attempt, TUE, above=provider)
+        assert p.admission is not None
+        reasons.append(conclude(p, await store.admit(p.admission)).reason)
+    assert reasons == [Reason.ALLOWED, Reason.PROVIDER_LIMIT]

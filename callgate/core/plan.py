@@ -313,6 +313,7 @@ def prepare(
     counted: list[Check] = []
     spent: list[Check] = []
     e164 = number.e164 or ""
+    rate_micro = dest.rate_micro
     if rule is not None:
         scopes = caller.scopes[number.international]
         _count(scopes, e164, spend_periods(local), counted, spent)
@@ -321,14 +322,23 @@ def prepare(
             if provider is None:
                 provider = above.provider = _provider(above.policy)
             there = at.astimezone(above.policy.site.timezone)  # the provider's periods, for all
-            _count((provider[number.international],), e164, spend_periods(there), counted, spent)
+            # judged by the provider's own policy, never by what the tenant's says: abroad for the
+            # provider's country, priced at the provider's rate when that is the higher one (a
+            # tenant pushing rates of 0 or another region must not escape the provider's caps)
+            abroad = number.international or (
+                number.country is not None and number.country != above.policy.site.region
+            )
+            _count((provider[abroad],), e164, spend_periods(there), counted, spent)
+            theirs = above.policy.rates.per_minute(e164)[1] if e164 else None
+            if theirs is not None:
+                rate_micro = max(rate_micro, to_micro(theirs))
     checks = (*counted, *spent)
     admission = Admission(
         site=policy.site.name,
         call_id=reservation_id(attempt, e164, dest.rate_micro, number.international),
         at_ms=at_ms,
         checks=checks,
-        rate=dest.rate_micro,
+        rate=rate_micro,
         increment=policy.rates.increment,
         max_seconds=caller.max_seconds,
         hold=RESERVATION_HOLD,
