@@ -37,7 +37,7 @@ SOUNDS_DIR=/usr/share/asterisk/sounds/en_US_f_Allison # from asterisk-core-sound
 #   Core (no module needed): Answer, Hangup, Progress, Ringing, Busy, Congestion, Wait,
 #   NoOp, Goto, GotoIf, GotoIfTime, Set, MSet, ExecIfTime, ImportVar, Local/ channels.
 MODULES=(
-	app_stasis app_dial app_playback app_echo app_verbose app_senddtmf app_userevent
+	app_stasis app_dial app_playback app_echo app_verbose app_senddtmf app_userevent res_agi
 	app_stack app_exec app_originate app_while app_milliwatt
 	app_voicemail app_disa app_confbridge app_queue app_read
 	'res_ari*' 'res_stasis*' res_http_websocket res_websocket_client
@@ -59,7 +59,7 @@ REQUIRED=(app_stasis app_dial app_playback res_ari res_ari_channels res_stasis
 	res_pjsip_endpoint_identifier_ip res_pjsip_endpoint_identifier_user res_pjproject
 	res_rtp_asterisk pbx_config cdr_csv cdr_manager func_timeout func_cdr
 	func_channel func_callerid codec_ulaw format_wav res_timing_timerfd bridge_simple
-	app_voicemail app_disa app_confbridge app_queue)
+	app_voicemail app_disa app_confbridge app_queue res_agi)
 
 log() { printf '[build-asterisk] %s\n' "$*" >&2; }
 die() {

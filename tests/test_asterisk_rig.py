@@ -33,6 +33,7 @@ exten => 300,1,Set(CDR(userfield)=sipp-in)
 """
 
 NEEDED_MODULES = (
+    "res_agi",
     "app_stasis",
     "res_ari_channels",
     "res_stasis",
