@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events
@@ -23,7 +24,9 @@ from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
 from callgate.core.keys import provider_of
 from callgate.core.memo import Memo
-from callgate.errors import BackendUnavailable
+from callgate.core.numbers import known_emergency
+from callgate.core.policy import Policy
+from callgate.errors import BackendUnavailable, PolicyError, Problem
 from callgate.ops.livepolicy import RedisPolicy
 from callgate.ops.metrics import Metrics
 from callgate.ops.policystore import PolicyStore
@@ -44,6 +47,28 @@ from callgate.store.redis import RedisStore
 log = logging.getLogger("callgate.serve")
 
 TENANT_POLL = 1.0  # seconds between looks for the first policy of a tenant not served yet
+
+
+def vet(site: str, policy: Policy) -> Policy:
+    """What tenant ``site`` runs of a policy it pushed, each time one loads: refused (PolicyError, the
+    running one kept) unless it is the policy of ``site``; its ``emergency:`` list cut to the numbers
+    libphonenumber knows as emergency numbers of its own region. Each listed number goes around the
+    gate, the provider's caps included (the dialplan reads the tenant's globals before ``Stasis()``):
+    a tenant's policy must not open, say, a premium number by calling it an emergency one."""
+    if policy.site.name != site:
+        problem = (
+            f"the policy pushed for tenant {site!r} is the policy of site {policy.site.name!r}"
+        )
+        raise PolicyError([Problem(policy.source, 0, "site.name", problem)])
+    kept = known_emergency(policy.emergency, policy.site.region)
+    if kept == policy.emergency:
+        return policy
+    left = ", ".join(e for e in policy.emergency if e not in kept)
+    log.warning(
+        "tenant %r: emergency numbers %s are no emergency numbers of region %s: decided like any "
+        "other number", site, left, policy.site.region,
+    )  # fmt: skip
+    return replace(policy, emergency=kept)
 
 
 class Tenants:
@@ -68,13 +93,21 @@ class Tenants:
         self.provider: RedisPolicy | None = None
         self.router: Router | None = None  # set by serve once built; told of each tenant opened
 
-    async def find(self, site: str) -> RedisPolicy | None:
-        """The site's policy holder if a policy was pushed and loads; None otherwise (logged)."""
+    async def find(self, site: str, said: set[str]) -> RedisPolicy | None:
+        """The site's policy holder if a policy was pushed and loads; None otherwise (logged, once
+        per site in ``said``). A tenant's policy is vetted (:func:`vet`), the provider's is not."""
+        tenant = site != self.settings.policy_site
         try:
-            return await RedisPolicy.find(PolicyStore(self.store.client, site))
+            return await RedisPolicy.find(
+                PolicyStore(self.store.client, site), partial(vet, site) if tenant else None
+            )
         except BackendUnavailable as exc:
             log.warning("cannot read the policy of %s (%s); retrying", site, exc)
-            return None
+        except PolicyError as exc:
+            if site not in said:
+                said.add(site)
+                log.error("the policy pushed for %r is refused: tenant not served\n%s", site, exc)
+        return None
 
     def above(self, tenant: str) -> Callable[[], Memo | None] | None:
         provider = self.settings.policy_site
@@ -92,7 +125,7 @@ class Tenants:
         said: set[str] = set()
         while not stop.is_set():
             if provider and self.provider is None:
-                self.provider = await self.find(provider)
+                self.provider = await self.find(provider, said)
                 if self.provider is not None:
                     log.info("provider %r: policy sha256:%s above its tenants", provider,
                              self.provider().digest[:12])  # fmt: skip
@@ -100,17 +133,11 @@ class Tenants:
                         asyncio.create_task(self.provider.watch(stop), name=f"policy {provider}")
                     )
             for site in list(waiting):
-                holder = await self.find(site)
+                holder = await self.find(site, said)
                 if holder is None:
                     if site not in said:
                         said.add(site)
                         log.warning("tenant %r has no policy pushed: its calls are refused", site)
-                    continue
-                if holder().site.name != site:
-                    if site not in said:
-                        said.add(site)
-                        log.error("the policy pushed for %r is site %r: tenant not served",
-                                  site, holder().site.name)  # fmt: skip
                     continue
                 waiting.remove(site)
                 self._start(

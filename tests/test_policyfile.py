@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from callgate.core.numbers import NumberType
 from callgate.core.policy import Burst, FailMode, HolidayMode, Limits, LockScope, Policy, Spend
-from callgate.core.policyfile import load_policy, load_policy_file, merge_limits
+from callgate.core.policyfile import MAX_EMERGENCY, load_policy, load_policy_file, merge_limits
 from callgate.core.policysummary import describe
 from callgate.errors import PolicyError, Problem
 
@@ -615,3 +615,17 @@ def test_one_changed_value_raises_only_policy_error(data: st.DataObject) -> None
     parent[key] = data.draw(VALUES)
     with contextlib.suppress(PolicyError):
         load_policy(yaml.safe_dump(document), "fuzz")
+
+
+def test_the_emergency_list_is_bounded() -> None:
+    """Each emergency number goes around the gate and all of them sit in one Asterisk global the
+    dialplan searches on every call: a list of thousands is a mistake or an attack, refused."""
+    many = "[" + ", ".join(f'"{n}"' for n in range(100, 100 + MAX_EMERGENCY + 1)) + "]"
+    (problem,) = problems(edited('emergency: ["911"]', f"emergency: {many}"))
+    assert (problem.line, problem.path) == (3, "emergency")
+    assert f"at most {MAX_EMERGENCY} entries, not {MAX_EMERGENCY + 1}" in problem.message
+    fine = "[" + ", ".join(f'"{n}"' for n in range(100, 100 + MAX_EMERGENCY)) + "]"
+    assert (
+        len(load_policy(edited('emergency: ["911"]', f"emergency: {fine}"), "p.yaml").emergency)
+        == 32
+    )

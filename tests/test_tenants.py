@@ -6,21 +6,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import pytest
 
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, Unrouted
-from callgate.asterisk.gate import Gate, GateSettings, carried, site_suffix, split_carried
-from callgate.asterisk.stasis import Router, read_start
+from callgate.asterisk.gate import (
+    Gate,
+    GateSettings,
+    carried,
+    site_suffix,
+    split_carried,
+    stricter,
+)
+from callgate.asterisk.stasis import IN_FLIGHT, TENANT_IN_FLIGHT, Router, read_start
 from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.memo import Memo
+from callgate.core.policy import FailMode
 from callgate.core.policyfile import load_policy
 from callgate.core.rules import CallAttempt
-from callgate.errors import SettingsError
+from callgate.errors import PolicyError, SettingsError, StoreUnavailable
+from callgate.ops.livepolicy import RedisPolicy
+from callgate.ops.policystore import PolicyStore, StoredPolicy
 from callgate.settings import load_settings
 from callgate.store.memory import MemoryStore
+from callgate.tenants import vet
 from tests.fakes import FakeAudit, FakeChannels
 
 CHANNEL: dict[str, Any] = {"id": "1732000000.42", "dialplan": {"exten": "2125550123"}}
@@ -204,20 +216,159 @@ async def test_each_tenant_publishes_its_own_emergency_numbers(
     }
 
 
-async def test_a_call_of_no_site_still_reaches_each_tenants_real_emergency_numbers() -> None:
-    """A tenant context that forgot CALLGATE_SITE reads the plain pair: a UK tenant's 999 is in it,
-    the 900 number its policy also calls an emergency one is not (it would go around every gate)."""
-    ari = Ari()
-    gates = {
+def uk_and_us(ari: Ari) -> dict[str, Gate]:
+    """A UK tenant whose policy (unvetted) also calls a 900 number an emergency one, and a US one."""
+    return {
         "uk": gate_of("uk", "GB", ari, MemoryStore(), emergency='["999", "19005550199"]',
                       region="GB"),
         "us": gate_of("us", "US", ari, MemoryStore()),
     }  # fmt: skip
-    router = Router.tenants(gates, cast(AriClient, ari), GateSettings(), Events())
+
+
+async def test_a_call_of_no_site_still_reaches_each_tenants_real_emergency_numbers() -> None:
+    """A tenant context that forgot CALLGATE_SITE reads the plain pair: a UK tenant's 999 is in it,
+    the 900 number its policy also calls an emergency one is not (it would go around every gate)."""
+    ari = Ari()
+    router = Router.tenants(uk_and_us(ari), cast(AriClient, ari), GateSettings(), Events())
     await router.publish_emergency()
     assert ari.globals["CALLGATE_EMERGENCY_NUMBERS"] == "911-999"
     assert ari.globals["CALLGATE_EMERGENCY_DIALS"] == "911-999"
-    assert "19005550199" in ari.globals["CALLGATE_EMERGENCY_NUMBERS_uk"]
+
+
+def test_a_tenants_policy_keeps_only_real_emergency_numbers_of_its_region() -> None:
+    """The attack review: a tenant's emergency list goes around its provider's gate and caps, so a
+    tenant calling a premium number (or another country's short code) an emergency number would
+    open it. Each tenant's policy is vetted as it loads: only what libphonenumber knows as an
+    emergency number of its own region is kept; the rest is decided like any number."""
+    uk = load_policy(policy_of("uk", "GB", '["999", "112", "19005550199", "911"]', "GB"), "uk")
+    assert vet("uk", uk).emergency == ("999", "112")
+    us = load_policy(policy_of("us", "US", '["911", "999"]'), "us")
+    assert vet("us", us).emergency == ("911",)
+    same = load_policy(policy_of("us", "US"), "us")
+    assert vet("us", same) is same
+
+
+def test_a_tenants_policy_naming_another_site_is_refused() -> None:
+    """Vetted at every load, also a reload: a version stored for acme/a naming globex never runs."""
+    other = load_policy(policy_of("globex", "US"), "globex")
+    with pytest.raises(PolicyError, match="policy of site 'globex'"):
+        vet("acme/a", other)
+
+
+class _Stored:
+    """What RedisPolicy.check reads of a PolicyStore: one stored version, pushed for acme/a."""
+
+    site = "acme/a"
+
+    def __init__(self, text: str) -> None:
+        self.stored = StoredPolicy(2, "", "a", "t", "acme-a.yaml", text)
+
+    async def active_version(self) -> int:
+        return 2
+
+    async def get(self, version: int | None = None) -> StoredPolicy:
+        return self.stored
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (policy_of("globex", "US"), False),  # another site: refused, the running one kept
+        (policy_of("acme/a", "GB", '["911", "19005550199"]'), True),  # taken, vetted
+    ],
+)
+async def test_a_tenants_reload_is_vetted(text: str, kept: bool) -> None:
+    running = load_policy(policy_of("acme/a", "US"), "acme/a")
+    holder = RedisPolicy(cast(PolicyStore, _Stored(text)), running, partial(vet, "acme/a"))
+    refused: list[str] = []
+    holder.refusals.append(lambda what, why: refused.append(why))
+    await holder.check()
+    if kept:
+        assert (holder().revision, holder().emergency) == (2, ("911",))
+        assert holder().profiles["office"].destinations.allow_countries == frozenset({"GB"})
+    else:
+        assert holder() is running
+        assert "policy of site 'globex'" in refused[0]
+
+
+@pytest.mark.parametrize("site", ["site=initech", "site=uk/later", None])
+async def test_an_unserved_sites_emergency_call_is_placed(site: str | None) -> None:
+    """A tenant listed but with no policy yet (or a context naming a site served nowhere) reads no
+    globals of its own, so its 999 reaches callgate: a number of the safety net is placed as an
+    emergency call; any other number is refused unknown_site."""
+    ari = Ari()
+    router = Router.tenants(uk_and_us(ari), cast(AriClient, ari), GateSettings(), Events())
+    extra = [site] if site else []
+    router.start(read_start({"id": "c1"}, ["999", "ext=1001", *extra]))
+    router.start(read_start({"id": "c2"}, ["19005550199", "ext=1001", *extra]))
+    await settled(router)
+    assert ari.variables("c1")["CALLGATE_REASON"] == "emergency"
+    assert ari.variables("c1")["CALLGATE_NUMBER"] == "999"
+    assert [a[0] for a in ari.actions("c1")] == ["continue"]
+    assert ari.variables("c2")["CALLGATE_REASON"] == "unknown_site"
+
+
+async def test_a_tenant_cannot_loosen_its_providers_on_store_error() -> None:
+    """A tenant pushing on_store_error: allow under a provider whose policy says deny: with the
+    store down, the stricter (deny) applies to its counted calls."""
+    text = policy_of("hosted/lax", "US").replace(
+        "currency: USD}", "currency: USD, on_store_error: allow}"
+    )
+    provider = Memo(load_policy(policy_of("hosted", "US").replace(
+        "currency: USD}", "currency: USD, on_store_error: deny}"), "hosted"))  # fmt: skip
+    memo = Memo(load_policy(text, "hosted/lax"))
+
+    class Down(MemoryStore):
+        async def admit(self, admission: Any) -> Any:
+            raise StoreUnavailable("down")
+
+    gate = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/lax",
+                above=lambda: provider)  # fmt: skip
+    decision = await gate.decide(CallAttempt("c1", "1001", "2125550142", leg="ch1"))
+    assert (decision.verdict.value, decision.reason.value) == ("DENY", "store_unavailable")
+    alone = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/lax")
+    assert (await alone.decide(CallAttempt("c2", "1001", "2125550142", leg="ch2"))).allowed
+
+
+@pytest.mark.parametrize(("one", "other", "strict"), [
+    ("allow", "deny", "deny"), ("deny_international", "allow", "deny_international"),
+    ("deny_international", "deny", "deny"), ("allow", "allow", "allow"),
+])  # fmt: skip
+def test_stricter(one: str, other: str, strict: str) -> None:
+    assert stricter(FailMode(one), FailMode(other)) is FailMode(strict)
+    assert stricter(FailMode(other), FailMode(one)) is FailMode(strict)
+
+
+async def test_one_tenants_flood_does_not_hold_the_others_calls() -> None:
+    """Each tenant waits for its own share of the in-flight slots first: acme's 80 calls stuck on
+    a store that does not answer hold TENANT_IN_FLIGHT slots, not all of them, and globex's call is
+    decided meanwhile (before the share, 64 of acme's held every slot)."""
+    release = asyncio.Event()
+
+    class Stuck(MemoryStore):
+        async def admit(self, admission: Any) -> Any:
+            await release.wait()
+            return await super().admit(admission)
+
+    ari = Ari()
+    slow = GateSettings(deadline=60)
+    gates = {
+        "acme": Gate(lambda: Memo(load_policy(policy_of("acme", "US"), "acme")), Stuck(), ari,
+                     FakeAudit(), settings=slow, tenant="acme"),
+        "globex": gate_of("globex", "US", ari, MemoryStore()),
+    }  # fmt: skip
+    router = Router.tenants(gates, cast(AriClient, ari), slow, Events())
+    for n in range(80):
+        router.start(read_start({"id": f"a{n}"}, ["2125550123", "ext=1001", "site=acme"]))
+    router.start(read_start({"id": "g1"}, ["2125550123", "ext=1001", "site=globex"]))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert ari.variables("g1")["CALLGATE_VERDICT"] == "ALLOW"
+    assert not any(ari.variables(f"a{n}") for n in range(80))
+    assert TENANT_IN_FLIGHT < IN_FLIGHT
+    release.set()
+    await settled(router)
+    assert all(ari.variables(f"a{n}")["CALLGATE_VERDICT"] for n in range(80))
 
 
 @pytest.mark.parametrize(

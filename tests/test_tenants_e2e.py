@@ -67,7 +67,7 @@ include => callgate-outbound
 
 POLICY = """\
 version: 1
-site: {{name: "{site}", region: US, timezone: America/New_York, currency: USD, on_store_error: deny}}
+site: {{name: "{site}", region: {region}, timezone: {tz}, currency: USD, on_store_error: deny}}
 emergency: {emergency}
 rates: {{default: "0.05", increment: 1, prefixes: {{"1": "0.01", "44": "0.02", "33": "0.02"}}}}
 profiles:
@@ -82,14 +82,27 @@ extensions:
   - {{match: "2000", profile: single}}
 {extra}"""
 
+US = {"region": "US", "tz": "America/New_York"}
+# acme/a (in the US) lists 999 and a premium number as emergency numbers: neither is one of its
+# region, so both are decided like any other number (a tenant's list goes around its provider's caps)
 POLICIES = {
-    A: POLICY.format(site=A, emergency='["911", "999"]', countries="US, GB", extra=""),
-    B: POLICY.format(site=B, emergency='["911"]', countries="US, FR", extra=""),
-    C: POLICY.format(site=C, emergency='["911"]', countries="US, GB", extra=""),
+    A: POLICY.format(
+        site=A, emergency='["911", "999", "19005550100"]', countries="US, GB", extra="", **US
+    ),
+    B: POLICY.format(site=B, emergency='["911"]', countries="US, FR", extra="", **US),
+    C: POLICY.format(
+        site=C,
+        emergency='["999", "112"]',
+        countries="US, GB",
+        extra="",
+        region="GB",
+        tz="Europe/London",
+    ),
 }
 PROVIDER_POLICY = POLICY.format(
-    site=PROVIDER, emergency='["911"]', countries="US", extra="site_limits: {concurrent_calls: 1}\n"
-)
+    site=PROVIDER, emergency='["911"]', countries="US", extra="site_limits: {concurrent_calls: 1}\n",
+    **US,
+)  # fmt: skip
 LONDON, PARIS = "011442079460000", "01133142685300"
 
 
@@ -281,17 +294,30 @@ async def test_the_refused_calls_are_counted(rig: Rig) -> None:
 
 
 async def test_each_tenant_has_its_own_emergency_numbers(rig: Rig, watch: Watch) -> None:
-    """999 is acme/a's emergency number only: from acme/b it is gated (and refused), from acme/a it
-    goes straight to the trunk, undecided. Never the union of the tenants' lists."""
+    """999 is an emergency number of globex (in GB) only: from acme/b (US) it is gated (and
+    refused), from globex it goes straight to the trunk, undecided. Never the union of the tenants'
+    lists."""
     before = len(rig.decisions())
     await dial(watch, "tenant-b", "1001", "999")
     assert (await rig.decision("999", before))["verdict"] == "DENY"
     await watch.caught_up()
     assert "999" not in trunk_numbers(watch)
     after_b = len(rig.decisions())
-    await dial(watch, "tenant-a", "1001", "999")
+    await dial(watch, "tenant-c", "1001", "999")
     assert await watch.wait(reached("999"), 10)
     assert [d for d in rig.decisions()[after_b:] if d["dialled"] == "999"] == []
+
+
+async def test_a_tenant_cannot_call_a_number_an_emergency_one(rig: Rig, watch: Watch) -> None:
+    """The attack: acme/a's pushed policy lists 999 (no emergency number in the US) and a premium
+    number as emergency numbers, to send them around the gate and its provider's caps. Both are
+    decided like any other number (audited), and the log names them."""
+    assert rig.logged("tenant 'acme/a': emergency numbers 999, 19005550100 are no emergency")
+    before = len(rig.decisions())
+    for number in ("999", "19005550100"):
+        await dial(watch, "tenant-a", "1001", number)
+        decided = await rig.decision(number, before)
+        assert decided["reason"] != "emergency", decided
 
 
 async def test_settlement_finds_the_tenant(rig: Rig, watch: Watch) -> None:
@@ -329,7 +355,7 @@ async def test_a_provider_cap_stops_all_its_tenants_together(rig: Rig, watch: Wa
         await asyncio.sleep(0.2)
     rig.push(PROVIDER, PROVIDER_POLICY)
     assert wait_until(lambda: rig.logged(f"provider {PROVIDER!r}: policy"), 10), rig.gate.tail()
-    held, refused, other = "2125550201", "2125550202", "2125550203"
+    held, refused, other = "2125550201", "2125550202", "0012125550203"  # globex dials from GB
     before = len(rig.decisions())
     await dial(watch, "tenant-a", "1005", held, hold=6)
     assert (await rig.decision(held, before))["verdict"] == "ALLOW"

@@ -92,6 +92,14 @@ class AdmittedCall:
 TENANT_SEP = "~"
 
 
+_STRICTNESS = (FailMode.ALLOW, FailMode.DENY_INTERNATIONAL, FailMode.DENY)
+
+
+def stricter(one: FailMode, other: FailMode) -> FailMode:
+    """The stricter of two ``on_store_error`` modes: deny over deny_international over allow."""
+    return max(one, other, key=_STRICTNESS.index)
+
+
 def carried(site: str, reservation: str) -> str:
     """What the channel carries for ``reservation`` of tenant ``site``."""
     return f"{site}{TENANT_SEP}{reservation}"
@@ -196,9 +204,13 @@ class Gate:
             # refused, whatever the tenant's own on_store_error says: a tenant must not escape the
             # provider's caps by pushing a policy they cannot count (another currency)
             return on_store_failure(p, FailMode.DENY)
+        # A tenant's own on_store_error cannot loosen its provider's: the stricter of the two applies.
+        fail = policy.site.on_store_error
+        if above is not None:
+            fail = stricter(fail, above.policy.site.on_store_error)
         if late:
             log.warning("overloaded: call %s waited past its deadline", attempt.call_id)
-            return on_store_failure(p, policy.site.on_store_error)
+            return on_store_failure(p, fail)
         # The store refuses to reserve once the deadline has passed on its own clock: a script that
         # reaches a frozen-then-resumed Redis after this gate gave up on it must not hold a slot and
         # money for a call the gate already decided without it.
@@ -211,8 +223,8 @@ class Gate:
             log.warning("store failed for call %s: %r", attempt.call_id, exc)
             if not self.store_down:
                 self.store_down = True
-                self.events.emit(StoreFailed(repr(exc), str(policy.site.on_store_error)))
-            return on_store_failure(p, policy.site.on_store_error)
+                self.events.emit(StoreFailed(repr(exc), str(fail)))
+            return on_store_failure(p, fail)
         if self.store_down:
             self.store_down = False
             self.events.emit(StoreRecovered())

@@ -42,6 +42,7 @@ loaded is refused (``unknown_site``), never decided by another tenant's policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -49,14 +50,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
-
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, Unrouted
 from callgate.asterisk.gate import Gate, GateSettings, as_array, site_suffix
 from callgate.asterisk.identity import channel_endpoint
 from callgate.core.decision import RESERVATION_VARIABLE
-from callgate.core.numbers import emergency_forms
+from callgate.core.numbers import emergency_forms, known_emergency
 from callgate.core.origins import Origin
 from callgate.core.policy import Policy
 from callgate.core.policyvalues import SITE_NAME
@@ -65,6 +64,7 @@ from callgate.core.rules import CallAttempt
 from callgate.errors import AriUnavailable
 
 IN_FLIGHT = 64  # calls decided at once by one gate
+TENANT_IN_FLIGHT = IN_FLIGHT // 4  # of which at most this many of one tenant (many tenants)
 
 log = logging.getLogger("callgate.stasis")
 
@@ -174,9 +174,8 @@ def safety_net(policies: Iterable[Policy]) -> str:
     found = {
         entry
         for policy in policies
-        for entry in policy.emergency
+        for entry in known_emergency(policy.emergency, policy.site.region)
         if _DIAL_ALPHABET.fullmatch(entry)
-        and phonenumbers.is_emergency_number(entry, policy.site.region)
     }
     return "-".join(sorted(found))
 
@@ -188,6 +187,17 @@ def waiting_args(channel: Mapping[str, Any], app: str) -> list[str] | None:
         return None
     name, *args = str(dialplan.get("app_data", "")).split(",")
     return args if name.strip() == app else None
+
+
+def _emergency(dialled: str) -> dict[str, str]:
+    """What the shipped dialplan reads to place ``dialled`` as an emergency call."""
+    return {
+        "CALLGATE_VERDICT": Verdict.ALLOW.value,
+        "CALLGATE_REASON": Reason.EMERGENCY.value,
+        "CALLGATE_NUMBER": dialled,
+        "CALLGATE_MAX_SECONDS": "0",
+        "CDR(userfield)": f"callgate:{Reason.EMERGENCY.value}",
+    }
 
 
 UNKNOWN_SITE_VARIABLES = {
@@ -227,6 +237,9 @@ class Router:
         # gate's deadline gets the policy's on_store_error decision without asking the store, so an
         # overloaded gate sheds load instead of letting every call wait longer and longer.
         self.slots = asyncio.Semaphore(IN_FLIGHT)
+        # With many tenants, each also waits for one of its own TENANT_IN_FLIGHT slots first: one
+        # tenant's flood of calls queues (and goes late) behind its own share, not the others' calls.
+        self.tenant_slots: dict[str, asyncio.Semaphore] = {}
         self.published: Policy | None = None  # one site: the policy whose numbers Asterisk holds
         self.published_by: dict[str, Policy] = {}  # tenants: the same, per tenant
 
@@ -328,7 +341,7 @@ class Router:
             if gate is None:
                 await self._unrouted(start, queued)
                 return
-            async with self.slots:
+            async with self._share(start.site), self.slots:
                 late = time.monotonic() - queued > self.settings.deadline
                 await gate.handle(
                     start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by
@@ -343,8 +356,32 @@ class Router:
         finally:
             self.busy.discard(start.channel_id)
 
+    def _share(self, site: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """A tenant's own share of the in-flight slots (one site: no share, only the slots)."""
+        if self.many is None:
+            return contextlib.nullcontext()
+        share = self.tenant_slots.get(site)
+        if share is None:
+            share = self.tenant_slots[site] = asyncio.Semaphore(TENANT_IN_FLIGHT)
+        return share
+
     async def _unrouted(self, start: Start, queued: float) -> None:
-        """Refuse a call no gate of this callgate may decide: ``unknown_site``, as a denial."""
+        """Refuse a call no gate of this callgate may decide: ``unknown_site``, as a denial; but
+        with many tenants, a number of the safety net (:func:`safety_net`: an emergency number
+        of a served tenant's country) is placed as an emergency call, like a call of no site whose
+        dialplan found it in the plain globals (a tenant listed but with no policy pushed yet, or
+        one whose context names a site that is no tenant, still reaches 999)."""
+        dialled = start.attempt.dialled
+        if self.many is not None and dialled in safety_net(
+            gate.policy() for _, gate in self._publishing()
+        ).split("-"):
+            log.warning(
+                "channel %s: emergency number %s of site %r (not served here) placed",
+                start.channel_id, dialled, start.site,
+            )  # fmt: skip
+            if await self.ari.set_variable(start.channel_id, *as_array(_emergency(dialled))):
+                await self.ari.continue_in_dialplan(start.channel_id)
+            return
         if not start.site:
             why = "its dialplan named no site (CALLGATE_SITE)"
         elif self.many is None:

@@ -144,6 +144,12 @@ def read_number(
 
 
 @functools.lru_cache(maxsize=64)
+def known_emergency(entries: tuple[str, ...], region: str) -> tuple[str, ...]:
+    """The entries libphonenumber knows as emergency numbers of ``region`` (``999`` for GB), in order:
+    what a tenant's own ``emergency:`` list may open around its provider's gate (callgate.tenants)."""
+    return tuple(e for e in entries if phonenumbers.is_emergency_number(e, region.upper()))
+
+
 def emergency_forms(emergency: tuple[str, ...], outside_line: tuple[str, ...]) -> dict[str, str]:
     """Every string that is an emergency call, and the number each one dials: each entry of the
     policy's ``emergency`` list as it is, then behind each ``outside_line`` prefix (``9112`` dials

@@ -94,6 +94,9 @@ from callgate.core.prefixlists import ListFiles, ListSource
 from callgate.errors import PolicyError, Problem
 
 T = TypeVar("T")
+# Emergency numbers a policy may list: a country has a handful; each goes around the gate, and Asterisk
+# holds them all (and their outside-line forms) in one global variable the dialplan searches per call.
+MAX_EMERGENCY = 32
 
 # --- entry points -------------------------------------------------------------------------------
 
@@ -417,7 +420,8 @@ _TOP = {  # read in this order: rates (the increment) before limits, profiles be
     "version": Field(version, "the policy format version: version: 1"),
     "site": Field(model(Site, _SITE), "a mapping with name, region, timezone and currency"),
     "emergency": Field(
-        tuple_of(emergency, '["911"]'), 'the emergency numbers, such as ["911"], or []'
+        tuple_of(emergency, '["911"]', at_most=MAX_EMERGENCY),
+        'the emergency numbers, such as ["911"], or []',
     ),
     "rates": Field(_rates, "a rate table with a default and/or prefixes"),
     "holidays": Field(set_of(holiday, '["2026-12-25"]')),

@@ -165,6 +165,15 @@ def set_of(item: Parse[T], example: str) -> Parse[frozenset[T]]:
     return lambda r, node, path: frozenset(many(r, node, path) or ())
 
 
-def tuple_of(item: Parse[T], example: str) -> Parse[tuple[T, ...]]:
+def tuple_of(item: Parse[T], example: str, *, at_most: int = 0) -> Parse[tuple[T, ...]]:
+    """A list as a tuple; ``at_most`` (when set): a longer list is a problem, and none is kept."""
     many = list_of(item, example)
-    return lambda r, node, path: tuple(many(r, node, path) or ())
+
+    def parse(r: Reader, node: Node, path: str) -> tuple[T, ...]:
+        found = tuple(many(r, node, path) or ())
+        if at_most and len(found) > at_most:
+            r.problem(node, path, f"at most {at_most} entries, not {len(found)}")
+            return ()
+        return found
+
+    return parse

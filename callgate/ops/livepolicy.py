@@ -34,6 +34,9 @@ log = logging.getLogger("callgate.policy")
 POLL = 0.5  # seconds between checks of the active version (Redis) or the file's stat (file)
 
 Listener = Callable[[Policy], None]  # (the new policy)
+# What a holder makes of each policy it loads before it runs it (a tenant's: callgate.tenants.vet):
+# the policy to run, or PolicyError to refuse it and keep the running one.
+Vet = Callable[[Policy], Policy]
 Refused = Callable[[str, str], None]  # (what was refused, why)
 
 
@@ -129,9 +132,10 @@ class FilePolicy(_Holder):
 class RedisPolicy(_Holder):
     """The site's active version in Redis."""
 
-    def __init__(self, store: PolicyStore, current: Policy) -> None:
+    def __init__(self, store: PolicyStore, current: Policy, vet: Vet | None = None) -> None:
         super().__init__(current)
         self.store = store
+        self.vet = vet
         self.refused_version = 0  # a version that did not load: not retried until another appears
         self._pending: asyncio.Task[None] | None = None
         self._checking = asyncio.Lock()
@@ -160,11 +164,14 @@ class RedisPolicy(_Holder):
             await asyncio.sleep(1.0)
 
     @classmethod
-    async def find(cls, store: PolicyStore) -> RedisPolicy | None:
-        """The site's active version if one was pushed and loads, else None (a tenant not served
-        yet: its calls are refused until it has one). One look; raises BackendUnavailable."""
+    async def find(cls, store: PolicyStore, vet: Vet | None = None) -> RedisPolicy | None:
+        """The site's active version if one was pushed and loads (and ``vet`` takes it), else None (a
+        tenant not served yet: its calls are refused until it has one). One look; raises
+        BackendUnavailable; PolicyError when ``vet`` refuses the active version."""
         found = await cls._loadable(store)
-        return cls(store, found) if found is not None else None
+        if found is None:
+            return None
+        return cls(store, vet(found) if vet is not None else found, vet)
 
     @staticmethod
     async def _loadable(store: PolicyStore) -> Policy | None:
@@ -208,6 +215,8 @@ class RedisPolicy(_Holder):
                 return
             try:
                 policy = await asyncio.to_thread(stored.load)
+                if self.vet is not None:
+                    policy = self.vet(policy)
             except PolicyError as exc:
                 self.refused_version = version
                 self._refuse(f"version {version}", str(exc))
