@@ -366,3 +366,14 @@ async def test_a_provider_cap_stops_all_its_tenants_together(rig: Rig, watch: Wa
     assert (await rig.decision(other, before))["verdict"] == "ALLOW"
     await watch.caught_up()
     assert refused not in trunk_numbers(watch)
+
+
+async def test_a_tenant_without_a_policy_still_reaches_999(rig: Rig, watch: Watch) -> None:
+    """acme/d is listed but has no policy: its context reads no emergency globals of its own, so
+    its 999 reaches callgate, which places it (999 is globex's emergency number, in the safety
+    net); any other number of acme/d is refused unknown_site."""
+    before = len(rig.decisions())
+    await dial(watch, "tenant-d", "1001", "999")
+    assert await watch.wait(reached("999"), 10), rig.gate.tail()
+    assert rig.logged("emergency number 999 of site 'acme/d' (not served here) placed")
+    assert [d for d in rig.decisions()[before:] if d["dialled"] == "999"] == []
