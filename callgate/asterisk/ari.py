@@ -9,7 +9,13 @@ speaks it directly, following the rules measured in the project notes:
   100 HTTP sessions in all); a request that meets a connection Asterisk just closed is retried once;
 * a websocket heartbeat, so a frozen Asterisk is noticed and the caller can reconnect;
 * 404 and 409 on a channel mean "that channel is gone or has left Stasis", which is not an error for the
-  gate: the methods return ``False``.
+  gate: the methods return ``False``;
+* REST over the events websocket: Asterisk 20.14, 21.9, 22.4 and later take ARI requests as
+  ``RESTRequest`` messages on the websocket and answer each with a ``RESTResponse`` carrying its
+  ``request_id``. While the events websocket is up on such an Asterisk (its version read with
+  ``GET /asterisk/info``, then one ``asterisk/ping`` over the websocket), every request goes that way:
+  no HTTP request to build, send and parse on either side (``make bench``: the HTTP path was most of the
+  gate's own CPU). Otherwise, and while the websocket is down, requests go over HTTP as before.
 
 Every aiohttp error leaves this module as :class:`~callgate.errors.AriUnavailable`, whose message says
 what failed in words (:func:`_why`) and never quotes aiohttp's repr of the error: that repr carries the
@@ -18,8 +24,11 @@ request's headers, ``Authorization: Basic`` and so the password, with it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Self
 
@@ -33,12 +42,35 @@ GONE = frozenset({404, 409})  # no such channel / channel not in Stasis
 
 AriEvent = dict[str, Any]  # an ARI event (or REST object) as JSON; not an asterisk.events.Event
 
+# The first versions that take REST requests over the events websocket, per major version (later
+# majors all do). Asterisk's version string is "22.10.1", "certified-20.7-cert5", "GIT-master-...".
+REST_OVER_WEBSOCKET = {20: (20, 14), 21: (21, 9), 22: (22, 4)}
+PROBE_SECONDS = 2.0  # how long the first request over a new websocket may take before HTTP is used
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+
+
+def takes_rest_over_websocket(version: str) -> bool:
+    """Whether an Asterisk of ``version`` (its ``system.version``) takes REST over the websocket."""
+    found = _VERSION.search(version)
+    if found is None:
+        return False
+    major, minor = int(found[1]), int(found[2])
+    first = REST_OVER_WEBSOCKET.get(major)
+    return (major, minor) >= first if first is not None else major > max(REST_OVER_WEBSOCKET)
+
 
 class AriClient:
     """REST + events for one Stasis application."""
 
     def __init__(
-        self, url: str, user: str, password: str, app: str, *, timeout: float = 5.0
+        self,
+        url: str,
+        user: str,
+        password: str,
+        app: str,
+        *,
+        timeout: float = 5.0,
+        rest_over_websocket: bool = True,
     ) -> None:
         self.base = url.rstrip("/")
         self.app = app
@@ -47,7 +79,14 @@ class AriClient:
         # never in a message, even if an error's text were to carry them
         self._secrets = tuple(s for s in (token.removeprefix("Basic "), password) if s)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._seconds = timeout
         self._session: aiohttp.ClientSession | None = None
+        # REST over the events websocket (module docstring): the websocket while it takes requests,
+        # and the requests sent over it that await their response, by request id
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._waiting: dict[str, asyncio.Future[tuple[int, Any]]] = {}
+        self._ids = itertools.count(1)
+        self.rest_over_websocket = rest_over_websocket  # False: always HTTP (the bench compares)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -68,7 +107,70 @@ class AriClient:
         if self._session is not None:
             await self._session.close()
 
+    @property
+    def over_websocket(self) -> bool:
+        """Whether requests go over the events websocket now (else over HTTP)."""
+        return self._ws is not None
+
     async def _request(
+        self, method: str, path: str, params: Mapping[str, str | int] | None = None
+    ) -> tuple[int, Any]:
+        ws = self._ws
+        if ws is not None:
+            return await self._over(ws, method, path, params)
+        return await self._http(method, path, params)
+
+    async def _over(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        *,
+        seconds: float | None = None,
+    ) -> tuple[int, Any]:
+        """One request as a ``RESTRequest`` on the events websocket; its ``RESTResponse`` is handed
+        over by the websocket's reader (:meth:`_read`)."""
+        request_id = str(next(self._ids))
+        answer: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answer
+        message: dict[str, object] = {
+            "type": "RESTRequest",
+            "transaction_id": request_id,
+            "request_id": request_id,
+            "method": method,
+            "uri": path.lstrip("/"),
+        }
+        if params:
+            message["query_strings"] = [{"name": k, "value": str(v)} for k, v in params.items()]
+        try:
+            async with asyncio.timeout(self._seconds if seconds is None else seconds):
+                await ws.send_str(json.dumps(message))
+                return await answer
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            raise self._unavailable(f"ARI {method} {path} (websocket)", exc) from exc
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def _answer(self, message: Mapping[str, Any]) -> None:
+        answer = self._waiting.pop(str(message.get("request_id")), None)
+        if answer is None or answer.done():
+            return
+        body = message.get("message_body")
+        data = None
+        if body and str(message.get("content_type", "")).startswith("application/json"):
+            with contextlib.suppress(ValueError):
+                data = json.loads(body)
+        status = message.get("status_code")
+        answer.set_result((status if isinstance(status, int) else 500, data))
+
+    def _drop_waiting(self, why: str) -> None:
+        for answer in self._waiting.values():
+            if not answer.done():
+                answer.set_exception(AriUnavailable(why))
+        self._waiting.clear()
+
+    async def _http(
         self, method: str, path: str, params: Mapping[str, str | int] | None = None
     ) -> tuple[int, Any]:
         url = f"{self.base}{path}"
@@ -133,6 +235,14 @@ class AriClient:
         if status >= 300:
             raise AriUnavailable(f"ARI POST /asterisk/variable: HTTP {status}")
 
+    async def version(self) -> str:
+        """Asterisk's version (``GET /asterisk/info``), "" if it does not say."""
+        status, data = await self._http("GET", "/asterisk/info", {"only": "system"})
+        if status != 200 or not isinstance(data, dict):
+            return ""
+        system = data.get("system")
+        return str(system.get("version", "")) if isinstance(system, dict) else ""
+
     async def channels(self) -> list[AriEvent]:
         status, data = await self._request("GET", "/channels")
         if status != 200 or not isinstance(data, list):
@@ -151,27 +261,63 @@ class AriClient:
         its heartbeat pings.
         """
         try:
+            takes = self.rest_over_websocket and takes_rest_over_websocket(await self.version())
             ws = await self.session.ws_connect(
                 f"{self.base}/events", params={"app": self.app}, heartbeat=heartbeat
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unavailable("ARI events websocket", exc) from exc
+        events: asyncio.Queue[AriEvent | AriUnavailable] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(ws, events), name="ARI websocket reader")
         try:
-            yield _read_events(ws)
+            if takes and await self._probe(ws):
+                self._ws = ws
+            yield _events(events)
         finally:
+            self._ws = None
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._drop_waiting("ARI events websocket closed")
             await ws.close()
 
+    async def _probe(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """One ``asterisk/ping`` over the new websocket: does this Asterisk answer REST there?"""
+        try:
+            status, _ = await self._over(ws, "GET", "/asterisk/ping", None, seconds=PROBE_SECONDS)
+        except AriUnavailable:
+            return False
+        return status == 200
 
-async def _read_events(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[AriEvent]:
-    try:
-        async for message in ws:
-            if message.type is aiohttp.WSMsgType.TEXT:
-                event = json.loads(message.data)
-                if isinstance(event, dict):
-                    yield event
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AriUnavailable(f"ARI events websocket: {_why(exc)}") from exc
-    raise AriUnavailable(f"ARI events websocket closed ({ws.close_code})")
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, events: asyncio.Queue[AriEvent | AriUnavailable]
+    ) -> None:
+        """Read the websocket until it closes: hand each REST response to its request, queue each
+        event, and last the reason it ended."""
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    event = json.loads(message.data)
+                    if not isinstance(event, dict):
+                        continue
+                    if event.get("type") == "RESTResponse":
+                        self._answer(event)
+                    else:
+                        events.put_nowait(event)
+            ended = AriUnavailable(f"ARI events websocket closed ({ws.close_code})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ended = AriUnavailable(f"ARI events websocket: {_why(exc)}")
+        self._ws = None  # requests go over HTTP until the next websocket
+        self._drop_waiting(str(ended))
+        events.put_nowait(ended)
+
+
+async def _events(events: asyncio.Queue[AriEvent | AriUnavailable]) -> AsyncIterator[AriEvent]:
+    while True:
+        event = await events.get()
+        if isinstance(event, AriUnavailable):
+            raise event
+        yield event
 
 
 def _why(exc: BaseException) -> str:
