@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tests.asterisk_rig import AsteriskInstance
 from tests.e2e import Callgate, callgate_env, wait_until
+from tests.servers import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 NULL, GATE, SCRIPT = "agi-null", "agi-gate", "agi-script"
@@ -111,12 +112,7 @@ class NullAgi:
         )
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def listening(port: int) -> bool:

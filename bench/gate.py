@@ -53,7 +53,7 @@ from callgate.core.keys import AUDIT, site_prefix
 from callgate.errors import AriUnavailable
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until
-from tests.servers import free_port, redis_server
+from tests.servers import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 AGI_SCRIPT_ROW = "AGI script (sh + redis-cli INCR)"
@@ -315,12 +315,7 @@ class NullApp:
         )
 
     def stop(self) -> list[tuple[float, float]]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         with contextlib.suppress(OSError, ValueError):
             return [(float(at), float(ms)) for at, ms in json.loads(self.spans.read_text())]
         return []

@@ -183,22 +183,25 @@ async def audited(rig: Rig, site: str) -> list[dict[str, str]]:
     return [{str(k): str(v) for k, v in (fields or {}).items()} for _, fields in entries or []]
 
 
-async def test_each_tenants_policy_applies_only_to_its_calls(rig: Rig, watch: Watch) -> None:
+@pytest.mark.parametrize("door", ["tenant", "agi"])  # the contexts through Stasis, through AGI()
+async def test_each_tenants_policy_applies_only_to_its_calls(
+    rig: Rig, watch: Watch, door: str
+) -> None:
     """London: acme/a allows GB and its call reaches the trunk; acme/b does not (country_not_allowed).
-    Each decision is in its own tenant's audit stream, and in no other."""
+    Each decision is in its own tenant's audit stream, and in no other; through either door."""
     before = len(rig.decisions())
-    await dial(watch, "tenant-a", "1001", LONDON)
+    await dial(watch, f"{door}-a", "1001", LONDON)
     allowed = await rig.decision(LONDON, before)
     assert allowed["verdict"] == "ALLOW", allowed
     assert await watch.wait(reached("+442079460000"), 10)
     before = len(rig.decisions())
-    await dial(watch, "tenant-b", "1001", LONDON)
+    await dial(watch, f"{door}-b", "1001", LONDON)
     refused = await rig.decision(LONDON, before)
     assert refused["reason"] == "country_not_allowed", refused
     await asyncio.sleep(1.5)  # the audit writer's batch
     a, b = await audited(rig, A), await audited(rig, B)
     assert allowed["reservation"] in [e["reservation"] for e in a]
-    assert [e["channel"] for e in b if e["dialled"] == LONDON] == [refused["channel"]]
+    assert refused["channel"] in [e["channel"] for e in b if e["dialled"] == LONDON]
     assert refused["channel"] not in [e["channel"] for e in a]
     assert [e for e in await audited(rig, C) if e["dialled"] == LONDON] == []
 
@@ -337,22 +340,13 @@ async def test_settlement_finds_the_tenant(rig: Rig, watch: Watch) -> None:
         await client.aclose()
 
 
-async def test_the_fastagi_door_routes_each_call_by_its_site(rig: Rig, watch: Watch) -> None:
-    """Through AGI() (beside Stasis, one callgate): London from acme/a's context is allowed and
-    dialled, from acme/b's refused by acme/b's policy, from a site not served refused unknown_site;
-    each decision in its tenant's audit stream."""
-    before = len(rig.decisions())
-    await dial(watch, "agi-a", "1001", LONDON)
-    allowed = await rig.decision(LONDON, before)
-    assert allowed["verdict"] == "ALLOW", allowed
-    assert await watch.wait(reached("+442079460000"), 10)
-    before = len(rig.decisions())
-    await dial(watch, "agi-b", "1001", LONDON)
-    assert (await rig.decision(LONDON, before))["reason"] == "country_not_allowed"
+async def test_the_fastagi_door_refuses_a_site_not_served(rig: Rig, watch: Watch) -> None:
+    """Through AGI(), a call whose site= is no tenant served here is refused unknown_site."""
+    said = "site 'initech' is no tenant served here"
+    before = rig.gate.log.read_text(encoding="utf-8").count(said)
     await dial(watch, "agi-x", "1001", "2125550174")
-    assert wait_until(lambda: rig.logged("site 'initech' is no tenant served here"), 10)
-    await asyncio.sleep(1.5)  # the audit writer's batch
-    assert allowed["reservation"] in [e["reservation"] for e in await audited(rig, A)]
+    assert wait_until(lambda: rig.gate.log.read_text(encoding="utf-8").count(said) > before, 10)
+    await asyncio.sleep(0.5)
     assert "12125550174" not in trunk_numbers(watch)  # the carrier's numbers: the digits
 
 
