@@ -46,15 +46,17 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench import agi
 from callgate.asterisk.ami import AmiConnection, Message
 from callgate.asterisk.ari import AriClient
 from callgate.core.keys import AUDIT, site_prefix
 from callgate.errors import AriUnavailable
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until
-from tests.servers import redis_server
+from tests.servers import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
+AGI_SCRIPT_ROW = "AGI script (sh + redis-cli INCR)"
 RATE = 200  # attempts per second in the open loop: the issue's goal is stated at this rate
 BACKLOG = 2 * RATE  # the open loop stops offering calls when more than this many are waiting
 WARMUP = 200
@@ -313,12 +315,7 @@ class NullApp:
         )
 
     def stop(self) -> list[tuple[float, float]]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         with contextlib.suppress(OSError, ValueError):
             return [(float(at), float(ms)) for at, ms in json.loads(self.spans.read_text())]
         return []
@@ -327,13 +324,17 @@ class NullApp:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def cpu_of(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used; 0 once it is gone."""
+def cpu_of(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system, all threads) a process has used, and with ``children`` those of
+    the children it reaped (Asterisk's AGI scripts); 0 once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def asterisk_pid(ast: AsteriskInstance) -> int:
@@ -357,7 +358,9 @@ class Meter:
     async def sample(self) -> dict[str, float]:
         info = await self.redis.info("cpu")
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {name: cpu_of(pid) for name, pid in self.pids.items()} | {
+        return {
+            name: cpu_of(pid, children=name == "Asterisk") for name, pid in self.pids.items() if pid
+        } | {
             "Redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
             "bench": usage.ru_utime + usage.ru_stime,
         }
@@ -419,6 +422,10 @@ async def audit_ms(url: str) -> dict[str, float]:
 def bench_configs(ast: AsteriskInstance) -> dict[str, str]:
     """The shipped configs, and an AMI user that may originate and reads only UserEvents."""
     configs = shipped_configs(ast)
+    # without ARI, callgate writes the emergency globals through AMI (docs/install.md)
+    configs["manager.conf"] = configs["manager.conf"].replace(
+        "write=system\n", "write=system,call\n"
+    )
     configs["manager.conf"] += (
         f"\n[{AMI_USER}]\nsecret={AMI_SECRET}\ndeny=0.0.0.0/0.0.0.0\npermit=127.0.0.1/255.255.255.255\n"
         "read=user,system\nwrite=originate,system\neventfilter=Event: UserEvent\n"
@@ -427,10 +434,13 @@ def bench_configs(ast: AsteriskInstance) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def servers(tmp: Path) -> Iterator[tuple[AsteriskInstance, str]]:
+def servers(tmp: Path, more: str = "") -> Iterator[tuple[AsteriskInstance, str]]:
+    """Redis and Asterisk, whose dialplan is the Stasis rows' contexts and ``more``."""
     with (
         redis_server(tmp / "redis") as url,
-        asterisk(asterisk_prefix(), tmp / "ast", dialplan=EXTENSIONS, configs=bench_configs) as ast,
+        asterisk(
+            asterisk_prefix(), tmp / "ast", dialplan=EXTENSIONS + more, configs=bench_configs
+        ) as ast,
     ):
         ast.rx("core set verbose 0")  # no log line per dialplan step: the gate is what is measured
         yield ast, url
@@ -459,16 +469,22 @@ def do_nothing(rig: Rig, n: int, concurrency: int) -> Side:
     return Side("do-nothing", closed, opened, (during(closed), during(opened)))
 
 
-def callgate(rig: Rig, n: int, concurrency: int) -> Side:
+def callgate(rig: Rig, n: int, concurrency: int, agi_port: int = 0) -> Side:
+    """``callgate serve`` through the Stasis door, or (``agi_port``) through the FastAGI door alone."""
     policy = rig.tmp / "policy.yaml"
     policy.write_text(POLICY)
-    gate = Callgate(callgate_env(rig.ast, rig.redis_url, policy), rig.tmp / "callgate.log")
-    gate.start()
+    if agi_port:
+        app, name = agi.GATE, "callgate FastAGI"
+        gate = agi.gate_agi(rig.ast, rig.redis_url, policy, agi_port, rig.tmp / "callgate-agi.log")
+    else:
+        app, name = GATE_APP, "callgate"
+        gate = Callgate(callgate_env(rig.ast, rig.redis_url, policy), rig.tmp / "callgate.log")
+        gate.start()
     try:
-        if not wait_until(lambda: app_registered(rig.ast, GATE_APP), 20):
+        if not agi_port and not wait_until(lambda: app_registered(rig.ast, GATE_APP), 20):
             raise RuntimeError(f"callgate did not register its Stasis app\n{gate.tail()}")
         assert gate.proc is not None
-        closed, opened = asyncio.run(measure(rig, GATE_APP, gate.proc.pid, n, concurrency))
+        closed, opened = asyncio.run(measure(rig, app, gate.proc.pid, n, concurrency))
     finally:
         gate.stop()  # SIGTERM: callgate writes the rest of its audit stream first
     audit = asyncio.run(audit_ms(rig.redis_url))
@@ -476,7 +492,24 @@ def callgate(rig: Rig, n: int, concurrency: int) -> Side:
     def during(loop: Loop) -> list[float]:
         return [audit[c.channel] for c in loop.calls if c.channel in audit]
 
-    return Side("callgate", closed, opened, (during(closed), during(opened)))
+    return Side(name, closed, opened, (during(closed), during(opened)))
+
+
+def do_nothing_agi(rig: Rig, n: int, concurrency: int, port: int) -> Side:
+    null = agi.NullAgi(port)
+    try:
+        if not wait_until(lambda: agi.listening(port), 20):
+            raise RuntimeError("the do-nothing FastAGI server did not listen")
+        closed, opened = asyncio.run(measure(rig, agi.NULL, null.proc.pid, n, concurrency))
+    finally:
+        null.stop()
+    return Side("do-nothing FastAGI", closed, opened, ([], []))
+
+
+def agi_script(rig: Rig, n: int, concurrency: int) -> Side:
+    """The per-call script: no process of its own to measure; its CPU is in Asterisk's children."""
+    closed, opened = asyncio.run(measure(rig, agi.SCRIPT, 0, n, concurrency))
+    return Side(AGI_SCRIPT_ROW, closed, opened, ([], []))
 
 
 # -- printing -------------------------------------------------------------------------------------
@@ -494,14 +527,14 @@ def _p(values: Sequence[float]) -> str:
     return f"p50 {p50:6.2f} ms  p99 {p99:7.2f} ms"
 
 
-def report(version: str, a: Side, b: Side, n: int, concurrency: int) -> None:
+def report(version: str, sides: Sequence[Side], n: int, concurrency: int) -> None:
     print(
         f"gate     Asterisk {version}, Local channels by AMI Originate, {n} calls a loop, "
         f"{os.cpu_count()} cores shared by Asterisk, the app, Redis and this bench"
     )
     print(
-        "gate       in Stasis: channel clock right before Stasis() to its return (continued) or to "
-        "the h extension (hung up), from each call's UserEvent"
+        "gate       in app: channel clock right before Stasis() or AGI() to its return (continued) "
+        "or to the h extension (hung up), from each call's UserEvent"
     )
     print(
         "gate       own clock: do-nothing app, its task's start to continue answered; callgate, the ms "
@@ -509,17 +542,19 @@ def report(version: str, a: Side, b: Side, n: int, concurrency: int) -> None:
     )
     print(
         "gate       CPU: user+system of each process (/proc/<pid>/stat; Redis INFO cpu) during "
-        "the loop, per call ended"
+        "the loop, per call ended; Asterisk's includes the AGI scripts it spawned and reaped"
     )
-    for side in (a, b):
+    width = max(len(side.name) for side in sides) + 1
+    for side in sides:
         loops = (
             (side.closed, f"closed loop, {concurrency} in flight", side.own_ms[0]),
             (side.open, f"open loop, {RATE}/s offered", side.own_ms[1]),
         )
         for loop, label, own in loops:
+            own_clock = f"  own clock {_p(own)}" if own else ""
             print(
-                f"gate     {side.name:<11}{label:<27}{loop.rate:>6,.0f} calls/s  in Stasis "
-                f"{_p([c.in_stasis_ms for c in loop.calls])}  own clock {_p(own)}"
+                f"gate     {side.name:<{width}}{label:<27}{loop.rate:>6,.0f} calls/s  in app "
+                f"{_p([c.in_stasis_ms for c in loop.calls])}{own_clock}"
             )
             ends: dict[str, int] = {}
             for c in loop.calls:
@@ -533,30 +568,52 @@ def report(version: str, a: Side, b: Side, n: int, concurrency: int) -> None:
                 else ""
             )
             print(f"gate       CPU ms a call: {cpu}; ended: {ended}, lost {loop.lost}{short}")
-    ratio = b.closed.rate / a.closed.rate
-    cpu_a, cpu_b = (sum(s.closed.cpu.values()) / len(s.closed.calls) * 1e3 for s in (a, b))
-    print(
-        f"ratio    callgate / do-nothing, closed-loop calls per second {ratio:>12.3f}  (goal: 0.8 or more)"
-    )
-    print(f"ratio    callgate / do-nothing, CPU ms a call, all processes {cpu_b / cpu_a:>12.3f}")
-    p99 = quantiles([c.in_stasis_ms for c in b.open.calls])[1]
-    print(f"goal     callgate p99 in Stasis at {RATE}/s offered {p99:>21.2f} ms (goal: under 5 ms)")
+    by = {side.name: side for side in sides}
+
+    def cpu_ms(side: Side) -> float:
+        return sum(side.closed.cpu.values()) / max(len(side.closed.calls), 1) * 1e3
+
+    for top, floor, goal in (
+        ("callgate", "do-nothing", "  (goal: 0.8 or more)"),
+        ("callgate FastAGI", "do-nothing FastAGI", ""),
+        ("callgate FastAGI", "callgate", ""),
+        ("callgate FastAGI", AGI_SCRIPT_ROW, ""),
+    ):
+        if top in by and floor in by:
+            t, f = by[top], by[floor]
+            print(
+                f"ratio    {top} / {floor}: closed-loop calls per second "
+                f"{t.closed.rate / f.closed.rate:.3f}{goal}; CPU ms a call, all processes "
+                f"{cpu_ms(t) / cpu_ms(f):.3f}"
+            )
+    for name in ("callgate", "callgate FastAGI"):
+        if name in by:
+            p99 = quantiles([c.in_stasis_ms for c in by[name].open.calls])[1]
+            print(f"goal     {name} p99 in app at {RATE}/s offered {p99:.2f} ms (goal: under 5 ms)")
 
 
 def bench_gate() -> None:
-    """The gate benchmark, as ``make bench`` prints it."""
+    """The gate benchmark, as ``make bench`` prints it: both doors, their floors and the per-call
+    AGI script, on one Asterisk and one Redis."""
     n = int(os.environ.get("CALLGATE_BENCH_CALLS", "3000"))
     concurrency = int(os.environ.get("CALLGATE_BENCH_CONCURRENCY", "32"))
-    with (
-        tempfile.TemporaryDirectory(prefix="callgate-bench-") as name,
-        servers(Path(name)) as (ast, url),
-    ):
-        rig = Rig(ast, url, Path(name))
-        _, info = ast.ari("GET", "/asterisk/info")
-        version = info.get("system", {}).get("version", "?") if isinstance(info, dict) else "?"
-        a = do_nothing(rig, n, concurrency)
-        b = callgate(rig, n, concurrency)
-    report(version, a, b, n, concurrency)
+    gate_port, null_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="callgate-bench-") as name:
+        tmp = Path(name)
+        script = tmp / "bench-agi.sh"
+        with servers(tmp, agi.extensions(gate_port, null_port, script)) as (ast, url):
+            agi.write_script(script, url)
+            rig = Rig(ast, url, tmp)
+            _, info = ast.ari("GET", "/asterisk/info")
+            version = info.get("system", {}).get("version", "?") if isinstance(info, dict) else "?"
+            sides = [
+                do_nothing(rig, n, concurrency),
+                callgate(rig, n, concurrency),
+                do_nothing_agi(rig, n, concurrency, null_port),
+                callgate(rig, n, concurrency, agi_port=gate_port),
+                agi_script(rig, n, concurrency),
+            ]
+    report(version, sides, n, concurrency)
 
 
 if __name__ == "__main__":

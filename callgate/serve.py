@@ -46,10 +46,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from callgate.asterisk.ami import AmiConnection
+from callgate.asterisk.agi import AgiServer
+from callgate.asterisk.ami import AmiConnection, AmiControl
 from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, PanicEnded, PanicStarted
-from callgate.asterisk.gate import Gate, GateSettings
+from callgate.asterisk.gate import Gate, GateSettings, Pbx
 from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
 from callgate.core.memo import Memo
@@ -62,7 +63,7 @@ from callgate.ops.policystore import PolicyStore
 from callgate.ops.status import persistence
 from callgate.ops.triggers import AlertTriggers
 from callgate.ops.waits import until_stopped
-from callgate.settings import Settings, redact_url
+from callgate.settings import Settings, listen_address, redact_url
 from callgate.settingtable import PolicySource
 from callgate.store.redis import RedisStore
 
@@ -99,7 +100,7 @@ def _open_site(
     settings: Settings,
     holder: FilePolicy | RedisPolicy,
     store: RedisStore,
-    ari: AriClient,
+    ari: Pbx,
     here: GateSettings,
     *,
     tenant: str = "",
@@ -196,10 +197,13 @@ def _monitoring(
     """The metrics, each fed from its live source, and the /metrics + /health server. ``sites``: the
     one site (``single``) or the tenants served so far (``serve`` adds each one as it opens, and
     subscribes the metrics to its events)."""
-    # AMI turned off is not a degradation: its link is not watched at all
-    metrics = Metrics(
-        links=LINKS if settings.ami_enabled else tuple(n for n in LINKS if n != Link.AMI)
-    )
+    # a link turned off (AMI, or one of the doors) is not a degradation: it is not watched at all
+    off = {
+        Link.ARI: not settings.ari_url,
+        Link.AMI: not settings.ami_enabled,
+        Link.AGI: not settings.agi_listen,
+    }
+    metrics = Metrics(links=tuple(n for n in (*LINKS, Link.AGI) if not off.get(n, False)))
 
     def live() -> list[_Site]:
         return list(sites.values())
@@ -303,9 +307,17 @@ async def _ari_once(ari: AriClient, router: Router, metrics: Metrics, stop: asyn
 
 
 async def _ami_once(
-    settings: Settings, feed: SpendFeed, metrics: Metrics, stop: asyncio.Event
+    settings: Settings,
+    feed: SpendFeed,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    *,
+    control: AmiControl | None = None,
+    router: Router | None = None,
 ) -> None:
-    """Log in to AMI and feed Cdr events to the spend feed until the link dies or serve stops."""
+    """Log in to AMI and feed Cdr events to the spend feed until the link dies or serve stops.
+    Without ARI, ``control`` (the router's way to Asterisk) uses this link while it is up, and the
+    emergency numbers are published once it is (as ARI's reconcile does)."""
     conn = await AmiConnection.open(
         settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret
     )
@@ -316,9 +328,17 @@ async def _ami_once(
         async for message in conn.events():
             feed.on_event(message)
 
+    if control is not None:
+        control.conn = conn
+    if router is not None:  # answered through read(), which runs below
+        task = asyncio.create_task(router.publish_emergency())
+        router.tasks.add(task)
+        task.add_done_callback(router.tasks.discard)
     try:
         await until_stopped(read(), stop)
     finally:
+        if control is not None and control.conn is conn:
+            control.conn = None
         metrics.set_link(Link.AMI, False)
         await conn.close()
 
@@ -363,20 +383,22 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await serve_tenants(settings, store, stop)
         return
     policy = await _open_policy(settings, store)
-    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
+    ari, ami = _asterisk(settings)
     # each reservation records which gate admitted it (`callgate status` lists the live calls)
     here = replace(settings.gate, instance=socket.gethostname())
-    site = _open_site(settings, policy, store, ari, here)
+    site = _open_site(settings, policy, store, ari or ami, here)
     gate = site.gate
-    router = Router(gate, ari)
+    router = Router(gate, ari or ami)
     feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
     metrics, web = _monitoring(settings, {"": site}, store, single=True)
     await _start_web(settings, web)
+    agi = await _start_agi(settings, router, metrics)
     _handle_signals(stop, policy)
     audit_stop = asyncio.Event()  # set once the calls being decided are done, so theirs are written
     links = _link_tasks(
-        settings, ari=ari, router=router, feed=feed, metrics=metrics, store=store, stop=stop
-    )
+        settings, ari=ari, ami=ami, router=router, feed=feed, metrics=metrics, store=store,
+        stop=stop,
+    )  # fmt: skip
     links += [
         asyncio.create_task(policy.watch(stop), name="policy watch"),
         asyncio.create_task(_watch_panic(gate, store, metrics, stop), name="panic watch"),
@@ -390,8 +412,32 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     )
     await _run_until_stopped(
         settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
-        writers=writers, stop=stop, audit_stop=audit_stop,
+        writers=writers, stop=stop, audit_stop=audit_stop, agi=agi,
     )  # fmt: skip
+
+
+def _asterisk(settings: Settings) -> tuple[AriClient | None, AmiControl]:
+    """The ARI client (None: no ARI, ``[ari] url`` empty) and the AMI control, which stands in for
+    ARI outside a call when there is none (the emergency globals, panic's hang-ups)."""
+    ari = None
+    if settings.ari_url:
+        ari = AriClient(
+            settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app
+        )
+    return ari, AmiControl()
+
+
+async def _start_agi(settings: Settings, router: Router, metrics: Metrics) -> AgiServer | None:
+    """The FastAGI door, if ``[agi] listen`` is set. A port taken is fatal: the dialplan would refuse
+    every call that comes through the door, and a supervisor restarts us."""
+    if not settings.agi_listen:
+        return None
+    host, port = listen_address(settings.agi_listen)
+    agi = AgiServer(router, host, port)
+    await agi.start()
+    metrics.set_link(Link.AGI, True)
+    log.info("FastAGI door listening on %s:%d (agi://%s:%d/callgate)", host, port, host, port)
+    return agi
 
 
 async def _start_web(settings: Settings, web: MetricsServer) -> None:
@@ -418,24 +464,30 @@ def _handle_signals(stop: asyncio.Event, policy: FilePolicy | RedisPolicy | None
 
 
 def _link_tasks(
-    settings: Settings, *, ari: AriClient, router: Router, feed: SpendFeed, metrics: Metrics,
-    store: RedisStore, stop: asyncio.Event,
+    settings: Settings, *, ari: AriClient | None, ami: AmiControl, router: Router,
+    feed: SpendFeed, metrics: Metrics, store: RedisStore, stop: asyncio.Event,
 ) -> list[asyncio.Task[None]]:  # fmt: skip
-    ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
-    ami_once = functools.partial(_ami_once, settings, feed, metrics, stop)
+    # without ARI, AMI carries what ARI would outside a call (AmiControl), and publishes on login
+    ami_once = functools.partial(
+        _ami_once, settings, feed, metrics, stop, control=ami,
+        router=None if ari is not None else router,
+    )  # fmt: skip
     links = [
-        asyncio.create_task(_forever("ARI", ari_once, stop), name="ARI link"),
         asyncio.create_task(_check_persistence(store, stop), name="Redis persistence check"),
     ]
+    if ari is not None:
+        ari_once = functools.partial(_ari_once, ari, router, metrics, stop)
+        links.append(asyncio.create_task(_forever("ARI", ari_once, stop), name="ARI link"))
     if settings.ami_enabled:
         links.append(asyncio.create_task(_forever("AMI", ami_once, stop), name="AMI link"))
     return links
 
 
 async def _run_until_stopped(
-    settings: Settings, *, router: Router, feed: SpendFeed, web: MetricsServer, ari: AriClient,
-    store: RedisStore, links: list[asyncio.Task[None]], writers: list[asyncio.Task[None]],
-    stop: asyncio.Event, audit_stop: asyncio.Event,
+    settings: Settings, *, router: Router, feed: SpendFeed, web: MetricsServer,
+    ari: AriClient | None, store: RedisStore, links: list[asyncio.Task[None]],
+    writers: list[asyncio.Task[None]], stop: asyncio.Event, audit_stop: asyncio.Event,
+    agi: AgiServer | None = None,
 ) -> None:  # fmt: skip
     # Everything built so far (phonenumbers' metadata, the policy, the clients) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise stall decisions (make bench).
@@ -444,6 +496,8 @@ async def _run_until_stopped(
         await stop.wait()
     finally:
         log.info("stopping: finishing calls in progress")
+        if agi is not None:  # no new FastAGI session: Asterisk's AGI() fails, the dialplan refuses
+            await agi.close()
         await router.drain(settings.gate.deadline + STOP_APPLY)
         audit_stop.set()
         await asyncio.gather(
@@ -453,8 +507,9 @@ async def _run_until_stopped(
         )
         closing = [
             asyncio.create_task(web.stop(), name="metrics server"),
-            asyncio.create_task(ari.aclose(), name="ARI client"),
             asyncio.create_task(store.aclose(), name="Redis client"),
         ]
+        if ari is not None:
+            closing.append(asyncio.create_task(ari.aclose(), name="ARI client"))
         await _bounded(closing, STOP_CLOSE)
         log.info("stopped")

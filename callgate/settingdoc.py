@@ -112,9 +112,11 @@ def sample() -> str:
 def _needed(setting: Setting) -> bool:
     """Whether callgate cannot start without it while the settings it depends on keep their defaults."""
     when = setting.required_while
-    return setting.required or (
-        when is not None and _row(when.section, when.key).default == when.value
-    )
+    if when is None:
+        return setting.required
+    other = _row(when.section, when.key)
+    sampled = other.set_in_sample and other.example is not None
+    return when.holds(other.example if sampled else other.default)
 
 
 def env_file() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import difflib
+import ipaddress
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +73,7 @@ class Settings:
     ari_user: str
     ari_password: str
     ari_app: str
+    agi_listen: str
     ami_host: str
     ami_port: int
     ami_user: str
@@ -229,6 +231,8 @@ def redis_url_problem(url: str) -> str | None:
 
 
 def _ari_url_problem(url: str) -> str | None:
+    if not url:
+        return None  # no ARI: the FastAGI door alone (load_settings checks that one is set)
     if not url.startswith(("http://", "https://")):
         return "expected http(s)://host:port/ari"
     try:
@@ -245,6 +249,34 @@ def _ari_url_problem(url: str) -> str | None:
 
 def _user_name_problem(user: str) -> str | None:
     return "a user name cannot hold ':' (HTTP Basic)" if ":" in user else None
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """The (host, port) of ``[agi] listen``: ``host:port``, ``[IPv6]:port`` or a port alone (on
+    127.0.0.1). ValueError when it is none of these."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text.strip()
+    host = host.removeprefix("[").removesuffix("]")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError("the port must be a number from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            "the host must be an IP address (127.0.0.1 keeps it on loopback)"
+        ) from None
+    return host, int(port)
+
+
+def _listen_problem(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        listen_address(text)
+    except ValueError as exc:
+        return f"expected {Form.LISTEN.value}; {exc}"
+    return None
 
 
 def site_list(text: str) -> tuple[str, ...]:
@@ -273,6 +305,7 @@ FORM_CHECKS: Final[dict[Form, Callable[[str], str | None]]] = {
     Form.REDIS_URL: redis_url_problem,
     Form.USER_NAME: _user_name_problem,
     Form.SITES: _sites_problem,
+    Form.LISTEN: _listen_problem,
 }
 
 
@@ -382,7 +415,7 @@ def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
     for setting in TABLE:  # "" where another setting's value needs it; None was reported above
         when, value = setting.required_while, values[setting.section, setting.key]
         waived = bool(when and when.unless and values[when.section, when.unless])
-        if when and values[when.section, when.key] == when.value and value == "" and not waived:
+        if when and when.holds(values[when.section, when.key]) and value == "" and not waived:
             problems.append(f"{setting.where}: required while {when}")
     problems += _together(values)
     if problems:
@@ -395,6 +428,16 @@ def load_settings(path: str | None, environ: Mapping[str, str]) -> Settings:
 def _together(values: Mapping[tuple[str, str], Any]) -> list[str]:
     """What two settings that are each right cannot be together."""
     problems = []
+    if values["ari", "url"] == "" and values["agi", "listen"] == "":
+        problems.append(
+            f"{setting('ari', 'url').where}: no door for calls; set it (the Stasis door), "
+            f"{setting('agi', 'listen').env} / [agi] listen (the FastAGI door), or both"
+        )
+    elif values["ari", "url"] == "" and values["ami", "enabled"] is False:
+        problems.append(
+            f"{setting('ami', 'enabled').where}: without ARI ([ari] url empty), the emergency "
+            "numbers are published and panic hangs calls up through AMI: it must be enabled"
+        )
     tenants = values["policy", "tenants"]
     if tenants and values["policy", "source"] != PolicySource.REDIS:
         where = setting("policy", "tenants").where

@@ -51,11 +51,16 @@ class Form(enum.Enum):
     REDIS_URL = "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
     USER_NAME = "a user name without ':'"
     SITES = "site names (as policies spell them, P/T for a provider's tenant), comma-separated"
+    LISTEN = "host:port (an IP address; a bare port listens on 127.0.0.1)"
+
+
+SET: Final = "<set>"  # a When's value: the condition holds while the other setting is not empty
 
 
 @dataclass(frozen=True, slots=True)
 class When:
-    """A condition on another setting: ``[section] key = value``."""
+    """A condition on another setting: ``[section] key = value``, or ``[section] key`` is not empty
+    (``value`` :data:`SET`)."""
 
     section: str
     key: str
@@ -64,8 +69,14 @@ class When:
         ""  # another key of the same section: while it is set, the condition does not hold
     )
 
+    def holds(self, value: object) -> bool:
+        """Whether the condition holds while the other setting is ``value`` (a value that could
+        not be read, None, counts as set)."""
+        return value != "" if self.value == SET else value == self.value
+
     def __str__(self) -> str:
-        said = f"[{self.section}] {self.key} = {toml_value(self.value)}"
+        shown = "is set" if self.value == SET else f"= {toml_value(self.value)}"
+        said = f"[{self.section}] {self.key} {shown}"
         return f"{said} and [{self.section}] {self.unless} is empty" if self.unless else said
 
 
@@ -138,8 +149,11 @@ def one_of(choices: tuple[str, ...]) -> str:
 
 
 SECTIONS: Final = {
-    "ari": "The Asterisk REST Interface: callgate sees each call there and tells Asterisk what to do "
-    "with it.",
+    "ari": "The Asterisk REST Interface, the Stasis door: callgate sees each call there and tells "
+    "Asterisk what to do with it.",
+    "agi": "The FastAGI door, for an Asterisk without ARI (its HTTP server off, FreePBX's default): "
+    "the dialplan's AGI(agi://127.0.0.1:4573/callgate,...) reaches the same gate (docs/install.md). "
+    "Set [ari] url, [agi] listen, or both.",
     "ami": "The Asterisk Manager Interface, for the events that settle what each call really cost.",
     "redis": "Counters, reservations, locks, the panic switch, the audit stream and the pushed "
     "policies.",
@@ -155,21 +169,27 @@ SECTIONS: Final = {
 }
 
 AMI_ON = When("ami", "enabled", True)
+ARI_ON = When("ari", "url", SET)
 
 TABLE: Final = (
     Setting(
-        "ari", "url", str, None, form=Form.ARI_URL, example="http://127.0.0.1:8088/ari",
+        "ari", "url", str, "", form=Form.ARI_URL, example="http://127.0.0.1:8088/ari",
+        set_in_sample=True,
         doc="http.conf's bindaddr and bindport, then /ari. Keep ARI on loopback or a private "
         "network; use https:// when it crosses a network. The user and password go in user and "
-        "password, never in the URL.",
+        "password, never in the URL.\n\n"
+        "Empty: no ARI at all (an AGI-only install, [agi] listen): then the emergency numbers "
+        "are published and panic hangs calls up through AMI, which must be enabled with "
+        "write=system,call (dialplan/manager.conf).",
     ),
     Setting(
-        "ari", "user", str, None, form=Form.USER_NAME, example="callgate",
+        "ari", "user", str, "", form=Form.USER_NAME, example="callgate", required_while=ARI_ON,
+        set_in_sample=True,
         doc="The ari.conf user (FreePBX: Settings > Advanced Settings > Asterisk REST Interface).",
     ),
     Setting(
-        "ari", "password", str, None, secret=True, env_example="change-me-ari",
-        doc="ari.conf's password for that user.",
+        "ari", "password", str, "", secret=True, env_example="change-me-ari",
+        required_while=ARI_ON, doc="ari.conf's password for that user.",
     ),
     Setting(
         "ari", "app", str, "callgate",
@@ -177,6 +197,12 @@ TABLE: Final = (
         "only one running callgate may hold a name: give each callgate instance its own "
         "(callgate-pbx1, callgate-pbx2) when several PBXs, or several instances, talk to one "
         "Asterisk.",
+    ),
+    Setting(
+        "agi", "listen", str, "", form=Form.LISTEN, example="127.0.0.1:4573",
+        doc="Where the FastAGI door listens: host:port, or a port alone for 127.0.0.1. Empty: the "
+        "door is off. Keep it on loopback (FastAGI has no authentication: whoever reaches the port "
+        "can ask for decisions); the dialplan's CALLGATE_AGI global names the same address.",
     ),
     Setting("ami", "host", str, "127.0.0.1", doc="Where Asterisk's manager interface listens."),
     Setting("ami", "port", int, 5038, doc="Its port (manager.conf's port)."),

@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events
-from callgate.asterisk.gate import Gate, GateSettings, split_carried
+from callgate.asterisk.gate import Gate, GateSettings, Pbx, split_carried
 from callgate.asterisk.spend import SpendFeed
 from callgate.asterisk.stasis import Router
 from callgate.core.keys import provider_of
@@ -31,12 +30,14 @@ from callgate.ops.livepolicy import RedisPolicy
 from callgate.ops.metrics import Metrics
 from callgate.ops.policystore import PolicyStore
 from callgate.serve import (
+    _asterisk,
     _handle_signals,
     _link_tasks,
     _monitoring,
     _open_site,
     _run_until_stopped,
     _Site,
+    _start_agi,
     _start_web,
     _watch_panic,
 )
@@ -79,7 +80,7 @@ class Tenants:
         self,
         settings: Settings,
         store: RedisStore,
-        ari: AriClient,
+        ari: Pbx,
         here: GateSettings,
         metrics: Callable[[], Metrics | None],
     ) -> None:
@@ -194,23 +195,25 @@ class Tenants:
 
 async def serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Event) -> None:
     """``serve`` for many tenants behind one gate (``[policy] tenants``)."""
-    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app)
+    ari, ami = _asterisk(settings)
     here = replace(settings.gate, instance=socket.gethostname())
     cell: list[Metrics] = []
-    tenants = Tenants(settings, store, ari, here, lambda: cell[0] if cell else None)
+    tenants = Tenants(settings, store, ari or ami, here, lambda: cell[0] if cell else None)
     unrouted = Events()
-    router = Router.tenants(tenants.gates, ari, here, unrouted)
+    router = Router.tenants(tenants.gates, ari or ami, here, unrouted)
     tenants.router = router
     feed = SpendFeed(tenants.settle, source=settings.ami_settle_from)
     metrics, web = _monitoring(settings, tenants.sites, store, single=False)
     cell.append(metrics)
     unrouted.subscribe(metrics.on_event)
     await _start_web(settings, web)
+    agi = await _start_agi(settings, router, metrics)
     _handle_signals(stop, None)
     audit_stop = asyncio.Event()
     links = _link_tasks(
-        settings, ari=ari, router=router, feed=feed, metrics=metrics, store=store, stop=stop
-    )
+        settings, ari=ari, ami=ami, router=router, feed=feed, metrics=metrics, store=store,
+        stop=stop,
+    )  # fmt: skip
     writers: list[asyncio.Task[None]] = []
     links.append(
         asyncio.create_task(
@@ -220,5 +223,5 @@ async def serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Eve
     log.info("callgate serving tenants %s", ", ".join(repr(t) for t in settings.tenants))
     await _run_until_stopped(
         settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
-        writers=writers, stop=stop, audit_stop=audit_stop,
+        writers=writers, stop=stop, audit_stop=audit_stop, agi=agi,
     )  # fmt: skip

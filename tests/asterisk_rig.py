@@ -166,6 +166,7 @@ def asterisk(
     configs: Mapping[str, str] | Callable[[AsteriskInstance], Mapping[str, str]] | None = None,
     noload: Sequence[str] = (),
     start_timeout: float = 60,
+    http: bool = True,
 ) -> Iterator[AsteriskInstance]:
     """Start Asterisk from `prefix` with its whole state in `workdir`; stop it on exit.
 
@@ -173,6 +174,8 @@ def asterisk(
     `configs` maps file names to texts that replace or add whole config files (or is a function of
     the instance that returns that map, for files that need its ports and secrets).
     `noload` names modules (e.g. "app_stasis.so") that modules.conf keeps out.
+    `http=False`: Asterisk's HTTP server (and so ARI) is off, as on FreePBX by default; then
+    Asterisk is ready once its control socket says it is fully booted.
     """
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,8 @@ def asterisk(
     )
     files = render_configs(instance, run_dir=run_dir, dialplan=dialplan, noload=noload)
     files.update((configs(instance) if callable(configs) else configs) or {})
+    if not http:
+        files["http.conf"] = "[general]\nenabled = no\n"
     for name, text in files.items():
         (workdir / name).write_text(text)
 
@@ -215,7 +220,7 @@ def asterisk(
         start_new_session=True,  # a Ctrl-C in pytest must not reach Asterisk first
     )
     try:
-        _wait_ready(instance, proc, start_timeout)
+        _wait_ready(instance, proc, start_timeout, http=http)
         yield instance
     finally:
         _stop(instance, proc)
@@ -415,10 +420,24 @@ def _tail(path: Path, lines: int) -> str:
     return f"--- {path.name} ---\n" + "\n".join(text.splitlines()[-lines:]) + "\n"
 
 
-def _wait_ready(ast: AsteriskInstance, proc: subprocess.Popen[bytes], seconds: float) -> None:
-    """Until ARI answers /asterisk/info with 200 and the core says it is fully booted."""
+def _wait_ready(
+    ast: AsteriskInstance, proc: subprocess.Popen[bytes], seconds: float, *, http: bool = True
+) -> None:
+    """Until ARI answers /asterisk/info with 200 (without HTTP: the control socket answers) and
+    the core says it is fully booted."""
     deadline = time.monotonic() + seconds
-    while True:
+    while not http:
+        if proc.poll() is not None:
+            raise AsteriskRigError(
+                f"asterisk exited with status {proc.returncode} while starting\n{ast.log_tail()}"
+            )
+        with contextlib.suppress(AsteriskRigError):
+            ast.rx("core show version", timeout=2)
+            break
+        if time.monotonic() > deadline:
+            raise AsteriskRigError(f"no control socket within {seconds}s\n{ast.log_tail()}")
+        time.sleep(0.1)
+    while http:
         if proc.poll() is not None:
             raise AsteriskRigError(
                 f"asterisk exited with status {proc.returncode} while starting\n{ast.log_tail()}"

@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -47,6 +48,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes], within: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it is still running ``within`` seconds later."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float) -> None:

@@ -114,7 +114,7 @@ def test_sample_without_env_names_the_missing_password() -> None:
 
 
 # Shown with an example value, as their default ("") means "not set".
-EXAMPLE_VALUES = {("policy", "site")}
+EXAMPLE_VALUES = {("policy", "site"), ("agi", "listen")}  # shown with an example, not the default
 
 
 def shown_settings(text: str) -> list[tuple[str, str, object]]:

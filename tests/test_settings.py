@@ -155,6 +155,7 @@ TEXTS = {
     Form.REDIS_URL: "rediss://10.0.0.2:6380/1",
     Form.USER_NAME: "gate2",
     Form.SITES: "acme/east, globex",
+    Form.LISTEN: "127.0.0.1:4574",
     Form.TEXT: "other",
 }
 # What a setting needs of another to be valid at all: tenants are served from pushed policies only
@@ -343,6 +344,7 @@ def wrong(setting: Setting) -> tuple[str, str]:
         Form.REDIS_URL: ("sentinel://h:26379/m", "expected redis://"),
         Form.USER_NAME: ("a:b", "cannot hold ':'"),
         Form.SITES: ("a/b/c", "is no site name"),
+        Form.LISTEN: ("pbx.example:4573", "must be an IP address"),
         Form.TEXT: ("", ""),  # any text will do
     }[setting.form]
 

@@ -36,7 +36,7 @@ from tests.e2e import (
     trunk_numbers,
     wait_until,
 )
-from tests.servers import redis_server
+from tests.servers import free_port, redis_server
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
@@ -53,10 +53,30 @@ exten => _[0-9+*#].,1,Set(CALLGATE_SITE={site})
 """
 
 
+AGI_PORT = free_port()
+
+
+def agi_context(name: str, site: str) -> str:
+    """A tenant's phones through the FastAGI door (both doors served by one callgate): the shipped
+    include's arguments, site= its site, and its fail-closed checks."""
+    return f"""\
+[{name}]
+exten => _X.,1,Set(CALLGATE_VERDICT=)
+ same => n,AGI(agi://127.0.0.1:{AGI_PORT}/callgate,${{EXTEN}},ext=${{CALLGATE_EXTENSION}},call=${{CHANNEL(linkedid)}},origin=,via=,by=,site={site})
+ same => n,GotoIf($["${{AGISTATUS}}" != "SUCCESS" | "${{CALLGATE_VERDICT}}" != "ALLOW"]?refused)
+ same => n,Dial(Local/${{CALLGATE_NUMBER}}@pstn,,L(${{CALLGATE_MAX_SECONDS}}000))
+ same => n(refused),Hangup(21)
+"""
+
+
 EXTENSIONS = f"""\
 {SHIPPED}
 [phones]
 include => callgate-outbound
+
+{agi_context("agi-a", A)}
+{agi_context("agi-b", B)}
+{agi_context("agi-x", "initech")}
 
 {context("tenant-a", A)}
 {context("tenant-b", B)}
@@ -140,6 +160,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             ast, redis_url, root / "unused.yaml",
             CALLGATE_POLICY_SOURCE="redis", CALLGATE_POLICY_FILE="",
             CALLGATE_POLICY_SITE=PROVIDER, CALLGATE_POLICY_TENANTS=TENANTS,
+            CALLGATE_AGI_LISTEN=f"127.0.0.1:{AGI_PORT}",
         )  # fmt: skip
         rig = Rig(ast, Callgate(env, root / "callgate.log"), redis_url, root)
         for site, policy in POLICIES.items():
@@ -175,22 +196,25 @@ async def audited(rig: Rig, site: str) -> list[dict[str, str]]:
     return [{str(k): str(v) for k, v in (fields or {}).items()} for _, fields in entries or []]
 
 
-async def test_each_tenants_policy_applies_only_to_its_calls(rig: Rig, watch: Watch) -> None:
+@pytest.mark.parametrize("door", ["tenant", "agi"])  # the contexts through Stasis, through AGI()
+async def test_each_tenants_policy_applies_only_to_its_calls(
+    rig: Rig, watch: Watch, door: str
+) -> None:
     """London: acme/a allows GB and its call reaches the trunk; acme/b does not (country_not_allowed).
-    Each decision is in its own tenant's audit stream, and in no other."""
+    Each decision is in its own tenant's audit stream, and in no other; through either door."""
     before = len(rig.decisions())
-    await dial(watch, "tenant-a", "1001", LONDON)
+    await dial(watch, f"{door}-a", "1001", LONDON)
     allowed = await rig.decision(LONDON, before)
     assert allowed["verdict"] == "ALLOW", allowed
     assert await watch.wait(reached("+442079460000"), 10)
     before = len(rig.decisions())
-    await dial(watch, "tenant-b", "1001", LONDON)
+    await dial(watch, f"{door}-b", "1001", LONDON)
     refused = await rig.decision(LONDON, before)
     assert refused["reason"] == "country_not_allowed", refused
     await asyncio.sleep(1.5)  # the audit writer's batch
     a, b = await audited(rig, A), await audited(rig, B)
     assert allowed["reservation"] in [e["reservation"] for e in a]
-    assert [e["channel"] for e in b if e["dialled"] == LONDON] == [refused["channel"]]
+    assert refused["channel"] in [e["channel"] for e in b if e["dialled"] == LONDON]
     assert refused["channel"] not in [e["channel"] for e in a]
     assert [e for e in await audited(rig, C) if e["dialled"] == LONDON] == []
 
@@ -340,6 +364,16 @@ async def test_settlement_finds_the_tenant(rig: Rig, watch: Watch) -> None:
         assert not await client.exists(site_prefix(B) + key)
     finally:
         await client.aclose()
+
+
+async def test_the_fastagi_door_refuses_a_site_not_served(rig: Rig, watch: Watch) -> None:
+    """Through AGI(), a call whose site= is no tenant served here is refused unknown_site."""
+    said = "site 'initech' is no tenant served here"
+    before = rig.gate.log.read_text(encoding="utf-8").count(said)
+    await dial(watch, "agi-x", "1001", "2125550174")
+    assert wait_until(lambda: rig.gate.log.read_text(encoding="utf-8").count(said) > before, 10)
+    await asyncio.sleep(0.5)
+    assert "12125550174" not in trunk_numbers(watch)  # the carrier's numbers: the digits
 
 
 async def test_a_provider_cap_stops_all_its_tenants_together(rig: Rig, watch: Watch) -> None:

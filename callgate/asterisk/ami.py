@@ -154,3 +154,51 @@ class AmiConnection:
         while True:
             await asyncio.sleep(every)
             await self.send("Ping", timeout=every)
+
+
+class AmiControl:
+    """Asterisk without ARI, through the AMI link of the spend feed (``serve`` sets :attr:`conn` while
+    it is logged in): the global variables the dialplan reads (``Setvar`` without a channel), and the
+    hang-ups of panic (``Hangup``, which takes a channel's name or its unique id, as the gate records
+    it). A :class:`callgate.asterisk.gate.Pbx` with no Stasis app: no channel ever waits in one. The
+    manager.conf user needs ``write=system,call``."""
+
+    app = ""
+
+    def __init__(self) -> None:
+        self.conn: AmiConnection | None = None
+
+    def _link(self, action_name: str) -> AmiConnection:
+        if self.conn is None:
+            raise AmiUnavailable(f"AMI action {action_name}: not connected")
+        return self.conn
+
+    async def set_global(self, variable: str, value: str) -> None:
+        reply = await self._link("Setvar").send("Setvar", Variable=variable, Value=value)
+        if reply.get("Response") != "Success":
+            raise AmiUnavailable(f"AMI Setvar {variable}: {reply.get('Message')}")
+
+    async def channels(self) -> list[dict[str, object]]:
+        return []  # no Stasis app: nothing waits to be decided
+
+    async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
+        link = self._link("Setvar")
+        reply = await link.send("Setvar", Channel=channel_id, Variable=variable, Value=value)
+        return reply.get("Response") == "Success"
+
+    async def continue_in_dialplan(
+        self, channel_id: str, *, context: str = "", extension: str = "", label: str = ""
+    ) -> bool:
+        """A channel in no Stasis app goes on by itself; with a target, ``Redirect`` there."""
+        if not context:
+            return True
+        reply = await self._link("Redirect").send(
+            "Redirect", Channel=channel_id, Context=context, Exten=extension or "s",
+            Priority=label or "1",
+        )  # fmt: skip
+        return reply.get("Response") == "Success"
+
+    async def hangup(self, channel_id: str, *, cause: int) -> bool:
+        """Hang up with a Q.850 cause; False when the channel is gone ("No such channel")."""
+        reply = await self._link("Hangup").send("Hangup", Channel=channel_id, Cause=str(cause))
+        return reply.get("Response") == "Success"

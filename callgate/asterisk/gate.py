@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from callgate.asterisk.events import (
     Decided,
@@ -58,6 +58,18 @@ class ChannelControl(Protocol):
     ) -> bool: ...
 
     async def hangup(self, channel_id: str, *, cause: int) -> bool: ...
+
+
+class Pbx(ChannelControl, Protocol):
+    """What the router asks of Asterisk outside a call: the ARI client (``app``: its Stasis app), or,
+    for an Asterisk without ARI, :class:`callgate.asterisk.ami.AmiControl` (no Stasis app, no channel
+    ever waits in one)."""
+
+    app: str
+
+    async def set_global(self, variable: str, value: str) -> None: ...
+
+    async def channels(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,11 +256,13 @@ class Gate:
         late: bool = False,
         endpoint: str = "",
         by: str = "",
+        control: ChannelControl | None = None,
     ) -> Decision:
-        """Decide, set the channel variables, then continue or refuse the channel."""
+        """Decide, set the channel variables, then continue or refuse the channel. ``control``: the
+        call's own channel control (a FastAGI session); default, the gate's (ARI)."""
         started = time.perf_counter()
         decision = await self.decide(attempt, late=late, endpoint=endpoint, by=by)
-        applied = await self.act(channel_id, decision)
+        applied = await self.act(channel_id, decision, control=control)
         if not applied and decision.allowed and decision.reason is Reason.ALLOWED:
             # the caller hung up while the gate decided: the call was never dialled, release it now
             # rather than charge its whole reservation when it expires
@@ -313,8 +327,11 @@ class Gate:
             log.warning("panic: hung up %d international calls in progress", hung)
         return hung
 
-    async def act(self, channel_id: str, decision: Decision) -> bool:
-        """Tell Asterisk; False when the channel had already gone before anything was applied.
+    async def act(
+        self, channel_id: str, decision: Decision, *, control: ChannelControl | None = None
+    ) -> bool:
+        """Tell Asterisk (through ``control``, default the gate's own); False when the channel had
+        already gone before anything was applied.
 
         Only the first request says so: a ``continue`` retried after a lost response answers 404 although
         the first one went through, so its answer cannot tell that the call was never dialled."""
@@ -331,18 +348,19 @@ class Gate:
             variables["CDR(callgate)"] = variables[RESERVATION_VARIABLE]
         if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
-        if not await self.channels.set_variable(channel_id, *as_array(variables)):
+        channels = control or self.channels
+        if not await channels.set_variable(channel_id, *as_array(variables)):
             log.info("channel %s left before the decision was applied", channel_id)
             return False
         s = self.settings
         if decision.verdict is Verdict.ALLOW:
-            await self.channels.continue_in_dialplan(channel_id)
+            await channels.continue_in_dialplan(channel_id)
         elif s.deny_label:
-            await self.channels.continue_in_dialplan(
+            await channels.continue_in_dialplan(
                 channel_id, context=s.deny_context, label=s.deny_label
             )
         else:
-            await self.channels.hangup(channel_id, cause=s.deny_cause)
+            await channels.hangup(channel_id, cause=s.deny_cause)
         return True
 
     async def settle(self, call_id: str, billsec: int | None) -> Settlement:

@@ -50,9 +50,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from callgate.asterisk.ari import AriClient
 from callgate.asterisk.events import Events, Unrouted
-from callgate.asterisk.gate import Gate, GateSettings, as_array, site_suffix
+from callgate.asterisk.gate import ChannelControl, Gate, GateSettings, Pbx, as_array, site_suffix
 from callgate.asterisk.identity import channel_endpoint
 from callgate.core.decision import RESERVATION_VARIABLE
 from callgate.core.numbers import emergency_forms, known_emergency
@@ -61,7 +60,7 @@ from callgate.core.policy import Policy
 from callgate.core.policyvalues import SITE_NAME
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
-from callgate.errors import AriUnavailable
+from callgate.errors import AmiUnavailable, AriUnavailable
 
 IN_FLIGHT = 64  # calls decided at once by one gate
 TENANT_IN_FLIGHT = IN_FLIGHT // 4  # of which at most this many of one tenant (many tenants)
@@ -90,8 +89,14 @@ def _field(value: object) -> str:
     return value[:MAX_FIELD] if isinstance(value, str) else ""
 
 
-def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | None:
-    """The call attempt of a channel entering Stasis, or None when it has no channel id."""
+def read_start(
+    channel: Mapping[str, Any], args: Sequence[object], *, forged: bool = False
+) -> Start | None:
+    """The call attempt of a channel entering Stasis, or None when it has no channel id.
+
+    ``forged``: the door already knows the arguments cannot be believed (the FastAGI door, an
+    environment that a caller's value broke into: callgate.asterisk.agi); the call is refused as
+    any forged list is."""
     channel_id = _field(channel.get("id"))
     if not channel_id:
         return None
@@ -101,7 +106,8 @@ def read_start(channel: Mapping[str, Any], args: Sequence[object]) -> Start | No
     # whatever names they use: the third wall, for dialplans that neither filter nor pass every key.
     dialplan = channel.get("dialplan")
     exten = dialplan.get("exten") if isinstance(dialplan, Mapping) else None
-    forged = isinstance(exten, str) and "," in exten  # all of it: a comma past MAX_FIELD counts too
+    # all of it: a comma past MAX_FIELD counts too
+    forged = forged or (isinstance(exten, str) and "," in exten)
     for arg in args[1:]:
         key, sep, value = _field(arg).partition("=")
         if not sep or key not in _NAMED or key in named:
@@ -214,12 +220,17 @@ class Router:
 
     ``Router(gate, ari)``: one site. ``Router.tenants(gates, ari, ...)``: many; ``gates`` (site name ->
     gate) is the live map ``serve`` fills as each tenant's policy loads, so a tenant pushed later is
-    served from its first loaded version on."""
+    served from its first loaded version on.
+
+    ``ari`` is how the router reaches Asterisk outside a call (the emergency globals, the channels
+    waiting in Stasis) and the Stasis door's channel control: the ARI client, or, with no ARI at all,
+    the AMI one (:class:`callgate.asterisk.ami.AmiControl`). A call that came through the FastAGI door
+    is controlled through its own session (``start(..., control=...)``)."""
 
     def __init__(
         self,
         gate: Gate | None,
-        ari: AriClient,
+        ari: Pbx,
         *,
         tenants: Mapping[str, Gate] | None = None,
         settings: GateSettings | None = None,
@@ -245,7 +256,7 @@ class Router:
 
     @classmethod
     def tenants(
-        cls, gates: Mapping[str, Gate], ari: AriClient, settings: GateSettings, events: Events
+        cls, gates: Mapping[str, Gate], ari: Pbx, settings: GateSettings, events: Events
     ) -> Router:
         return cls(None, ari, tenants=gates, settings=settings, events=events)
 
@@ -275,7 +286,7 @@ class Router:
             try:
                 await self.ari.set_global(EMERGENCY_NUMBERS, net)
                 await self.ari.set_global(EMERGENCY_DIALS, net)
-            except AriUnavailable as exc:
+            except (AriUnavailable, AmiUnavailable) as exc:
                 log.warning("could not publish the emergency safety net to Asterisk: %s", exc)
 
     async def _publish(self, site: str, gate: Gate) -> None:
@@ -285,7 +296,7 @@ class Router:
         try:
             await self.ari.set_global(EMERGENCY_NUMBERS + suffix, forms)
             await self.ari.set_global(EMERGENCY_DIALS + suffix, dials)
-        except AriUnavailable as exc:
+        except (AriUnavailable, AmiUnavailable) as exc:
             log.warning("could not publish the emergency numbers to Asterisk: %s", exc)
             self._mark(site, None)  # try again with the next call
             return
@@ -325,34 +336,40 @@ class Router:
             case _:
                 pass
 
-    def start(self, start: Start | None) -> None:
+    def start(
+        self, start: Start | None, control: ChannelControl | None = None
+    ) -> asyncio.Task[None] | None:
+        """Decide the call in a task of its own (returned; None when there is nothing to decide).
+        ``control``: the call's own channel control (its FastAGI session); default ``ari``."""
         self._republish()  # a new policy (file or Redis) may list other emergency numbers
         if start is None or start.channel_id in self.busy:
-            return
+            return None
         self.busy.add(start.channel_id)
-        task = asyncio.create_task(self._handle(start))
+        task = asyncio.create_task(self._handle(start, control or self.ari))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
-    async def _handle(self, start: Start) -> None:
+    async def _handle(self, start: Start, control: ChannelControl) -> None:
         queued = time.monotonic()
         try:
             gate = self.gate_for(start.site)
             if gate is None:
-                await self._unrouted(start, queued)
+                await self._unrouted(start, queued, control)
                 return
             async with self._share(start.site), self.slots:
                 late = time.monotonic() - queued > self.settings.deadline
                 await gate.handle(
-                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by
-                )
+                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by,
+                    control=control,
+                )  # fmt: skip
         except AriUnavailable as exc:
             log.warning(
                 "channel %s: ARI failed while applying the decision: %s", start.channel_id, exc
             )
         except Exception:  # a bug must not kill the gate; the channel is refused by the dialplan
             log.exception("channel %s: unexpected error", start.channel_id)
-            await self._refuse(start.channel_id)
+            await self._refuse(start.channel_id, control)
         finally:
             self.busy.discard(start.channel_id)
 
@@ -365,7 +382,7 @@ class Router:
             share = self.tenant_slots[site] = asyncio.Semaphore(TENANT_IN_FLIGHT)
         return share
 
-    async def _unrouted(self, start: Start, queued: float) -> None:
+    async def _unrouted(self, start: Start, queued: float, control: ChannelControl) -> None:
         """Refuse a call no gate of this callgate may decide: ``unknown_site``, as a denial; but
         with many tenants, a number of the safety net (:func:`safety_net`: an emergency number
         of a served tenant's country) is placed as an emergency call, like a call of no site whose
@@ -379,8 +396,8 @@ class Router:
                 "channel %s: emergency number %s of site %r (not served here) placed",
                 start.channel_id, dialled, start.site,
             )  # fmt: skip
-            if await self.ari.set_variable(start.channel_id, *as_array(_emergency(dialled))):
-                await self.ari.continue_in_dialplan(start.channel_id)
+            if await control.set_variable(start.channel_id, *as_array(_emergency(dialled))):
+                await control.continue_in_dialplan(start.channel_id)
             return
         if not start.site:
             why = "its dialplan named no site (CALLGATE_SITE)"
@@ -390,19 +407,19 @@ class Router:
             why = f"site {start.site!r} is no tenant served here, or has no policy loaded"
         log.warning("channel %s: refused (unknown_site): %s", start.channel_id, why)
         s = self.settings
-        if await self.ari.set_variable(start.channel_id, *as_array(UNKNOWN_SITE_VARIABLES)):
+        if await control.set_variable(start.channel_id, *as_array(UNKNOWN_SITE_VARIABLES)):
             if s.deny_label:
-                await self.ari.continue_in_dialplan(
+                await control.continue_in_dialplan(
                     start.channel_id, context=s.deny_context, label=s.deny_label
                 )
             else:
-                await self.ari.hangup(start.channel_id, cause=s.deny_cause)
+                await control.hangup(start.channel_id, cause=s.deny_cause)
         elapsed = time.monotonic() - queued
         self.events.emit(Unrouted(start.channel_id, start.site, start.attempt.dialled, elapsed))
 
-    async def _refuse(self, channel_id: str) -> None:
+    async def _refuse(self, channel_id: str, control: ChannelControl) -> None:
         try:
-            await self.ari.hangup(channel_id, cause=self.settings.deny_cause)
+            await control.hangup(channel_id, cause=self.settings.deny_cause)
         except AriUnavailable:
             log.warning("channel %s: could not refuse it either", channel_id)
 

@@ -49,10 +49,11 @@ class Link(StrEnum):
     ARI = "ari"
     AMI = "ami"
     REDIS = "redis"
+    AGI = "agi"  # the FastAGI door listening (watched only when [agi] listen is set)
 
 
-LINKS = tuple(Link)
-NEEDED = (Link.ARI, Link.REDIS)  # health fails without these
+LINKS = (Link.ARI, Link.AMI, Link.REDIS)  # watched by default
+NEEDED = (Link.ARI, Link.AGI, Link.REDIS)  # health fails without these, of those watched
 # the [metrics] defaults, from the settings table (loopback: the endpoint has no authentication)
 DEFAULT_HOST = str(setting("metrics", "host").default)
 DEFAULT_PORT = int(str(setting("metrics", "port").default))
@@ -234,7 +235,7 @@ class Metrics:
 
     def health(self, extra: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """(healthy, body): healthy while every NEEDED link is up."""
-        ok = all(self.links.get(name, False) for name in NEEDED)
+        ok = all(self.links[name] for name in NEEDED if name in self.links)
         status = "ok" if all(self.links.values()) else "degraded" if ok else "down"
         body: dict[str, Any] = {"policy_version": self.version[0], **extra}
         body |= {

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntFlag
 
+from callgate.asterisk.agi import SCRIPT as AGI_SCRIPT
 from callgate.ops.doctor.dialplan import (
     Dialplan,
     Extension,
@@ -45,6 +46,8 @@ from callgate.ops.doctor.targets import (
     switch_target,
 )
 
+# the FastAGI door: AGI(agi://<host:port, or a variable>/callgate,...) (callgate.asterisk.agi)
+_AGI_DOOR = re.compile(rf"agi://[^/\s]+/{re.escape(AGI_SCRIPT)}")
 BUILT_IN_EMERGENCY = frozenset({"911", "933", "112"})  # the shipped include's and hook's own
 MAX_STACK = 12  # Gosub depth followed; a deeper call is followed as a jump that does not return
 FLOW = frozenset(
@@ -55,8 +58,8 @@ FLOW = frozenset(
 class Flags(IntFlag):
     """What a path has passed, carried from priority to priority."""
 
-    GATED = 1  # entered Stasis(<app>)
-    CHECKED = 2  # then tested STASISSTATUS or CALLGATE_VERDICT
+    GATED = 1  # entered Stasis(<app>) or callgate's FastAGI door
+    CHECKED = 2  # then tested STASISSTATUS, AGISTATUS or CALLGATE_VERDICT
     EMERGENCY = 4  # an emergency test's emergency branch, or a literal emergency extension
     FILTERED = 8  # tested FILTER(...) of the dialled string
     DYNAMIC = 16  # came through a jump whose context is named at run time
@@ -139,7 +142,7 @@ def _emergency_names(extension: Extension, emergency: frozenset[str]) -> frozens
 def _condition(cond: str, flags: Flags, emergency: frozenset[str]) -> tuple[Flags, Flags]:
     """The flags of the true and of the false branch of a ``GotoIf`` condition."""
     true, false = flags, flags
-    if re.search(r"\b(?:STASISSTATUS|CALLGATE_VERDICT)\b", cond):
+    if re.search(r"\b(?:STASISSTATUS|AGISTATUS|CALLGATE_VERDICT)\b", cond):
         true |= Flags.CHECKED
         false |= Flags.CHECKED
     if "FILTER(" in cond:
@@ -231,8 +234,8 @@ class _Walk:
             self._hit(state, step, Target(step.line, Reach.UNKNOWN, CUT), Kind.CANNOT_TELL)
         if app in FLOW:
             self._flow(state, step, app, args)
-        elif app == "stasis":
-            if args[0].strip() == self.options.app:
+        elif app in {"stasis", "agi"}:
+            if args[0].strip() == self.options.app or _AGI_DOOR.fullmatch(args[0].strip()):
                 flags = (flags | Flags.GATED) & ~Flags.CHECKED
             self._push(((context, key, priority + 1), flags, stack), state)
         elif app in DIALS:
