@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from callgate.asterisk.ari import AriClient, takes_rest_over_websocket
+from callgate.asterisk.gate import Then
 from callgate.errors import AriUnavailable
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 
@@ -36,12 +37,16 @@ def test_which_asterisk_takes_rest_over_the_websocket(version: str, takes: bool)
 
 
 HOLD = "[hold]\nexten => s,1,Answer()\n same => n,Wait(30)\n"
+# a channel that enters the app, and what it reads right after it leaves it
+PROBE = (
+    "[probe]\nexten => s,1,Stasis(wsprobe)\n same => n,Set(AFTER=${A}-${B})\n same => n,Wait(30)\n"
+)
 
 
 @pytest.fixture(scope="module")
 def ast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsteriskInstance]:
     root = Path(tmp_path_factory.mktemp("ari-ws"))
-    with asterisk(asterisk_prefix(), root / "ast", dialplan=HOLD) as running:
+    with asterisk(asterisk_prefix(), root / "ast", dialplan=HOLD + PROBE) as running:
         yield running
 
 
@@ -111,5 +116,50 @@ async def test_a_request_waiting_when_the_websocket_closes_fails_at_once(
             await ws.close()
             with pytest.raises(AriUnavailable):
                 await asyncio.wait_for(pending, 5)
+    finally:
+        await ari.aclose()
+
+
+@pytest.mark.asterisk
+async def test_apply_sends_both_requests_at_once_and_asterisk_keeps_their_order(
+    ast: AsteriskInstance,
+) -> None:
+    """The gate's variables and its continue, sent over the websocket without waiting for the first
+    answer: the dialplan after Stasis() reads the variables (Asterisk ran the requests in order).
+    A channel already gone: False, as over HTTP. A refusal: the channel hung up."""
+    ari = client(ast)
+    try:
+        async with ari.event_stream() as events:
+            assert ari.over_websocket
+            for then, after in ((Then(), "1-2"), (Then(cause=21), None)):
+                status, created = await ari._http(
+                    "POST", "/channels",
+                    {"endpoint": "Local/s@hold", "context": "probe", "extension": "s",
+                     "priority": 1},
+                )  # fmt: skip
+                assert status == 200
+                await asyncio.wait_for(
+                    anext(e async for e in events if e.get("type") == "StasisStart"), 10
+                )
+                channel = created["id"]
+                assert await ari.apply(channel, "ARRAY(A,B)", "1,2", then)
+                if after is None:  # hung up, never continued
+                    for _ in range(50):
+                        status, _ = await ari._http("GET", f"/channels/{channel}")
+                        if status == 404:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert status == 404
+                    continue
+                for _ in range(50):
+                    _, read = await ari._http(
+                        "GET", f"/channels/{channel}/variable", {"variable": "AFTER"}
+                    )
+                    if read == {"value": after}:
+                        break
+                    await asyncio.sleep(0.05)
+                assert read == {"value": after}
+                assert await ari.hangup(channel, cause=16)
+            assert not await ari.apply("no-such-channel", "A", "1", Then())
     finally:
         await ari.aclose()

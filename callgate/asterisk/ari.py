@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from callgate.asterisk.gate import Then
 from callgate.errors import AriUnavailable
 
 KEEPALIVE_SECONDS = 10.0  # under Asterisk's session_keep_alive of 15 s
@@ -41,6 +42,8 @@ POOL_LIMIT = 32  # Asterisk's sessionlimit is 100 for everyone
 GONE = frozenset({404, 409})  # no such channel / channel not in Stasis
 
 AriEvent = dict[str, Any]  # an ARI event (or REST object) as JSON; not an asterisk.events.Event
+_Request = tuple[str, str, Mapping[str, str | int] | None]  # method, path, query parameters
+
 
 # The first versions that take REST requests over the events websocket, per major version (later
 # majors all do). Asterisk's version string is "22.10.1", "certified-20.7-cert5", "GIT-master-...".
@@ -131,26 +134,48 @@ class AriClient:
     ) -> tuple[int, Any]:
         """One request as a ``RESTRequest`` on the events websocket; its ``RESTResponse`` is handed
         over by the websocket's reader (:meth:`_read`)."""
-        request_id = str(next(self._ids))
-        answer: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = answer
-        message: dict[str, object] = {
-            "type": "RESTRequest",
-            "transaction_id": request_id,
-            "request_id": request_id,
-            "method": method,
-            "uri": path.lstrip("/"),
-        }
-        if params:
-            message["query_strings"] = [{"name": k, "value": str(v)} for k, v in params.items()]
+        (answer,) = await self._pipelined(ws, [(method, path, params)], seconds=seconds)
+        return answer
+
+    async def _pipelined(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        requests: list[_Request],
+        *,
+        seconds: float | None = None,
+    ) -> list[tuple[int, Any]]:
+        """Requests sent one after the other without waiting, then their answers, in order. Asterisk
+        carries out the requests of one websocket one at a time, in the order they came (the
+        session's reader runs each to its end before it reads the next: res/ari/ari_websockets.c),
+        so a later request sees what an earlier one did."""
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[str, asyncio.Future[tuple[int, Any]]]] = []
+        what = " then ".join(f"{method} {path}" for method, path, _ in requests)
         try:
             async with asyncio.timeout(self._seconds if seconds is None else seconds):
-                await ws.send_str(json.dumps(message))
-                return await answer
+                for method, path, params in requests:
+                    request_id = str(next(self._ids))
+                    answer: asyncio.Future[tuple[int, Any]] = loop.create_future()
+                    self._waiting[request_id] = answer
+                    sent.append((request_id, answer))
+                    message: dict[str, object] = {
+                        "type": "RESTRequest",
+                        "transaction_id": request_id,
+                        "request_id": request_id,
+                        "method": method,
+                        "uri": path.lstrip("/"),
+                    }
+                    if params:
+                        message["query_strings"] = [
+                            {"name": k, "value": str(v)} for k, v in params.items()
+                        ]
+                    await ws.send_str(json.dumps(message))
+                return [await answer for _, answer in sent]
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
-            raise self._unavailable(f"ARI {method} {path} (websocket)", exc) from exc
+            raise self._unavailable(f"ARI {what} (websocket)", exc) from exc
         finally:
-            self._waiting.pop(request_id, None)
+            for request_id, _ in sent:
+                self._waiting.pop(request_id, None)
 
     def _answer(self, message: Mapping[str, Any]) -> None:
         answer = self._waiting.pop(str(message.get("request_id")), None)
@@ -209,6 +234,38 @@ class AriClient:
 
     # -- channels ---------------------------------------------------------------------------------
 
+    async def apply(self, channel_id: str, variable: str, value: str, then: Then) -> bool:
+        """Set the variable, then continue or hang up as ``then`` says: both requests in one go over
+        the websocket (no wait for the first answer; Asterisk keeps their order), one after the other
+        over HTTP. False when the channel had gone before the variable was set."""
+        ws = self._ws
+        if ws is None:
+            if not await self.set_variable(channel_id, variable, value):
+                return False
+            await self._then(channel_id, then)
+            return True
+        requests = [self._set(channel_id, variable, value), self._next(channel_id, then)]
+        answers = await self._pipelined(ws, requests)
+        for (method, path, _), (status, data) in zip(requests, answers, strict=True):
+            if status >= 300 and status not in GONE:
+                raise AriUnavailable(f"ARI {method} {path}: HTTP {status} {data}")
+        return answers[0][0] not in GONE
+
+    @staticmethod
+    def _set(channel_id: str, variable: str, value: str) -> _Request:
+        return "POST", f"/channels/{channel_id}/variable", {"variable": variable, "value": value}
+
+    @staticmethod
+    def _next(channel_id: str, then: Then) -> _Request:
+        if then.cause:
+            return "DELETE", f"/channels/{channel_id}", {"reason_code": then.cause}
+        where = (("context", then.context), ("extension", then.extension), ("label", then.label))
+        return "POST", f"/channels/{channel_id}/continue", {k: v for k, v in where if v}
+
+    async def _then(self, channel_id: str, then: Then) -> bool:
+        method, path, params = self._next(channel_id, then)
+        return await self._channel_call(method, path, params)
+
     async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
         params = {"variable": variable, "value": value}
         return await self._channel_call("POST", f"/channels/{channel_id}/variable", params)
@@ -217,15 +274,11 @@ class AriClient:
         self, channel_id: str, *, context: str = "", extension: str = "", label: str = ""
     ) -> bool:
         """Leave Stasis: at the next priority when nothing is given, else at context/extension/label."""
-        params = {
-            k: v for k, v in (("context", context), ("extension", extension), ("label", label)) if v
-        }
-        return await self._channel_call("POST", f"/channels/{channel_id}/continue", params)
+        return await self._then(channel_id, Then(context, extension, label))
 
     async def hangup(self, channel_id: str, *, cause: int) -> bool:
         """Hang up with a Q.850 cause (21: call rejected, which PJSIP sends as 403)."""
-        params = {"reason_code": cause}
-        return await self._channel_call("DELETE", f"/channels/{channel_id}", params)
+        return await self._then(channel_id, Then(cause=cause))
 
     async def set_global(self, variable: str, value: str) -> None:
         """Set an Asterisk global variable."""

@@ -73,6 +73,38 @@ class Pbx(ChannelControl, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Then:
+    """What a channel does once its variables are set: continue in the dialplan (at ``context``,
+    ``extension`` and ``label`` when given; else at the next priority), or, with a ``cause``, hang up
+    with that Q.850 cause."""
+
+    context: str = ""
+    extension: str = ""
+    label: str = ""
+    cause: int = 0
+
+
+async def apply(
+    control: ChannelControl, channel_id: str, variable: str, value: str, then: Then
+) -> bool:
+    """Set the variable, then continue or hang up: in one go where the control can (the ARI client
+    over its websocket: :meth:`~callgate.asterisk.ari.AriClient.apply`), else one after the other.
+    False when the channel had gone before the variable was set."""
+    together = getattr(control, "apply", None)
+    if together is not None:
+        return bool(await together(channel_id, variable, value, then))
+    if not await control.set_variable(channel_id, variable, value):
+        return False
+    if then.cause:
+        await control.hangup(channel_id, cause=then.cause)
+    else:
+        await control.continue_in_dialplan(
+            channel_id, context=then.context, extension=then.extension, label=then.label
+        )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
 class GateSettings:
     deadline: float = 1.0  # seconds a decision may wait for the store before on_store_error applies
     deny_cause: int = 21  # Q.850 call rejected (PJSIP sends 403)
@@ -349,18 +381,16 @@ class Gate:
         if limited and self.settings.timeout_absolute:
             variables["TIMEOUT(absolute)"] = str(decision.allowed_seconds + TIMEOUT_SLACK)
         channels = control or self.channels
-        if not await channels.set_variable(channel_id, *as_array(variables)):
-            log.info("channel %s left before the decision was applied", channel_id)
-            return False
         s = self.settings
         if decision.verdict is Verdict.ALLOW:
-            await channels.continue_in_dialplan(channel_id)
+            then = Then()
         elif s.deny_label:
-            await channels.continue_in_dialplan(
-                channel_id, context=s.deny_context, label=s.deny_label
-            )
+            then = Then(context=s.deny_context, label=s.deny_label)
         else:
-            await channels.hangup(channel_id, cause=s.deny_cause)
+            then = Then(cause=s.deny_cause)
+        if not await apply(channels, channel_id, *as_array(variables), then):
+            log.info("channel %s left before the decision was applied", channel_id)
+            return False
         return True
 
     async def settle(self, call_id: str, billsec: int | None) -> Settlement:
