@@ -75,6 +75,7 @@ PANIC_POLL = 0.5  # seconds between reads of the site's panic flag
 # on_store_error within the [gate] deadline (1 s) rather than a call kept waiting. The admin commands
 # wait longer (callgate.ops.admin.REDIS_TIMEOUT): a person at a shell would rather have the answer.
 REDIS_TIMEOUT = 0.5
+PRIVILEGED = 1024  # ports below this only a privileged process may listen on (Linux's default)
 
 # How long a stop waits for each step (seconds): the calls being decided; then the links, the
 # settlements and the writers side by side; then the closes. At most about 10 s in all (the alerts'
@@ -437,6 +438,13 @@ async def _start_agi(settings: Settings, router: Router, metrics: Metrics) -> Ag
     await agi.start()
     metrics.set_link(Link.AGI, True)
     log.info("FastAGI door listening on %s:%d (agi://%s:%d/callgate)", host, port, host, port)
+    if port >= PRIVILEGED:
+        log.warning(
+            "FastAGI door on port %d: any local user may listen there while callgate is down and "
+            "answer Asterisk's AGI() in its place (allowing every call); use a port below %d "
+            "(127.0.0.1:573, with CAP_NET_BIND_SERVICE: packaging/callgate.service)",
+            port, PRIVILEGED,
+        )  # fmt: skip
     return agi
 
 

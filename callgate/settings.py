@@ -22,6 +22,7 @@ import base64
 import dataclasses
 import difflib
 import ipaddress
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -121,6 +122,10 @@ class Settings:
     def tenants(self) -> tuple[str, ...]:
         """The sites of ``[policy] tenants``, in the order written; () for a single-site callgate."""
         return site_list(self.policy_tenants)
+
+    def tenant_region(self, site: str) -> str:
+        """The region ``[policy] tenants`` pins ``site`` to (``acme/east:US``); "" if none."""
+        return pinned_regions(self.policy_tenants).get(site, "")
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret these settings hold (passwords, the AMI secret, a password in a URL), for a
@@ -279,9 +284,28 @@ def _listen_problem(text: str) -> str | None:
     return None
 
 
+def _entries(text: str) -> list[tuple[str, str]]:
+    """(site, pinned region or "") of each entry of a ``[policy] tenants`` list: ``acme/east`` or
+    ``acme/east:US``."""
+    found = []
+    for entry in text.split(","):
+        name, _, region = entry.strip().partition(":")
+        if name.strip():
+            found.append((name.strip(), region.strip()))
+    return found
+
+
 def site_list(text: str) -> tuple[str, ...]:
     """The site names of a comma-separated list (``[policy] tenants``)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    return tuple(name for name, _ in _entries(text))
+
+
+def pinned_regions(text: str) -> dict[str, str]:
+    """Site -> the region ``[policy] tenants`` pins it to (``acme/east:US``), for those it pins."""
+    return {name: region for name, region in _entries(text) if region}
+
+
+_REGION = re.compile(r"[A-Z]{2}", re.ASCII)
 
 
 def _sites_problem(text: str) -> str | None:
@@ -289,6 +313,10 @@ def _sites_problem(text: str) -> str | None:
     bad = [name for name in names if not SITE_NAME.fullmatch(name)]
     if bad:
         return f"{bad[0]!r} is no site name; expected {Form.SITES.value}"
+    regions = [r for _, r in _entries(text) if r]
+    wrong = [r for r in regions if not _REGION.fullmatch(r)]
+    if wrong:
+        return f"{wrong[0]!r} is no region; expected a two-letter country code such as US"
     if len(set(names)) != len(names):
         return "a site is listed twice"
     # the dialplan reads each tenant's emergency numbers from a global named after it (stasis)

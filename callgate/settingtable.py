@@ -50,7 +50,10 @@ class Form(enum.Enum):
     ARI_URL = "an http(s)://host:port/ari URL"
     REDIS_URL = "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
     USER_NAME = "a user name without ':'"
-    SITES = "site names (as policies spell them, P/T for a provider's tenant), comma-separated"
+    SITES = (
+        "site names (as policies spell them, P/T for a provider's tenant), comma-separated, each "
+        "with :CC to pin its region"
+    )
     LISTEN = "host:port (an IP address; a bare port listens on 127.0.0.1)"
 
 
@@ -152,7 +155,7 @@ SECTIONS: Final = {
     "ari": "The Asterisk REST Interface, the Stasis door: callgate sees each call there and tells "
     "Asterisk what to do with it.",
     "agi": "The FastAGI door, for an Asterisk without ARI (its HTTP server off, FreePBX's default): "
-    "the dialplan's AGI(agi://127.0.0.1:4573/callgate,...) reaches the same gate (docs/install.md). "
+    "the dialplan's AGI(agi://127.0.0.1:573/callgate,...) reaches the same gate (docs/install.md). "
     "Set [ari] url, [agi] listen, or both.",
     "ami": "The Asterisk Manager Interface, for the events that settle what each call really cost.",
     "redis": "Counters, reservations, locks, the panic switch, the audit stream and the pushed "
@@ -199,7 +202,7 @@ TABLE: Final = (
         "Asterisk.",
     ),
     Setting(
-        "agi", "listen", str, "", form=Form.LISTEN, example="127.0.0.1:4573",
+        "agi", "listen", str, "", form=Form.LISTEN, example="127.0.0.1:573",
         doc="Where the FastAGI door listens: host:port, or a port alone for 127.0.0.1. Empty: the "
         "door is off. Keep it on loopback (FastAGI has no authentication: whoever reaches the port "
         "can ask for decisions); the dialplan's CALLGATE_AGI global names the same address.",
@@ -282,7 +285,9 @@ TABLE: Final = (
         "(source must be \"redis\"), caps, locks, panic switch and audit stream. The tenant's "
         "dialplan context names the site of each call (CALLGATE_SITE, passed as site=); a call "
         "that names none, a site not listed, or a tenant with no policy pushed yet is refused "
-        "(unknown_site). Section 9 of docs/operations.md.",
+        "(unknown_site). Pin a tenant's region with :CC (\"acme/east:US\") when its staff push "
+        "their own policy: a policy of another region is refused, and its emergency list keeps "
+        "only that country's emergency numbers. Section 9 of docs/operations.md.",
     ),
     Setting(
         "gate", "deadline", float, 1.0, limits=(0.01, 30), unit="seconds",

@@ -50,17 +50,26 @@ log = logging.getLogger("callgate.serve")
 TENANT_POLL = 1.0  # seconds between looks for the first policy of a tenant not served yet
 
 
-def vet(site: str, policy: Policy) -> Policy:
+def vet(site: str, policy: Policy, region: str = "") -> Policy:
     """What tenant ``site`` runs of a policy it pushed, each time one loads: refused (PolicyError, the
     running one kept) unless it is the policy of ``site``; its ``emergency:`` list cut to the numbers
-    libphonenumber knows as emergency numbers of its own region. Each listed number goes around the
-    gate, the provider's caps included (the dialplan reads the tenant's globals before ``Stasis()``):
-    a tenant's policy must not open, say, a premium number by calling it an emergency one."""
+    libphonenumber knows as emergency numbers of its own region; refused when ``region`` (the one
+    ``[policy] tenants`` pins it to) is another. Each listed number goes around the gate, the
+    provider's caps included (the dialplan reads the tenant's globals before ``Stasis()``): a
+    tenant's policy must not open, say, a premium number by calling it an emergency one, nor, by
+    choosing its region, a short number that is an emergency one elsewhere (155, an operator in the
+    UK, is one in Turkey): pin the region of tenants whose staff push their own policies."""
     if policy.site.name != site:
         problem = (
             f"the policy pushed for tenant {site!r} is the policy of site {policy.site.name!r}"
         )
         raise PolicyError([Problem(policy.source, 0, "site.name", problem)])
+    if region and policy.site.region != region:
+        problem = (
+            f"is {policy.site.region}, but [policy] tenants pins {site!r} to {region}: a tenant "
+            "chooses neither its country nor so its emergency numbers"
+        )
+        raise PolicyError([Problem(policy.source, 0, "site.region", problem)])
     kept = known_emergency(policy.emergency, policy.site.region)
     if kept == policy.emergency:
         return policy
@@ -100,7 +109,8 @@ class Tenants:
         tenant = site != self.settings.policy_site
         try:
             return await RedisPolicy.find(
-                PolicyStore(self.store.client, site), partial(vet, site) if tenant else None
+                PolicyStore(self.store.client, site),
+                partial(vet, site, region=self.settings.tenant_region(site)) if tenant else None,
             )
         except BackendUnavailable as exc:
             log.warning("cannot read the policy of %s (%s); retrying", site, exc)
@@ -221,6 +231,13 @@ async def serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Eve
         )
     )
     log.info("callgate serving tenants %s", ", ".join(repr(t) for t in settings.tenants))
+    loose = [t for t in settings.tenants if not settings.tenant_region(t)]
+    if loose:
+        log.warning(
+            "tenants with no pinned region (%s): each one's pushed policy chooses the country its "
+            "emergency numbers are judged by; pin one (\"%s:US\") where tenants push their own "
+            "policies (docs/operations.md, section 9)", ", ".join(loose), loose[0],
+        )  # fmt: skip
     await _run_until_stopped(
         settings, router=router, feed=feed, web=web, ari=ari, store=store, links=links,
         writers=writers, stop=stop, audit_stop=audit_stop, agi=agi,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from callgate.asterisk.agi import KEYS, MAX_LINE, AgiServer, parse_env
+from callgate.asterisk.ami import AmiControl
 from callgate.asterisk.gate import Gate, GateSettings
 from callgate.asterisk.stasis import Router
 from callgate.core.memo import Memo
@@ -317,3 +318,23 @@ async def test_an_answer_that_is_not_one_ends_the_session() -> None:
         await asyncio.wait_for(peer(), 10)
         await asyncio.sleep(0.1)
     assert d.audit.decisions == []
+
+
+@pytest.mark.parametrize("uniqueid", ["/.*/", "", "1732000000.42 x", "a" * 151, "id\\n"])
+async def test_a_channel_id_asterisk_never_gives_closes_the_session(uniqueid: str) -> None:
+    """The attack review (F2): a peer naming its channel ``/.*/`` got it into the gate's live calls,
+    and panic then sent AMI ``Hangup Channel: /.*/``, which Asterisk reads as a pattern over every
+    channel (911 calls too). A uniqueid outside Asterisk's alphabet closes the session, undecided."""
+    async with door() as d:
+        asterisk = await d.call(environment([ALLOWED], agi_uniqueid=uniqueid))
+    assert asterisk.closed_unanswered
+    assert d.audit.decisions == []
+
+
+async def test_ami_never_acts_on_a_channel_pattern() -> None:
+    """Defence in depth: AmiControl refuses (False, logged, nothing sent) any channel starting
+    with "/" before it reaches AMI, whoever asks."""
+    control = AmiControl()
+    assert not await control.hangup("/.*/", cause=21)
+    assert not await control.set_variable("/x/", "A", "1")
+    assert not await control.continue_in_dialplan("/x/", context="c", label="l")

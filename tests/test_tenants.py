@@ -413,6 +413,9 @@ def test_tenants_settings() -> None:
     assert (s.tenants, s.policy_site) == (("acme/east", "acme/west", "globex"), "")
     s = load_settings(None, {**BASE, "CALLGATE_POLICY_SITE": "acme"})
     assert s.tenants == ()
+    s = load_settings(None, {**BASE, "CALLGATE_POLICY_TENANTS": "acme/east:US, globex : GB, x"})
+    assert s.tenants == ("acme/east", "globex", "x")
+    assert [s.tenant_region(t) for t in s.tenants] == ["US", "GB", ""]
 
 
 @pytest.mark.parametrize(
@@ -421,6 +424,7 @@ def test_tenants_settings() -> None:
         ({"CALLGATE_POLICY_TENANTS": "a, a"}, "a site is listed twice"),
         ({"CALLGATE_POLICY_TENANTS": "a/b/c"}, "'a/b/c' is no site name"),
         ({"CALLGATE_POLICY_TENANTS": "a.b, a_b"}, "would share Asterisk globals"),
+        ({"CALLGATE_POLICY_TENANTS": "a:usa"}, "'usa' is no region"),
         (
             {"CALLGATE_POLICY_TENANTS": "a", "CALLGATE_POLICY_SOURCE": "file"},
             'needs [policy] source = "redis"',
@@ -451,3 +455,77 @@ async def test_a_tenant_in_another_currency_than_its_provider_is_refused() -> No
                 above=lambda: provider)  # fmt: skip
     decision = await gate.decide(CallAttempt("c1", "1001", "2125550142", leg="ch1"))
     assert not decision.allowed
+
+
+async def test_a_channel_control_that_never_answers_holds_no_slot() -> None:
+    """The attack review (F3): FastAGI peers that take a decision and never answer its SET VARIABLE
+    held the in-flight slots until their reply timeout, so every other call went past its deadline
+    and got on_store_error (allow: uncounted). The slots are held while a call is decided, not while
+    its answer is carried out: a real call is still decided by its counters."""
+    never = asyncio.Event()
+
+    class Stalled(Ari):
+        async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
+            await never.wait()
+            return False
+
+    ari, stalled = Ari(), Stalled()
+    router = Router(gate_of("acme", "US", ari, MemoryStore()), cast(AriClient, ari))
+    for n in range(IN_FLIGHT + 16):
+        router.start(read_start({"id": f"s{n}"}, ["2125550123", "ext=1001"]), stalled)
+    router.start(read_start({"id": "real"}, ["2125550123", "ext=1001"]))
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if ari.variables("real"):
+            break
+    # counted (the stalled calls that were admitted hold 1001's five concurrent calls), not late
+    assert ari.variables("real")["CALLGATE_REASON"] == "concurrent_calls"
+    never.set()
+    await settled(router)
+
+
+async def test_an_empty_number_is_no_emergency_number() -> None:
+    """The attack review (F5): with no tenant listing a real emergency number the safety net is
+    empty, and "" was found in "".split("-"): a call with an empty number from an unserved site
+    was answered ALLOW/emergency. Refused unknown_site now."""
+    ari = Ari()
+    gates = {"us": gate_of("us", "US", ari, MemoryStore(), emergency="[]")}
+    router = Router.tenants(gates, cast(AriClient, ari), GateSettings(), Events())
+    router.start(read_start({"id": "c1"}, ["", "site=initech"]))
+    await settled(router)
+    assert ari.variables("c1")["CALLGATE_REASON"] == "unknown_site"
+
+
+def test_a_pinned_tenant_cannot_choose_its_region() -> None:
+    """The attack review (F4): a tenant of a UK box pushing region TR kept 155 (BT's international
+    operator in the UK, an emergency number in Turkey) as an emergency number, dialled around the
+    gate. With its region pinned ([policy] tenants "uk:GB"), a policy of another region is refused;
+    in its own region only that country's numbers stay."""
+    turkish = load_policy(policy_of("uk", "GB", '["155", "112"]', "TR"), "uk")
+    assert vet("uk", turkish).emergency == ("155", "112")  # unpinned: its own region decides
+    with pytest.raises(PolicyError, match="pins 'uk' to GB"):
+        vet("uk", turkish, region="GB")
+    british = load_policy(policy_of("uk", "GB", '["155", "112", "999"]', "GB"), "uk")
+    assert vet("uk", british, region="GB").emergency == ("112", "999")
+
+
+async def test_the_providers_deny_international_is_judged_in_its_country() -> None:
+    """The attack review (F4): a tenant declaring region CU made Cuba domestic for the provider's
+    deny_international when the store was down: the call was allowed, uncounted. The provider's
+    mode is judged by the provider's country."""
+    cuban = policy_of("hosted/cu", "CU", region="CU").replace(
+        "currency: USD}", "currency: USD, on_store_error: allow}"
+    )
+    provider = Memo(load_policy(policy_of("hosted", "US").replace(
+        "currency: USD}", "currency: USD, on_store_error: deny_international}"), "hosted"))  # fmt: skip
+    memo = Memo(load_policy(cuban, "hosted/cu"))
+
+    class Down(MemoryStore):
+        async def admit(self, admission: Any) -> Any:
+            raise StoreUnavailable("down")
+
+    gate = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/cu",
+                above=lambda: provider)  # fmt: skip
+    decision = await gate.decide(CallAttempt("c1", "1001", "72345678", leg="ch1"))
+    assert decision.number.international is False  # domestic for the tenant's own reading
+    assert (decision.verdict.value, decision.reason.value) == ("DENY", "store_unavailable")

@@ -1,4 +1,4 @@
-"""The FastAGI door: ``AGI(agi://127.0.0.1:4573/callgate,<the Stasis door's arguments>)`` reaches the
+"""The FastAGI door: ``AGI(agi://127.0.0.1:573/callgate,<the Stasis door's arguments>)`` reaches the
 same gate as ``Stasis(callgate,...)``, for an Asterisk without ARI (docs/install.md).
 
 Per connection, Asterisk (res/res_agi.c: ``launch_netscript``, then ``setup_env``) writes its
@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -66,6 +67,7 @@ KEYS = (
     "agi_callingani2", "agi_callington", "agi_callingtns", "agi_dnid", "agi_rdnis", "agi_context",
     "agi_extension", "agi_priority", "agi_enhanced", "agi_accountcode", "agi_threadid",
 )  # fmt: skip
+UNIQUEID = re.compile(r"[A-Za-z0-9._-]{1,150}", re.ASCII)
 NEEDED = ("agi_network_script", "agi_channel", "agi_uniqueid", "agi_threadid")
 ARG = "agi_arg_"
 
@@ -301,6 +303,14 @@ class AgiServer:
             log.warning("FastAGI: script %r is not %r; session closed", script, SCRIPT)
             return
         channel_id = env.values.get("agi_uniqueid", "")
+        if not UNIQUEID.fullmatch(channel_id):
+            # Asterisk's uniqueid (1732000000.42, or an id an originate chose); anything else is no
+            # channel of Asterisk's, and the gate names channels by it (AMI Hangup reads a Channel
+            # that starts with "/" as a regular expression over every channel)
+            log.warning(
+                "FastAGI: channel id %r is no Asterisk uniqueid; session closed", channel_id[:64]
+            )
+            return
         session = AgiSession(reader, writer, channel_id)
         extra = await session.sync()
         if extra is None:

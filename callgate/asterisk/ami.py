@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Self
 
 from callgate.errors import AmiUnavailable
+
+log = logging.getLogger("callgate.ami")
 
 TERMINATOR = b"\r\n\r\n"
 READ_LIMIT = 1 << 20
@@ -156,6 +159,17 @@ class AmiConnection:
             await self.send("Ping", timeout=every)
 
 
+def _pattern(channel_id: str) -> bool:
+    """A channel "id" AMI would read as a regular expression over every channel's name (``/.*/``):
+    never sent (no channel of Asterisk's has one; callgate.asterisk.agi refuses it too)."""
+    if channel_id.startswith("/"):
+        log.error(
+            "refusing an AMI action on channel %r: AMI reads it as a pattern", channel_id[:64]
+        )
+        return True
+    return False
+
+
 class AmiControl:
     """Asterisk without ARI, through the AMI link of the spend feed (``serve`` sets :attr:`conn` while
     it is logged in): the global variables the dialplan reads (``Setvar`` without a channel), and the
@@ -182,6 +196,8 @@ class AmiControl:
         return []  # no Stasis app: nothing waits to be decided
 
     async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
+        if _pattern(channel_id):
+            return False
         link = self._link("Setvar")
         reply = await link.send("Setvar", Channel=channel_id, Variable=variable, Value=value)
         return reply.get("Response") == "Success"
@@ -190,6 +206,8 @@ class AmiControl:
         self, channel_id: str, *, context: str = "", extension: str = "", label: str = ""
     ) -> bool:
         """A channel in no Stasis app goes on by itself; with a target, ``Redirect`` there."""
+        if _pattern(channel_id):
+            return False
         if not context:
             return True
         reply = await self._link("Redirect").send(
@@ -200,5 +218,7 @@ class AmiControl:
 
     async def hangup(self, channel_id: str, *, cause: int) -> bool:
         """Hang up with a Q.850 cause; False when the channel is gone ("No such channel")."""
+        if _pattern(channel_id):
+            return False
         reply = await self._link("Hangup").send("Hangup", Channel=channel_id, Cause=str(cause))
         return reply.get("Response") == "Success"

@@ -297,7 +297,9 @@ class AriClient:
         return str(system.get("version", "")) if isinstance(system, dict) else ""
 
     async def channels(self) -> list[AriEvent]:
-        status, data = await self._request("GET", "/channels")
+        """Every channel (reconcile). Over HTTP always: on a busy PBX the answer can be larger than
+        a websocket message may be."""
+        status, data = await self._http("GET", "/channels")
         if status != 200 or not isinstance(data, list):
             raise AriUnavailable(f"ARI GET /channels: HTTP {status}")
         return data
@@ -350,7 +352,10 @@ class AriClient:
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
-                    event = json.loads(message.data)
+                    try:
+                        event = json.loads(message.data)
+                    except ValueError:
+                        continue  # never from Asterisk; not worth the reader
                     if not isinstance(event, dict):
                         continue
                     if event.get("type") == "RESTResponse":

@@ -34,7 +34,7 @@ from callgate.core.decision import RESERVATION_VARIABLE, Decision
 from callgate.core.engine import conclude, on_store_failure
 from callgate.core.memo import Memo
 from callgate.core.origins import Origin
-from callgate.core.plan import RESERVATION_HOLD, above_problem, prepare
+from callgate.core.plan import RESERVATION_HOLD, above_problem, abroad_for, prepare
 from callgate.core.policy import FailMode, Policy
 from callgate.core.reasons import Reason, Verdict
 from callgate.core.rules import CallAttempt
@@ -252,6 +252,11 @@ class Gate:
         fail = policy.site.on_store_error
         if above is not None:
             fail = stricter(fail, above.policy.site.on_store_error)
+            # deny_international, judged as the provider judges: abroad for its country
+            if fail is FailMode.DENY_INTERNATIONAL and abroad_for(
+                p.number, above.policy.site.region
+            ):
+                fail = FailMode.DENY
         if late:
             log.warning("overloaded: call %s waited past its deadline", attempt.call_id)
             return on_store_failure(p, fail)
@@ -294,6 +299,22 @@ class Gate:
         call's own channel control (a FastAGI session); default, the gate's (ARI)."""
         started = time.perf_counter()
         decision = await self.decide(attempt, late=late, endpoint=endpoint, by=by)
+        return await self.finish(
+            channel_id, decision, started, endpoint=endpoint, by=by, control=control
+        )
+
+    async def finish(
+        self,
+        channel_id: str,
+        decision: Decision,
+        started: float,
+        *,
+        endpoint: str = "",
+        by: str = "",
+        control: ChannelControl | None = None,
+    ) -> Decision:
+        """The second half of :meth:`handle`: apply ``decision`` (decided from ``started``, a
+        ``perf_counter()``), tell it, and count what follows it (a lock, a live call)."""
         applied = await self.act(channel_id, decision, control=control)
         if not applied and decision.allowed and decision.reason is Reason.ALLOWED:
             # the caller hung up while the gate decided: the call was never dialled, release it now

@@ -357,12 +357,19 @@ class Router:
             if gate is None:
                 await self._unrouted(start, queued, control)
                 return
+            # The slots are held while the call is decided, not while the answer is carried out: a
+            # channel control that is slow to take it (a FastAGI peer that never answers) holds
+            # nobody else's call past its deadline.
             async with self._share(start.site), self.slots:
                 late = time.monotonic() - queued > self.settings.deadline
-                await gate.handle(
-                    start.channel_id, start.attempt, late=late, endpoint=start.endpoint, by=start.by,
-                    control=control,
-                )  # fmt: skip
+                started = time.perf_counter()
+                decision = await gate.decide(
+                    start.attempt, late=late, endpoint=start.endpoint, by=start.by
+                )
+            await gate.finish(
+                start.channel_id, decision, started, endpoint=start.endpoint, by=start.by,
+                control=control,
+            )  # fmt: skip
         except AriUnavailable as exc:
             log.warning(
                 "channel %s: ARI failed while applying the decision: %s", start.channel_id, exc
@@ -389,9 +396,12 @@ class Router:
         dialplan found it in the plain globals (a tenant listed but with no policy pushed yet, or
         one whose context names a site that is no tenant, still reaches 999)."""
         dialled = start.attempt.dialled
-        if self.many is not None and dialled in safety_net(
-            gate.policy() for _, gate in self._publishing()
-        ).split("-"):
+        net = safety_net(gate.policy() for _, gate in self._publishing())
+        if (
+            self.many is not None
+            and _DIAL_ALPHABET.fullmatch(dialled)
+            and dialled in net.split("-")
+        ):
             log.warning(
                 "channel %s: emergency number %s of site %r (not served here) placed",
                 start.channel_id, dialled, start.site,

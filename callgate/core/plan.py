@@ -167,6 +167,12 @@ def _provider(above: Policy) -> tuple[ScopeChecks, ScopeChecks]:
     return marked(False), marked(True)
 
 
+def abroad_for(number: NumberInfo, region: str) -> bool:
+    """Whether ``number`` (read in its tenant's region) is abroad for a provider in ``region``: the
+    provider judges its own checks, never by the tenant's region."""
+    return number.international or (number.country is not None and number.country != region)
+
+
 def above_problem(policy: Policy, above: Policy) -> str | None:
     """Why ``above`` cannot be the provider of ``policy``'s site (None: it can): a tenant ``P/T`` is
     counted under P's caps, whose keys share its hash tag, in the tenant's currency."""
@@ -325,9 +331,7 @@ def prepare(
             # judged by the provider's own policy, never by what the tenant's says: abroad for the
             # provider's country, priced at the provider's rate when that is the higher one (a
             # tenant pushing rates of 0 or another region must not escape the provider's caps)
-            abroad = number.international or (
-                number.country is not None and number.country != above.policy.site.region
-            )
+            abroad = abroad_for(number, above.policy.site.region)
             _count((provider[abroad],), e164, spend_periods(there), counted, spent)
             theirs = above.policy.rates.per_minute(e164)[1] if e164 else None
             if theirs is not None:
