@@ -308,25 +308,35 @@ async def test_an_unserved_sites_emergency_call_is_placed(site: str | None) -> N
     assert ari.variables("c2")["CALLGATE_REASON"] == "unknown_site"
 
 
+class Down(MemoryStore):
+    """A store that is down: every admission fails."""
+
+    async def admit(self, admission: Any) -> Any:
+        raise StoreUnavailable("down")
+
+
+def failing(site: str, mode: str, above: str | None, region: str = "US") -> Gate:
+    """A gate of tenant ``site`` (on_store_error ``mode``) on a store that is down, under provider
+    ``hosted`` whose policy's on_store_error is ``above`` (None: no provider policy)."""
+
+    def with_mode(text: str, fail: str) -> str:
+        return text.replace("currency: USD}", f"currency: USD, on_store_error: {fail}}}")
+
+    memo = Memo(load_policy(with_mode(policy_of(site, region, region=region), mode), site))
+    provider = (
+        Memo(load_policy(with_mode(policy_of("hosted", "US"), above), "hosted")) if above else None
+    )
+    return Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant=site,
+                above=(lambda: provider) if provider is not None else None)  # fmt: skip
+
+
 async def test_a_tenant_cannot_loosen_its_providers_on_store_error() -> None:
     """A tenant pushing on_store_error: allow under a provider whose policy says deny: with the
     store down, the stricter (deny) applies to its counted calls."""
-    text = policy_of("hosted/lax", "US").replace(
-        "currency: USD}", "currency: USD, on_store_error: allow}"
-    )
-    provider = Memo(load_policy(policy_of("hosted", "US").replace(
-        "currency: USD}", "currency: USD, on_store_error: deny}"), "hosted"))  # fmt: skip
-    memo = Memo(load_policy(text, "hosted/lax"))
-
-    class Down(MemoryStore):
-        async def admit(self, admission: Any) -> Any:
-            raise StoreUnavailable("down")
-
-    gate = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/lax",
-                above=lambda: provider)  # fmt: skip
+    gate = failing("hosted/lax", "allow", "deny")
     decision = await gate.decide(CallAttempt("c1", "1001", "2125550142", leg="ch1"))
     assert (decision.verdict.value, decision.reason.value) == ("DENY", "store_unavailable")
-    alone = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/lax")
+    alone = failing("hosted/lax", "allow", None)
     assert (await alone.decide(CallAttempt("c2", "1001", "2125550142", leg="ch2"))).allowed
 
 
@@ -513,19 +523,7 @@ async def test_the_providers_deny_international_is_judged_in_its_country() -> No
     """The attack review (F4): a tenant declaring region CU made Cuba domestic for the provider's
     deny_international when the store was down: the call was allowed, uncounted. The provider's
     mode is judged by the provider's country."""
-    cuban = policy_of("hosted/cu", "CU", region="CU").replace(
-        "currency: USD}", "currency: USD, on_store_error: allow}"
-    )
-    provider = Memo(load_policy(policy_of("hosted", "US").replace(
-        "currency: USD}", "currency: USD, on_store_error: deny_international}"), "hosted"))  # fmt: skip
-    memo = Memo(load_policy(cuban, "hosted/cu"))
-
-    class Down(MemoryStore):
-        async def admit(self, admission: Any) -> Any:
-            raise StoreUnavailable("down")
-
-    gate = Gate(lambda: memo, Down(), Ari(), FakeAudit(), tenant="hosted/cu",
-                above=lambda: provider)  # fmt: skip
+    gate = failing("hosted/cu", "allow", "deny_international", region="CU")
     decision = await gate.decide(CallAttempt("c1", "1001", "72345678", leg="ch1"))
     assert decision.number.international is False  # domestic for the tenant's own reading
     assert (decision.verdict.value, decision.reason.value) == ("DENY", "store_unavailable")
