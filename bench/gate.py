@@ -375,8 +375,11 @@ class Rig:
     tmp: Path
 
 
-async def measure(rig: Rig, app: str, pid: int, n: int, concurrency: int) -> tuple[Loop, Loop]:
-    """Warm-up, closed loop, open loop, for the Stasis app ``app`` running as process ``pid``."""
+async def measure(
+    rig: Rig, app: str, pid: int, n: int, concurrency: int, *, open_loop: bool = True
+) -> tuple[Loop, Loop]:
+    """Warm-up, closed loop, open loop, for the Stasis app ``app`` running as process ``pid``
+    (``open_loop`` False: no open loop; the closed one is returned twice)."""
     conn = await AmiConnection.open("127.0.0.1", rig.ast.ami_port, AMI_USER, AMI_SECRET)
     dialer = Dialer(conn, f"bench-{app}")
     pids = {"Asterisk": asterisk_pid(rig.ast), "app": pid}
@@ -386,6 +389,8 @@ async def measure(rig: Rig, app: str, pid: int, n: int, concurrency: int) -> tup
         before = await meter.sample()
         closed = await dialer.closed_loop(n, concurrency)
         closed.cpu = _minus(await meter.sample(), before)
+        if not open_loop:
+            return closed, closed
         await asyncio.sleep(2.0)  # the spend feed settles the closed loop's calls
         before = await meter.sample()
         opened = await dialer.open_loop(n, RATE)
@@ -434,12 +439,21 @@ def bench_configs(ast: AsteriskInstance) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def servers(tmp: Path, more: str = "") -> Iterator[tuple[AsteriskInstance, str]]:
-    """Redis and Asterisk, whose dialplan is the Stasis rows' contexts and ``more``."""
+def servers(
+    tmp: Path, more: str = "", *, managers: str = ""
+) -> Iterator[tuple[AsteriskInstance, str]]:
+    """Redis and Asterisk, whose dialplan is the Stasis rows' contexts and ``more``; ``managers``:
+    more AMI users for manager.conf."""
+
+    def configs(ast: AsteriskInstance) -> dict[str, str]:
+        found = bench_configs(ast)
+        found["manager.conf"] += managers
+        return found
+
     with (
         redis_server(tmp / "redis") as url,
         asterisk(
-            asterisk_prefix(), tmp / "ast", dialplan=EXTENSIONS + more, configs=bench_configs
+            asterisk_prefix(), tmp / "ast", dialplan=EXTENSIONS + more, configs=configs
         ) as ast,
     ):
         ast.rx("core set verbose 0")  # no log line per dialplan step: the gate is what is measured
