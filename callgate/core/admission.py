@@ -41,11 +41,12 @@ def from_micro(micro: int) -> Decimal:
 def money_text(micro: int, *, short: bool = False) -> str:
     """Micro-units as exact text: six decimals, as ``str(from_micro(micro))`` gives without building a
     Decimal; with ``short``, at least two and no trailing zeros (12500000 -> 12.50, 1234 -> 0.001234)."""
-    sign, whole = ("-", -micro) if micro < 0 else ("", micro)
-    fraction = f"{whole % MICRO:06d}"
+    if micro < 0:
+        return "-" + money_text(-micro, short=short)
     if short:
-        fraction = fraction.rstrip("0").ljust(2, "0")
-    return f"{sign}{whole // MICRO}.{fraction}"
+        whole, part = divmod(micro, MICRO)
+        return f"{whole}.{f'{part:06d}'.rstrip('0').ljust(2, '0')}"
+    return "%d.%06d" % divmod(micro, MICRO)  # noqa: UP031 (twice as fast as an f-string here)
 
 
 def cost_micro(rate_per_minute: int, seconds: int) -> int:
@@ -204,20 +205,29 @@ def spend_seconds(remaining: int, rate: int, increment: int, ceiling: int) -> in
 
 def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
     """Does the call fit under every check, and for how long? Pure; mirrored by ``lua/admit.lua``."""
-    ceiling = admission.max_seconds // admission.increment * admission.increment
+    increment, rate = admission.increment, admission.rate
+    ceiling = admission.max_seconds // increment * increment
     allowed = ceiling
     failed: int | None = None
-    for index, (check, value) in enumerate(zip(admission.checks, values, strict=True)):
+    checks = admission.checks
+    if len(checks) != len(values):
+        raise ValueError("the values do not follow the admission's checks")
+    for index, check in enumerate(checks):
+        value = values[index]
         if check.kind is CheckKind.SPEND:
-            fit = spend_seconds(check.limit - value, admission.rate, admission.increment, ceiling)
-            if fit < admission.increment and failed is None:
+            fit = ceiling  # spend_seconds(check.limit - value, rate, increment, ceiling), inlined
+            if rate > 0:
+                fit = (
+                    min(max(check.limit - value, 0) * 60 // rate, ceiling) // increment * increment
+                )
+            if fit < increment and failed is None:
                 failed = index
             allowed = min(allowed, fit)
         elif value >= check.limit and failed is None:
             failed = index
-    if failed is not None or allowed < admission.increment:
+    if failed is not None or allowed < increment:
         return Judgement(failed, 0, 0)
-    return Judgement(None, allowed, cost_micro(admission.rate, allowed))
+    return Judgement(None, allowed, cost_micro(rate, allowed))
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,9 +71,14 @@ def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
         )
     if outcome.refused is Refusal.PANIC:
         return deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
-    return RuleResult(
-        "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
+    return (
+        RuleResult("lock", PASS, f"locked ({outcome.lock}), call is domestic")
+        if outcome.lock
+        else _NOT_LOCKED
     )
+
+
+_NOT_LOCKED = RuleResult("lock", PASS, "not locked")
 
 
 def _new_country_result(p: Prepared, outcome: Outcome) -> RuleResult:
@@ -117,14 +122,22 @@ def _limit_results(p: Prepared, outcome: Outcome, detail: bool) -> list[RuleResu
     in mode: report that would have, and with ``detail`` every other check and the call's length."""
     assert p.admission is not None
     out: list[RuleResult] = []
-    for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
-        if outcome.failed == index:
-            out.append(deny(check.rule, check.reason, _limit_detail(check, value)))
-        elif check.report and _would_fail(p.admission, check, value):
-            text = f"{_limit_detail(check, value)} (mode: report)"
+    new = tuple.__new__  # RuleResult without NamedTuple's Python-level __new__: a dozen a call
+    failed, values = outcome.failed, outcome.values
+    if len(values) != len(p.checks):
+        raise ValueError("the outcome's values do not follow the admission's checks")
+    for index, check in enumerate(p.checks):
+        if index == failed:
+            out.append(deny(check.rule, check.reason, _limit_detail(check, values[index])))
+        elif check.report and _would_fail(p.admission, check, values[index]):
+            text = f"{_limit_detail(check, values[index])} (mode: report)"
             out.append(RuleResult(check.rule, REPORT, text, check.reason))
         elif detail:
-            out.append(RuleResult(check.rule, PASS, _limit_detail(check, value)))
+            if check.site or check.kind is CheckKind.SPEND:
+                text = _limit_detail(check, values[index])
+            else:
+                text = f"{values[index]} of {check.report or check.limit}"
+            out.append(new(RuleResult, (check.rule, PASS, text, None)))
     if detail:
         seconds = outcome.allowed_seconds
         out.append(
@@ -168,10 +181,10 @@ def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Rul
         *static[_LOCK_AT:],
         *_limit_results(p, outcome, detail),
     )
-    denial = next((r for r in results if r.outcome == DENY), None)
-    if denial is not None:
-        assert denial.reason is not None
-        return Ruling(Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
+    for denial in results:
+        if denial.outcome == DENY:
+            assert denial.reason is not None
+            return Ruling(Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
     if not outcome.admitted:
         # the counters fit when read, yet the store did not admit: nothing reserved
         return Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
@@ -196,12 +209,20 @@ def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
     refused = barred(
         outcome.lock, outcome.panic, a.international, unknown_country(a, outcome.learned)
     )
-    would = outcome._replace(
-        admitted=refused is None and verdict.failed is None and verdict.allowed_seconds > 0,
-        allowed_seconds=verdict.allowed_seconds,
-        reserved=verdict.cost,
-        refused=refused,
-        failed=verdict.failed,
+    would = tuple.__new__(  # outcome._replace(...) without its cost
+        Outcome,
+        (
+            outcome.values,
+            outcome.lock,
+            outcome.panic,
+            refused is None and verdict.failed is None and verdict.allowed_seconds > 0,  # admitted
+            verdict.allowed_seconds,
+            verdict.cost,  # reserved
+            outcome.replayed,
+            refused,
+            verdict.failed,
+            outcome.learned,
+        ),
     )
     return conclude(p, would)
 
