@@ -150,7 +150,18 @@ def read_cdr(
         try:
             if not 16 <= n <= 21 or (n > 18 and not _is_digits(fields[-1])):
                 raise _Bad(f"expected 16 to 21 fields, found {n}")
-            duration, billsec = _seconds(fields[12], fields[13])
+            text, billed = fields[12], fields[13]
+            if (  # the common case of _seconds, inline: ASCII digits, not too many of them
+                text.isdigit()
+                and billed.isdigit()
+                and (text + billed).isascii()
+                and len(text) <= _SECONDS_DIGITS
+                and len(billed) <= _SECONDS_DIGITS
+                and int(billed) <= int(text) + 1
+            ):
+                duration, billsec = int(text), int(billed)
+            else:
+                duration, billsec = _seconds(text, billed)  # says what is wrong
             start = at(fields[9], "start")
             answer = at(fields[10], "answer") if fields[10] else None
             end = at(fields[11], "end")

@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
 
-from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text, to_micro
+from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text
 from callgate.core.bursts import lockdown_rule, short_call_rule
 from callgate.core.engine import rule_on
 from callgate.core.memo import Memo
@@ -267,20 +267,22 @@ class Linker:
     ) -> tuple[str, Cause] | None:
         """The dialled string and cause of ``row`` when it is an outbound leg, else None; the row is
         remembered either way."""
-        only = self.only
-        self._forget(start_ms - _LINK_HORIZON_MS)
+        only, trunks, expiry = self.only, self.trunks, self.expiry
+        if expiry and expiry[0][0] < start_ms - _LINK_HORIZON_MS:
+            self._forget(start_ms - _LINK_HORIZON_MS)
         tech, name = endpoint(row.channel)
         inbound = row.dcontext in only.inbound
         if inbound and tech != "Local" and name:
-            self.trunks.add(name)
+            trunks.add(name)
         dtech, dname = endpoint(row.dstchannel) if row.dstchannel else ("", "")
         outbound = only.outbound(row, emergency)
         target = None
-        if dname and dtech != "Local" and not (outbound and dname in self.trunks):
+        if dname and dtech != "Local" and not (outbound and dname in trunks):
             target = dial_target(row.lastdata, dname)
             if target is not None:  # Dial(PJSIP/NUMBER@endpoint) reached that endpoint: a trunk
-                self.trunks.add(dname)
-        seen = self._get(self.channels, row.channel)
+                trunks.add(dname)
+        found = self.channels.get(row.channel)
+        seen = None if found is None else found[1]
         cause: Cause
         if tech == "Local" and seen is not None and row.channel.endswith(";1"):
             cause = seen.cause  # the ;1 half a call reached runs dialplan: it was transferred
@@ -412,59 +414,53 @@ def replay(
     memo = Memo(policy)
     linker = Linker(only, policy.endpoints)
     site, emergency, increment = policy.site.name, emergency_numbers(policy), policy.rates.increment
+    admit, leg_of, new = store.admit_now, linker.leg, tuple.__new__
     # (end ms, call id, billsec, extension, origin) of the allowed calls in progress
     ending: list[tuple[int, str, int, str, Origin]] = []
     for row in rows:
-        start_ms = _ms(row.start)
+        start_ms = int(row.start.timestamp() * 1000)
         while ending and ending[0][0] <= start_ms:
             _settle(memo, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
-        leg = linker.leg(row, start_ms, emergency)
-        if leg is None:
-            yield Replayed(
-                call_id,
-                row.src,
-                row.dst,
-                None,
-                None,
-                "skip",
-                "not_outbound",
-                row.billsec,
-                0,
-                0,
-                0,
-            )
+        leg = leg_of(row, start_ms, emergency)
+        if leg is None:  # Replayed(...), every field, without NamedTuple's Python-level __new__
+            yield new(Replayed, (call_id, row.src, row.dst, None, None, "skip", "not_outbound",
+                                 row.billsec, 0, 0, 0, "", (), "dialled", None, ""))  # fmt: skip
             continue
         dialled, (extension, origin, via) = leg
         attempt = CallAttempt(call_id, extension, dialled, row.accountcode, origin=origin, via=via)
         prepared = prepare(memo, attempt, row.start)
-        outcome = store.admit_now(prepared.admission) if prepared.admission is not None else None
+        admission = prepared.admission
+        outcome = admit(admission) if admission is not None else None
         ruling = rule_on(prepared, outcome, detail=False)
-        rate = to_micro(prepared.rate) if prepared.rate is not None else 0
-        cost = cost_micro(rate, billed_seconds(row.billsec, increment))
+        # the rate in micro-units, as the admission holds it (replay has no provider above the site,
+        # so to_micro(prepared.rate)); an emergency call has none
+        rate = admission.rate if admission is not None else 0
+        billsec = row.billsec
+        cost = cost_micro(rate, billed_seconds(billsec, increment))
         if ruling.verdict is Verdict.ALLOW:
-            seconds = row.billsec if ruling.seconds == 0 else min(row.billsec, ruling.seconds)
+            seconds = billsec if ruling.seconds == 0 else min(billsec, ruling.seconds)
             allowed_cost = cost_micro(rate, billed_seconds(seconds, increment))
-            if prepared.admission is not None:
-                ring_ms = max(row.duration - row.billsec, 0) * 1000
+            if admission is not None:
+                ring_ms = max(row.duration - billsec, 0) * 1000
                 end_ms = start_ms + ring_ms + seconds * 1000
                 # settled under the reservation id it was admitted with (plan.reservation_id)
-                reservation = prepared.admission.call_id
-                heapq.heappush(ending, (end_ms, reservation, seconds, extension, origin))
-            verdict, allowed_seconds = "allow", ruling.seconds or row.billsec
+                heapq.heappush(ending, (end_ms, admission.call_id, seconds, extension, origin))
+            verdict, allowed_seconds = "allow", ruling.seconds or billsec
         else:
             allowed_cost, verdict, allowed_seconds = 0, "deny", 0
             lockdown = lockdown_rule(memo, ruling.reason, origin)
             if lockdown is not None:
                 store.count_burst_now(site, extension, call_id, start_ms, lockdown)
         number = prepared.number
-        reported = tuple(
-            r.reason.value for r in ruling.results if r.outcome == REPORT and r.reason is not None
+        reported = tuple(  # a list comprehension: quicker than a generator here
+            [r.reason.value for r in ruling.results if r.outcome == REPORT and r.reason is not None]
         )
-        yield Replayed(
-            call_id, row.src, dialled, number.e164, number.country, verdict, ruling.reason.value,
-            row.billsec, allowed_seconds, cost, allowed_cost, reported=reported,
-            origin=origin.value, extension=extension, via=via,
+        yield new(
+            Replayed,
+            (call_id, row.src, dialled, number.e164, number.country, verdict, ruling.reason.value,
+             billsec, allowed_seconds, cost, allowed_cost, "", reported, origin.value, extension,
+             via),
         )  # fmt: skip
     while ending:
         _settle(memo, store, heapq.heappop(ending))
