@@ -281,8 +281,8 @@ class Linker:
             target = dial_target(row.lastdata, dname)
             if target is not None:  # Dial(PJSIP/NUMBER@endpoint) reached that endpoint: a trunk
                 trunks.add(dname)
-        found = self.channels.get(row.channel)
-        seen = None if found is None else found[1]
+        remembered = self.channels.get(row.channel)
+        seen = None if remembered is None else remembered[1]
         cause: Cause
         if tech == "Local" and seen is not None and row.channel.endswith(";1"):
             cause = seen.cause  # the ;1 half a call reached runs dialplan: it was transferred
