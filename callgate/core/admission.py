@@ -209,20 +209,21 @@ def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
     ceiling = admission.max_seconds // increment * increment
     allowed = ceiling
     failed: int | None = None
-    checks = admission.checks
+    checks, spend = admission.checks, CheckKind.SPEND
     if len(checks) != len(values):
         raise ValueError("the values do not follow the admission's checks")
     for index, check in enumerate(checks):
         value = values[index]
-        if check.kind is CheckKind.SPEND:
+        if check.kind is spend:
             fit = ceiling  # spend_seconds(check.limit - value, rate, increment, ceiling), inlined
             if rate > 0:
-                fit = (
-                    min(max(check.limit - value, 0) * 60 // rate, ceiling) // increment * increment
-                )
+                remaining = check.limit - value
+                fit = (remaining if remaining > 0 else 0) * 60 // rate
+                fit = (fit if fit < ceiling else ceiling) // increment * increment
             if fit < increment and failed is None:
                 failed = index
-            allowed = min(allowed, fit)
+            if fit < allowed:  # min(), without the call  # noqa: PLR1730
+                allowed = fit
         elif value >= check.limit and failed is None:
             failed = index
     if failed is not None or allowed < increment:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from callgate.core.admission import billed_seconds, cost_micro, from_micro, money_text
 from callgate.core.bursts import lockdown_rule, short_call_rule
@@ -46,6 +46,12 @@ _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _LINK_HORIZON_MS = 24 * 3600 * 1000  # how long replay remembers a channel (the longest call)
 _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z]+", re.ASCII)  # s, h, i, t, fax: the dialplan's own extensions
+# Enum members read for every row, as module constants: on Python 3.11 reading one off its class costs
+# about 40 ns, a global about 5.
+_DIALLED: Final = Origin.DIALLED
+_FORWARD: Final = Origin.FORWARD
+_TRANSFER: Final = Origin.TRANSFER
+_ALLOW: Final = Verdict.ALLOW
 
 
 class Replayed(NamedTuple):
@@ -288,22 +294,22 @@ class Linker:
             cause = seen.cause  # the ;1 half a call reached runs dialplan: it was transferred
         elif tech == "Local":
             found = self._get(self.locals, name) or self._get(self.calls, row.linkedid or "")
-            cause = found if found is not None else Cause("", Origin.FORWARD)
+            cause = found if found is not None else Cause("", _FORWARD)
         elif name in self.trunks:  # a call that came in: src is the outside caller
             if seen is not None:
                 cause = seen.cause
             else:
                 via = row.dst if inbound and row.dst and not _is_short(row.dst, only) else name
-                cause = Cause(self.via.get(via) or self.via.get(name, ""), Origin.FORWARD, via)
+                cause = Cause(self.via.get(via) or self.via.get(name, ""), _FORWARD, via)
         elif seen is not None and not seen.phone:
             cause = seen.cause  # a phone's channel that the far end transferred
         else:
-            cause = Cause(row.src, Origin.DIALLED)
+            cause = Cause(row.src, _DIALLED)
         if seen is not None and seen.phone:  # a phone was reached on this channel before
             # moved on after the phone answered: transferred; before (a forward on no answer, or a
             # follow-me ringing the phone and other numbers at once): forwarded
             answered = 0 < seen.answered <= start_ms
-            origin = Origin.TRANSFER if answered else Origin.FORWARD
+            origin = _TRANSFER if answered else _FORWARD
             cause = Cause(seen.phone, origin, cause.via)
         dialled: str | None = None
         if outbound:
@@ -311,15 +317,15 @@ class Linker:
         elif (
             target is not None
             and not (only.contexts and row.dcontext not in only.contexts)
-            and (inbound or cause.origin is not Origin.DIALLED or _DIGITS.fullmatch(row.dst))
+            and (inbound or cause.origin is not _DIALLED or _DIGITS.fullmatch(row.dst))
         ):  # a Dial() to a trunk from an inbound context, a call that came in, or an extension
             dialled = target
-            if cause.origin is Origin.DIALLED:
-                cause = Cause(self._extension(row.dst, cause), Origin.FORWARD, cause.via)
+            if cause.origin is _DIALLED:
+                cause = Cause(self._extension(row.dst, cause), _FORWARD, cause.via)
         if row.dcontext in only.transfer:
-            cause = cause._replace(origin=Origin.TRANSFER)
-        elif row.dcontext in only.forward and cause.origin is Origin.DIALLED:
-            cause = cause._replace(origin=Origin.FORWARD)
+            cause = cause._replace(origin=_TRANSFER)
+        elif row.dcontext in only.forward and cause.origin is _DIALLED:
+            cause = cause._replace(origin=_FORWARD)
         self._remember(row, start_ms, tech, name, dtech, dname, cause, seen)
         return None if dialled is None else (dialled, cause)
 
@@ -348,7 +354,7 @@ class Linker:
             # carrier's channel), it was transferred: by the phone whose call it was, or, from a
             # trunk's channel, by the far end (nobody's)
             by = "" if name in self.trunks else self.endpoints.get(name, name)
-            moved = Cause(by, Origin.TRANSFER, base.via)
+            moved = Cause(by, _TRANSFER, base.via)
             self._put(self.channels, 0, row.dstchannel, start_ms, _Seen(moved, "", 0))
         if row.dstchannel and dtech != "Local" and dname not in self.trunks:
             phone = self.endpoints.get(dname, dname)
@@ -356,18 +362,18 @@ class Linker:
             if tech != "Local" and name in self.trunks and answered:  # the far end may transfer it:
                 # nobody's, as the live gate has it (an outside caller moving the phone he reached)
                 self._put(self.channels, 0, row.dstchannel, start_ms,
-                          _Seen(Cause("", Origin.TRANSFER, base.via), "", 0))  # fmt: skip
-        if phone or base.origin is not Origin.DIALLED:  # else a later row is the phone's own too
+                          _Seen(Cause("", _TRANSFER, base.via), "", 0))  # fmt: skip
+        if phone or base.origin is not _DIALLED:  # else a later row is the phone's own too
             self._put(self.channels, 0, row.channel, start_ms, _Seen(base, phone, answered))
         forwarder = _forwarder(row) if dtech == "Local" else ""
         if forwarder and forwarder not in self.trunks:  # a phone answered the Dial with 302
             self._put(self.locals, 1, dname, start_ms,
-                      Cause(self.endpoints.get(forwarder, forwarder), Origin.FORWARD, cause.via))  # fmt: skip
+                      Cause(self.endpoints.get(forwarder, forwarder), _FORWARD, cause.via))  # fmt: skip
         elif dtech == "Local":
-            if cause.origin is Origin.DIALLED and not _is_short(row.dst, self.only):
+            if cause.origin is _DIALLED and not _is_short(row.dst, self.only):
                 leg = cause  # a phone's own call that goes out through a Local channel
             else:
-                origin = Origin.TRANSFER if cause.origin is Origin.TRANSFER else Origin.FORWARD
+                origin = _TRANSFER if cause.origin is _TRANSFER else _FORWARD
                 leg = Cause(self._extension(row.dst, cause), origin, cause.via)
             self._put(self.locals, 1, dname, start_ms, leg)
         linked = row.linkedid
@@ -438,7 +444,7 @@ def replay(
         rate = admission.rate if admission is not None else 0
         billsec = row.billsec
         cost = cost_micro(rate, billed_seconds(billsec, increment))
-        if ruling.verdict is Verdict.ALLOW:
+        if ruling.verdict is _ALLOW:
             seconds = billsec if ruling.seconds == 0 else min(billsec, ruling.seconds)
             allowed_cost = cost_micro(rate, billed_seconds(seconds, increment))
             if admission is not None:

@@ -8,7 +8,7 @@ Redis, and expired keys are swept as time moves on, so a year of replay runs in 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from callgate.core import keys
 from callgate.core.admission import (
@@ -29,6 +29,11 @@ from callgate.core.origins import Origin
 from callgate.core.policy import LockScope
 from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
+# Enum members used in the loops below, as module constants: on Python 3.11 reading one off its class
+# costs about 40 ns, a global about 5.
+_SPEND: Final = CheckKind.SPEND
+_WINDOW: Final = CheckKind.WINDOW
+_DISTINCT: Final = CheckKind.DISTINCT
 _SWEEP_EVERY = 4096
 _PREFIXES_MAX = 256  # sites whose key prefix is kept
 
@@ -155,9 +160,9 @@ class MemoryStore:
         values: list[int] = []
         for check, key in zip(a.checks, full, strict=True):
             kind = check.kind
-            if kind is CheckKind.SPEND:
+            if kind is _SPEND:
                 values.append(money.get(key, 0))
-            elif kind is CheckKind.WINDOW:
+            elif kind is _WINDOW:
                 events = windows.get(key)
                 if events:
                     drop = bisect_right(events, (now - check.window * 1000, "\U0010ffff"))
@@ -169,7 +174,7 @@ class MemoryStore:
             else:
                 members = sets.get(key)
                 if members:
-                    cutoff = now - check.window * 1000 if kind is CheckKind.DISTINCT else now
+                    cutoff = now - check.window * 1000 if kind is _DISTINCT else now
                     for stale in [m for m, ms in members.items() if ms <= cutoff]:
                         del members[stale]
                     values.append(len(members) - (check.member in members))
@@ -242,14 +247,14 @@ class MemoryStore:
         spend_keys, slot_keys = [], []
         for check, key in zip(a.checks, full, strict=True):
             kind = check.kind
-            if kind is CheckKind.SPEND:
+            if kind is _SPEND:
                 money[key] = money.get(key, 0) + cost
                 expiry[key] = now + check.window * 1000
                 spend_keys.append(key)
-            elif kind is CheckKind.WINDOW:
+            elif kind is _WINDOW:
                 insort(windows.setdefault(key, []), (now, call_id))
                 expiry[key] = now + check.window * 1000
-            elif kind is CheckKind.DISTINCT:
+            elif kind is _DISTINCT:
                 sets.setdefault(key, {})[check.member] = now
                 expiry[key] = now + check.window * 1000
             else:
