@@ -386,16 +386,6 @@ def _above(
     return rate if theirs is None else max(rate, to_micro(theirs))
 
 
-def _spend(
-    spend: tuple[tuple[str, Check], ...], periods: dict[str, tuple[str, int]], spent: list[Check]
-) -> None:
-    """The spend checks of one call: each period's bucket and how long its key lives filled in."""
-    new = tuple.__new__
-    for period, (r, why, kind, key, limit, _, _, report, site) in spend:
-        bucket, ttl = periods[period]
-        spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report, site)))
-
-
 def _count(
     scopes: tuple[ScopeChecks, ...],
     e164: str,
@@ -404,22 +394,20 @@ def _count(
     spent: list[Check],
 ) -> None:
     """The checks of ``scopes`` for one call: the number and the spend buckets filled in."""
-    for scope in scopes:
-        _counted(scope, e164, counted)
-        _spend(scope.spend, periods, spent)
-
-
-def _counted(scope: ScopeChecks, e164: str, counted: list[Check]) -> None:
-    """A scope's checks but spend, for a call to ``e164``: the number filled in."""
-    # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower _replace)
+    # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
+    # _replace): this runs a dozen times per call
     new = tuple.__new__
-    counted += scope.counts
-    if scope.same_number is not None:
-        r, why, kind, key, limit, window, _, report, site = scope.same_number
-        counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report, site)))
-    if scope.distinct is not None:
-        r, why, kind, key, limit, window, _, report, site = scope.distinct
-        counted.append(new(Check, (r, why, kind, key, limit, window, e164, report, site)))
+    for counts, same, distinct, spend in scopes:
+        counted += counts
+        if same is not None:
+            r, why, kind, key, limit, window, _, report, site = same
+            counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report, site)))
+        if distinct is not None:
+            r, why, kind, key, limit, window, _, report, site = distinct
+            counted.append(new(Check, (r, why, kind, key, limit, window, e164, report, site)))
+        for period, (r, why, kind, key, limit, _, _, report, site) in spend:
+            bucket, ttl = periods[period]
+            spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report, site)))
 
 
 def reservation_id(attempt: CallAttempt, e164: str, rate: int, international: bool) -> str:
