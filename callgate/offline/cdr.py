@@ -112,7 +112,7 @@ def read_cdr(
     or, when ``on_error`` is given, is passed to it and skipped; reading goes on with the next row.
     Blank lines are skipped.
     """
-    at = _time_reader(tz)
+    times = _Times(tz)
     new_row = tuple.__new__
 
     def fail(row_line: int, reason: str) -> None:
@@ -162,9 +162,9 @@ def read_cdr(
                 duration, billsec = int(text), int(billed)
             else:
                 duration, billsec = _seconds(text, billed)  # says what is wrong
-            start = at(fields[9], "start")
-            answer = at(fields[10], "answer") if fields[10] else None
-            end = at(fields[11], "end")
+            start = times.at(fields[9], "start")
+            answer = times.at(fields[10], "answer") if fields[10] else None
+            end = times.at(fields[11], "end")
         except _Bad as bad:
             fail(row_line, str(bad))
             continue
@@ -188,33 +188,37 @@ def read_cdr(
         )
 
 
-def _time_reader(tz: tzinfo) -> Callable[[str, str], datetime]:
+class _Times:
     """``at(text, name)``: the aware time in ``tz`` of a cdr_csv time, or :class:`_Bad`.
 
     Three times per row are, after the csv module's own work, the largest cost of a row, so a
     time is built from its hour, looked up in a small cache, plus its ":MM:SS" (one of 3600
     offsets). Both tables only ever hold well-formed keys, so two hits are also a validation.
+    A class, not a closure: compiled by mypyc, its method is called directly.
     """
-    hours: dict[str, datetime] = {}
-    offsets = _OFFSETS
 
-    def at(text: str, name: str) -> datetime:
-        base, offset = hours.get(text[:13]), offsets.get(text[13:])
+    __slots__ = ("hours", "tz")
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.hours: dict[str, datetime] = {}
+
+    def at(self, text: str, name: str) -> datetime:
+        hours = self.hours
+        base, offset = hours.get(text[:13]), _OFFSETS.get(text[13:])
         if base is not None and offset is not None:
             return base + offset
         try:  # the first time of an hour, or a malformed time
             if not _TIME.fullmatch(text):
                 raise ValueError(text)
-            base = datetime.fromisoformat(text[:13] + ":00:00").replace(tzinfo=tz)
-            offset = offsets[text[13:]]
+            base = datetime.fromisoformat(text[:13] + ":00:00").replace(tzinfo=self.tz)
+            offset = _OFFSETS[text[13:]]
         except (ValueError, KeyError):
             raise _Bad(f"{name} time {text!r} is not YYYY-MM-DD HH:MM:SS") from None
         if len(hours) >= _HOUR_CACHE_SIZE:
             hours.clear()
         hours[text[:13]] = base
         return base + offset
-
-    return at
 
 
 class _Counted:

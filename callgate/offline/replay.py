@@ -420,7 +420,7 @@ def replay(
     memo = Memo(policy)
     linker = Linker(only, policy.endpoints)
     site, emergency, increment = policy.site.name, emergency_numbers(policy), policy.rates.increment
-    admit, leg_of, new = store.admit_now, linker.leg, tuple.__new__
+    new = tuple.__new__  # NamedTuples without their Python-level __new__
     # (end ms, call id, billsec, extension, origin) of the allowed calls in progress
     ending: list[tuple[int, str, int, str, Origin]] = []
     for row in rows:
@@ -428,8 +428,8 @@ def replay(
         while ending and ending[0][0] <= start_ms:
             _settle(memo, store, heapq.heappop(ending))
         call_id = row.uniqueid or f"line-{row.line}"
-        leg = leg_of(row, start_ms, emergency)
-        if leg is None:  # Replayed(...), every field, without NamedTuple's Python-level __new__
+        leg = linker.leg(row, start_ms, emergency)
+        if leg is None:  # Replayed(...), every field
             yield new(Replayed, (call_id, row.src, row.dst, None, None, "skip", "not_outbound",
                                  row.billsec, 0, 0, 0, "", (), "dialled", None, ""))  # fmt: skip
             continue
@@ -437,7 +437,7 @@ def replay(
         attempt = CallAttempt(call_id, extension, dialled, row.accountcode, origin=origin, via=via)
         prepared = prepare(memo, attempt, row.start)
         admission = prepared.admission
-        outcome = admit(admission) if admission is not None else None
+        outcome = store.admit_now(admission) if admission is not None else None
         ruling = rule_on(prepared, outcome, detail=False)
         # the rate in micro-units, as the admission holds it (replay has no provider above the site,
         # so to_micro(prepared.rate)); an emergency call has none
