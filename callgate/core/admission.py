@@ -227,8 +227,8 @@ def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
         elif value >= check.limit and failed is None:
             failed = index
     if failed is not None or allowed < increment:
-        return Judgement(failed, 0, 0)
-    return Judgement(None, allowed, cost_micro(rate, allowed))
+        return tuple.__new__(Judgement, (failed, 0, 0))  # without NamedTuple's Python __new__
+    return tuple.__new__(Judgement, (None, allowed, cost_micro(rate, allowed)))
 
 
 @dataclass(frozen=True, slots=True)

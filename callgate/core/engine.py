@@ -59,7 +59,11 @@ from callgate.core.rules import (
 # all prepare's, so the store's lock check goes in at "lock"'s place. "new_country" is prepare's
 # too (ASKed of the store, or settled): "lock" is the one rule before it that prepare leaves out.
 _LOCK_AT = RULES.index("lock")
-_SPEND: Final = CheckKind.SPEND  # read a dozen times a call: a global is quicker than the class's
+# Enum members read for every call, as module constants: on Python 3.11 reading one off its class
+# costs about 40 ns, a global about 5.
+_SPEND: Final = CheckKind.SPEND
+_ALLOWED: Final = Verdict.ALLOW
+_DENIED: Final = Verdict.DENY
 _NEW_AT = RULES.index("new_country") - 1
 
 
@@ -189,22 +193,19 @@ def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Rul
         *static[_LOCK_AT:],
         *_limit_results(p, outcome, detail),
     )
+    new = tuple.__new__  # Ruling(...), every field, without NamedTuple's Python-level __new__
     for denial in results:
         if denial.outcome == DENY:
             assert denial.reason is not None
-            return Ruling(Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
+            return new(Ruling, (_DENIED, denial.reason, denial.rule, results, 0, 0, False))
     if not outcome.admitted:
         # the counters fit when read, yet the store did not admit: nothing reserved
-        return Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
-    return Ruling(
-        Verdict.ALLOW,
-        Reason.ALLOWED,
-        "",
-        results,
-        outcome.allowed_seconds,
-        outcome.reserved,
-        outcome.replayed,
-    )
+        return new(Ruling, (_DENIED, Reason.STORE_UNAVAILABLE, "store", results, 0, 0, False))
+    return new(
+        Ruling,
+        (_ALLOWED, Reason.ALLOWED, "", results, outcome.allowed_seconds, outcome.reserved,
+         outcome.replayed),
+    )  # fmt: skip
 
 
 def peeked(p: Prepared, outcome: Outcome | None) -> Decision:

@@ -304,7 +304,7 @@ class Linker:
         elif seen is not None and not seen.phone:
             cause = seen.cause  # a phone's channel that the far end transferred
         else:
-            cause = Cause(row.src, _DIALLED)
+            cause = tuple.__new__(Cause, (row.src, _DIALLED, ""))  # Cause(row.src, _DIALLED)
         if seen is not None and seen.phone:  # a phone was reached on this channel before
             # moved on after the phone answered: transferred; before (a forward on no answer, or a
             # follow-me ringing the phone and other numbers at once): forwarded
@@ -354,8 +354,9 @@ class Linker:
             # carrier's channel), it was transferred: by the phone whose call it was, or, from a
             # trunk's channel, by the far end (nobody's)
             by = "" if name in self.trunks else self.endpoints.get(name, name)
-            moved = Cause(by, _TRANSFER, base.via)
-            self._put(self.channels, 0, row.dstchannel, start_ms, _Seen(moved, "", 0))
+            # _Seen(Cause(by, _TRANSFER, base.via), "", 0), built as plain tuples: every outbound row
+            moved = tuple.__new__(_Seen, (tuple.__new__(Cause, (by, _TRANSFER, base.via)), "", 0))
+            self._put(self.channels, 0, row.dstchannel, start_ms, moved)
         if row.dstchannel and dtech != "Local" and dname not in self.trunks:
             phone = self.endpoints.get(dname, dname)
             answered = _ms(row.answer) if row.answer is not None else 0
