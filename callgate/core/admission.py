@@ -35,7 +35,10 @@ def to_micro(amount: Decimal) -> int:
 
 
 def from_micro(micro: int) -> Decimal:
-    return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
+    return (Decimal(micro) / MICRO).quantize(_MICRO_UNIT)
+
+
+_MICRO_UNIT = Decimal("0.000001")
 
 
 def money_text(micro: int, *, short: bool = False) -> str:

@@ -281,19 +281,14 @@ def prepare(
         problem = above_problem(policy, above.policy)
         if problem is not None:
             raise ValueError(problem)
-    memo.keep_bounded()
     extension, dialled = attempt.extension, attempt.dialled
     if len(extension) + len(dialled) > CACHE_MAX_INPUT:
         memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
     local = at.astimezone(policy.site.timezone)
     caller = memo.callers.get(extension)
-    if caller is None:
-        caller = memo.callers[extension] = _caller(policy, attempt, local)
-    dest = memo.destinations.get((caller.entry, dialled))
-    if dest is None:
-        dest = memo.destinations[caller.entry, dialled] = _destination(
-            policy, attempt, caller.rule, local
-        )
+    dest = None if caller is None else memo.destinations.get((caller.entry, dialled))
+    if caller is None or dest is None:
+        caller, dest = _learn(memo, attempt, local)
     number, rule = dest.number, caller.rule
     if number.emergency:
         result = RuleResult(
@@ -308,6 +303,7 @@ def prepare(
             local.minute, day if day in policy.holidays else None)  # fmt: skip
     hours = memo.hours.get(when)
     if hours is None:
+        memo.keep_bounded()
         hours = memo.hours[when] = _time(policy, attempt, caller, dest, local)
     judged: tuple[RuleResult, ...] = _DIALLED
     denied = caller.result.outcome == DENY or dest.denied or hours.outcome == DENY
@@ -315,6 +311,7 @@ def prepare(
     if origin is not Origin.DIALLED:
         found = memo.origins.get((origin, dialled))
         if found is None:
+            memo.keep_bounded()
             found = memo.origins[origin, dialled] = _origin(policy, attempt, dest, local)
         judged = found
         denied = denied or any(r.outcome == DENY for r in found)
@@ -359,6 +356,22 @@ def prepare(
         (policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
          checks),
     )  # fmt: skip
+
+
+def _learn(memo: Memo, attempt: CallAttempt, local: datetime) -> tuple[Caller, Destination]:
+    """The caller and the destination of a call one of them is not memoised for: worked out and
+    kept (the memo emptied first when full)."""
+    memo.keep_bounded()
+    policy, extension, dialled = memo.policy, attempt.extension, attempt.dialled
+    caller = memo.callers.get(extension)
+    if caller is None:
+        caller = memo.callers[extension] = _caller(policy, attempt, local)
+    dest = memo.destinations.get((caller.entry, dialled))
+    if dest is None:
+        dest = memo.destinations[caller.entry, dialled] = _destination(
+            policy, attempt, caller.rule, local
+        )
+    return caller, dest
 
 
 def _above(
