@@ -253,16 +253,23 @@ class MemoryStore:
                 money[key] = money.get(key, 0) + cost
                 expiry[key] = now + check.window * 1000
                 spend_keys.append(key)
-            elif kind is _WINDOW:
-                insort(windows.setdefault(key, []), (now, call_id))
-                expiry[key] = now + check.window * 1000
-            elif kind is _DISTINCT:
-                sets.setdefault(key, {})[check.member] = now
+            elif kind is _WINDOW:  # get, not setdefault: no new empty list for a key held
+                events = windows.get(key)
+                if events is None:
+                    events = windows[key] = []
+                insort(events, (now, call_id))
                 expiry[key] = now + check.window * 1000
             else:
-                sets.setdefault(key, {})[call_id] = until
-                expiry[key] = max(until, expiry.get(key, 0))
-                slot_keys.append(key)
+                members = sets.get(key)
+                if members is None:
+                    members = sets[key] = {}
+                if kind is _DISTINCT:
+                    members[check.member] = now
+                    expiry[key] = now + check.window * 1000
+                else:
+                    members[call_id] = until
+                    expiry[key] = max(until, expiry.get(key, 0))
+                    slot_keys.append(key)
         self._reservations[rkey] = tuple.__new__(
             _Reservation,
             (allowed, cost, a.rate, a.increment, until, tuple(spend_keys), tuple(slot_keys),
@@ -311,7 +318,9 @@ class MemoryStore:
             if key in money:
                 money[key] -= released
         for key in held.slots:
-            self._members.get(key, {}).pop(rid, None)
+            members = self._members.get(key)
+            if members is not None:
+                members.pop(rid, None)
         del self._reservations[rkey]
         self._expiry.pop(rkey, None)
         result = tuple.__new__(Settlement, (_SETTLED, charged, released, seconds))
