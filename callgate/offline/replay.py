@@ -393,9 +393,10 @@ class Linker:
 
     def _forget(self, before_ms: int) -> None:
         expiry = self.expiry
+        tables: tuple[dict[str, tuple[int, object]], ...] = (self.channels, self.locals, self.calls)  # type: ignore[assignment]
         while expiry and expiry[0][0] < before_ms:
             ms, kind, key = expiry.popleft()
-            table: dict[str, tuple[int, object]] = (self.channels, self.locals, self.calls)[kind]  # type: ignore[assignment]
+            table = tables[kind]
             found = table.get(key)
             if found is not None and found[0] == ms:
                 del table[key]
