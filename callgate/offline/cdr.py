@@ -331,7 +331,7 @@ def in_start_order(
     # a comparison of two rows (line is unique)
     held: list[tuple[datetime, int, int, CdrRow]] = []
     keep = held.append
-    by_start = itemgetter(0)
+    by_start, the_row = itemgetter(0), itemgetter(3)
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
@@ -339,9 +339,10 @@ def in_start_order(
     keep((first.start, _created(first.uniqueid), first.line, first))
     latest_end, latest_line = first.end, first.line
     next_batch = latest_end + step
+    always = horizon < timedelta(0)  # else a row that ends at or after the latest end is in time
     for row in rows:
         end = row.end
-        if end < latest_end - horizon:
+        if (always or end < latest_end) and end < latest_end - horizon:
             raise CdrError(source, row.line, _jumps_back(row, latest_end, latest_line))
         keep((row.start, _created(row.uniqueid), row.line, row))
         if end > latest_end:
@@ -349,10 +350,8 @@ def in_start_order(
             if end >= next_batch:
                 held.sort()
                 ready = bisect_left(held, end - horizon, key=by_start)
-                for item in held[:ready]:
-                    yield item[3]
+                yield from map(the_row, held[:ready])
                 del held[:ready]
                 next_batch = end + step
     held.sort()
-    for item in held:
-        yield item[3]
+    yield from map(the_row, held)
