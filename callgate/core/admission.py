@@ -22,6 +22,7 @@ from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 
 MICRO = 1_000_000
+_MICRO_UNIT = Decimal("0.000001")  # from_micro's quantum, made once
 # The limit a store sees for a rule in mode: report: counted and reserved as usual, never reached. Below
 # 2**53 / 60, so the Lua arithmetic on it stays exact.
 REPORT_LIMIT = 10**12
@@ -36,9 +37,6 @@ def to_micro(amount: Decimal) -> int:
 
 def from_micro(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).quantize(_MICRO_UNIT)
-
-
-_MICRO_UNIT = Decimal("0.000001")
 
 
 def money_text(micro: int, *, short: bool = False) -> str:

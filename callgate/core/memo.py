@@ -61,9 +61,9 @@ class Memo:
     engine reads the policy from the Memo, so a new policy always starts with a new, empty one.
 
     Together the tables hold at most ``MEMO_MAX`` entries (:meth:`keep_bounded`, which
-    :func:`~callgate.core.plan.prepare` calls before it adds to a table); nothing is kept of a call whose extension and
-    number together are longer than ``CACHE_MAX_INPUT`` (nor, in ``short_calls``, of a longer
-    extension)."""
+    :func:`~callgate.core.plan.prepare` calls before it adds to a table); nothing is kept of a call
+    whose extension and number together are longer than ``CACHE_MAX_INPUT`` (nor, in
+    ``short_calls``, of a longer extension)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
