@@ -144,11 +144,14 @@ def _limit_results(p: Prepared, outcome: Outcome, detail: bool) -> list[RuleResu
         elif check.report and _would_fail(p.admission, check, values[index]):
             text = f"{_limit_detail(check, values[index])} (mode: report)"
             out.append(RuleResult(check.rule, REPORT, text, check.reason))
-        elif detail:
-            if check.site or check.kind is _SPEND:
-                text = _limit_detail(check, values[index])
+        elif detail:  # _limit_detail's text, inline for a check of the call's own site
+            value, limit = values[index], check.report or check.limit
+            if check.site:
+                text = _limit_detail(check, value)
+            elif check.kind is _SPEND:
+                text = f"{money_text(value)} of {_cap_text(limit)} committed"
             else:
-                text = f"{values[index]} of {check.report or check.limit}"
+                text = f"{value} of {limit}"
             out.append(new(RuleResult, (check.rule, PASS, text, None)))
     if detail:
         seconds = outcome.allowed_seconds
