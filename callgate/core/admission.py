@@ -22,6 +22,7 @@ from callgate.core.policy import LockScope
 from callgate.core.reasons import Reason
 
 MICRO = 1_000_000
+_MICRO_UNIT = Decimal("0.000001")  # from_micro's quantum, made once
 # The limit a store sees for a rule in mode: report: counted and reserved as usual, never reached. Below
 # 2**53 / 60, so the Lua arithmetic on it stays exact.
 REPORT_LIMIT = 10**12
@@ -35,17 +36,18 @@ def to_micro(amount: Decimal) -> int:
 
 
 def from_micro(micro: int) -> Decimal:
-    return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
+    return (Decimal(micro) / MICRO).quantize(_MICRO_UNIT)
 
 
 def money_text(micro: int, *, short: bool = False) -> str:
     """Micro-units as exact text: six decimals, as ``str(from_micro(micro))`` gives without building a
     Decimal; with ``short``, at least two and no trailing zeros (12500000 -> 12.50, 1234 -> 0.001234)."""
-    sign, whole = ("-", -micro) if micro < 0 else ("", micro)
-    fraction = f"{whole % MICRO:06d}"
+    if micro < 0:
+        return "-" + money_text(-micro, short=short)
     if short:
-        fraction = fraction.rstrip("0").ljust(2, "0")
-    return f"{sign}{whole // MICRO}.{fraction}"
+        whole, part = divmod(micro, MICRO)
+        return f"{whole}.{f'{part:06d}'.rstrip('0').ljust(2, '0')}"
+    return "%d.%06d" % divmod(micro, MICRO)  # noqa: UP031 (twice as fast as an f-string here)
 
 
 def cost_micro(rate_per_minute: int, seconds: int) -> int:
@@ -204,20 +206,30 @@ def spend_seconds(remaining: int, rate: int, increment: int, ceiling: int) -> in
 
 def judge(admission: Admission, values: tuple[int, ...]) -> Judgement:
     """Does the call fit under every check, and for how long? Pure; mirrored by ``lua/admit.lua``."""
-    ceiling = admission.max_seconds // admission.increment * admission.increment
+    increment, rate = admission.increment, admission.rate
+    ceiling = admission.max_seconds // increment * increment
     allowed = ceiling
     failed: int | None = None
-    for index, (check, value) in enumerate(zip(admission.checks, values, strict=True)):
-        if check.kind is CheckKind.SPEND:
-            fit = spend_seconds(check.limit - value, admission.rate, admission.increment, ceiling)
-            if fit < admission.increment and failed is None:
+    checks, spend = admission.checks, CheckKind.SPEND
+    if len(checks) != len(values):
+        raise ValueError("the values do not follow the admission's checks")
+    for index, check in enumerate(checks):
+        value = values[index]
+        if check.kind is spend:
+            fit = ceiling  # spend_seconds(check.limit - value, rate, increment, ceiling), inlined
+            if rate > 0:
+                remaining = check.limit - value
+                fit = (remaining if remaining > 0 else 0) * 60 // rate
+                fit = (fit if fit < ceiling else ceiling) // increment * increment
+            if fit < increment and failed is None:
                 failed = index
-            allowed = min(allowed, fit)
+            if fit < allowed:  # min(), without the call  # noqa: PLR1730
+                allowed = fit
         elif value >= check.limit and failed is None:
             failed = index
-    if failed is not None or allowed < admission.increment:
-        return Judgement(failed, 0, 0)
-    return Judgement(None, allowed, cost_micro(admission.rate, allowed))
+    if failed is not None or allowed < increment:
+        return tuple.__new__(Judgement, (failed, 0, 0))  # without NamedTuple's Python __new__
+    return tuple.__new__(Judgement, (None, allowed, cost_micro(rate, allowed)))
 
 
 @dataclass(frozen=True, slots=True)

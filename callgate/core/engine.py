@@ -18,9 +18,10 @@ rules in the order of ``rules.ORDER`` (``rules.RULES``, its names), the one tabl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from callgate.core.admission import (
     Admission,
@@ -59,6 +60,11 @@ from callgate.core.rules import (
 # too (ASKed of the store, or settled): "lock" is the one rule before it that prepare leaves out.
 _LOCK_AT = RULES.index("lock")
 _NEW_AT = RULES.index("new_country") - 1
+# Enum members read for every call, as module constants: on Python 3.11 reading one off its class
+# costs about 40 ns, a global about 5.
+_SPEND: Final = CheckKind.SPEND
+_ALLOWED: Final = Verdict.ALLOW
+_DENIED: Final = Verdict.DENY
 
 
 def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
@@ -71,9 +77,14 @@ def _lock_result(p: Prepared, outcome: Outcome) -> RuleResult:
         )
     if outcome.refused is Refusal.PANIC:
         return deny("lock", Reason.SITE_PANIC, "site panic: international calls are refused")
-    return RuleResult(
-        "lock", PASS, f"locked ({outcome.lock}), call is domestic" if outcome.lock else "not locked"
+    return (
+        RuleResult("lock", PASS, f"locked ({outcome.lock}), call is domestic")
+        if outcome.lock
+        else _NOT_LOCKED
     )
+
+
+_NOT_LOCKED = RuleResult("lock", PASS, "not locked")
 
 
 def _new_country_result(p: Prepared, outcome: Outcome) -> RuleResult:
@@ -99,9 +110,15 @@ def _static(p: Prepared, outcome: Outcome) -> tuple[RuleResult, ...]:
 def _limit_detail(check: Check, value: int) -> str:
     limit = check.report or check.limit
     whose = f" (provider {check.site}, all its tenants)" if check.site else ""
-    if check.kind is CheckKind.SPEND:
-        return f"{money_text(value)} of {money_text(limit)} committed{whose}"
+    if check.kind is _SPEND:
+        return f"{money_text(value)} of {_cap_text(limit)} committed{whose}"
     return f"{value} of {limit}{whose}"
+
+
+@functools.lru_cache(maxsize=256)
+def _cap_text(limit: int) -> str:
+    """money_text of a spend cap: the policy's few caps, written once each (bounded)."""
+    return money_text(limit)
 
 
 def _would_fail(a: Admission, check: Check, value: int) -> bool:
@@ -117,14 +134,25 @@ def _limit_results(p: Prepared, outcome: Outcome, detail: bool) -> list[RuleResu
     in mode: report that would have, and with ``detail`` every other check and the call's length."""
     assert p.admission is not None
     out: list[RuleResult] = []
-    for index, (check, value) in enumerate(zip(p.checks, outcome.values, strict=True)):
-        if outcome.failed == index:
-            out.append(deny(check.rule, check.reason, _limit_detail(check, value)))
-        elif check.report and _would_fail(p.admission, check, value):
-            text = f"{_limit_detail(check, value)} (mode: report)"
+    new = tuple.__new__  # RuleResult without NamedTuple's Python-level __new__: a dozen a call
+    failed, values = outcome.failed, outcome.values
+    if len(values) != len(p.checks):
+        raise ValueError("the outcome's values do not follow the admission's checks")
+    for index, check in enumerate(p.checks):
+        if index == failed:
+            out.append(deny(check.rule, check.reason, _limit_detail(check, values[index])))
+        elif check.report and _would_fail(p.admission, check, values[index]):
+            text = f"{_limit_detail(check, values[index])} (mode: report)"
             out.append(RuleResult(check.rule, REPORT, text, check.reason))
-        elif detail:
-            out.append(RuleResult(check.rule, PASS, _limit_detail(check, value)))
+        elif detail:  # _limit_detail's text, inline for a check of the call's own site
+            value, limit = values[index], check.report or check.limit
+            if check.site:
+                text = _limit_detail(check, value)
+            elif check.kind is _SPEND:
+                text = f"{money_text(value)} of {_cap_text(limit)} committed"
+            else:
+                text = f"{value} of {limit}"
+            out.append(new(RuleResult, (check.rule, PASS, text, None)))
     if detail:
         seconds = outcome.allowed_seconds
         out.append(
@@ -168,22 +196,19 @@ def rule_on(p: Prepared, outcome: Outcome | None, *, detail: bool = True) -> Rul
         *static[_LOCK_AT:],
         *_limit_results(p, outcome, detail),
     )
-    denial = next((r for r in results if r.outcome == DENY), None)
-    if denial is not None:
-        assert denial.reason is not None
-        return Ruling(Verdict.DENY, denial.reason, denial.rule, results, 0, 0)
+    new = tuple.__new__  # Ruling(...), every field, without NamedTuple's Python-level __new__
+    for denial in results:
+        if denial.outcome == DENY:
+            assert denial.reason is not None
+            return new(Ruling, (_DENIED, denial.reason, denial.rule, results, 0, 0, False))
     if not outcome.admitted:
         # the counters fit when read, yet the store did not admit: nothing reserved
-        return Ruling(Verdict.DENY, Reason.STORE_UNAVAILABLE, "store", results, 0, 0)
-    return Ruling(
-        Verdict.ALLOW,
-        Reason.ALLOWED,
-        "",
-        results,
-        outcome.allowed_seconds,
-        outcome.reserved,
-        outcome.replayed,
-    )
+        return new(Ruling, (_DENIED, Reason.STORE_UNAVAILABLE, "store", results, 0, 0, False))
+    return new(
+        Ruling,
+        (_ALLOWED, Reason.ALLOWED, "", results, outcome.allowed_seconds, outcome.reserved,
+         outcome.replayed),
+    )  # fmt: skip
 
 
 def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
@@ -196,12 +221,20 @@ def peeked(p: Prepared, outcome: Outcome | None) -> Decision:
     refused = barred(
         outcome.lock, outcome.panic, a.international, unknown_country(a, outcome.learned)
     )
-    would = outcome._replace(
-        admitted=refused is None and verdict.failed is None and verdict.allowed_seconds > 0,
-        allowed_seconds=verdict.allowed_seconds,
-        reserved=verdict.cost,
-        refused=refused,
-        failed=verdict.failed,
+    would = tuple.__new__(  # outcome._replace(...) without its cost
+        Outcome,
+        (
+            outcome.values,
+            outcome.lock,
+            outcome.panic,
+            refused is None and verdict.failed is None and verdict.allowed_seconds > 0,  # admitted
+            verdict.allowed_seconds,
+            verdict.cost,  # reserved
+            outcome.replayed,
+            refused,
+            verdict.failed,
+            outcome.learned,
+        ),
     )
     return conclude(p, would)
 

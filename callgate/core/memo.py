@@ -7,6 +7,7 @@ caller, destination, origin and hours tables, :mod:`callgate.core.bursts` the bu
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -15,6 +16,9 @@ from callgate.core.numbers import NumberInfo
 from callgate.core.origins import Origin
 from callgate.core.policy import ExtensionRule, Policy
 from callgate.core.rules import RuleResult
+
+# The hours table's key: (entry, number unread, international, weekday, hour, minute, holiday date).
+Hours = tuple[int, bool, bool, int, int, int, date | None]
 
 # A Memo holds at most this many entries; past it, it is emptied (bounded memory whatever is dialled).
 MEMO_MAX = 50_000
@@ -47,6 +51,7 @@ class Destination(NamedTuple):
     results: tuple[RuleResult, ...]
     rate: Decimal | None
     rate_micro: int
+    denied: bool  # one of the destination rules denies
 
 
 class Memo:
@@ -56,9 +61,9 @@ class Memo:
     engine reads the policy from the Memo, so a new policy always starts with a new, empty one.
 
     Together the tables hold at most ``MEMO_MAX`` entries (:meth:`keep_bounded`, which
-    :func:`~callgate.core.plan.prepare` calls first); nothing is kept of a call whose extension and
-    number together are longer than ``CACHE_MAX_INPUT`` (nor, in ``short_calls``, of a longer
-    extension)."""
+    :func:`~callgate.core.plan.prepare` calls before it adds to a table); nothing is kept of a call
+    whose extension and number together are longer than ``CACHE_MAX_INPUT`` (nor, in
+    ``short_calls``, of a longer extension)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -67,8 +72,9 @@ class Memo:
         # the origin and new_country rules of a leg that no phone dialled, by (origin, dialled
         # string): their own table, as they look at the origin and never at the entry
         self.origins: dict[tuple[Origin, str], tuple[RuleResult, ...]] = {}
-        # the time rule, by (entry, number unread, international, UTC minute)
-        self.hours: dict[tuple[int, bool, bool, int], RuleResult] = {}
+        # the time rule, by (entry, number unread, international, local weekday, hour, minute, and
+        # the date when it is a holiday, else None): what rules._hours looks at
+        self.hours: dict[Hours, RuleResult] = {}
         self.short_calls: dict[str, ExtensionRule | None] = {}  # bursts: the entry, by extension
         self.lockdown: BurstRule | None = None  # bursts: the lockdown rule, once worked out
         # a provider's policy: the checks its site_limits add to its tenants' admissions, for

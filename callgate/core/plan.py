@@ -229,7 +229,13 @@ def _destination(
         excepted = rule.profile.destinations.allowed(number.e164[1:])  # at most 15 probes
     c = Context(policy, attempt, number, rule, local, rate_prefix, rate, excepted)
     results = tuple(check(c) for _, check in DESTINATION_RULES)
-    return Destination(number, results, rate, to_micro(rate) if rate is not None else 0)
+    return Destination(
+        number,
+        results,
+        rate,
+        to_micro(rate) if rate is not None else 0,
+        any(r.outcome == DENY for r in results),
+    )
 
 
 def _origin(
@@ -269,7 +275,7 @@ def prepare(
     What depends on neither the counters nor the time is worked out once per policy and kept in its
     :class:`Memo`: the caller per extension, the destination per (entry, dialled string), the origin
     and new_country rules per (origin, dialled string), the time rule per (entry, kind of number,
-    minute).
+    local weekday and minute, holiday).
 
     ``above``: the Memo of the provider's policy when ``memo``'s site is its tenant ``P/T``: the
     provider's ``site_limits`` are then checked too, after the tenant's own, under the provider's keys
@@ -281,84 +287,120 @@ def prepare(
         problem = above_problem(policy, above.policy)
         if problem is not None:
             raise ValueError(problem)
-    memo.keep_bounded()
-    if len(attempt.extension) + len(attempt.dialled) > CACHE_MAX_INPUT:
+    extension, dialled = attempt.extension, attempt.dialled
+    if len(extension) + len(dialled) > CACHE_MAX_INPUT:
         memo = Memo(policy)  # hostile lengths are worked out and forgotten: they cannot bloat it
     local = at.astimezone(policy.site.timezone)
-    caller = memo.callers.get(attempt.extension)
-    if caller is None:
-        caller = memo.callers[attempt.extension] = _caller(policy, attempt, local)
-    dest = memo.destinations.get((caller.entry, attempt.dialled))
-    if dest is None:
-        dest = memo.destinations[caller.entry, attempt.dialled] = _destination(
-            policy, attempt, caller.rule, local
-        )
+    caller = memo.callers.get(extension)
+    dest = None if caller is None else memo.destinations.get((caller.entry, dialled))
+    if caller is None or dest is None:
+        caller, dest = _learn(memo, attempt, local)
     number, rule = dest.number, caller.rule
     if number.emergency:
         result = RuleResult(
             "emergency",
             PASS,
-            f"{attempt.dialled} is an emergency number: always allowed, never counted",
+            f"{dialled} is an emergency number: always allowed, never counted",
         )
         return Prepared(policy, attempt, at, number, rule, (result,), None, None, 0)
-    at_ms = int(at.timestamp() * 1000)
-    # tzdata's offsets are whole minutes (since 1972), so one UTC minute is one local minute
-    minute = (caller.entry, number.e164 is None, number.international, at_ms // 60_000)
-    hours = memo.hours.get(minute)
+    international = number.international
+    day = local.date()
+    when = (caller.entry, number.e164 is None, international, local.weekday(), local.hour,
+            local.minute, day if day in policy.holidays else None)  # fmt: skip
+    hours = memo.hours.get(when)
     if hours is None:
-        hours = memo.hours[minute] = _time(policy, attempt, caller, dest, local)
+        memo.keep_bounded()
+        hours = memo.hours[when] = _time(policy, attempt, caller, dest, local)
     judged: tuple[RuleResult, ...] = _DIALLED
-    if attempt.origin is not Origin.DIALLED:
-        found = memo.origins.get((attempt.origin, attempt.dialled))
+    denied = caller.result.outcome == DENY or dest.denied or hours.outcome == DENY
+    origin = attempt.origin
+    if origin is not Origin.DIALLED:
+        found = memo.origins.get((origin, dialled))
         if found is None:
-            found = memo.origins[attempt.origin, attempt.dialled] = _origin(
-                policy, attempt, dest, local
-            )
+            memo.keep_bounded()
+            found = memo.origins[origin, dialled] = _origin(policy, attempt, dest, local)
         judged = found
+        denied = denied or any(r.outcome == DENY for r in found)
     results = (_NOT_EMERGENCY, caller.result, *dest.results, *judged, hours)
-    counted: list[Check] = []
-    spent: list[Check] = []
+    at_ms = int(at.timestamp() * 1000)
     e164 = number.e164 or ""
     rate_micro = dest.rate_micro
+    checks: tuple[Check, ...] = ()
     if rule is not None:
-        scopes = caller.scopes[number.international]
-        _count(scopes, e164, spend_periods(local), counted, spent)
+        counted: list[Check] = []
+        spent: list[Check] = []
+        _count(caller.scopes[international], e164, spend_periods(local), counted, spent)
         if above is not None:
-            provider = above.provider
-            if provider is None:
-                provider = above.provider = _provider(above.policy)
-            there = at.astimezone(above.policy.site.timezone)  # the provider's periods, for all
-            # judged by the provider's own policy, never by what the tenant's says: abroad for the
-            # provider's country, priced at the provider's rate when that is the higher one (a
-            # tenant pushing rates of 0 or another region must not escape the provider's caps)
-            abroad = abroad_for(number, above.policy.site.region)
-            _count((provider[abroad],), e164, spend_periods(there), counted, spent)
-            theirs = above.policy.rates.per_minute(e164)[1] if e164 else None
-            if theirs is not None:
-                rate_micro = max(rate_micro, to_micro(theirs))
-    checks = (*counted, *spent)
-    admission = Admission(
-        site=policy.site.name,
-        call_id=reservation_id(attempt, e164, dest.rate_micro, number.international),
-        at_ms=at_ms,
-        checks=checks,
-        rate=rate_micro,
-        increment=policy.rates.increment,
-        max_seconds=caller.max_seconds,
-        hold=RESERVATION_HOLD,
-        extension=attempt.extension,
-        international=number.international,
-        reserve=not any(r.outcome == DENY for r in results),
-        number=e164,
-        channel=attempt.leg,
-        origin=attempt.origin,
-        country=number.country or "",
-        country_check=_country_check(policy, attempt.origin, judged[1]),  # (origin, new_country)
+            rate_micro = _above(above, number, at, rate_micro, (counted, spent))
+        checks = (*counted, *spent)
+    # tuple.__new__: the NamedTuples without their Python-level __new__ (each call builds both)
+    admission = tuple.__new__(
+        Admission,
+        (
+            policy.site.name,
+            reservation_id(attempt, e164, dest.rate_micro, international),
+            at_ms,
+            checks,
+            rate_micro,
+            policy.rates.increment,
+            caller.max_seconds,
+            RESERVATION_HOLD,
+            extension,
+            international,
+            not denied,  # reserve: no rule before the counters denies
+            0,  # deadline_ms: the gate sets its own
+            e164,
+            attempt.leg,
+            "",  # instance: the gate fills it in
+            origin,
+            number.country or "",
+            _country_check(policy, origin, judged[1]),  # (origin, new_country)
+        ),
     )
-    return Prepared(
-        policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
-        checks,
+    return tuple.__new__(
+        Prepared,
+        (policy, attempt, at, number, rule, results, admission, dest.rate, caller.max_seconds,
+         checks),
     )  # fmt: skip
+
+
+def _learn(memo: Memo, attempt: CallAttempt, local: datetime) -> tuple[Caller, Destination]:
+    """The caller and the destination of a call one of them is not memoised for: worked out and
+    kept (the memo emptied first when full)."""
+    memo.keep_bounded()
+    policy, extension, dialled = memo.policy, attempt.extension, attempt.dialled
+    caller = memo.callers.get(extension)
+    if caller is None:
+        caller = memo.callers[extension] = _caller(policy, attempt, local)
+    dest = memo.destinations.get((caller.entry, dialled))
+    if dest is None:
+        dest = memo.destinations[caller.entry, dialled] = _destination(
+            policy, attempt, caller.rule, local
+        )
+    return caller, dest
+
+
+def _above(
+    above: Memo,
+    number: NumberInfo,
+    at: datetime,
+    rate: int,
+    checks: tuple[list[Check], list[Check]],
+) -> int:
+    """A tenant's call: its provider's site caps added to ``counted`` and ``spent``; the rate to
+    reserve at (micro-units a minute)."""
+    provider = above.provider
+    if provider is None:
+        provider = above.provider = _provider(above.policy)
+    there = at.astimezone(above.policy.site.timezone)  # the provider's periods, for all
+    # judged by the provider's own policy, never by what the tenant's says: abroad for the
+    # provider's country, priced at the provider's rate when that is the higher one (a
+    # tenant pushing rates of 0 or another region must not escape the provider's caps)
+    abroad = abroad_for(number, above.policy.site.region)
+    e164 = number.e164 or ""
+    _count((provider[abroad],), e164, spend_periods(there), *checks)
+    theirs = above.policy.rates.per_minute(e164)[1] if e164 else None
+    return rate if theirs is None else max(rate, to_micro(theirs))
 
 
 def _count(
@@ -372,15 +414,15 @@ def _count(
     # tuple.__new__ builds a Check without NamedTuple's Python-level __new__ (or the slower
     # _replace): this runs a dozen times per call
     new = tuple.__new__
-    for scope in scopes:
-        counted += scope.counts
-        if scope.same_number is not None:
-            r, why, kind, key, limit, window, _, report, site = scope.same_number
+    for counts, same, distinct, spend in scopes:
+        counted += counts
+        if same is not None:
+            r, why, kind, key, limit, window, _, report, site = same
             counted.append(new(Check, (r, why, kind, key + e164, limit, window, "", report, site)))
-        if scope.distinct is not None:
-            r, why, kind, key, limit, window, _, report, site = scope.distinct
+        if distinct is not None:
+            r, why, kind, key, limit, window, _, report, site = distinct
             counted.append(new(Check, (r, why, kind, key, limit, window, e164, report, site)))
-        for period, (r, why, kind, key, limit, _, _, report, site) in scope.spend:
+        for period, (r, why, kind, key, limit, _, _, report, site) in spend:
             bucket, ttl = periods[period]
             spent.append(new(Check, (r, why, kind, key + bucket, limit, ttl, "", report, site)))
 

@@ -112,7 +112,7 @@ def read_cdr(
     or, when ``on_error`` is given, is passed to it and skipped; reading goes on with the next row.
     Blank lines are skipped.
     """
-    at = _time_reader(tz)
+    times = _Times(tz)
     new_row = tuple.__new__
 
     def fail(row_line: int, reason: str) -> None:
@@ -150,10 +150,21 @@ def read_cdr(
         try:
             if not 16 <= n <= 21 or (n > 18 and not _is_digits(fields[-1])):
                 raise _Bad(f"expected 16 to 21 fields, found {n}")
-            duration, billsec = _seconds(fields[12], fields[13])
-            start = at(fields[9], "start")
-            answer = at(fields[10], "answer") if fields[10] else None
-            end = at(fields[11], "end")
+            text, billed = fields[12], fields[13]
+            if (  # the common case of _seconds, inline: ASCII digits, not too many of them
+                text.isdigit()
+                and billed.isdigit()
+                and (text + billed).isascii()
+                and len(text) <= _SECONDS_DIGITS
+                and len(billed) <= _SECONDS_DIGITS
+                and int(billed) <= int(text) + 1
+            ):
+                duration, billsec = int(text), int(billed)
+            else:
+                duration, billsec = _seconds(text, billed)  # says what is wrong
+            start = times.at(fields[9], "start")
+            answer = times.at(fields[10], "answer") if fields[10] else None
+            end = times.at(fields[11], "end")
         except _Bad as bad:
             fail(row_line, str(bad))
             continue
@@ -177,33 +188,37 @@ def read_cdr(
         )
 
 
-def _time_reader(tz: tzinfo) -> Callable[[str, str], datetime]:
+class _Times:
     """``at(text, name)``: the aware time in ``tz`` of a cdr_csv time, or :class:`_Bad`.
 
     Three times per row are, after the csv module's own work, the largest cost of a row, so a
     time is built from its hour, looked up in a small cache, plus its ":MM:SS" (one of 3600
     offsets). Both tables only ever hold well-formed keys, so two hits are also a validation.
+    A class, not a closure: compiled by mypyc, its method is called directly.
     """
-    hours: dict[str, datetime] = {}
-    offsets = _OFFSETS
 
-    def at(text: str, name: str) -> datetime:
-        base, offset = hours.get(text[:13]), offsets.get(text[13:])
+    __slots__ = ("hours", "tz")
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.hours: dict[str, datetime] = {}
+
+    def at(self, text: str, name: str) -> datetime:
+        hours = self.hours
+        base, offset = hours.get(text[:13]), _OFFSETS.get(text[13:])
         if base is not None and offset is not None:
             return base + offset
         try:  # the first time of an hour, or a malformed time
             if not _TIME.fullmatch(text):
                 raise ValueError(text)
-            base = datetime.fromisoformat(text[:13] + ":00:00").replace(tzinfo=tz)
-            offset = offsets[text[13:]]
+            base = datetime.fromisoformat(text[:13] + ":00:00").replace(tzinfo=self.tz)
+            offset = _OFFSETS[text[13:]]
         except (ValueError, KeyError):
             raise _Bad(f"{name} time {text!r} is not YYYY-MM-DD HH:MM:SS") from None
         if len(hours) >= _HOUR_CACHE_SIZE:
             hours.clear()
         hours[text[:13]] = base
         return base + offset
-
-    return at
 
 
 class _Counted:
@@ -316,7 +331,7 @@ def in_start_order(
     # a comparison of two rows (line is unique)
     held: list[tuple[datetime, int, int, CdrRow]] = []
     keep = held.append
-    by_start = itemgetter(0)
+    by_start, the_row = itemgetter(0), itemgetter(3)
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
@@ -324,9 +339,10 @@ def in_start_order(
     keep((first.start, _created(first.uniqueid), first.line, first))
     latest_end, latest_line = first.end, first.line
     next_batch = latest_end + step
+    always = horizon < timedelta(0)  # else a row that ends at or after the latest end is in time
     for row in rows:
         end = row.end
-        if end < latest_end - horizon:
+        if (always or end < latest_end) and end < latest_end - horizon:
             raise CdrError(source, row.line, _jumps_back(row, latest_end, latest_line))
         keep((row.start, _created(row.uniqueid), row.line, row))
         if end > latest_end:
@@ -334,10 +350,8 @@ def in_start_order(
             if end >= next_batch:
                 held.sort()
                 ready = bisect_left(held, end - horizon, key=by_start)
-                for item in held[:ready]:
-                    yield item[3]
+                yield from map(the_row, held[:ready])
                 del held[:ready]
                 next_batch = end + step
     held.sort()
-    for item in held:
-        yield item[3]
+    yield from map(the_row, held)

@@ -8,7 +8,7 @@ Redis, and expired keys are swept as time moves on, so a year of replay runs in 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from callgate.core import keys
 from callgate.core.admission import (
@@ -29,7 +29,15 @@ from callgate.core.origins import Origin
 from callgate.core.policy import LockScope
 from callgate.store.protocol import SETTLED_MEMORY, BurstCount, Settlement, SettleStatus
 
+# Enum members read for every call, as module constants: on Python 3.11 reading one off its class
+# costs about 40 ns, a global about 5.
+_SPEND: Final = CheckKind.SPEND
+_WINDOW: Final = CheckKind.WINDOW
+_DISTINCT: Final = CheckKind.DISTINCT
+_DIALLED: Final = Origin.DIALLED
+_SETTLED: Final = SettleStatus.SETTLED
 _SWEEP_EVERY = 4096
+_PREFIXES_MAX = 256  # sites whose key prefix is kept
 
 
 class _Reservation(NamedTuple):
@@ -63,6 +71,7 @@ class MemoryStore:
         self._countries: dict[str, dict[str, int]] = {}  # by countries key: country -> unix time
         self._expiry: dict[str, int] = {}  # key -> ms
         self._ops = 0
+        self._prefixes: dict[str, str] = {}  # site -> keys.site_prefix(site), a few sites
 
     # -- the Store protocol ------------------------------------------------------------------------
     async def admit(self, admission: Admission) -> Outcome:
@@ -112,7 +121,7 @@ class MemoryStore:
         self, site: str, extension: str, call_id: str, at_ms: int, rule: BurstRule
     ) -> BurstCount:
         """Mirrors ``lua/burst.lua``."""
-        prefix = keys.site_prefix(site)
+        prefix = self._prefix(site)
         key = prefix + keys.burst_key(extension, rule.name)
         lock_key = prefix + keys.lock_key(extension)
         self._tick(at_ms)
@@ -131,21 +140,48 @@ class MemoryStore:
             return BurstCount(len(events), True, rule.scope)
         return BurstCount(len(events), False, held)
 
-    # -- the work ----------------------------------------------------------------------------------
-    def _values(self, a: Admission, prefix: str) -> tuple[int, ...]:
+    # -- the work ---------------------------------------------------------------------------------
+    def _prefix(self, site: str) -> str:
+        """``keys.site_prefix(site)``, worked out once per site (bounded: emptied past 256 sites)."""
+        prefix = self._prefixes.get(site)
+        if prefix is None:
+            if len(self._prefixes) >= _PREFIXES_MAX:
+                self._prefixes.clear()
+            prefix = self._prefixes[site] = keys.site_prefix(site)
+        return prefix
+
+    def _keys(self, a: Admission, prefix: str) -> list[str]:
+        """The full key of each of the admission's checks (``prefix``: its site's)."""
+        return [(self._prefix(c.site) if c.site else prefix) + c.key for c in a.checks]
+
+    def _values(self, a: Admission, full: list[str]) -> tuple[int, ...]:
+        """Each check's value (``full``: their keys), dropping what has left its window, as
+        ``lua/admit.lua``'s ZREMRANGEBYSCORE does."""
         now = a.at_ms
-        values = []
-        for check in a.checks:
-            key = (keys.site_prefix(check.site) if check.site else prefix) + check.key
-            if check.kind is CheckKind.SPEND:
-                values.append(self._money.get(key, 0))
-            elif check.kind is CheckKind.WINDOW:
-                values.append(self._window_count(key, now - check.window * 1000))
+        money, windows, sets = self._money, self._windows, self._members
+        values: list[int] = []
+        for check, key in zip(a.checks, full, strict=True):
+            kind = check.kind
+            if kind is _SPEND:
+                values.append(money.get(key, 0))
+            elif kind is _WINDOW:
+                events = windows.get(key)
+                if events:
+                    drop = bisect_right(events, (now - check.window * 1000, "\U0010ffff"))
+                    if drop:
+                        del events[:drop]
+                    values.append(len(events))
+                else:
+                    values.append(0)
             else:
-                members = self._live_members(
-                    key, now - check.window * 1000 if check.kind is CheckKind.DISTINCT else now
-                )
-                values.append(len(members) - (check.member in members))
+                members = sets.get(key)
+                if members:
+                    cutoff = now - check.window * 1000 if kind is _DISTINCT else now
+                    for stale in [m for m, ms in members.items() if ms <= cutoff]:
+                        del members[stale]
+                    values.append(len(members) - (check.member in members))
+                else:
+                    values.append(0)
         return tuple(values)
 
     def _bars(
@@ -154,8 +190,9 @@ class MemoryStore:
         """The lock, the panic switch, what of them refuses the call, and whether the site has called
         the call's country within the TTL (looked up only with a country_check: ``lua/admit.lua``'s
         HGET)."""
-        lock = held_lock(self._strings.get(prefix + keys.lock_key(a.extension), ""))
-        panic = prefix + keys.PANIC in self._strings
+        strings = self._strings  # locks and panic: empty for most replays
+        lock = held_lock(strings.get(prefix + keys.lock_key(a.extension), "")) if strings else None
+        panic = bool(strings) and prefix + keys.PANIC in strings
         learned = False
         if a.country_check is not CountryCheck.NONE:
             ckey = prefix + keys.COUNTRIES
@@ -173,66 +210,85 @@ class MemoryStore:
     def read_now(self, a: Admission) -> Outcome:
         """What ``peek`` sees: the values, the lock and panic, the country, and how the store judges
         them."""
-        prefix = keys.site_prefix(a.site)
+        prefix = self._prefix(a.site)
         self._tick(a.at_ms)
-        values = self._values(a, prefix)
+        return self._read(a, prefix, self._keys(a, prefix))
+
+    def _read(self, a: Admission, prefix: str, full: list[str]) -> Outcome:
+        values = self._values(a, full)
         verdict = judge(a, values)
         lock, panic, refused, learned = self._bars(a, prefix)
-        return Outcome(
-            values, lock, panic, False, verdict.allowed_seconds, 0, False, refused, verdict.failed,
-            learned,
+        return tuple.__new__(  # Outcome(...) without NamedTuple's Python-level __new__
+            Outcome,
+            (values, lock, panic, False, verdict.allowed_seconds, 0, False, refused,
+             verdict.failed, learned),
         )  # fmt: skip
 
     def admit_now(self, a: Admission) -> Outcome:
         """Mirrors ``lua/admit.lua``."""
-        prefix = keys.site_prefix(a.site)
+        prefix = self._prefix(a.site)
         rkey = prefix + keys.reservation_key(a.call_id)
         held = self._reservations.get(rkey) if a.reserve else None
         if held is not None and self._alive(rkey, a.at_ms):
             self._tick(a.at_ms)
-            values = self._values(a, prefix)
+            values = self._values(a, self._keys(a, prefix))
             lock, panic, refused, learned = self._bars(a, prefix)
             # handed back as it was admitted: not judged again
             return Outcome(
                 values, lock, panic, True, held.allowed, held.cost, True, refused, None, learned
             )
-        seen = self.read_now(a)
+        self._tick(a.at_ms)
+        full = self._keys(a, prefix)
+        seen = self._read(a, prefix, full)
         if not a.reserve or seen.refused is not None or seen.allowed_seconds <= 0:
             return seen
         allowed = seen.allowed_seconds
         cost = cost_micro(a.rate, allowed)
-        now, until = a.at_ms, a.at_ms + (allowed + a.hold) * 1000
+        now, until, call_id = a.at_ms, a.at_ms + (allowed + a.hold) * 1000, a.call_id
+        money, windows, sets, expiry = self._money, self._windows, self._members, self._expiry
         spend_keys, slot_keys = [], []
-        for check in a.checks:
-            key = (keys.site_prefix(check.site) if check.site else prefix) + check.key
-            if check.kind is CheckKind.SPEND:
-                self._money[key] = self._money.get(key, 0) + cost
-                self._expire(key, now + check.window * 1000)
+        for check, key in zip(a.checks, full, strict=True):
+            kind = check.kind
+            if kind is _SPEND:
+                money[key] = money.get(key, 0) + cost
+                expiry[key] = now + check.window * 1000
                 spend_keys.append(key)
-            elif check.kind is CheckKind.WINDOW:
-                insort(self._windows.setdefault(key, []), (now, a.call_id))
-                self._expire(key, now + check.window * 1000)
-            elif check.kind is CheckKind.DISTINCT:
-                self._members.setdefault(key, {})[check.member] = now
-                self._expire(key, now + check.window * 1000)
+            elif kind is _WINDOW:  # get, not setdefault: no new empty list for a key held
+                events = windows.get(key)
+                if events is None:
+                    events = windows[key] = []
+                insort(events, (now, call_id))
+                expiry[key] = now + check.window * 1000
             else:
-                self._members.setdefault(key, {})[a.call_id] = until
-                self._expire(key, max(until, self._expiry.get(key, 0)))
-                slot_keys.append(key)
-        self._reservations[rkey] = _Reservation(
-            allowed, cost, a.rate, a.increment, until, tuple(spend_keys), tuple(slot_keys),
-            a.extension, a.number, a.international, a.channel, now, a.instance, a.origin,
-            a.country,
+                members = sets.get(key)
+                if members is None:
+                    members = sets[key] = {}
+                if kind is _DISTINCT:
+                    members[check.member] = now
+                    expiry[key] = now + check.window * 1000
+                else:
+                    members[call_id] = until
+                    expiry[key] = max(until, expiry.get(key, 0))
+                    slot_keys.append(key)
+        self._reservations[rkey] = tuple.__new__(
+            _Reservation,
+            (allowed, cost, a.rate, a.increment, until, tuple(spend_keys), tuple(slot_keys),
+             a.extension, a.number, a.international, a.channel, now, a.instance, a.origin,
+             a.country),
         )  # fmt: skip
-        self._expire(rkey, until)
-        return seen._replace(admitted=True, reserved=cost)
+        expiry[rkey] = until
+        return tuple.__new__(  # seen._replace(admitted=True, reserved=cost), without its cost
+            Outcome,
+            (seen.values, seen.lock, seen.panic, True, allowed, cost, False, seen.refused,
+             seen.failed, seen.learned),
+        )  # fmt: skip
 
     def settle_now(
         self, site: str, reservation_id: str, billsec: int | None, at_ms: int
     ) -> Settlement:
         """Mirrors ``lua/settle.lua``. ``billsec`` None (or negative): cannot be settled, charged in
         full: the whole reservation stays on the caps, only the concurrency slots are freed."""
-        prefix, rid = keys.site_prefix(site), reservation_id
+        prefix, rid = self._prefix(site), reservation_id
         rkey, dkey = prefix + keys.reservation_key(rid), prefix + keys.settled_key(rid)
         self._tick(at_ms)
         done = self._settled.get(dkey)
@@ -249,7 +305,7 @@ class MemoryStore:
             seconds = billed_seconds(min(billsec, held.allowed), held.increment)
             charged = min(cost_micro(held.rate, seconds), held.cost)
         released = held.cost - charged
-        if billsec is not None and billsec > 0 and held.country and held.origin is Origin.DIALLED:
+        if billsec is not None and billsec > 0 and held.country and held.origin is _DIALLED:
             # a phone's own call, answered: the site knows the country now (never a leg no phone
             # dialled: a forward or transfer let through once must not open its country to all)
             ckey = prefix + keys.COUNTRIES
@@ -257,14 +313,17 @@ class MemoryStore:
                 self._countries.pop(ckey, None)
             self._countries.setdefault(ckey, {})[held.country] = at_ms // 1000
             self._expire(ckey, at_ms + keys.COUNTRIES_TTL * 1000)
+        money = self._money
         for key in held.spend:
-            if key in self._money:
-                self._money[key] -= released
+            if key in money:
+                money[key] -= released
         for key in held.slots:
-            self._members.get(key, {}).pop(rid, None)
+            members = self._members.get(key)
+            if members is not None:
+                members.pop(rid, None)
         del self._reservations[rkey]
         self._expiry.pop(rkey, None)
-        result = Settlement(SettleStatus.SETTLED, charged, released, seconds)
+        result = tuple.__new__(Settlement, (_SETTLED, charged, released, seconds))
         self._settled[dkey] = result
         self._expire(dkey, at_ms + SETTLED_MEMORY * 1000)
         return result
@@ -303,15 +362,6 @@ class MemoryStore:
         if drop:
             del events[:drop]
         return len(events)
-
-    def _live_members(self, key: str, cutoff: int) -> dict[str, int]:
-        members = self._members.get(key)
-        if not members:
-            return {}
-        stale = [m for m, ms in members.items() if ms <= cutoff]
-        for m in stale:
-            del members[m]
-        return members
 
     def _expire(self, key: str, at_ms: int) -> None:
         self._expiry[key] = at_ms
