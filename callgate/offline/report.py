@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import TextIO
 
 from callgate.core.admission import from_micro
@@ -14,6 +16,36 @@ from callgate.offline.replay import Replayed, Totals
 
 _ORIGIN_ORDER = [origin.value for origin in Origin]
 _MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
+
+
+# A spend rule's detail as the engine writes it (exact, six decimals: the audit and --json keep it), and
+# the words a person reads instead: "27.70 USD left today of 40.00 (12.30 committed)".
+_SPENT = re.compile(r"(-?\d+\.\d{6}) of (\d+\.\d{6}) committed(.*)", re.DOTALL)
+_PERIOD_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
+
+
+def money(amount: Decimal, currency: str = "") -> str:
+    """Money as a person reads it: two decimals (more only where the amount has them), and the
+    currency when given: ``12.30 USD``, ``0.001234 USD``."""
+    text = f"{amount:.2f}" if amount == amount.quantize(_CENT) else f"{amount.normalize():f}"
+    return f"{text} {currency}" if currency else text
+
+
+_CENT = Decimal("0.01")
+
+
+def _in_words(rule: str, detail: str, currency: str) -> str:
+    """A spend rule's detail in words; any other detail as it is."""
+    period = rule.rpartition(".")[2]
+    found = _SPENT.fullmatch(detail)
+    if found is None or period not in _PERIOD_WORDS:
+        return detail
+    used, cap, rest = Decimal(found[1]), Decimal(found[2]), found[3]
+    left = max(cap - used, Decimal(0))
+    return (
+        f"{money(left, currency)} left {_PERIOD_WORDS[period]} of {money(cap)}"
+        f" ({money(used)} committed){rest}"
+    )
 
 
 def explain_text(decision: Decision, policy: Policy) -> str:
@@ -28,13 +60,17 @@ def explain_text(decision: Decision, policy: Policy) -> str:
         + ("" if d.origin is Origin.DIALLED else f" (caused by {d.extension or '-'})"),
         f"  at        {d.at.astimezone(policy.site.timezone).isoformat()} ({policy.site.timezone.key})",
         f"  profile   {d.profile or '-'}",
-        f"  rate      {d.rate if d.rate is not None else '-'} {policy.site.currency}/min",
-        f"  allowed   {d.allowed_seconds}s, reserving {d.reserved} {policy.site.currency}",
+        f"  rate      {money(d.rate) if d.rate is not None else '-'} {policy.site.currency}/min",
+        f"  allowed   {d.allowed_seconds}s, reserving {money(d.reserved, policy.site.currency)}",
         f"  policy    {policy.source} sha256:{policy.digest[:12]}",
         "  rules (in order; the first DENY decides):",
     ]
     width = max((len(r.rule) for r in d.rules), default=0)
-    lines += [f"    {_MARK[r.outcome]} {r.rule:<{width}}  {r.detail}" for r in d.rules]
+    currency = policy.site.currency
+    lines += [
+        f"    {_MARK[r.outcome]} {r.rule:<{width}}  {_in_words(r.rule, r.detail, currency)}"
+        for r in d.rules
+    ]
     return "\n".join(lines)
 
 
