@@ -527,3 +527,62 @@ async def test_the_providers_deny_international_is_judged_in_its_country() -> No
     decision = await gate.decide(CallAttempt("c1", "1001", "72345678", leg="ch1"))
     assert decision.number.international is False  # domestic for the tenant's own reading
     assert (decision.verdict.value, decision.reason.value) == ("DENY", "store_unavailable")
+
+
+class Slow(MemoryStore):
+    """A store whose admissions wait for ``release``."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    async def admit(self, admission: Any) -> Any:
+        await self.release.wait()
+        return await super().admit(admission)
+
+
+async def test_a_channel_that_comes_back_is_decided_again_after_its_first_decision() -> None:
+    """A FreePBX trunk failover sends the same channel into Stasis again, and its StasisStart could
+    arrive before the answer to the first decision's continue: it was dropped as "busy" and the call
+    waited in Stasis (seen once in CI). Now it is decided once the first decision is done; the same
+    entry seen twice (reconcile and its own StasisStart, no StasisEnd between) is still decided once."""
+    release = asyncio.Event()
+
+    ari = Ari()
+    memo = Memo(load_policy(policy_of("acme", "US"), "acme"))
+    audit = FakeAudit()
+    router = Router(Gate(lambda: memo, Slow(release), ari, audit, settings=GateSettings(deadline=60)),
+                    cast(AriClient, ari))  # fmt: skip
+    entry = {"type": "StasisStart", "channel": {"id": "c1"}, "args": ["2125550123", "ext=1001"]}
+    router.dispatch(entry)
+    await asyncio.sleep(0)
+    router.dispatch(entry)  # the same entry again: dropped
+    router.dispatch({"type": "StasisEnd", "channel": {"id": "c1"}})
+    router.dispatch(entry)  # it came back: decided after the first
+    assert router.busy == {"c1"}
+    release.set()
+    await settled(router)
+    assert [channel for _, channel in audit.decisions] == ["c1", "c1"]
+    assert router.busy == set()
+    assert router.current == {}
+    assert router.left == set()
+
+
+async def test_a_second_fastagi_session_of_a_busy_channel_waits_for_the_first() -> None:
+    """Through FastAGI a channel runs AGI() again only after its first session ended: a session of a
+    busy channel is always a new entry, decided once the first decision is done (never dropped:
+    a dropped session is a refused call)."""
+    ari, session = Ari(), Ari()
+    release = asyncio.Event()
+
+    memo = Memo(load_policy(policy_of("acme", "US"), "acme"))
+    audit = FakeAudit()
+    router = Router(Gate(lambda: memo, Slow(release), ari, audit, settings=GateSettings(deadline=60)),
+                    cast(AriClient, ari))  # fmt: skip
+    first = router.start(read_start({"id": "c1"}, ["2125550123", "ext=1001"]), session)
+    second = router.start(read_start({"id": "c1"}, ["2125550123", "ext=1001"]), session)
+    assert first is not None
+    assert second is not None
+    release.set()
+    await settled(router)
+    assert len(audit.decisions) == 2

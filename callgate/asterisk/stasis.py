@@ -243,6 +243,12 @@ class Router:
         self.settings = settings or (gate.settings if gate is not None else GateSettings())
         self.events = events or (gate.events if gate is not None else Events())
         self.busy: set[str] = set()
+        # The task deciding each busy channel, and the busy channels that left Stasis meanwhile
+        # (StasisEnd): a channel that comes back (a FreePBX trunk failover re-enters the hook) waits
+        # for its first decision to finish, where the same entry seen twice (reconcile and its own
+        # StasisStart) is decided once.
+        self.current: dict[str, asyncio.Task[None]] = {}
+        self.left: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # At most this many calls are decided at once; the others queue. A call that queued past the
         # gate's deadline gets the policy's on_store_error decision without asking the store, so an
@@ -328,6 +334,9 @@ class Router:
         match event:
             case {"type": "StasisStart", "channel": dict() as channel, "args": list() as args}:
                 self.start(read_start(channel, args))
+            case {"type": "StasisEnd", "channel": {"id": str() as channel_id}}:
+                if channel_id in self.current:
+                    self.left.add(channel_id)
             case {"type": "ApplicationReplaced"}:
                 log.error(
                     "another client took the Stasis app %r: run one app name per instance",
@@ -342,13 +351,29 @@ class Router:
         """Decide the call in a task of its own (returned; None when there is nothing to decide).
         ``control``: the call's own channel control (its FastAGI session); default ``ari``."""
         self._republish()  # a new policy (file or Redis) may list other emergency numbers
-        if start is None or start.channel_id in self.busy:
+        if start is None:
             return None
-        self.busy.add(start.channel_id)
-        task = asyncio.create_task(self._handle(start, control or self.ari))
+        channel_id, control = start.channel_id, control or self.ari
+        running = self.current.get(channel_id)
+        if running is None:
+            task = asyncio.create_task(self._handle(start, control))
+        elif control is not self.ari or channel_id in self.left:
+            # it came back: a new FastAGI session, or a new entry into Stasis after StasisEnd
+            self.left.discard(channel_id)
+            task = asyncio.create_task(self._after(running, start, control))
+        else:
+            return None  # the same entry into Stasis, seen twice: decided once
+        self.current[channel_id] = task
+        self.busy.add(channel_id)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    async def _after(
+        self, running: asyncio.Task[None], start: Start, control: ChannelControl
+    ) -> None:
+        await asyncio.wait({running})
+        await self._handle(start, control)
 
     async def _handle(self, start: Start, control: ChannelControl) -> None:
         queued = time.monotonic()
@@ -378,7 +403,10 @@ class Router:
             log.exception("channel %s: unexpected error", start.channel_id)
             await self._refuse(start.channel_id, control)
         finally:
-            self.busy.discard(start.channel_id)
+            if self.current.get(start.channel_id) is asyncio.current_task():
+                del self.current[start.channel_id]
+                self.busy.discard(start.channel_id)
+                self.left.discard(start.channel_id)
 
     def _share(self, site: str) -> contextlib.AbstractAsyncContextManager[object]:
         """A tenant's own share of the in-flight slots (one site: no share, only the slots)."""
