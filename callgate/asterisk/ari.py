@@ -225,12 +225,7 @@ class AriClient:
     async def _channel_call(
         self, method: str, path: str, params: Mapping[str, str | int] | None = None
     ) -> bool:
-        status, data = await self._request(method, path, params)
-        if status in GONE:
-            return False
-        if status >= 300:
-            raise AriUnavailable(f"ARI {method} {path}: HTTP {status} {data}")
-        return True
+        return _applied((method, path, params), await self._request(method, path, params))
 
     # -- channels ---------------------------------------------------------------------------------
 
@@ -246,10 +241,8 @@ class AriClient:
             return True
         requests = [self._set(channel_id, variable, value), self._next(channel_id, then)]
         answers = await self._pipelined(ws, requests)
-        for (method, path, _), (status, data) in zip(requests, answers, strict=True):
-            if status >= 300 and status not in GONE:
-                raise AriUnavailable(f"ARI {method} {path}: HTTP {status} {data}")
-        return answers[0][0] not in GONE
+        applied, _ = (_applied(r, a) for r, a in zip(requests, answers, strict=True))
+        return applied
 
     @staticmethod
     def _set(channel_id: str, variable: str, value: str) -> _Request:
@@ -267,8 +260,7 @@ class AriClient:
         return await self._channel_call(method, path, params)
 
     async def set_variable(self, channel_id: str, variable: str, value: str) -> bool:
-        params = {"variable": variable, "value": value}
-        return await self._channel_call("POST", f"/channels/{channel_id}/variable", params)
+        return await self._channel_call(*self._set(channel_id, variable, value))
 
     async def continue_in_dialplan(
         self, channel_id: str, *, context: str = "", extension: str = "", label: str = ""
@@ -368,6 +360,17 @@ class AriClient:
         self._ws = None  # requests go over HTTP until the next websocket
         self._drop_waiting(str(ended))
         events.put_nowait(ended)
+
+
+def _applied(request: _Request, answer: tuple[int, Any]) -> bool:
+    """A channel request's answer: True done, False the channel is gone (or left Stasis); any other
+    failure raises AriUnavailable."""
+    (method, path, _), (status, data) = request, answer
+    if status in GONE:
+        return False
+    if status >= 300:
+        raise AriUnavailable(f"ARI {method} {path}: HTTP {status} {data}")
+    return True
 
 
 async def _events(events: asyncio.Queue[AriEvent | AriUnavailable]) -> AsyncIterator[AriEvent]:

@@ -242,7 +242,6 @@ class Router:
         self.ari = ari
         self.settings = settings or (gate.settings if gate is not None else GateSettings())
         self.events = events or (gate.events if gate is not None else Events())
-        self.busy: set[str] = set()
         # The task deciding each busy channel, and the busy channels that left Stasis meanwhile
         # (StasisEnd): a channel that comes back (a FreePBX trunk failover re-enters the hook) waits
         # for its first decision to finish, where the same entry seen twice (reconcile and its own
@@ -259,6 +258,11 @@ class Router:
         self.tenant_slots: dict[str, asyncio.Semaphore] = {}
         self.published: Policy | None = None  # one site: the policy whose numbers Asterisk holds
         self.published_by: dict[str, Policy] = {}  # tenants: the same, per tenant
+
+    @property
+    def busy(self) -> set[str]:
+        """The channels being decided now."""
+        return set(self.current)
 
     @classmethod
     def tenants(
@@ -364,7 +368,6 @@ class Router:
         else:
             return None  # the same entry into Stasis, seen twice: decided once
         self.current[channel_id] = task
-        self.busy.add(channel_id)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -405,7 +408,6 @@ class Router:
         finally:
             if self.current.get(start.channel_id) is asyncio.current_task():
                 del self.current[start.channel_id]
-                self.busy.discard(start.channel_id)
                 self.left.discard(start.channel_id)
 
     def _share(self, site: str) -> contextlib.AbstractAsyncContextManager[object]:
@@ -424,11 +426,10 @@ class Router:
         dialplan found it in the plain globals (a tenant listed but with no policy pushed yet, or
         one whose context names a site that is no tenant, still reaches 999)."""
         dialled = start.attempt.dialled
-        net = safety_net(gate.policy() for _, gate in self._publishing())
         if (
             self.many is not None
             and _DIAL_ALPHABET.fullmatch(dialled)
-            and dialled in net.split("-")
+            and dialled in safety_net(gate.policy() for _, gate in self._publishing()).split("-")
         ):
             log.warning(
                 "channel %s: emergency number %s of site %r (not served here) placed",

@@ -22,6 +22,7 @@ _MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
 # the words a person reads instead: "27.70 USD left today of 40.00 (12.30 committed)".
 _SPENT = re.compile(r"(-?\d+\.\d{6}) of (\d+\.\d{6}) committed(.*)", re.DOTALL)
 _PERIOD_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
+_CENT = Decimal("0.01")
 
 
 def money(amount: Decimal, currency: str = "") -> str:
@@ -29,9 +30,6 @@ def money(amount: Decimal, currency: str = "") -> str:
     currency when given: ``12.30 USD``, ``0.001234 USD``."""
     text = f"{amount:.2f}" if amount == amount.quantize(_CENT) else f"{amount.normalize():f}"
     return f"{text} {currency}" if currency else text
-
-
-_CENT = Decimal("0.01")
 
 
 def _in_words(rule: str, detail: str, currency: str) -> str:
