@@ -390,7 +390,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     site = _open_site(settings, policy, store, ari or ami, here)
     gate = site.gate
     router = Router(gate, ari or ami)
-    feed = SpendFeed(gate.settle, source=settings.ami_settle_from)
+    feed = SpendFeed(gate.settle, source=settings.ami_settle_from, release=gate.release)
     metrics, web = _monitoring(settings, {"": site}, store, single=True)
     await _start_web(settings, web)
     agi = await _start_agi(settings, router, metrics)

@@ -202,6 +202,16 @@ class Tenants:
         log.warning("a call ended with reservation %r of no tenant served here: ignored", carried)
         return Settlement(SettleStatus.UNKNOWN)
 
+    async def release(self, carried: str, channel: str) -> bool:
+        """The spend feed's release (a gated channel hung up): the tenant the reservation id names."""
+        site, reservation = split_carried(carried)
+        gate = self.gates.get(site)
+        if gate is not None:
+            return await gate.release(reservation, channel)
+        if site in self.settings.tenants:
+            return await self.store.release(site, reservation, channel, int(time.time() * 1000))
+        return False
+
 
 async def serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Event) -> None:
     """``serve`` for many tenants behind one gate (``[policy] tenants``)."""
@@ -212,7 +222,7 @@ async def serve_tenants(settings: Settings, store: RedisStore, stop: asyncio.Eve
     unrouted = Events()
     router = Router.tenants(tenants.gates, ari or ami, here, unrouted)
     tenants.router = router
-    feed = SpendFeed(tenants.settle, source=settings.ami_settle_from)
+    feed = SpendFeed(tenants.settle, source=settings.ami_settle_from, release=tenants.release)
     metrics, web = _monitoring(settings, tenants.sites, store, single=False)
     cell.append(metrics)
     unrouted.subscribe(metrics.on_event)

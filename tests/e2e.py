@@ -80,10 +80,14 @@ profiles:
   capped:
     destinations: {allow_countries: [GB]}
     limits: {calls_per_minute: 500, concurrent_calls: 200, max_call_duration: 60s, spend: {day: "3.00"}}
+  single:
+    destinations: {allow_countries: [US]}
+    limits: {concurrent_calls: 1, max_call_duration: 10m}
 extensions:
   - {match: "1001-1020", profile: office}
   - {match: "3000", profile: short}
   - {match: "4000", profile: capped}
+  - {match: "5000", profile: single}
 """
 
 

@@ -156,6 +156,24 @@ async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredi
     assert set(grown.values()) == {expected}
 
 
+async def test_a_quick_redial_after_a_hang_up_is_allowed(rig: Rig, watch: Watch) -> None:
+    """Issue 13: extension 5000 may have one call at a time. Its call ends, and it dials again at once:
+    the first call's slot was held until its CDR went quiet (about a second), so the redial was refused
+    as concurrent_calls. The gated channel's Hangup now frees the slot; the money still settles from
+    the CDR."""
+    _ensure_callgate(rig)
+    await watch.originate("5000", "2125550150", hold=1)
+    assert await watch.wait(reached("+12125550150")), rig.gate.tail()
+    assert await watch.wait(caller_leg_hangup("2125550150"), 15)
+    await watch.originate(
+        "5000", "2125550151", hold=1
+    )  # at once: the first call's CDR is not quiet
+    cdr = await watch.wait(cdr_of("2125550151"), 15)
+    assert cdr is not None, rig.gate.tail()
+    assert cdr.get("UserField") == "callgate:allowed", rig.gate.tail()
+    assert watch.find(reached("+12125550151"))
+
+
 async def test_fifty_simultaneous_attack_calls_stay_under_the_cap(
     rig: Rig, watch: Watch, redis: aioredis.Redis
 ) -> None:

@@ -475,3 +475,49 @@ async def test_an_untransferred_call_settles_as_before() -> None:
     feed.on_event(channel_event("Hangup", "1732.1", call="R:1"))
     await settle_all(feed)
     assert recorder.settled == [("R:1", 30)]
+
+
+async def test_a_redial_right_after_a_hang_up_is_not_a_second_call_in_flight() -> None:
+    """Issue 13: in CDR mode the slot stayed taken until the call's records had come in and gone quiet
+    (about a second), so a quick redial was refused as concurrent_calls, and the refusal counted toward
+    locking the extension. The gated channel's Hangup frees the slot at once; its money waits for its
+    record. Any other channel carrying the id (a copy, the trunk of a transfer) frees nothing."""
+    store, channels = MemoryStore(), FakeChannels()
+    at = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
+    memo = Memo(POLICY)
+    gate = Gate(lambda: memo, store, channels, FakeAudit(), clock=lambda: at)
+    first = await gate.handle("1732.1", CallAttempt("1732.0", "1001", "2125550123", leg="1732.1"))
+    assert first.allowed
+    rid = first.reservation
+    recorder = Recorder()
+    feed = SpendFeed(recorder, quiet=60, release=gate.release)  # the record is slow to go quiet
+    feed.on_event(
+        channel_event("Hangup", "1732.7", call=rid)
+    )  # a copy of the id on another channel
+    await asyncio.gather(*feed.tasks)
+    redial = CallAttempt("1733.0", "1001", "2125550123", leg="1733.1")
+    assert (await gate.decide(redial)).reason.value == "concurrent_calls"
+    feed.on_event(channel_event("Hangup", "1732.1", call=rid))  # the gated channel
+    feed.on_event(cdr(rid, "ANSWERED", "30"))
+    await asyncio.gather(*feed.tasks)
+    assert (await gate.decide(redial)).allowed
+    assert store.money("full", "s:ext:1001:2026-11-17") == 2_000_000  # both reserved in full
+    assert recorder.settled == []  # the first call's money waits for its record's quiet time
+    await feed.flush()
+    assert recorder.settled == [(rid, 30)]
+
+
+async def test_a_transferred_call_keeps_its_slot_until_the_trunk_hangs_up() -> None:
+    """The phone transferred its trunk call and hung up: the call goes on, so does its slot."""
+    store, channels = MemoryStore(), FakeChannels()
+    at = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
+    memo = Memo(POLICY)
+    gate = Gate(lambda: memo, store, channels, FakeAudit(), clock=lambda: at)
+    first = await gate.handle("1732.1", CallAttempt("1732.0", "1001", "2125550123", leg="1732.1"))
+    feed = SpendFeed(Recorder(), quiet=60, release=gate.release)
+    feed.on_event(trunk_answered("1732.2", first.reservation))
+    feed.on_event(channel_event("Hangup", "1732.1", call=first.reservation))
+    await asyncio.gather(*feed.tasks)
+    redial = CallAttempt("1733.0", "1001", "2125550123", leg="1733.1")
+    assert (await gate.decide(redial)).reason.value == "concurrent_calls"
+    await feed.flush()

@@ -103,6 +103,34 @@ async def test_concurrency_frees_on_settle(store: Store) -> None:
     assert (await store.admit(call("b", slots(1), at=T0 + 3000))).admitted
 
 
+async def test_a_hang_up_frees_the_slot_before_the_settlement(store: Store) -> None:
+    """The gated channel hung up: its slot is free at once (a redial is not a second call in flight),
+    its money stays reserved until the settlement, which then charges as usual."""
+    a = call("a", slots(1), spend(10_000_000), channel="1763391600.17")
+    assert (await store.admit(a)).admitted
+    assert not await store.release(SITE, "a", "1763391600.99", T0 + 500)  # not its channel
+    assert not await store.release(SITE, "a", "", T0 + 500)
+    assert not await store.release(SITE, "nobody", "1763391600.17", T0 + 500)
+    refused = await store.admit(call("b", slots(1), spend(10_000_000), at=T0 + 600))
+    assert (refused.admitted, refused.values) == (False, (1, 6_000_000))
+    assert await store.release(SITE, "a", "1763391600.17", T0 + 1000)
+    assert not await store.release(SITE, "a", "1763391600.17", T0 + 1100)  # once
+    b = await store.admit(call("b", slots(1), spend(10_000_000), at=T0 + 1200))
+    assert (b.admitted, b.values) == (True, (0, 6_000_000))  # a's money still reserved
+    settled = await store.settle(SITE, "a", 30, T0 + 2000)
+    assert (settled.status, settled.charged, settled.released) == (
+        SettleStatus.SETTLED, 100_000, 5_900_000,
+    )  # fmt: skip
+    assert not (await store.admit(call("c", slots(1), at=T0 + 3000))).admitted  # b holds it
+    assert not await store.release(SITE, "a", "1763391600.17", T0 + 3000)  # settled: nothing
+
+
+async def test_an_expired_reservation_frees_nothing(store: Store) -> None:
+    assert (await store.admit(call("a", slots(1), channel="ch1"))).admitted
+    later = T0 + (3600 + 600) * 1000 + 1
+    assert not await store.release(SITE, "a", "ch1", later)
+
+
 async def test_distinct_numbers(store: Store) -> None:
     """Distinct numbers count each number once; calling a known number again is fine."""
     for i, number in enumerate(["+1212", "+1213"]):

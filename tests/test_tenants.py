@@ -530,14 +530,14 @@ async def test_the_providers_deny_international_is_judged_in_its_country() -> No
 
 
 class Slow(MemoryStore):
-    """A store whose admissions wait for ``release``."""
+    """A store whose admissions wait for ``go``."""
 
-    def __init__(self, release: asyncio.Event) -> None:
+    def __init__(self, go: asyncio.Event) -> None:
         super().__init__()
-        self.release = release
+        self.go = go
 
     async def admit(self, admission: Any) -> Any:
-        await self.release.wait()
+        await self.go.wait()
         return await super().admit(admission)
 
 

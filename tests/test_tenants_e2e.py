@@ -366,6 +366,22 @@ async def test_settlement_finds_the_tenant(rig: Rig, watch: Watch) -> None:
         await client.aclose()
 
 
+async def test_a_tenants_quick_redial_finds_its_slot_free(rig: Rig, watch: Watch) -> None:
+    """acme/b's 2000 (one call at a time) hangs up and dials again at once: the spend feed hands the
+    gated channel's Hangup to acme/b's gate, which frees the slot before the CDR settles the money."""
+    first, again = "2125550211", "2125550212"
+    before = len(rig.decisions())
+    await dial(watch, "tenant-b", "2000", first)
+    assert (await rig.decision(first, before))["verdict"] == "ALLOW"
+    ended = await watch.wait(
+        lambda m: m.event == "Hangup" and m.get("Channel").startswith(f"Local/{first}@tenant-b-")
+        and m.get("Channel").endswith(";2"), 15,
+    )  # fmt: skip
+    assert ended is not None, rig.gate.tail()
+    await dial(watch, "tenant-b", "2000", again)
+    assert (await rig.decision(again, before))["verdict"] == "ALLOW", rig.gate.tail()
+
+
 async def test_the_fastagi_door_refuses_a_site_not_served(rig: Rig, watch: Watch) -> None:
     """Through AGI(), a call whose site= is no tenant served here is refused unknown_site."""
     said = "site 'initech' is no tenant served here"

@@ -427,6 +427,13 @@ class Gate:
                 await self._burst(call.extension, call_id, short, f"short call ({billsec}s)")
         return settled
 
+    async def release(self, call_id: str, channel: str) -> bool:
+        """The spend feed saw ``channel`` hang up with ``call_id``: free the call's concurrency slots now
+        (the store checks that it is the channel the call was admitted for); its money waits for its
+        CDR."""
+        at_ms = int(self.clock().timestamp() * 1000)
+        return await self.store.release(self.memo().policy.site.name, call_id, channel, at_ms)
+
     def _forget_ended(self) -> None:
         now = time.monotonic()
         for call_id in [cid for cid, c in self.live.items() if c.until <= now]:

@@ -36,6 +36,11 @@ Only an admitted call carries the id: the gate sets ``CALLGATE_CALL`` when it ad
 the variable alone when it refuses one, so a refused call's ``Hangup`` (``CALLGATE_CALL=`` empty) costs
 no store round trip however many a caller places.
 
+In CDR mode the gated channel's ``Hangup`` (``CALLGATE_CALL`` in its ``channelvars``) frees the leg's
+concurrency slots at once (``release``; the store checks that the channel is the one the reservation was
+admitted for), unless a carrier is still up: a redial right after a hang-up is not a second call in
+flight while the records go quiet. The money waits for the records.
+
 Settling is idempotent in the store, so a repeated or late event costs nothing twice. A leg whose events
 never arrive is charged in full when its reservation expires.
 
@@ -122,8 +127,10 @@ class SpendFeed:
         quiet: float = QUIET,
         source: SettleFrom = SettleFrom.CDR,
         clock: Callable[[], float] = time.monotonic,
+        release: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._settle = settle
+        self._release = release
         self.quiet = quiet
         self.source = SettleFrom(source)
         self.clock = clock
@@ -145,6 +152,9 @@ class SpendFeed:
             return
         if self.source is SettleFrom.HANGUP:
             self._on_channel_event(message)
+            return
+        if message.event == "Hangup":
+            self._hung_up(message)
             return
         if message.event != "Cdr":
             return
@@ -193,6 +203,25 @@ class SpendFeed:
                     "charged in full", rid,
                 )  # fmt: skip
                 self._start(rid, None)
+
+    def _hung_up(self, message: Message) -> None:
+        """CDR mode: a channel carrying a reservation id hung up. If it is the gated channel (the store
+        checks the channel the call was admitted for) and no trunk channel of the leg is still up, its
+        concurrency slots are freed now, not when its records have come in and gone quiet: a redial right
+        after a hang-up is not refused as a second call in flight. A failure is left to the settlement."""
+        rid = message.variable(RESERVATION_VARIABLE)
+        if not rid or self._release is None or self.carriers.get(rid):
+            return
+        task = asyncio.create_task(self._free(rid, message.get("Uniqueid")))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _free(self, rid: str, channel: str) -> None:
+        assert self._release is not None
+        try:
+            await self._release(rid, channel)
+        except StoreUnavailable as exc:
+            log.debug("freeing the slots of %s failed (%s); its settlement frees them", rid, exc)
 
     def _follow_trunk(self, message: Message) -> bool:
         """Keep track of the trunk channels that carry a leg; True when the event was one of theirs."""

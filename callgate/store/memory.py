@@ -85,6 +85,9 @@ class MemoryStore:
     ) -> Settlement:
         return self.settle_now(site, reservation_id, billsec, at_ms)
 
+    async def release(self, site: str, reservation_id: str, channel: str, at_ms: int) -> bool:
+        return self.release_now(site, reservation_id, channel, at_ms)
+
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
         prefix = keys.site_prefix(site)
         key = prefix + keys.lock_key(extension)
@@ -327,6 +330,22 @@ class MemoryStore:
         self._settled[dkey] = result
         self._expire(dkey, at_ms + SETTLED_MEMORY * 1000)
         return result
+
+    def release_now(self, site: str, reservation_id: str, channel: str, at_ms: int) -> bool:
+        """Mirrors ``lua/release.lua``: the slots only, and only for the reservation's own channel."""
+        rkey = self._prefix(site) + keys.reservation_key(reservation_id)
+        self._tick(at_ms)
+        held = self._reservations.get(rkey)
+        if held is None or not self._alive(rkey, at_ms) or not channel or held.channel != channel:
+            return False
+        if not held.slots:
+            return False
+        for key in held.slots:
+            members = self._members.get(key)
+            if members is not None:
+                members.pop(reservation_id, None)
+        self._reservations[rkey] = held._replace(slots=())
+        return True
 
     def reservations(self, site: str) -> int:
         """How many reservations of ``site`` are held (for tests)."""

@@ -14,6 +14,10 @@ Both keep the same semantics, checked by one shared test suite (``tests/test_sto
   ``billsec=None`` means the call cannot be settled (its answer or its record could not be read): its
   whole reservation stays charged, and only its concurrency slots are freed. A negative count, which no
   caller should send, is taken the same way.
+* ``release`` frees the concurrency slots of a live reservation when the channel it was admitted for has
+  hung up (its money stays reserved until ``settle`` or expiry), so a redial right after a hang-up is not
+  refused while the call's CDR is on its way. Any other channel, an unknown or expired reservation, or
+  a second release changes nothing (False).
 * A reservation that is never settled expires ``hold`` seconds after its allowed seconds end. Its money
   stays charged in full; its concurrency slot is freed.
 """
@@ -63,6 +67,8 @@ class Store(Protocol):
     async def settle(
         self, site: str, reservation_id: str, billsec: int | None, at_ms: int
     ) -> Settlement: ...
+
+    async def release(self, site: str, reservation_id: str, channel: str, at_ms: int) -> bool: ...
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None: ...
 

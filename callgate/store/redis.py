@@ -55,6 +55,7 @@ class RedisStore:
         self._admit = client.register_script(_lua("admit.lua"))
         self._settle = client.register_script(_lua("settle.lua"))
         self._burst = client.register_script(_lua("burst.lua"))
+        self._release = client.register_script(_lua("release.lua"))
         # A Cluster client fails a command at once (MaxConnectionsError) when its node's connections
         # are all busy, where one server's BlockingConnectionPool waits for one: on a Cluster the
         # store keeps its commands in flight under each node's max_connections (less CLUSTER_SPARE).
@@ -154,6 +155,11 @@ class RedisStore:
         reply = await self._call(lambda: self._settle(keys=names, args=args))
         status, charged, released, seconds = reply
         return Settlement(SettleStatus(str(status)), int(charged), int(released), int(seconds))
+
+    async def release(self, site: str, reservation_id: str, channel: str, at_ms: int) -> bool:
+        name = keys.site_prefix(site) + keys.reservation_key(reservation_id)
+        args: list[str | int] = [at_ms, reservation_id, channel]
+        return bool(await self._call(lambda: self._release(keys=[name], args=args)))
 
     async def set_lock(self, site: str, extension: str, scope: str | None) -> None:
         prefix = keys.site_prefix(site)
