@@ -228,19 +228,18 @@ def _section(
 ) -> str:
     """A titled table; every cell is text, escaped here, except a :class:`Markup` (a bar, ours). The
     ``optional`` columns are not shown on a phone."""
-    kinds = [
-        ("n" if i in numeric else "") + (" o" if i in optional else "") for i in range(len(header))
-    ]
+    kinds = [" ".join(["n"] * (i in numeric) + ["o"] * (i in optional)) for i in range(len(header))]
+    attrs = [f' class="{kind}"' if kind else "" for kind in kinds]
     cells = [
         "".join(
-            f'<td class="w{kinds[i]}">{cell}</td>'
+            f'<td class="w {kinds[i]}">{cell}</td>'
             if isinstance(cell, Markup)
-            else f'<td class="{kinds[i]}">{escape(cell)}</td>'
+            else f"<td{attrs[i]}>{escape(cell)}</td>"
             for i, cell in enumerate(row)
         )
         for row in rows
     ]
-    head = "".join(f'<th class="{kinds[i]}">{escape(h)}</th>' for i, h in enumerate(header))
+    head = "".join(f"<th{attrs[i]}>{escape(h)}</th>" for i, h in enumerate(header))
     body = "".join(f"<tr>{row}</tr>" for row in cells) or (
         f'<tr><td colspan="{len(header)}">none</td></tr>'
     )
