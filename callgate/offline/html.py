@@ -82,7 +82,7 @@ def report_html(summary: Summary, policy: Policy, source: str) -> str:
 
     period = "-"
     if t.calls:
-        period = f"{_when(s.first_ms, s)} to {_when(s.last_ms, s)}"
+        period = f"{_when(s.first_ms, s)[:10]} to {_when(s.last_ms, s)[:10]}"
     facts = [
         ("period", period),
         ("CDR rows", f"{t.rows:,}"),
@@ -109,16 +109,16 @@ def report_html(summary: Summary, policy: Policy, source: str) -> str:
         + "".join(
             spend_chart(series, s.tz, axis, s.timeline.width_ms, size) for size in (WIDE, NARROW)
         )
-        + f'<p class="note">Each call counted at its start, in buckets of {_hours(s.timeline.width_ms)}'
-        f" ({escape(str(s.tz))}).</p></section>"
+        + f'<p class="note">{escape(_peak(series, s))}Each call is counted at its start, in buckets of '
+        f"{_hours(s.timeline.width_ms)} ({escape(str(s.tz))}).</p></section>"
     )
     denials = s.denials()
-    most = max((calls for _, (calls, _) in denials), default=0)
+    most = max((cost for _, (_, cost) in denials), default=0)
     by_reason = _section(
         "Denied, by reason",
         f"{t.denied:,} calls denied, which cost {cash(sum(c for _, (_, c) in denials))} in the CDR.",
         ("reason", "calls", "", "cost in the CDR"),
-        [(r, f"{calls:,}", bar(calls, most), cash(cost)) for r, (calls, cost) in denials],
+        [(r, f"{calls:,}", bar(cost, most), cash(cost)) for r, (calls, cost) in denials],
         numeric=(1, 3),
         optional=(2,),
     )
@@ -199,6 +199,18 @@ def _cash(currency: str) -> Callable[[int], str]:
 
 def _when(ms: int, s: Summary) -> str:
     return datetime.fromtimestamp(ms / 1000, s.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _peak(series: list[tuple[int, int, int]], s: Summary) -> str:
+    """The costliest bucket in words (the spike of an attack), or nothing."""
+    if not series:
+        return ""
+    start, cost, kept = max(series, key=lambda b: (b[1], -b[0]))
+    cash = _cash(s.currency)
+    return (
+        f"The costliest {_hours(s.timeline.width_ms)}: from {_when(start, s)}, {cash(cost)} without the "
+        f"policy, {cash(kept)} with it. "
+    )
 
 
 def _hours(width_ms: int) -> str:

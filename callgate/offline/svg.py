@@ -35,12 +35,13 @@ NARROW = Size(360, 260, 70, 12, 3)
 
 
 def nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 times a power of ten that is at least ``value`` (at least 1)."""
+    """The smallest 1, 2, 3, 4, 5, 6 or 8 times a power of ten (and at least 1, so even) that is at least
+    ``value``: the chart's top, whose half is a round amount too."""
     step = 1
     while True:
-        for m in (1, 2, 5):
+        for m in (1, 2, 3, 4, 5, 6, 8):
             if m * step >= value:
-                return m * step
+                return max(m * step, 2)
         step *= 10
 
 
