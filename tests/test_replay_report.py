@@ -28,7 +28,7 @@ from callgate.core.policy import Burst
 from callgate.offline.html import report_html
 from callgate.offline.progress import Progress
 from callgate.offline.replay import Replayed
-from callgate.offline.report import money
+from callgate.offline.report import money, summary_text
 from callgate.offline.summary import Summary, Tally, Timeline, Tuning
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +186,18 @@ def test_every_cdr_string_is_escaped_and_nothing_is_fetched() -> None:
     text = "".join(parsed.text)
     assert all(t in text for t in HOSTILE)  # shown, as text
     assert figures_of(page)["denied"] == len(HOSTILE)
+
+
+def test_cdr_strings_cannot_drive_the_terminal() -> None:
+    """An escape sequence or a bidi override in a CDR field is printed as \\x1b, \\u202e."""
+    summary = Summary(NY, "USD")
+    for i, text in enumerate(["\x1b]0;pwned\x07", "\x1b[2J\u202e1001"]):
+        summary.add(hostile_row(i, text))
+    out = summary_text(summary, "Master.csv")
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "\\x1b]0;pwned\\x07" in out
+    assert "\\u202e1001" in out
 
 
 def test_a_tally_keeps_its_largest_keys_when_full() -> None:

@@ -70,19 +70,30 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 def report_html(summary: Summary, policy: Policy, source: str) -> str:
     """The whole page for ``summary``, the replay of the file named ``source`` through ``policy``."""
-    s, t, cur = summary, summary.totals, summary.currency
-    cash = _cash(cur)
+    s, t = summary, summary.totals
+    saved = _cash(s.currency)(t.cost - t.allowed_cost)
+    figures = json.dumps(s.figures(), sort_keys=True)
+    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):  # inert in <script>
+        figures = figures.replace(char, code)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>callgate replay: {escape(saved)} saved</title>"
+        f"<style>{STYLE}</style></head>\n<body><main>"
+        + _head(s, policy, source) + _chart(s) + _denials(s) + _tops(s) + _lists(s)
+        + f"<footer>Written by callgate replay of {escape(source)}. Money is in "
+        f"{escape(s.currency)}, as the policy's rates price each call.</footer>"
+        f'<script type="application/json" id="callgate-figures">{figures}</script>'
+        "</main></body></html>\n"
+    )  # fmt: skip
+
+
+def _head(s: Summary, policy: Policy, source: str) -> str:
+    """The headline (what the policy would have saved) and the facts of the replay."""
+    t, cash = s.totals, _cash(s.currency)
     share = f" ({100 * (t.cost - t.allowed_cost) / t.cost:.1f}%)" if t.cost else ""
-    tuning, top, series = s.tuning.result(), TABLE, s.timeline.series()
-
-    def axis(amount: Decimal) -> str:
-        return (
-            f"{amount:,.0f} {cur}" if amount == amount.to_integral_value() else money(amount, cur)
-        )
-
-    period = "-"
-    if t.calls:
-        period = f"{_when(s.first_ms, s)[:10]} to {_when(s.last_ms, s)[:10]}"
+    period = f"{_when(s.first_ms, s)[:10]} to {_when(s.last_ms, s)[:10]}" if t.calls else "-"
     facts = [
         ("period", period),
         ("CDR rows", f"{t.rows:,}"),
@@ -93,28 +104,40 @@ def report_html(summary: Summary, policy: Policy, source: str) -> str:
         ("cost under the policy", cash(t.allowed_cost)),
         ("policy", f"{policy.source} sha256:{policy.digest[:12]}"),
     ]
-    head = (
+    return (
         "<header><h1>callgate replay: what the policy would have saved</h1>"
-        f'<p class="headline" data-micro="{t.cost - t.allowed_cost}">{escape(cash(t.cost - t.allowed_cost))}'
-        f"</p><p>of the {escape(cash(t.cost))} that the calls of <code>{escape(source)}</code> cost"
-        f"{share}; under the policy they would have cost {escape(cash(t.allowed_cost))}.</p>"
-        '<dl class="facts">'
+        f'<p class="headline" data-micro="{t.cost - t.allowed_cost}">'
+        f"{escape(cash(t.cost - t.allowed_cost))}</p><p>of the {escape(cash(t.cost))} that the calls of "
+        f"<code>{escape(source)}</code> cost{share}; under the policy they would have cost "
+        f'{escape(cash(t.allowed_cost))}.</p><dl class="facts">'
         + "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in facts)
         + "</dl></header>"
     )
-    chart = (
+
+
+def _chart(s: Summary) -> str:
+    """Spend over time, drawn for a desktop and for a phone (CSS shows one), and its peak in words."""
+    series, cur, width = s.timeline.series(), s.currency, s.timeline.width_ms
+
+    def axis(amount: Decimal) -> str:
+        whole = amount == amount.to_integral_value()
+        return f"{amount:,.0f} {cur}" if whole else money(amount, cur)
+
+    return (
         "<section><h2>Spend over time</h2>"
         '<p class="legend"><span><i style="background:var(--without);opacity:.6"></i>without the policy'
         '</span><span><i style="background:var(--with)"></i>with the policy</span></p>'
-        + "".join(
-            spend_chart(series, s.tz, axis, s.timeline.width_ms, size) for size in (WIDE, NARROW)
-        )
+        + "".join(spend_chart(series, s.tz, axis, width, size) for size in (WIDE, NARROW))
         + f'<p class="note">{escape(_peak(series, s))}Each call is counted at its start, in buckets of '
-        f"{_hours(s.timeline.width_ms)} ({escape(str(s.tz))}).</p></section>"
+        f"{_hours(width)} ({escape(str(s.tz))}).</p></section>"
     )
-    denials = s.denials()
+
+
+def _denials(s: Summary) -> str:
+    """The denied calls by reason; by extension, reason and country; the legs no phone dialled."""
+    t, cash, denials = s.totals, _cash(s.currency), s.denials()
     most = max((cost for _, (_, cost) in denials), default=0)
-    by_reason = _section(
+    html = _section(
         "Denied, by reason",
         f"{t.denied:,} calls denied, which cost {cash(sum(c for _, (_, c) in denials))} in the CDR.",
         ("reason", "calls", "", "cost in the CDR"),
@@ -122,71 +145,73 @@ def report_html(summary: Summary, policy: Policy, source: str) -> str:
         numeric=(1, 3),
         optional=(2,),
     )
+    groups = s.groups.top(s.top)
+    rest = t.denied - sum(v[CALLS] for _, v in groups)
+    html += _section(
+        "Denied, by extension, reason and country",
+        f"The costliest {len(groups)} groups"
+        + (f"; {rest:,} more calls in smaller ones." if rest > 0 else ".")
+        + _pruned(s.groups.pruned, "groups"),
+        ("extension", "reason", "country", "calls", "cost in the CDR"),
+        [(ext, why, cc, f"{v[CALLS]:,}", cash(v[COST])) for (ext, why, cc), v in groups],
+        numeric=(3, 4),
+    )
     origins = sorted({origin for origin, _ in t.by_origin})
     if origins:
-        by_reason += _section(
+        html += _section(
             "Legs no phone dialled",
             "Forwards, transfers and other legs, charged to the extension that caused them.",
             ("origin", "allowed", "denied"),
             [(o, f"{t.by_origin[o, 'allow']:,}", f"{t.by_origin[o, 'deny']:,}") for o in origins],
             numeric=(1, 2),
         )
-    extensions = _section(
-        "Top extensions",
-        _tally_note(s.extensions.pruned, "extensions"),
-        ("extension", "calls", "denied", "cost in the CDR", "under the policy"),
-        [
-            (k, f"{v[CALLS]:,}", f"{v[DENIED]:,}", cash(v[COST]), cash(v[KEPT]))
-            for k, v in s.extensions.top(top)
-        ],
-        numeric=(1, 2, 3, 4),
-    )
-    destinations = _section(
-        "Top destinations, by country",
-        "Country - is a number of no country (satellite, international networks) or none at all.",
-        ("country", "calls", "denied", "cost in the CDR", "under the policy"),
-        [(k, f"{v[CALLS]:,}", f"{v[DENIED]:,}", cash(v[COST]), cash(v[KEPT])) for k, v in s.countries.top(top)],
-        numeric=(1, 2, 3, 4),
-    ) + _section(
-        "Top destinations, by number",
-        _tally_note(s.numbers.pruned, "numbers"),
-        ("number", "calls", "denied", "cost in the CDR", "under the policy"),
-        [(k, f"{v[CALLS]:,}", f"{v[DENIED]:,}", cash(v[COST]), cash(v[KEPT])) for k, v in s.numbers.top(top)],
-        numeric=(1, 2, 3, 4),
-    )  # fmt: skip
-    cut = _calls_section(
+    return html
+
+
+def _tops(s: Summary) -> str:
+    """The top extensions, countries and numbers, by what they cost in the CDR."""
+    cash, html = _cash(s.currency), ""
+    for title, tally, what, note in (
+        ("Top extensions", s.extensions, "extension", ""),
+        ("Top destinations, by country", s.countries, "country",
+         " Country - is a number of no country (satellite, international networks) or none at all."),
+        ("Top destinations, by number", s.numbers, "number", ""),
+    ):  # fmt: skip
+        html += _section(
+            title,
+            "The costliest in the CDR first." + note + _pruned(tally.pruned, f"{what} keys"),
+            (what, "calls", "denied", "cost in the CDR", "under the policy"),
+            [
+                (k, f"{v[CALLS]:,}", f"{v[DENIED]:,}", cash(v[COST]), cash(v[KEPT]))
+                for k, v in tally.top(TABLE)
+            ],
+            numeric=(1, 2, 3, 4),
+        )
+    return html
+
+
+def _lists(s: Summary) -> str:
+    """The tuning list, then the calls cut short."""
+    cash, tuning = _cash(s.currency), s.tuning.result()
+    untracked = s.tuning.untracked
+    return _calls_section(
+        "Legitimate-looking calls it would have refused: the tuning list",
+        f"{tuning.count:,} calls, which cost {cash(tuning.micro)} in the CDR: a phone's own calls, "
+        "refused by a rule about where, when or how often, from an extension that never behaved like an "
+        "attacked one in this file (never refused extension_locked, never "
+        f"{s.burst.count} such refusals within {s.burst.within // 60} minutes)."
+        + (f" {untracked:,} refusals of extensions past the first {s.tuning.cap:,} were not followed."
+           if untracked else ""),
+        tuning,
+        s,
+        "cost",
+    ) + _calls_section(
         "Calls the policy would have cut short",
         f"{s.cut.count:,} allowed calls would have been cut short (max_call_duration, a spend cap), "
         f"saving {cash(s.cut.micro)}.",
         s.cut,
         s,
         "saved",
-    )
-    refused = _calls_section(
-        "Legitimate-looking calls it would have refused: the tuning list",
-        f"{tuning.count:,} calls, which cost {cash(tuning.micro)} in the CDR: a phone's own calls, refused "
-        "by a rule about where, when or how often, from an extension that never behaved like an "
-        "attacked one in this file (never refused extension_locked, never "
-        f"{s.burst.count} such refusals within {s.burst.within // 60} minutes)."
-        + (f" {s.tuning.untracked:,} refusals of extensions past the first {s.tuning.cap:,} were not followed." if s.tuning.untracked else ""),
-        tuning,
-        s,
-        "cost",
-    )  # fmt: skip
-    figures = json.dumps(s.figures(), sort_keys=True)
-    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
-        figures = figures.replace(char, code)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>callgate replay: {escape(cash(t.cost - t.allowed_cost))} saved</title>"
-        f"<style>{STYLE}</style></head>\n<body><main>"
-        + head + chart + by_reason + extensions + destinations + refused + cut
-        + f"<footer>Written by callgate replay of {escape(source)}. Money is in {escape(cur)}, "
-        "as the policy's rates price each call.</footer>"
-        f'<script type="application/json" id="callgate-figures">{figures}</script>'
-        "</main></body></html>\n"
     )  # fmt: skip
 
 
@@ -220,12 +245,12 @@ def _hours(width_ms: int) -> str:
     return f"{hours // 24} day{'s' * (hours != 24)}"
 
 
-def _tally_note(pruned: int, what: str) -> str:
+def _pruned(pruned: int, what: str) -> str:
     if not pruned:
-        return "The costliest in the CDR first."
+        return ""
     return (
-        f"The costliest in the CDR first. The file has so many {what} that the smaller ones were "
-        "dropped as it was read: the figures of one seen again after that are at least what they say."
+        f" The file has so many {what} that the smaller ones were dropped as it was read: the figures "
+        "of one seen again after that are at least what they say."
     )
 
 

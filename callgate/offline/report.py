@@ -29,6 +29,18 @@ _PERIOD_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
 _CENT = Decimal("0.01")
 
 
+# A CDR's strings on a terminal: control characters (an escape sequence can rewrite the screen or the
+# window's title) and the bidirectional overrides (which can reorder what a line shows) as \xNN, \uNNNN.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))} | {
+    c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def plain(text: str) -> str:
+    """``text`` (from a CDR file) safe to print on a terminal."""
+    return text.translate(_UNPRINTABLE) if not text.isprintable() else text
+
+
 def money(amount: Decimal, currency: str = "", *, grouped: bool = False) -> str:
     """Money as a person reads it: two decimals (more only where the amount has them), and the
     currency when given: ``12.30 USD``, ``0.001234 USD``; ``grouped``: thousands apart, for totals
@@ -143,7 +155,7 @@ def replay_table(
             ):
                 continue
             write(
-                f"{r.uniqueid:<18} {r.extension or '?':<6} {r.origin:<9} {r.dst:<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
+                f"{plain(r.uniqueid):<18} {plain(r.extension or '?'):<6} {r.origin:<9} {plain(r.dst):<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
                 f"{r.billsec:>7} {r.allowed_seconds:>7} {money(r.cost):>10} {money(r.allowed_cost):>10}\n"
             )
         out.write(summary_text(summary, source) + "\n\n" + HEADER + "\n")
@@ -197,7 +209,7 @@ def summary_text(s: Summary, source: str) -> str:
             f"denied, by extension, reason and country (the costliest {len(groups)} groups)",
         ]
         lines += [
-            f"  {ext:<8} {reason:<30} {country:<7} {v[CALLS]:>7} {cash(v[COST]):>18}"
+            f"  {plain(ext):<8} {reason:<30} {country:<7} {v[CALLS]:>7} {cash(v[COST]):>18}"
             for (ext, reason, country), v in groups
         ]
         rest = len(s.groups.rows) - len(groups)
@@ -229,6 +241,6 @@ def _at(ms: int, s: Summary) -> str:
 def _call(weight: int, r: Replayed, s: Summary) -> str:
     why = r.reason if r.verdict == "deny" else f"{r.billsec}s cut to {r.allowed_seconds}s"
     return (
-        f"  {_at(r.start_ms, s)}  {r.extension or '?':<6} -> {r.dst} ({r.country or '-'})  {why}"
+        f"  {_at(r.start_ms, s)}  {plain(r.extension or '?'):<6} -> {plain(r.dst)} ({r.country or '-'})  {why}"
         f"  {money(from_micro(weight), s.currency, grouped=True)}"
     )
