@@ -200,6 +200,17 @@ def test_cdr_strings_cannot_drive_the_terminal() -> None:
     assert "\\u202e1001" in out
 
 
+def test_a_cdr_field_of_128_kb_is_kept_as_64_characters() -> None:
+    """What the summary keeps of a row's strings is bounded too: tallies' keys and listed calls."""
+    summary = Summary(NY, "USD")
+    for i in range(3):
+        summary.add(hostile_row(i, str(i) * 131_072))
+    kept = [*summary.extensions.rows, *summary.numbers.rows]
+    kept += [r.dst for _, r in summary.tuning.result().calls()]
+    assert len(kept) == 9
+    assert all(len(text) == 64 and text.endswith("…") for text in kept)
+
+
 def test_a_tally_keeps_its_largest_keys_when_full() -> None:
     tally: Tally[str] = Tally(cap=2)
     for key, cost in [("a", 9), ("b", 1), ("c", 5), ("d", 2), ("e", 7)]:

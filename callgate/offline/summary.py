@@ -35,6 +35,7 @@ HOUR_MS = 3600 * 1000
 # the widths a time bucket may take, in hours: each a multiple of the one before, so buckets merge
 LADDER = (1, 2, 6, 12, 24, 7 * 24, 28 * 24, 364 * 24)
 EXAMPLE_BURST = Burst(5, 600)  # the example policy's lockdown.after_denied
+LONGEST = 64  # characters of a CDR string kept (a field may hold 128 kB); longer ones end in "…"
 
 # A Tally's sums for one key: [calls, denied, cost in the CDR, cost under the policy] (micro-units)
 CALLS, DENIED, COST, KEPT = range(4)
@@ -91,11 +92,10 @@ class Top:
         self.count += 1
         self.micro += weight
         self.seq -= 1  # of equal weights, the earlier call is kept
-        item = (weight, self.seq, r)
         if len(self.heap) < self.n:
-            heapq.heappush(self.heap, item)
-        elif item > self.heap[0]:
-            heapq.heapreplace(self.heap, item)
+            heapq.heappush(self.heap, (weight, self.seq, _trimmed(r)))
+        elif (weight, self.seq) > self.heap[0][:2]:
+            heapq.heapreplace(self.heap, (weight, self.seq, _trimmed(r)))
 
     def merge(self, other: Top) -> None:
         for weight, _, r in other.heap:
@@ -125,7 +125,7 @@ class Tuning:
 
     def add(self, r: Replayed) -> None:
         """A denied call of a phone's own (origin dialled)."""
-        extension = r.extension or ""
+        extension = short(r.extension or "")
         if extension in self.burst or r.reason in NOT_THE_CALLERS:
             if r.reason == "extension_locked":
                 self._attacked(extension)
@@ -229,9 +229,7 @@ class Summary:
     extensions: Tally[str] = field(default_factory=Tally)
     countries: Tally[str] = field(default_factory=Tally)
     numbers: Tally[str] = field(default_factory=Tally)
-    groups: Tally[tuple[str, str, str]] = field(
-        default_factory=Tally
-    )  # denied: ext, reason, country
+    groups: Tally[tuple[str, str, str]] = field(default_factory=Tally)  # ext, reason, country
     timeline: Timeline = field(default_factory=Timeline)
     cut: Top = field(init=False)  # the calls cut short; weight: what cutting them saved
     tuning: Tuning = field(init=False)  # the denied calls that look legitimate
@@ -260,10 +258,10 @@ class Summary:
         self.first_ms, self.last_ms = min(self.first_ms, start), max(self.last_ms, start)
         self.timeline.add(start, cost, kept)
         denied = r.verdict == "deny"
-        extension, country = r.extension or "?", r.country or "-"
+        extension, country = short(r.extension or "?"), r.country or "-"
         self.extensions.add(extension, denied, cost, kept)
         self.countries.add(country, denied, cost, kept)
-        self.numbers.add(r.number or r.dst, denied, cost, kept)
+        self.numbers.add(r.number or short(r.dst), denied, cost, kept)
         if denied:
             group = self.by_reason.get(r.reason)
             if group is None:
@@ -303,6 +301,19 @@ class Summary:
     def denials(self) -> list[tuple[str, list[int]]]:
         """(reason, [calls, cost in the CDR]), the costliest first."""
         return sorted(self.by_reason.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
+
+
+def short(text: str) -> str:
+    """A CDR string as kept: at most :data:`LONGEST` characters."""
+    return text if len(text) <= LONGEST else text[: LONGEST - 1] + "…"
+
+
+def _trimmed(r: Replayed) -> Replayed:
+    """The row as a list keeps it: its CDR strings :func:`short`."""
+    return r._replace(
+        uniqueid=short(r.uniqueid), src=short(r.src), dst=short(r.dst), via=short(r.via),
+        extension=None if r.extension is None else short(r.extension),
+    )  # fmt: skip
 
 
 def _iso(ms: int, tz: tzinfo) -> str:
