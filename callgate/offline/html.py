@@ -231,10 +231,11 @@ def _peak(series: list[tuple[int, int, int]], s: Summary) -> str:
     if not series:
         return ""
     start, cost, kept = max(series, key=lambda b: (b[1], -b[0]))
-    cash = _cash(s.currency)
+    cash, width = _cash(s.currency), s.timeline.width_ms
+    when = _when(start, s)[: 10 if width >= 24 * 3_600_000 else 16]  # a day's: its date
     return (
-        f"The costliest {_hours(s.timeline.width_ms)}: from {_when(start, s)}, {cash(cost)} without the "
-        f"policy, {cash(kept)} with it. "
+        f"The costliest {_hours(width)}: from {when}, {cash(cost)} without the policy, {cash(kept)} "
+        "with it. "
     )
 
 
