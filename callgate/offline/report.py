@@ -119,10 +119,12 @@ def explain_json(decision: Decision) -> str:
     )
 
 
-HEADER = (
-    f"{'uniqueid':<18} {'ext':<6} {'origin':<9} {'dst':<16} {'country':<7} {'verdict':<5} "
-    f"{'reason':<28} {'billsec':>7} {'allowed':>7} {'cost':>10} {'kept':>10}"
-)
+def header(currency: str) -> str:
+    """The heading of the per-call lines (--calls, --all): the money columns name their currency."""
+    return (
+        f"{'uniqueid':<18} {'ext':<6} {'origin':<9} {'dst':<16} {'country':<7} {'verdict':<5} "
+        f"{'reason':<28} {'billsec':>7} {'allowed':>7} {'cost ' + currency:>10} {'kept ' + currency:>10}"
+    )
 
 
 def replay_table(
@@ -158,7 +160,7 @@ def replay_table(
                 f"{plain(r.uniqueid):<18} {plain(r.extension or '?'):<6} {r.origin:<9} {plain(r.dst):<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
                 f"{r.billsec:>7} {r.allowed_seconds:>7} {money(r.cost):>10} {money(r.allowed_cost):>10}\n"
             )
-        out.write(summary_text(summary, source) + "\n\n" + HEADER + "\n")
+        out.write(f"{summary_text(summary, source)}\n\n{header(summary.currency)}\n")
         listed.seek(0)
         copyfileobj(listed, out)
     return summary
