@@ -95,7 +95,8 @@ def test_the_pages_figures_are_the_jsonl_totals(
         money_of = money(
             total([r for r in denied if r["reason"] == reason], "cost"), "USD", grouped=True
         )
-        assert f'<td>{reason}</td><td class="n">{count:,}</td>' in page
+        shown = reason.replace("_", "_<wbr>")  # a phone may break the line after an underscore
+        assert f'<td>{shown}</td><td class="n">{count:,}</td>' in page
         assert money_of in page
 
 
@@ -106,10 +107,11 @@ def test_the_tuning_list_is_the_examples_three_honest_refusals(
     tuning list; the weekend attack (1007, locked) and the transfer legs (1019) are not on it."""
     _, page = example
     assert figures_of(page)["tuning"] == {"calls": 3, "cost": "0.320000"}
-    listed = page[page.index("the tuning list") :]
+    flat = page.replace("<wbr>", "")
+    listed = flat[flat.index("the tuning list") :]
     listed = listed[: listed.index("</table>")]
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", listed)
-    assert {(cells[i + 1], cells[i + 5]) for i in range(0, len(cells), 10)} == {
+    assert {(cells[i], cells[i + 2]) for i in range(0, len(cells), 10)} == {
         ("3001", "country_not_allowed"),
         ("1002", "outside_hours"),
         ("1003", "same_number"),

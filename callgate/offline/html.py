@@ -51,7 +51,8 @@ h2 { font-size: 1.15rem; margin: 0 0 .5rem; }
 table { border-collapse: collapse; width: 100%; font-size: .92rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line);
   vertical-align: top; }
-td, th { white-space: nowrap; overflow-wrap: normal; }
+td, th { overflow-wrap: normal; }
+th { white-space: nowrap; }
 th { font-weight: 600; color: #566573; }
 td.n, th.n { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.w { min-width: 5rem; width: 25%; }
@@ -272,7 +273,7 @@ def _section(
         "".join(
             f'<td class="w {kinds[i]}">{cell}</td>'
             if isinstance(cell, Markup)
-            else f"<td{attrs[i]}>{escape(cell)}</td>"
+            else f"<td{attrs[i]}>{escape(cell).replace('_', '_<wbr>')}</td>"
             for i, cell in enumerate(row)
         )
         for row in rows
@@ -290,19 +291,20 @@ def _section(
 
 
 def _calls_section(title: str, note: str, top: Top, s: Summary, weight: str) -> str:
+    """A list of calls, what a phone shows first (extension, number, reason, money) on the left."""
     cash = _cash(s.currency)
     calls = top.calls()
     rows = [
         (
-            _when(r.start_ms, s),
             r.extension or "?",
-            r.origin,
             r.dst,
-            r.country or "-",
             r.reason if r.verdict == "deny" else "cut short",
+            cash(w),
+            _when(r.start_ms, s),
+            r.country or "-",
+            r.origin,
             f"{r.billsec:,}",
             f"{r.allowed_seconds:,}",
-            cash(w),
             r.uniqueid,
         )
         for w, r in calls
@@ -314,18 +316,18 @@ def _calls_section(title: str, note: str, top: Top, s: Summary, weight: str) -> 
         title,
         note,
         (
-            "start",
             "ext",
-            "origin",
             "dialled",
-            "country",
             "reason",
+            weight,
+            "start",
+            "country",
+            "origin",
             "billsec",
             "allowed s",
-            weight,
             "uniqueid",
         ),
         rows,
-        numeric=(6, 7, 8),
-        optional=(2, 6, 7, 9),
+        numeric=(3, 7, 8),
+        optional=(6, 7, 8, 9),
     )
