@@ -81,6 +81,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import io
     import os
 
     from callgate.offline.cdr import CdrError, in_start_order, read_cdr
@@ -120,7 +121,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     summary = Summary.of(policy)
     with (
-        open(args.cdr, encoding="utf-8", errors="replace", newline="") as f,
+        open(args.cdr, "rb") as raw,  # its tell(): the bytes read, for the progress line
+        io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as f,
         fewer_collections(),
     ):
         rows = in_start_order(
@@ -130,11 +132,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             from callgate.offline.progress import Progress
 
-            size = os.fstat(f.fileno()).st_size
-            raw = (
-                f.buffer
-            )  # the bytes read so far: the text layer's own tell() is off while iterating
-            shown = Progress(sys.stderr, size, raw.tell, every=args.progress_every)  # type: ignore[attr-defined]
+            size = os.fstat(raw.fileno()).st_size
+            shown = Progress(sys.stderr, size, raw.tell, every=args.progress_every)
             results = shown.wrap(results)
         if args.format == "jsonl":
             write, add = sys.stdout.write, summary.add
