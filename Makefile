@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test fast deps asterisk venv lint typecheck unit bench compiled clean report-picture
+.PHONY: demo test fast deps asterisk venv lint typecheck unit bench compiled clean
 
 DEMO_REPORT := build/demo-report.html
 demo: $(STAMP)
@@ -16,6 +16,7 @@ demo: $(STAMP)
 # the network it would otherwise wait for). Run it after a change to the report, and commit the PNG.
 CHROMIUM := chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars
+.PHONY: report-picture
 report-picture: deps demo
 	@mkdir -p docs/img
 	profile=$$(mktemp -d) && $(CHROMIUM) --user-data-dir=$$profile --window-size=1000,1300 \
