@@ -54,6 +54,29 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, ob
     return [json.loads(line) for line in run.stdout.splitlines()], page.read_text("utf-8")
 
 
+def test_html_leaves_the_jsonl_as_it_was(
+    example: tuple[list[dict[str, object]], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--html beside --format jsonl changes no byte of the jsonl."""
+    assert main(["replay", "--format", "jsonl", MASTER]) == 0
+    rows, _ = example
+    assert capsys.readouterr().out == "".join(
+        json.dumps(r, separators=(",", ":")) + "\n" for r in rows
+    )
+
+
+def test_the_attack_is_the_charts_spike_and_the_policy_flattens_it(
+    example: tuple[list[dict[str, object]], str],
+) -> None:
+    """The costliest two hours are the weekend attack's (examples/README.md): thousands without the
+    policy, nothing with it."""
+    _, page = example
+    assert (
+        "The costliest 2 hours: from 2026-11-22 04:00, 2,835.05 USD without the policy, 0.00 USD"
+        in page
+    )
+
+
 def test_the_pages_figures_are_the_jsonl_totals(
     example: tuple[list[dict[str, object]], str],
 ) -> None:
