@@ -6,16 +6,32 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test fast deps asterisk venv lint typecheck unit bench compiled clean
 
+DEMO_REPORT := build/demo-report.html
 demo: $(STAMP)
-	$(BIN)/callgate replay examples/Master.csv
+	@mkdir -p $(dir $(DEMO_REPORT))
+	$(BIN)/callgate replay --html $(DEMO_REPORT) examples/Master.csv
+	@echo "the report to look at: $(DEMO_REPORT) (open file://$(CURDIR)/$(DEMO_REPORT) in a browser)"
+
+# The README's picture of the demo's report, taken by Debian's headless Chromium (the flags keep it off
+# the network it would otherwise wait for). Run it after a change to the report, and commit the PNG.
+CHROMIUM := chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars
+.PHONY: report-picture
+report-picture: deps demo
+	@mkdir -p docs/img
+	profile=$$(mktemp -d) && $(CHROMIUM) --user-data-dir=$$profile --window-size=1000,1300 \
+	  --screenshot=docs/img/replay-report.png file://$(CURDIR)/$(DEMO_REPORT) 2>/dev/null; \
+	  status=$$?; rm -rf $$profile; exit $$status
+	@ls -l docs/img/replay-report.png
 
 test: deps $(STAMP) lint typecheck asterisk unit
 
 # System packages the suite needs, installed with apt only when missing: redis-server (real-Redis tests),
 # docker-compose (validates docker/docker-compose.yml; no engine needed), gcc and Python's headers (the
-# mypyc build of the core, setup.py). Asterisk's own build and run dependencies (sipp among them) are
-# installed by docker/build-asterisk.sh.
-APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc
+# mypyc build of the core, setup.py), chromium (renders replay's HTML report: tests/test_report_browser.py,
+# make report-picture). Asterisk's own build and run dependencies (sipp among them) are installed by
+# docker/build-asterisk.sh.
+APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc chromium:chromium
 deps:
 	@missing=""; for need in $(APT_NEEDS); do \
 	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \

@@ -81,6 +81,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import io
+    import os
+
     from callgate.offline.cdr import CdrError, in_start_order, read_cdr
     from callgate.offline.replay import (
         INBOUND_CONTEXTS,
@@ -90,6 +93,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         replay,
     )
     from callgate.offline.report import replay_table
+    from callgate.offline.summary import Summary
 
     policy = _load(args.policy)
     via = []
@@ -115,20 +119,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if bad <= 10:
             print(f"callgate: skipped {error}", file=sys.stderr)
 
+    summary = Summary.of(policy)
     with (
-        open(args.cdr, encoding="utf-8", errors="replace", newline="") as f,
+        open(args.cdr, "rb") as raw,  # its tell(): the bytes read, for the progress line
+        io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as f,
         fewer_collections(),
     ):
         rows = in_start_order(
             read_cdr(f, tz=policy.site.timezone, source=args.cdr, on_error=skip), source=args.cdr
         )
         results = replay(policy, rows, only=only)
+        if sys.stderr.isatty():
+            from callgate.offline.progress import Progress
+
+            size = os.fstat(raw.fileno()).st_size
+            shown = Progress(sys.stderr, size, raw.tell, every=args.progress_every)
+            results = shown.wrap(results)
         if args.format == "jsonl":
-            write = sys.stdout.write
-            for r in results:
-                write(json.dumps(r.as_json(), separators=(",", ":")) + "\n")
+            write, add = sys.stdout.write, summary.add
+            if args.html:
+                for r in results:
+                    write(json.dumps(r.as_json(), separators=(",", ":")) + "\n")
+                    add(r)
+            else:
+                for r in results:
+                    write(json.dumps(r.as_json(), separators=(",", ":")) + "\n")
         else:
-            replay_table(results, sys.stdout, every=args.all, currency=policy.site.currency)
+            replay_table(
+                results, sys.stdout, summary, calls=args.calls, every=args.all, source=args.cdr
+            )
+    if args.html:
+        from callgate.offline.html import report_html
+
+        with open(args.html, "w", encoding="utf-8") as page:
+            page.write(report_html(summary, policy, args.cdr))
+        print(f"callgate: the report is in {args.html}", file=sys.stderr)
     if bad:
         print(f"callgate: {bad} unreadable rows skipped", file=sys.stderr)
     return 0
@@ -185,8 +210,17 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--policy", help="policy file (default: the embedded example policy)")
     rp.add_argument("--format", choices=("table", "jsonl"), default="table")
     rp.add_argument(
-        "--all", action="store_true", help="table: list every call, not only denied or cut ones"
+        "--calls", action="store_true",
+        help="table: after the summary, one line per denied or cut call",
+    )  # fmt: skip
+    rp.add_argument(
+        "--all", action="store_true", help="table: after the summary, one line per call, every one"
     )
+    rp.add_argument(
+        "--html", metavar="FILE",
+        help="also write the report as one self-contained HTML page (charts, top lists, tuning list)",
+    )  # fmt: skip
+    rp.add_argument("--progress-every", type=float, default=0.5, help=argparse.SUPPRESS)
     rp.add_argument("--context", action="append", help="only rows with this dcontext (repeatable)")
     rp.add_argument(
         "--internal-digits", type=int, default=5, help="dialled strings this short are internal"

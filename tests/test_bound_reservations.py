@@ -211,6 +211,5 @@ def test_replay_settles_each_call_under_its_reservation_id() -> None:
         capture_output=True, text=True, cwd=root, timeout=300, check=True,
     )  # fmt: skip
     assert "allowed 1439 (9 cut short), denied 886" in done.stdout
-    assert [line.split()[-1] for line in done.stdout.splitlines() if "concurrent_calls  " in line][
-        -1:
-    ] == ["3"]
+    by_reason = [line.split() for line in done.stdout.splitlines() if "concurrent_calls  " in line]
+    assert by_reason[0][:2] == ["concurrent_calls", "3"]  # denied, by reason: calls, cost

@@ -68,7 +68,7 @@ class Replayed(NamedTuple):
     allowed_seconds: int
     cost_micro: int  # what the call cost in the CDR, micro-units
     allowed_micro: int  # what it would have cost under the policy, micro-units
-    start: str = ""
+    start_ms: int = 0  # when the call started, ms since the epoch (not in the jsonl)
     reported: tuple[str, ...] = ()  # reasons of the rules in mode: report that would have denied
     origin: str = "dialled"  # who caused the leg (core.origins.Origin)
     extension: str | None = (
@@ -433,7 +433,7 @@ def replay(
         leg = linker.leg(row, start_ms, emergency)
         if leg is None:  # Replayed(...), every field
             yield new(Replayed, (call_id, row.src, row.dst, None, None, "skip", "not_outbound",
-                                 row.billsec, 0, 0, 0, "", (), "dialled", None, ""))  # fmt: skip
+                                 row.billsec, 0, 0, 0, start_ms, (), "dialled", None, ""))  # fmt: skip
             continue
         dialled, (extension, origin, via) = leg
         attempt = CallAttempt(call_id, extension, dialled, row.accountcode, origin=origin, via=via)
@@ -467,7 +467,7 @@ def replay(
         yield new(
             Replayed,
             (call_id, row.src, dialled, number.e164, number.country, verdict, ruling.reason.value,
-             billsec, allowed_seconds, cost, allowed_cost, "", reported, origin.value, extension,
+             billsec, allowed_seconds, cost, allowed_cost, start_ms, reported, origin.value, extension,
              via),
         )  # fmt: skip
     while ending:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
+from shutil import copyfileobj
+from tempfile import SpooledTemporaryFile
 from typing import TextIO
 
 from callgate.core.admission import from_micro
 from callgate.core.decision import Decision
 from callgate.core.origins import Origin
 from callgate.core.policy import Policy
-from callgate.offline.replay import Replayed, Totals
+from callgate.offline.replay import Replayed
+from callgate.offline.summary import CALLS, COST, Summary
 
 _ORIGIN_ORDER = [origin.value for origin in Origin]
 _MARK = {"pass": "ok   ", "deny": "DENY ", "skip": "-    ", "report": "WOULD"}
@@ -25,10 +29,25 @@ _PERIOD_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
 _CENT = Decimal("0.01")
 
 
-def money(amount: Decimal, currency: str = "") -> str:
+# A CDR's strings on a terminal: control characters (an escape sequence can rewrite the screen or the
+# window's title) and the bidirectional overrides (which can reorder what a line shows) as \xNN, \uNNNN.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))} | {
+    c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def plain(text: str) -> str:
+    """``text`` (from a CDR file) safe to print on a terminal."""
+    return text.translate(_UNPRINTABLE) if not text.isprintable() else text
+
+
+def money(amount: Decimal, currency: str = "", *, grouped: bool = False) -> str:
     """Money as a person reads it: two decimals (more only where the amount has them), and the
-    currency when given: ``12.30 USD``, ``0.001234 USD``."""
-    text = f"{amount:.2f}" if amount == amount.quantize(_CENT) else f"{amount.normalize():f}"
+    currency when given: ``12.30 USD``, ``0.001234 USD``; ``grouped``: thousands apart, for totals
+    (``35,112.10 USD``)."""
+    comma = "," if grouped else ""
+    exact = amount == amount.quantize(_CENT)
+    text = f"{amount:{comma}.2f}" if exact else f"{amount.normalize():{comma}f}"
     return f"{text} {currency}" if currency else text
 
 
@@ -100,38 +119,72 @@ def explain_json(decision: Decision) -> str:
     )
 
 
-def replay_table(rows: Iterable[Replayed], out: TextIO, *, every: bool, currency: str) -> Totals:
-    """Write one line per denied or cut call (every call with ``every``); return the totals.
+def header(currency: str) -> str:
+    """The heading of the per-call lines (--calls, --all): the money columns name their currency."""
+    return (
+        f"{'uniqueid':<18} {'ext':<6} {'origin':<9} {'dst':<16} {'country':<7} {'verdict':<5} "
+        f"{'reason':<28} {'billsec':>7} {'allowed':>7} {'cost ' + currency:>10} {'kept ' + currency:>10}"
+    )
+
+
+def replay_table(
+    rows: Iterable[Replayed],
+    out: TextIO,
+    summary: Summary,
+    *,
+    calls: bool,
+    every: bool,
+    source: str,
+) -> Summary:
+    """Add every row to ``summary``, then write the summary (:func:`summary_text`); with ``calls``,
+    then one line per denied or cut call (every call with ``every``), kept meanwhile in a temporary
+    file (memory stays bounded).
 
     ``ext`` is the extension the leg is charged to (``?`` when the CDR cannot tell), ``origin`` who
-    caused it (dialled: the phone itself)."""
-    totals = Totals()
-    header = f"{'uniqueid':<18} {'ext':<6} {'origin':<9} {'dst':<16} {'country':<7} {'verdict':<5} {'reason':<28} {'billsec':>7} {'allowed':>7} {'cost':>9} {'kept':>9}"
-    out.write(header + "\n")
-    for r in rows:
-        totals.add(r)
-        if r.verdict == "skip" or not (
-            every or r.verdict == "deny" or r.allowed_seconds < r.billsec
-        ):
-            continue
-        out.write(
-            f"{r.uniqueid:<18} {r.extension or '?':<6} {r.origin:<9} {r.dst:<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
-            f"{r.billsec:>7} {r.allowed_seconds:>7} {r.cost:>9.2f} {r.allowed_cost:>9.2f}\n"
-        )
-    out.write(totals_text(totals, currency) + "\n")
-    return totals
+    caused it (dialled: the phone itself); ``cost`` and ``kept`` are in the policy's currency."""
+    add = summary.add
+    if not (calls or every):
+        for r in rows:
+            add(r)
+        out.write(summary_text(summary, source) + "\n")
+        return summary
+    with SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8") as listed:
+        write = listed.write
+        for r in rows:
+            add(r)
+            if r.verdict == "skip" or not (
+                every or r.verdict == "deny" or r.allowed_seconds < r.billsec
+            ):
+                continue
+            write(
+                f"{plain(r.uniqueid):<18} {plain(r.extension or '?'):<6} {r.origin:<9} {plain(r.dst):<16} {r.country or '-':<7} {r.verdict:<5} {r.reason:<28} "
+                f"{r.billsec:>7} {r.allowed_seconds:>7} {money(r.cost):>10} {money(r.allowed_cost):>10}\n"
+            )
+        out.write(f"{summary_text(summary, source)}\n\n{header(summary.currency)}\n")
+        listed.seek(0)
+        copyfileobj(listed, out)
+    return summary
 
 
-def totals_text(t: Totals, currency: str) -> str:
-    cost, kept = from_micro(t.cost), from_micro(t.allowed_cost)
+def summary_text(s: Summary, source: str) -> str:
+    """What the replay found, for a person: what the policy would have saved, then the denied calls
+    grouped (by reason; by extension, reason and country), the tuning list and the calls cut short."""
+    t, currency = s.totals, s.currency
+
+    def cash(micro: int) -> str:
+        return money(from_micro(micro), currency, grouped=True)
+
+    saved = t.cost - t.allowed_cost
+    share = f" ({100 * saved / t.cost:.1f}%)" if t.cost else ""
+    when = (
+        f"{_at(s.first_ms, s)} to {_at(s.last_ms, s)} ({s.tz})" if t.calls else "no outbound calls"
+    )
     lines = [
+        f"replay of {source}: {when}",
+        f"the policy would have saved {cash(saved)} of the {cash(t.cost)} the calls cost{share};"
+        f" under the policy they cost {cash(t.allowed_cost)}",
         "",
         f"rows {t.rows}, outbound calls {t.calls}: allowed {t.allowed} ({t.cut} cut short), denied {t.denied}",
-    ]
-    lines += [f"  denied {reason:<32} {count:>7}" for reason, count in t.by_reason.most_common()]
-    lines += [
-        f"  would deny (mode: report) {reason:<13} {count:>7}"
-        for reason, count in t.by_report.most_common()
     ]
     origins = sorted({origin for origin, _ in t.by_origin}, key=_ORIGIN_ORDER.index)
     lines += [
@@ -144,9 +197,52 @@ def totals_text(t: Totals, currency: str) -> str:
             f"  {t.unattributed} legs no phone dialled have no extension in the CDR (ext ?, refused"
             " unknown_extension): name it with --via DID=EXT or --via TRUNK=EXT"
         )
+    denials = s.denials()
+    if denials:
+        lines += ["", f"{'denied, by reason':<34} {'calls':>7} {'cost in the CDR':>18}"]
+        lines += [f"  {r:<32} {n:>7} {cash(c):>18}" for r, (n, c) in denials]
+    if t.by_report:
+        lines += ["", "would deny (rules in mode: report)"]
+        lines += [f"  {r:<32} {n:>7}" for r, n in t.by_report.most_common()]
+    groups = s.groups.top(s.top)
+    if groups:
+        lines += [
+            "",
+            f"denied, by extension, reason and country (the costliest {len(groups)} groups)",
+        ]
+        lines += [
+            f"  {plain(ext):<8} {reason:<30} {country:<7} {v[CALLS]:>7} {cash(v[COST]):>18}"
+            for (ext, reason, country), v in groups
+        ]
+        rest = len(s.groups.rows) - len(groups)
+        if rest > 0:
+            calls = t.denied - sum(v[CALLS] for _, v in groups)
+            lines.append(f"  and {rest} more groups, {calls} calls")
+    tuning = s.tuning.result()
     lines += [
-        f"cost in the CDR      {cost:>12,.2f} {currency}",
-        f"cost under policy    {kept:>12,.2f} {currency}",
-        f"the policy saves     {t.saved:>12,.2f} {currency}",
+        "",
+        f"the tuning list: {tuning.count} denied calls look legitimate ({cash(tuning.micro)}): a phone's"
+        " own calls, refused for where, when or how often, from extensions never locked nor refused"
+        f" {s.burst.count} times within {s.burst.within // 60} minutes",
+    ]
+    lines += [_call(w, r, s) for w, r in tuning.calls()]
+    lines += ["", f"cut short: {s.cut.count} allowed calls, saving {cash(s.cut.micro)}"]
+    lines += [_call(w, r, s) for w, r in s.cut.calls()[:5]]
+    lines += [
+        "",
+        "each call: --calls (denied and cut short), --all (every call), --format jsonl;"
+        " a report to look at: --html FILE",
     ]
     return "\n".join(lines)
+
+
+def _at(ms: int, s: Summary) -> str:
+    return datetime.fromtimestamp(ms / 1000, s.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _call(weight: int, r: Replayed, s: Summary) -> str:
+    why = r.reason if r.verdict == "deny" else f"{r.billsec}s cut to {r.allowed_seconds}s"
+    return (
+        f"  {_at(r.start_ms, s)}  {plain(r.extension or '?'):<6} -> {plain(r.dst)} ({r.country or '-'})  {why}"
+        f"  {money(from_micro(weight), s.currency, grouped=True)}"
+    )
