@@ -99,6 +99,18 @@ async def test_decisions_by_verdict_and_reason(
     assert s[("callgate_decision_seconds_sum", ())] == pytest.approx(1.50315)
 
 
+async def test_store_failures_read_zero_from_the_start(
+    served: MetricsServer, http: aiohttp.ClientSession
+) -> None:
+    """Before any decision, callgate_decisions_total{reason="store_unavailable"} reads 0 for both
+    verdicts: the first call decided without Redis is an increase (the CallgateStoreFailures rule)."""
+    s = await scrape(http, served)
+    decisions = {labels: v for (name, labels), v in s.items() if name == "callgate_decisions_total"}
+    assert decisions == {
+        (("reason", "store_unavailable"), ("verdict", verdict)): 0 for verdict in ("ALLOW", "DENY")
+    }
+
+
 async def test_links_policy_live_and_callbacks(
     metrics: Metrics, served: MetricsServer, http: aiohttp.ClientSession
 ) -> None:

@@ -97,6 +97,8 @@ class Metrics:
             "callgate_decisions", "Decisions by verdict and reason", ["verdict", "reason"],
             registry=r,
         )  # fmt: skip
+        for verdict in Verdict:  # at 0 from the start: the first one is an increase (an alert rule)
+            self.decisions.labels(verdict.value, Reason.STORE_UNAVAILABLE.value)
         self.tenant_decisions = Counter(
             "callgate_tenant_decisions",
             "Decisions of each tenant (many tenants behind one gate) by verdict",
