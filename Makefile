@@ -31,7 +31,7 @@ test: deps $(STAMP) lint typecheck asterisk unit
 # mypyc build of the core, setup.py), chromium (renders replay's HTML report: tests/test_report_browser.py,
 # make report-picture). Asterisk's own build and run dependencies (sipp among them) are installed by
 # docker/build-asterisk.sh.
-APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc chromium:chromium
+APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc chromium:chromium prometheus:prometheus
 deps:
 	@missing=""; for need in $(APT_NEEDS); do \
 	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
