@@ -206,3 +206,27 @@ def redis_cluster(workdir: Path, masters: int = 3, seconds: float = 60) -> Itera
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    binary: str, workdir: Path, config: str, seconds: float = WAIT
+) -> Iterator[str]:
+    """A throw-away Prometheus (``binary``) with the configuration ``config`` (YAML text), its data
+    in ``workdir``, on a free loopback port; yields its URL once it says it is ready. Its log is
+    ``workdir/prometheus.log``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "prometheus.yml").write_text(config, encoding="utf-8")
+    port = free_port()
+    args = [
+        binary, f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]  # fmt: skip
+    with (workdir / "prometheus.log").open("ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, proc, seconds)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
