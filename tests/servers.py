@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -213,7 +214,7 @@ def prometheus_server(
     binary: str, workdir: Path, config: str, seconds: float = WAIT
 ) -> Iterator[str]:
     """A throw-away Prometheus (``binary``) with the configuration ``config`` (YAML text), its data
-    in ``workdir``, on a free loopback port; yields its URL once it says it is ready. Its log is
+    in ``workdir``, on a free loopback port; yields its URL once its /-/ready says so. Its log is
     ``workdir/prometheus.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "prometheus.yml").write_text(config, encoding="utf-8")
@@ -225,8 +226,25 @@ def prometheus_server(
     ]  # fmt: skip
     with (workdir / "prometheus.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_port(port, proc, seconds)
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + seconds
+        while not _answers(f"{url}/-/ready"):  # 503 while its storage opens
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prometheus is not ready; its log: {workdir / 'prometheus.log'}"
+                )
+            time.sleep(0.05)
+        yield url
     finally:
         stop_process(proc)
+
+
+def _answers(url: str) -> bool:
+    """``url`` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return int(reply.status) == 200
+    except OSError:  # refused, or an HTTP error status
+        return False
