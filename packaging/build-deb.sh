@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make deb`: build callgate_<version>_<arch>.deb into DIST (default dist/), with dpkg-buildpackage and
+# dh-virtualenv (packaging/debian/rules says what goes where).
+#
+#   VERSION=0.0.1 packaging/build-deb.sh    an older (or newer) build: the version is also written into
+#                                           the staged pyproject.toml, so `callgate --version` says it
+#
+# The version is pyproject.toml's (PEP 440), spelt the Debian way: 1.2.0rc1 -> 1.2.0~rc1 and
+# 1.2.0.dev3 -> 1.2.0~dev3 sort before 1.2.0 in dpkg as in pip. The build runs in a staged copy under
+# build/deb/, so the work tree gets no debian/ folder and no build litter; pip's wheel cache
+# (~/.cache/pip) makes builds after the first one quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DIST=$(realpath -m "${DIST:-dist}")
+PYPROJECT_VERSION=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+VERSION=${VERSION:-$PYPROJECT_VERSION}
+DEB_VERSION=$(printf '%s' "$VERSION" | sed -E 's/^([0-9.]+)\.?((a|b|rc|dev)[0-9]*)/\1~\2/; s/\.?(dev[0-9]*)$/~\1/; s/~~/~/')
+[[ $DEB_VERSION =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "build-deb: cannot spell version $VERSION for Debian" >&2; exit 2; }
+
+STAGE=$ROOT/build/deb/$DEB_VERSION
+SRC=$STAGE/callgate-$DEB_VERSION
+rm -rf "$STAGE"
+mkdir -p "$SRC" "$DIST"
+# What the package is made of, and nothing else (no .venv, caches or build output).
+tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
+    -cf - pyproject.toml setup.py README.md callgate dialplan docs examples packaging | tar -C "$SRC" -xf -
+cp -r packaging/debian "$SRC/debian"
+cp packaging/callgate.service "$SRC/debian/callgate.service"
+cp packaging/logrotate/callgate "$SRC/debian/callgate.logrotate"
+if [[ $VERSION != "$PYPROJECT_VERSION" ]]; then
+    sed -i -E "s/^version = \".*\"$/version = \"$VERSION\"/" "$SRC/pyproject.toml"
+fi
+cat >"$SRC/debian/changelog" <<CHANGES
+callgate ($DEB_VERSION) bookworm; urgency=medium
+
+  * callgate $VERSION, built by make deb from $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "a source tree").
+
+ -- callgate maintainers <maintainers@users.noreply.h-seed-aa17340e.example>  $(date -R)
+CHANGES
+
+# The venv must be made by Debian's python3, never by one earlier on PATH (pyenv, /usr/local).
+(cd "$SRC" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -b -us -uc)
+mv "$STAGE"/callgate_"$DEB_VERSION"_*.deb "$DIST"/
+ls "$DIST"/callgate_"$DEB_VERSION"_*.deb
