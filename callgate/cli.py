@@ -168,7 +168,8 @@ class _Version(argparse.Action):
             found = version("callgate")
         except PackageNotFoundError:  # run from a source tree that was never installed
             found = "unknown (not installed)"
-        parser.exit(message=f"callgate {found}\n")
+        print(f"callgate {found}")  # on stdout, as argparse's own "version" action does
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -177,6 +177,23 @@ def test_env_sample_names_only_settings() -> None:
         assert not re.search(r"[\s'\"$`\\]", value), f"{name}: keep values shell-safe"
 
 
+# --- the program ------------------------------------------------------------------------------------
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """`callgate --version` prints the version of the installed metadata, which is pyproject.toml's
+    (the Debian package's version comes from the same line: packaging/build-deb.sh)."""
+    from importlib.metadata import version
+
+    from callgate.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"callgate {version('callgate')}\n" == f"callgate {project}\n"
+
+
 # --- the systemd unit --------------------------------------------------------------------------------
 
 HARDENING = {
