@@ -191,6 +191,20 @@ def test_conffiles_are_the_samples_with_safe_modes() -> None:
 
 # --- the upgrade to this build ---------------------------------------------------------------------
 
+
+def test_a_new_build_can_be_checked_beside_the_running_one(
+    debs: dict[str, Path], tmp_path: Path
+) -> None:
+    """docs/operations.md, section 8: the new package, unpacked anywhere, runs its own copy of the
+    program with its own interpreter while the older one stays installed."""
+    run("dpkg-deb", "-x", str(debs["this"]), str(tmp_path))
+    new = tmp_path / "opt" / "callgate"
+    program = [str(new / "bin" / "python"), str(new / "bin" / "callgate")]
+    assert run(*program, "--version").stdout == f"callgate {project_version()}\n"
+    assert run(*program, "policy", "check", str(SHARE / "policy.yaml")).returncode == 0
+    assert callgate("--version") == f"callgate {OLDER}\n"
+
+
 ADMIN_LINE = "# the admin's own line, kept across upgrades\n"
 
 

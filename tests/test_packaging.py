@@ -395,10 +395,11 @@ def test_guide_uses_the_admin_commands() -> None:
 @pytest.mark.parametrize(("argv", "line"), COMMANDS, ids=[line for _, line in COMMANDS])
 def test_guide_command_is_real(argv: list[str], line: str) -> None:
     """Each callgate command in docs/operations.md parses with callgate's own argument parser; a bare
-    command name in the text (`callgate explain`) is a command whose --help works."""
+    command name in the text (`callgate explain`) is a command whose --help works (and --version
+    exits as cleanly)."""
     if all(re.fullmatch(r"[a-z]+", word) for word in argv) and argv:
         argv = [*argv, "--help"]
-    if "--help" in argv or "-h" in argv:
+    if {"--help", "-h", "--version"} & set(argv):
         with pytest.raises(SystemExit) as caught:
             parser().parse_args(argv)
         assert caught.value.code == 0
