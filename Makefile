@@ -41,7 +41,7 @@ deps: deb-deps
 
 # The Debian package, dist/callgate_<version>_<arch>.deb (packaging/build-deb.sh, packaging/debian/):
 # `make deb VERSION=0.0.1` builds another version (only a VERSION given on the command line counts, not
-# one in the environment), `make deb DIST=/tmp/debs` puts it elsewhere. About 30 s.
+# one in the environment), `make deb DIST=/tmp/debs` puts it elsewhere. About 20 s.
 deb: deb-deps
 	VERSION=$(if $(filter command line,$(origin VERSION)),$(VERSION)) DIST=$(DIST) packaging/build-deb.sh
 
