@@ -13,10 +13,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIST=$(realpath -m "${DIST:-dist}")
+
+# A PEP 440 version spelt for dpkg: a pre-release or development release sorts before its release.
+debian_version() {
+    local v
+    # 1.2.0.dev3 -> 1.2.0~~dev3 (before every pre-release), 1.2.0rc1 -> 1.2.0~rc1, 1.2.0rc1.dev2 ->
+    # 1.2.0~rc1~dev2, 1.2.0.post1 as it is (after 1.2.0).
+    v=$(printf '%s' "$1" | sed -E 's/^([0-9]+(\.[0-9]+)*)\.?dev([0-9]*)$/\1~~dev\3/;
+        s/^([0-9]+(\.[0-9]+)*)\.?(a|b|rc)([0-9]*)/\1~\3\4/; s/([^~])\.?dev([0-9]*)$/\1~dev\2/')
+    [[ $v =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "build-deb: cannot spell version $1 for Debian" >&2; return 2; }
+    printf '%s\n' "$v"
+}
+if [[ ${1:-} == --debian-version ]]; then  # packaging/build-deb.sh --debian-version 1.2.0rc1: 1.2.0~rc1
+    debian_version "$2"
+    exit
+fi
+
 PYPROJECT_VERSION=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 VERSION=${VERSION:-$PYPROJECT_VERSION}
-DEB_VERSION=$(printf '%s' "$VERSION" | sed -E 's/^([0-9.]+)\.?((a|b|rc|dev)[0-9]*)/\1~\2/; s/\.?(dev[0-9]*)$/~\1/; s/~~/~/')
-[[ $DEB_VERSION =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "build-deb: cannot spell version $VERSION for Debian" >&2; exit 2; }
+DEB_VERSION=$(debian_version "$VERSION")
 
 STAGE=$ROOT/build/deb/$DEB_VERSION
 SRC=$STAGE/callgate-$DEB_VERSION

@@ -4,6 +4,7 @@ commands. What an admin copies to /etc must work as copied, and must say everyth
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 import shlex
 import shutil
@@ -192,6 +193,40 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
     assert caught.value.code == 0
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert capsys.readouterr().out == f"callgate {version('callgate')}\n" == f"callgate {project}\n"
+
+
+# PEP 440 versions in their order, each with the Debian spelling packaging/build-deb.sh gives it.
+VERSIONS = [
+    ("1.2.0.dev3", "1.2.0~~dev3"),
+    ("1.2.0a1.dev1", "1.2.0~a1~dev1"),
+    ("1.2.0a1", "1.2.0~a1"),
+    ("1.2.0b2", "1.2.0~b2"),
+    ("1.2.0rc1.dev2", "1.2.0~rc1~dev2"),
+    ("1.2.0rc1", "1.2.0~rc1"),
+    ("1.2.0", "1.2.0"),
+    ("1.2.0.post1.dev1", "1.2.0.post1~dev1"),
+    ("1.2.0.post1", "1.2.0.post1"),
+    ("1.2.1", "1.2.1"),
+    ("1.10", "1.10"),
+]
+
+
+def test_debian_versions_sort_as_python_versions() -> None:
+    """The package's version is pyproject.toml's spelt for dpkg, and dpkg orders them as pip does:
+    an upgrade from a release candidate to its release is an upgrade for apt too."""
+    script = str(ROOT / "packaging" / "build-deb.sh")
+    spelt = [
+        subprocess.run(
+            [script, "--debian-version", version], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for version, _ in VERSIONS
+    ]
+    assert spelt == [debian for _, debian in VERSIONS]
+    if shutil.which("dpkg") is None:
+        return
+    for older, newer in itertools.pairwise(spelt):
+        compare = ["dpkg", "--compare-versions", older, "lt", newer]
+        assert subprocess.run(compare, check=False).returncode == 0, f"{older} < {newer}"
 
 
 # --- the systemd unit --------------------------------------------------------------------------------
