@@ -145,6 +145,24 @@ def systemctl(*argv: str) -> str:
     return run("systemctl", *argv, check=False).stdout.strip()
 
 
+# --- the package's own scripts (systemd does not run here, so their systemd branches are read) -----
+
+
+def test_maintainer_scripts_never_start_the_gate(debs: dict[str, Path], tmp_path: Path) -> None:
+    """Installing never enables or starts callgate; an upgrade restarts it only if it runs
+    (try-restart) and does not stop it first (no preinst); removing the package stops it."""
+    run("dpkg-deb", "-e", str(debs["this"]), str(tmp_path))
+    postinst = (tmp_path / "postinst").read_text()
+    prerm = (tmp_path / "prerm").read_text()
+    assert not (tmp_path / "preinst").exists()
+    assert "deb-systemd-invoke try-restart 'callgate.service'" in postinst
+    assert "deb-systemd-invoke start" not in postinst
+    assert "deb-systemd-helper enable" in postinst  # only for a unit the admin had enabled:
+    assert "if deb-systemd-helper --quiet was-enabled 'callgate.service'; then" in postinst
+    assert '[ "$1" = remove ]' in prerm
+    assert "deb-systemd-invoke stop callgate.service" in prerm
+
+
 # --- installing the older build ------------------------------------------------------------------
 
 
