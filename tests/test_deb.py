@@ -295,6 +295,24 @@ def test_unit_is_the_hardened_one_and_systemd_accepts_it() -> None:
     assert not [line for line in done.stderr.splitlines() if UNIT.name in line], done.stderr
 
 
+def test_the_unit_needs_only_what_the_package_depends_on() -> None:
+    """Each program the unit runs is the package's own or one of a package it depends on: a minimal
+    Debian 12 has no /bin/kill (procps), which systemd-analyze verify then refuses for ExecReload."""
+    depends = run("dpkg-query", "-W", "-f=${Depends}", "callgate").stdout
+    needed = {name.split()[0].split(":")[0] for name in depends.split(",")}
+    for line in UNIT.read_text().splitlines():
+        key, _, command = line.partition("=")
+        if not key.startswith("Exec") or not command:
+            continue
+        program = command.split()[0].lstrip("-@:+!")
+        # dpkg knows a file by the path its package gives (/bin/kill, though /bin is /usr/bin here)
+        found = run("dpkg-query", "-S", program, check=False)
+        if found.returncode:
+            found = run("dpkg-query", "-S", os.path.realpath(program))
+        owner = found.stdout.split(":")[0]
+        assert owner == "callgate" or owner in needed, f"{program} is in {owner}, not a dependency"
+
+
 def test_dpkg_lists_the_files() -> None:
     """dpkg -L names the program, the unit, the conffiles and the shared files."""
     files = set(run("dpkg", "-L", "callgate").stdout.split())
