@@ -108,7 +108,10 @@ def machine() -> Iterator[None]:
     """The tests own the package only on a machine without it, and leave none of it behind: purged,
     and the user callgate deleted when it did not exist before."""
     if installed_version():
-        pytest.skip("callgate is installed on this machine; these tests would replace and purge it")
+        pytest.skip(
+            "callgate is installed on this machine and these tests would replace and purge it "
+            "(left by an interrupted run? `apt-get purge callgate`, then run them again)"
+        )
     try:
         pwd.getpwnam("callgate")
         had_user = True
