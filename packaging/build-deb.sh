@@ -5,10 +5,11 @@
 #   VERSION=0.0.1 packaging/build-deb.sh    an older (or newer) build: the version is also written into
 #                                           the staged pyproject.toml, so `callgate --version` says it
 #
-# The version is pyproject.toml's (PEP 440), spelt the Debian way: 1.2.0rc1 -> 1.2.0~rc1 and
-# 1.2.0.dev3 -> 1.2.0~dev3 sort before 1.2.0 in dpkg as in pip. The build runs in a staged copy under
-# build/deb/, so the work tree gets no debian/ folder and no build litter; pip's wheel cache
-# (~/.cache/pip) makes builds after the first one quick.
+# The version is pyproject.toml's (PEP 440), spelt so that dpkg orders versions as pip does
+# (1.2.0rc1 -> 1.2.0~rc1, before 1.2.0; --debian-version shows the spelling). The build runs in a
+# staged copy under build/deb/, so the work tree gets no debian/ folder and no build litter. pip keeps
+# the downloaded wheels in its cache (~/.cache/pip); with PyPI near, a build without it took 22 s
+# against 20 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
