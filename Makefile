@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test fast deps asterisk venv lint typecheck unit bench compiled clean
+.PHONY: demo test fast deps deb-deps deb asterisk venv lint typecheck unit bench compiled clean
 
 DEMO_REPORT := build/demo-report.html
 demo: $(STAMP)
@@ -29,10 +29,23 @@ test: deps $(STAMP) lint typecheck asterisk unit
 # System packages the suite needs, installed with apt only when missing: redis-server (real-Redis tests),
 # docker-compose (validates docker/docker-compose.yml; no engine needed), gcc and Python's headers (the
 # mypyc build of the core, setup.py), chromium (renders replay's HTML report: tests/test_report_browser.py,
-# make report-picture). Asterisk's own build and run dependencies (sipp among them) are installed by
-# docker/build-asterisk.sh.
+# make report-picture), prometheus and its promtool (tests/test_prometheus.py), and what `make deb` needs
+# (DEB_NEEDS; tests/test_deb.py builds and installs the package). Asterisk's own build and run
+# dependencies (sipp among them) are installed by docker/build-asterisk.sh.
 APT_NEEDS := redis-server:redis-server docker-compose:docker-compose gcc:gcc chromium:chromium prometheus:prometheus
-deps:
+# command:package. dpkg-buildpackage is in dpkg-dev; dh-virtualenv needs python3-venv for its
+# --builtin-venv (Debian's python3 makes the package's venv).
+DEB_NEEDS := dh:debhelper dh_virtualenv:dh-virtualenv dpkg-buildpackage:dpkg-dev
+deb-deps:
+	@missing=""; for need in $(DEB_NEEDS); do \
+	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
+	/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+
+deps: deb-deps
 	@missing=""; for need in $(APT_NEEDS); do \
 	  command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
 	$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
@@ -41,6 +54,12 @@ deps:
 	  echo "installing with apt:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+
+# The Debian package, dist/callgate_<version>_<arch>.deb (packaging/build-deb.sh, packaging/debian/):
+# `make deb VERSION=0.0.1` builds another version (only a VERSION given on the command line counts, not
+# one in the environment), `make deb DIST=/tmp/debs` puts it elsewhere. About 20 s.
+deb: deb-deps
+	VERSION=$(if $(filter command line,$(origin VERSION)),$(VERSION)) DIST=$(DIST) packaging/build-deb.sh
 
 # A real Asterisk built from Debian's source package, cached by version outside the work tree
 # (/var/cache/callgate/asterisk/<version>); minutes the first time, instant after.
@@ -62,9 +81,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The pure unit tests: no redis-server, no Asterisk, no mypyc build (markers in pyproject.toml; the redis
-# marker is put on every test of a Redis fixture by tests/conftest.py). `make test` still runs them all.
-FAST := not redis and not asterisk and not compiled
+# The pure unit tests: no redis-server, no Asterisk, no mypyc build, no Debian package (markers in
+# pyproject.toml; the redis marker is put on every test of a Redis fixture by tests/conftest.py).
+# `make test` still runs them all.
+FAST := not redis and not asterisk and not compiled and not deb
 fast: $(STAMP)
 	$(BIN)/pytest -m "$(FAST)" --durations=5
 
@@ -85,4 +105,4 @@ bench: deps $(STAMP) asterisk compiled
 	CALLGATE_COMPILED=$(COMPILED) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -4,6 +4,7 @@ commands. What an admin copies to /etc must work as copied, and must say everyth
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 import shlex
 import shutil
@@ -175,6 +176,57 @@ def test_env_sample_names_only_settings() -> None:
     assert set(names) <= known, set(names) - known
     for name, value in ENV_LINE.findall(ENV.read_text()):
         assert not re.search(r"[\s'\"$`\\]", value), f"{name}: keep values shell-safe"
+
+
+# --- the program ------------------------------------------------------------------------------------
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """`callgate --version` prints the version of the installed metadata, which is pyproject.toml's
+    (the Debian package's version comes from the same line: packaging/build-deb.sh)."""
+    from importlib.metadata import version
+
+    from callgate.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"callgate {version('callgate')}\n" == f"callgate {project}\n"
+
+
+# PEP 440 versions in their order, each with the Debian spelling packaging/build-deb.sh gives it.
+VERSIONS = [
+    ("1.2.0.dev3", "1.2.0~~dev3"),
+    ("1.2.0a1.dev1", "1.2.0~a1~dev1"),
+    ("1.2.0a1", "1.2.0~a1"),
+    ("1.2.0b2", "1.2.0~b2"),
+    ("1.2.0rc1.dev2", "1.2.0~rc1~dev2"),
+    ("1.2.0rc1", "1.2.0~rc1"),
+    ("1.2.0", "1.2.0"),
+    ("1.2.0.post1.dev1", "1.2.0.post1~dev1"),
+    ("1.2.0.post1", "1.2.0.post1"),
+    ("1.2.1", "1.2.1"),
+    ("1.10", "1.10"),
+]
+
+
+def test_debian_versions_sort_as_python_versions() -> None:
+    """The package's version is pyproject.toml's spelt for dpkg, and dpkg orders them as pip does:
+    an upgrade from a release candidate to its release is an upgrade for apt too."""
+    script = str(ROOT / "packaging" / "build-deb.sh")
+    spelt = [
+        subprocess.run(
+            [script, "--debian-version", version], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for version, _ in VERSIONS
+    ]
+    assert spelt == [debian for _, debian in VERSIONS]
+    if shutil.which("dpkg") is None:
+        return
+    for older, newer in itertools.pairwise(spelt):
+        compare = ["dpkg", "--compare-versions", older, "lt", newer]
+        assert subprocess.run(compare, check=False).returncode == 0, f"{older} < {newer}"
 
 
 # --- the systemd unit --------------------------------------------------------------------------------
@@ -378,10 +430,11 @@ def test_guide_uses_the_admin_commands() -> None:
 @pytest.mark.parametrize(("argv", "line"), COMMANDS, ids=[line for _, line in COMMANDS])
 def test_guide_command_is_real(argv: list[str], line: str) -> None:
     """Each callgate command in docs/operations.md parses with callgate's own argument parser; a bare
-    command name in the text (`callgate explain`) is a command whose --help works."""
+    command name in the text (`callgate explain`) is a command whose --help works (and --version
+    exits as cleanly)."""
     if all(re.fullmatch(r"[a-z]+", word) for word in argv) and argv:
         argv = [*argv, "--help"]
-    if "--help" in argv or "-h" in argv:
+    if {"--help", "-h", "--version"} & set(argv):
         with pytest.raises(SystemExit) as caught:
             parser().parse_args(argv)
         assert caught.value.code == 0
