@@ -314,6 +314,12 @@ def cdr_of(number: str) -> Callable[[Message], bool]:
     return lambda m: m.event == "Cdr" and m.get("Destination") == number
 
 
+def gated_cdr_of(number: str) -> Callable[[Message], bool]:
+    """The record of the channel that ran [phones] for `number` (the Local channel's ;2 half, the one
+    the gate decided): the other half's record has the same Destination and may come first."""
+    return lambda m: cdr_of(number)(m) and m.get("Channel").endswith(";2")
+
+
 @dataclass
 class Serving:
     """A real Redis, a real Asterisk and `callgate serve` on them, for one test module."""

@@ -28,6 +28,7 @@ from tests.e2e import (
     caller_leg_hangup,
     callgate_env,
     cdr_of,
+    gated_cdr_of,
     reached,
     shipped_configs,
     wait_until,
@@ -153,7 +154,7 @@ async def test_allowed_call_reaches_the_trunk_with_its_limit(rig: Rig, watch: Wa
     await watch.originate("3000", "2125550103", hold=30)
     assert await watch.wait(reached("+12125550103")), rig.gate.tail()
     cdr = await watch.wait(
-        lambda m: cdr_of("2125550103")(m) and m.get("Disposition") == "ANSWERED", 20
+        lambda m: gated_cdr_of("2125550103")(m) and m.get("Disposition") == "ANSWERED", 20
     )
     assert cdr is not None
     assert cdr.get("UserField") == "callgate:allowed"
@@ -167,7 +168,7 @@ async def test_denied_call_is_refused_with_its_reason(rig: Rig, watch: Watch) ->
     hangup = await watch.wait(caller_leg_hangup(CUBA))
     assert hangup is not None, rig.gate.tail()
     assert hangup.get("Cause") == "21"
-    cdr = await watch.wait(cdr_of(CUBA), 15)
+    cdr = await watch.wait(gated_cdr_of(CUBA), 15)
     assert cdr is not None
     assert cdr.get("UserField") == "callgate:country_not_allowed"
     assert not watch.find(reached("532345678"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from callgate.core.keys import reservation_key, slots_key
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
 from tests.e2e import (
     EXTENSIONS,
@@ -23,6 +24,7 @@ from tests.e2e import (
     caller_leg_hangup,
     callgate_env,
     cdr_of,
+    gated_cdr_of,
     in_stasis,
     reached,
     shipped_configs,
@@ -92,7 +94,7 @@ async def test_allowed_call_reaches_the_trunk(rig: Rig, watch: Watch) -> None:
     _ensure_callgate(rig)
     await watch.originate("1001", "2125550101")
     assert await watch.wait(reached("+12125550101")), rig.gate.tail()
-    cdr = await watch.wait(cdr_of("2125550101"), 15)
+    cdr = await watch.wait(gated_cdr_of("2125550101"), 15)
     assert cdr is not None
     assert cdr.get("UserField") == "callgate:allowed"
 
@@ -124,7 +126,7 @@ async def test_call_is_cut_at_its_allowed_seconds(rig: Rig, watch: Watch) -> Non
     await watch.originate("3000", "2125550103", hold=30)
     assert await watch.wait(reached("+12125550103"))
     cdr = await watch.wait(
-        lambda m: cdr_of("2125550103")(m) and m.get("Disposition") == "ANSWERED", 20
+        lambda m: gated_cdr_of("2125550103")(m) and m.get("Disposition") == "ANSWERED", 20
     )
     assert cdr is not None
     assert 2 <= int(cdr.get("BillableSeconds")) <= 4
@@ -140,7 +142,7 @@ async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredi
     before = {k: int(await redis.get(k) or 0) for k in await day_keys()}
     await watch.originate("1002", "2125550104", hold=2)
     assert await watch.wait(reached("+12125550104"))
-    cdr = await watch.wait(cdr_of("2125550104"), 15)
+    cdr = await watch.wait(gated_cdr_of("2125550104"), 15)
     assert cdr is not None
     call_id = cdr.get("CallgateCall")  # the reservation id the gate set (CALLGATE_CALL)
     # the feed waits a quiet second before it settles
@@ -156,19 +158,37 @@ async def test_spend_settles_from_the_cdr(rig: Rig, watch: Watch, redis: aioredi
     assert set(grown.values()) == {expected}
 
 
-async def test_a_quick_redial_after_a_hang_up_is_allowed(rig: Rig, watch: Watch) -> None:
+async def test_a_quick_redial_after_a_hang_up_is_allowed(
+    rig: Rig, watch: Watch, redis: aioredis.Redis
+) -> None:
     """Issue 13: extension 5000 may have one call at a time. Its call ends, and it dials again at once:
     the first call's slot was held until its CDR went quiet (about a second), so the redial was refused
-    as concurrent_calls. The gated channel's Hangup now frees the slot; the money still settles from
-    the CDR."""
+    as concurrent_calls. The gated channel's Hangup now frees the slot, while the call's money is still
+    reserved (the CDR settles it a quiet second later)."""
     _ensure_callgate(rig)
     await watch.originate("5000", "2125550150", hold=1)
     assert await watch.wait(reached("+12125550150")), rig.gate.tail()
-    assert await watch.wait(caller_leg_hangup("2125550150"), 15)
-    await watch.originate(
-        "5000", "2125550151", hold=1
-    )  # at once: the first call's CDR is not quiet
-    cdr = await watch.wait(cdr_of("2125550151"), 15)
+    first = await watch.wait(gated_cdr_of("2125550150"), 15)
+    assert first is not None, rig.gate.tail()
+    slots = "cg:{e2e}:" + slots_key("ext:5000")
+    held = "cg:{e2e}:" + reservation_key(first.get("CallgateCall"))
+
+    async def freed_while_held() -> tuple[int, int]:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(slots)
+            pipe.exists(held)
+            count, exists = await pipe.execute()
+        return int(count), int(exists)
+
+    state = await freed_while_held()
+    for _ in range(100):  # at most 2 s: the release follows the Hangup by a round trip
+        if state[0] == 0:
+            break
+        await asyncio.sleep(0.02)
+        state = await freed_while_held()
+    assert state == (0, 1), rig.gate.tail()  # the slot is free, the money not settled yet
+    await watch.originate("5000", "2125550151", hold=1)
+    cdr = await watch.wait(gated_cdr_of("2125550151"), 15)
     assert cdr is not None, rig.gate.tail()
     assert cdr.get("UserField") == "callgate:allowed", rig.gate.tail()
     assert watch.find(reached("+12125550151"))

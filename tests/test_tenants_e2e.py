@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from callgate.core.keys import AUDIT, settled_key, site_prefix
+from callgate.core.keys import AUDIT, reservation_key, settled_key, site_prefix, slots_key
 from tests.asterisk_rig import asterisk, asterisk_prefix
 from tests.e2e import (
     ROOT,
@@ -372,12 +372,25 @@ async def test_a_tenants_quick_redial_finds_its_slot_free(rig: Rig, watch: Watch
     first, again = "2125550211", "2125550212"
     before = len(rig.decisions())
     await dial(watch, "tenant-b", "2000", first)
-    assert (await rig.decision(first, before))["verdict"] == "ALLOW"
-    ended = await watch.wait(
-        lambda m: m.event == "Hangup" and m.get("Channel").startswith(f"Local/{first}@tenant-b-")
-        and m.get("Channel").endswith(";2"), 15,
-    )  # fmt: skip
-    assert ended is not None, rig.gate.tail()
+    decided = await rig.decision(first, before)
+    assert decided["verdict"] == "ALLOW"
+    slots = site_prefix(B) + slots_key("ext:2000")
+    held = site_prefix(B) + reservation_key(decided["reservation"])
+    client = aioredis.Redis.from_url(rig.redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # the call ends after its second; the release follows its Hangup at once
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.zcard(slots)
+                pipe.exists(held)
+                count, exists = await pipe.execute()
+            if count == 0:
+                break
+            assert time.monotonic() < deadline, rig.gate.tail()
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    assert exists == 1, rig.gate.tail()  # freed by the Hangup, not by the settlement
     await dial(watch, "tenant-b", "2000", again)
     assert (await rig.decision(again, before))["verdict"] == "ALLOW", rig.gate.tail()
 
