@@ -508,7 +508,8 @@ async def test_a_redial_right_after_a_hang_up_is_not_a_second_call_in_flight() -
 
 
 async def test_a_transferred_call_keeps_its_slot_until_the_trunk_hangs_up() -> None:
-    """The phone transferred its trunk call and hung up: the call goes on, so does its slot."""
+    """The phone transferred its trunk call and hung up: the call goes on, so does its slot, until the
+    trunk channel hangs up."""
     store, channels = MemoryStore(), FakeChannels()
     at = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
     memo = Memo(POLICY)
@@ -520,4 +521,29 @@ async def test_a_transferred_call_keeps_its_slot_until_the_trunk_hangs_up() -> N
     await asyncio.gather(*feed.tasks)
     redial = CallAttempt("1733.0", "1001", "2125550123", leg="1733.1")
     assert (await gate.decide(redial)).reason.value == "concurrent_calls"
+    feed.on_event(channel_event("Hangup", "1732.2", call=first.reservation))  # the call ends
+    await asyncio.gather(*feed.tasks)
+    assert (await gate.decide(redial)).allowed
     await feed.flush()
+
+
+async def test_a_phone_that_hangs_up_before_its_trunk_channel_frees_its_slot_after_it() -> None:
+    """The usual hang-up: the phone's Hangup comes first, its trunk channel's a moment after; the slot
+    is freed then, not a quiet second after the records."""
+    store, channels = MemoryStore(), FakeChannels()
+    at = datetime(2026, 11, 17, 10, 0, tzinfo=NY)
+    memo = Memo(POLICY)
+    gate = Gate(lambda: memo, store, channels, FakeAudit(), clock=lambda: at)
+    first = await gate.handle("1732.1", CallAttempt("1732.0", "1001", "2125550123", leg="1732.1"))
+    recorder = Recorder()
+    feed = SpendFeed(recorder, quiet=60, release=gate.release)
+    feed.on_event(trunk_answered("1732.2", first.reservation))
+    feed.on_event(channel_event("Hangup", "1732.1", call=first.reservation))
+    feed.on_event(cdr(first.reservation, "ANSWERED", "30"))
+    feed.on_event(channel_event("Hangup", "1732.2", call=first.reservation))
+    await asyncio.gather(*feed.tasks)
+    redial = CallAttempt("1733.0", "1001", "2125550123", leg="1733.1")
+    assert (await gate.decide(redial)).allowed
+    assert recorder.settled == []
+    await feed.flush()
+    assert recorder.settled == [(first.reservation, 30)]

@@ -139,6 +139,9 @@ class SpendFeed:
         self.carriers: dict[str, set[str]] = {}
         # hangup mode: legs whose gated channel hung up while their trunk channel is still up
         self.deferred: dict[str, float | None] = {}
+        # CDR mode: legs whose gated channel (reservation id -> its Uniqueid) hung up while a trunk
+        # channel was still up; their slots are freed when the last one hangs up
+        self.unfreed: dict[str, str] = {}
         self.limit = LEGS
         self.pending: dict[str, int | None] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
@@ -206,13 +209,26 @@ class SpendFeed:
 
     def _hung_up(self, message: Message) -> None:
         """CDR mode: a channel carrying a reservation id hung up. If it is the gated channel (the store
-        checks the channel the call was admitted for) and no trunk channel of the leg is still up, its
-        concurrency slots are freed now, not when its records have come in and gone quiet: a redial right
-        after a hang-up is not refused as a second call in flight. A failure is left to the settlement."""
+        checks the channel the call was admitted for), its concurrency slots are freed now, or, while a
+        trunk channel of the leg is still up, when the last one hangs up (a phone that hangs up first is
+        followed by its trunk channel's Hangup at once; after a transfer, when the call ends); not when its
+        records have come in and gone quiet: a redial right after a hang-up is not refused as a second
+        call in flight. A failure is left to the settlement."""
         rid = message.variable(RESERVATION_VARIABLE)
-        if not rid or self._release is None or self.carriers.get(rid):
+        if not rid or self._release is None:
             return
-        task = asyncio.create_task(self._free(rid, message.get("Uniqueid")))
+        if self.carriers.get(rid):  # its trunk channel is up: free the slot when that ends too
+            self.unfreed[rid] = message.get(
+                "Uniqueid"
+            )  # (a hang-up: in a moment; a transfer: later)
+            if len(self.unfreed) > self.limit:  # trunk hang-ups missed: forget the oldest
+                for old in list(self.unfreed)[: len(self.unfreed) - self.limit // 2]:
+                    del self.unfreed[old]
+            return
+        self._free_soon(rid, message.get("Uniqueid"))
+
+    def _free_soon(self, rid: str, channel: str) -> None:
+        task = asyncio.create_task(self._free(rid, channel))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -254,6 +270,9 @@ class SpendFeed:
                 answered = self.deferred.pop(rid)
                 self._start(rid, None if answered is None else int(self.clock() - answered))
             return
+        channel = self.unfreed.pop(rid, None)
+        if channel is not None:  # the gated channel hung up before its trunk channel
+            self._free_soon(rid, channel)
         if rid in self.pending:  # its records are in: settle a quiet moment after the last one
             timer = self.timers.pop(rid, None)
             if timer is not None:
