@@ -217,10 +217,8 @@ class SpendFeed:
         rid = message.variable(RESERVATION_VARIABLE)
         if not rid or self._release is None:
             return
-        if self.carriers.get(rid):  # its trunk channel is up: free the slot when that ends too
-            self.unfreed[rid] = message.get(
-                "Uniqueid"
-            )  # (a hang-up: in a moment; a transfer: later)
+        if self.carriers.get(rid):  # a trunk channel is up: free the slot when the last one ends
+            self.unfreed[rid] = message.get("Uniqueid")
             if len(self.unfreed) > self.limit:  # trunk hang-ups missed: forget the oldest
                 for old in list(self.unfreed)[: len(self.unfreed) - self.limit // 2]:
                     del self.unfreed[old]
