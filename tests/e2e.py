@@ -122,11 +122,24 @@ class Callgate:
     env: dict[str, str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ("serve",)  # the command line after `callgate`
+
+    @contextlib.contextmanager
+    def running(self, ast: AsteriskInstance) -> Iterator[None]:
+        """Started, and its Stasis app registered in ``ast`` (else the test fails with its log);
+        stopped on the way out, whatever happened."""
+        self.start()
+        try:
+            if not wait_until(lambda: app_registered(ast), 20):
+                pytest.fail(f"callgate did not register its Stasis app\n{self.tail()}")
+            yield
+        finally:
+            self.stop()
 
     def start(self) -> None:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callgate.cli", "serve"],
+            [sys.executable, "-m", "callgate.cli", *self.args],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -371,13 +384,8 @@ def serving(
         asterisk(asterisk_prefix(), root / "ast", dialplan=dialplan, configs=configs) as ast,
     ):
         gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+        with gate.running(ast):
             yield Serving(ast, gate, redis_url)
-        finally:
-            gate.stop()
 
 
 def trunk_numbers(watch: Watch) -> list[str]:

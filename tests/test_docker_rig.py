@@ -18,7 +18,7 @@ import yaml
 from callgate.core.policyfile import load_policy_file
 from callgate.settings import load_settings
 from tests.asterisk_rig import AsteriskInstance, asterisk, asterisk_prefix
-from tests.e2e import Callgate, app_registered, callgate_env, shipped_configs, wait_until
+from tests.e2e import Callgate, callgate_env, shipped_configs, wait_until
 from tests.servers import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,13 +112,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     ):
         policy = ROOT / "callgate" / "data" / "default-policy.yaml"
         gate = Callgate(callgate_env(ast, redis_url, policy), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+        with gate.running(ast):
             yield Rig(ast, gate, redis_url)
-        finally:
-            gate.stop()
 
 
 def sipp(rig: Rig, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

@@ -61,14 +61,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         ) as ast,
     ):
         gate = Callgate(callgate_env(ast, redis_url, policy), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
-            with contextlib.ExitStack() as later:
-                yield Rig(ast, gate, redis_url, root / "redis", port, later)
-        finally:
-            gate.stop()
+        with gate.running(ast), contextlib.ExitStack() as later:
+            yield Rig(ast, gate, redis_url, root / "redis", port, later)
 
 
 @pytest.fixture

@@ -213,13 +213,8 @@ async def test_the_install_guide_as_a_newcomer_follows_it(
     config = root / "callgate.toml"
     config.write_text(step4_config(ast, redis_url, policy, free_port()))
     log = root / "callgate.log"
-    out = log.open("ab")
-    gate = Callgate(env, log)
-    gate.proc = subprocess.Popen(
-        [sys.executable, "-m", "callgate.cli", "serve", "--config", str(config)],
-        env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    out.close()
+    gate = Callgate(env, log, args=("serve", "--config", str(config)))
+    gate.start()
     try:
         assert wait_until(
             lambda: "ARI connected" in log.read_text() and "AMI connected" in log.read_text(), 20

@@ -23,11 +23,9 @@ from tests.e2e import (
     POLICY,
     Callgate,
     Watch,
-    app_registered,
     callgate_env,
     reached,
     shipped_configs,
-    wait_until,
 )
 from tests.servers import eventually
 
@@ -55,13 +53,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         ) as ast,
     ):
         gate = Callgate(callgate_env(ast, redis.url, policy), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+        with gate.running(ast):
             yield Rig(ast, gate, redis)
-        finally:
-            gate.stop()
 
 
 async def reservations(port: int) -> list[str]:

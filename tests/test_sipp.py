@@ -18,11 +18,9 @@ from tests.e2e import (
     POLICY,
     Callgate,
     Watch,
-    app_registered,
     callgate_env,
     reached,
     shipped_configs,
-    wait_until,
 )
 from tests.servers import free_port, redis_server
 
@@ -76,13 +74,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         asterisk(asterisk_prefix(), root / "ast", dialplan=EXTENSIONS, configs=configs) as ast,
     ):
         gate = Callgate(callgate_env(ast, redis_url, root / "policy.yaml"), root / "callgate.log")
-        gate.start()
-        try:
-            if not wait_until(lambda: app_registered(ast), 20):
-                pytest.fail(f"callgate did not register its Stasis app\n{gate.tail()}")
+        with gate.running(ast):
             yield Rig(ast, gate)
-        finally:
-            gate.stop()
 
 
 def sipp(rig: Rig, scenario: str, *sets: str) -> subprocess.CompletedProcess[str]:
